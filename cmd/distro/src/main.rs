@@ -1,0 +1,2 @@
+//! The `distro` binary (being written).
+fn main() {}

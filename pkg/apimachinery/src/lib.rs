@@ -1,0 +1,1 @@
+//! API machinery (being written).
