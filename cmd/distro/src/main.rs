@@ -1,2 +1,352 @@
-//! The `distro` binary (being written).
-fn main() {}
+//! The `distro` binary: subcommands, configuration resolution and process wiring only.
+//!
+//! Configuration has one key space: flags, `DISTRO_*` environment variables and keys of
+//! `/etc/distro/config.yaml` (or `--config`). As in k3s, config-file keys become flags placed
+//! before the command line's own, so the command line wins, then the environment, then the file.
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+/// A batteries-included Kubernetes distribution in one binary.
+#[derive(Parser, Debug)]
+#[command(name = "distro", version, about, propagate_version = true)]
+struct Cli {
+    /// Config file whose keys are flags of the subcommand.
+    #[arg(
+        long,
+        global = true,
+        env = "DISTRO_CONFIG_FILE",
+        default_value = "/etc/distro/config.yaml"
+    )]
+    config: PathBuf,
+    /// Log filter (tracing syntax), e.g. `info` or `distro_apiserver=debug`.
+    #[arg(long, global = true, env = "DISTRO_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the control plane (and, unless --disable-agent, a node) on this machine.
+    Server(Box<ServerArgs>),
+    /// Run kubectl with the admin kubeconfig of this machine's server.
+    Kubectl {
+        /// Arguments passed to kubectl.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// Directory for all state.
+    #[arg(
+        long,
+        short = 'd',
+        env = "DISTRO_DATA_DIR",
+        default_value = "/var/lib/distro",
+        help_heading = "Data"
+    )]
+    data_dir: PathBuf,
+    /// Address the API server listens on.
+    #[arg(
+        long,
+        env = "DISTRO_BIND_ADDRESS",
+        default_value = "0.0.0.0",
+        help_heading = "Listener"
+    )]
+    bind_address: IpAddr,
+    /// HTTPS port of the API server.
+    #[arg(
+        long,
+        env = "DISTRO_HTTPS_LISTEN_PORT",
+        default_value_t = 6443,
+        help_heading = "Listener"
+    )]
+    https_listen_port: u16,
+    /// Address advertised to other members of the cluster.
+    #[arg(long, env = "DISTRO_ADVERTISE_ADDRESS", help_heading = "Listener")]
+    advertise_address: Option<IpAddr>,
+    /// Extra hostnames or IPs for the serving certificate (repeatable).
+    #[arg(
+        long = "tls-san",
+        env = "DISTRO_TLS_SAN",
+        value_delimiter = ',',
+        help_heading = "Listener"
+    )]
+    tls_san: Vec<String>,
+    /// Pod network range(s), IPv4 and/or IPv6, comma-separated.
+    #[arg(
+        long,
+        env = "DISTRO_CLUSTER_CIDR",
+        default_value = "10.42.0.0/16",
+        help_heading = "Networking"
+    )]
+    cluster_cidr: String,
+    /// Service network range(s), comma-separated.
+    #[arg(
+        long,
+        env = "DISTRO_SERVICE_CIDR",
+        default_value = "10.43.0.0/16",
+        help_heading = "Networking"
+    )]
+    service_cidr: String,
+    /// Cluster DNS service IP.
+    #[arg(
+        long,
+        env = "DISTRO_CLUSTER_DNS",
+        default_value = "10.43.0.10",
+        help_heading = "Networking"
+    )]
+    cluster_dns: IpAddr,
+    /// Cluster domain.
+    #[arg(
+        long,
+        env = "DISTRO_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        help_heading = "Networking"
+    )]
+    cluster_domain: String,
+    /// Write the admin kubeconfig here.
+    #[arg(
+        long,
+        short = 'o',
+        env = "DISTRO_KUBECONFIG_OUTPUT",
+        default_value = "/etc/distro/distro.yaml",
+        help_heading = "Client"
+    )]
+    write_kubeconfig: PathBuf,
+    /// File mode of the admin kubeconfig (octal).
+    #[arg(
+        long,
+        env = "DISTRO_KUBECONFIG_MODE",
+        default_value = "0600",
+        help_heading = "Client"
+    )]
+    write_kubeconfig_mode: String,
+    /// Bundled components not to deploy (repeatable).
+    #[arg(
+        long,
+        env = "DISTRO_DISABLE",
+        value_delimiter = ',',
+        help_heading = "Components"
+    )]
+    disable: Vec<String>,
+    /// Run only the control plane, no node on this machine.
+    #[arg(long, env = "DISTRO_DISABLE_AGENT", help_heading = "Components")]
+    disable_agent: bool,
+    /// Shared secret agents use to join (generated if not set).
+    #[arg(long, short = 't', env = "DISTRO_TOKEN", help_heading = "Cluster")]
+    token: Option<String>,
+}
+
+/// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = match with_config_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("distro: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let cli = Cli::parse_from(args);
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Server(args) => {
+            let config = match server_config(*args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("distro server: {e:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            run_async(async move {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("shutting down");
+                    let _ = tx.send(true);
+                });
+                distro_server::run(config, rx)
+                    .await
+                    .context("distro server")
+            })
+        }
+        Command::Kubectl { args } => kubectl(args),
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("distro: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
+    let mode = u32::from_str_radix(a.write_kubeconfig_mode.trim_start_matches("0o"), 8)
+        .with_context(|| {
+            format!(
+                "--write-kubeconfig-mode {:?} is not an octal file mode like 0600",
+                a.write_kubeconfig_mode
+            )
+        })?;
+    if mode > 0o777 {
+        bail!(
+            "--write-kubeconfig-mode {:o} is not a file mode (at most 0777)",
+            mode
+        );
+    }
+    for (flag, value) in [
+        ("--cluster-cidr", &a.cluster_cidr),
+        ("--service-cidr", &a.service_cidr),
+    ] {
+        for part in value.split(',') {
+            let ok = part.split_once('/').is_some_and(|(ip, len)| {
+                ip.parse::<IpAddr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 128)
+            });
+            if !ok {
+                bail!("{flag} {part:?} is not a CIDR like 10.42.0.0/16");
+            }
+        }
+    }
+    Ok(distro_server::Config {
+        data_dir: a.data_dir,
+        bind_address: a.bind_address,
+        https_port: a.https_listen_port,
+        advertise_address: a.advertise_address,
+        tls_sans: a.tls_san,
+        cluster_cidr: a.cluster_cidr,
+        service_cidr: a.service_cidr,
+        cluster_dns: a.cluster_dns,
+        cluster_domain: a.cluster_domain,
+        write_kubeconfig: a.write_kubeconfig,
+        write_kubeconfig_mode: mode,
+        disable: a.disable,
+        disable_agent: a.disable_agent,
+        token: a.token,
+    })
+}
+
+/// Inserts the config file's keys as flags right after the subcommand, so the command line wins.
+fn with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>> {
+    // Find --config on the command line (or the env var), without full parsing.
+    let mut path = std::env::var_os("DISTRO_CONFIG_FILE").map(PathBuf::from);
+    let mut explicit = path.is_some();
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        if s == "--config" {
+            path = it.next().map(PathBuf::from);
+            explicit = true;
+        } else if let Some(p) = s.strip_prefix("--config=") {
+            path = Some(PathBuf::from(p));
+            explicit = true;
+        }
+    }
+    let path = path.unwrap_or_else(|| PathBuf::from("/etc/distro/config.yaml"));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(args),
+        Err(e) => return Err(e).with_context(|| format!("reading config file {}", path.display())),
+    };
+    let Some(sub_idx) = args.iter().position(|a| a == "server" || a == "agent") else {
+        return Ok(args);
+    };
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text)
+        .with_context(|| format!("parsing config file {}", path.display()))?;
+    let Some(map) = doc.as_mapping() else {
+        if doc.is_null() {
+            return Ok(args);
+        }
+        bail!(
+            "config file {} must be a mapping of flag names to values",
+            path.display()
+        );
+    };
+    let mut extra = Vec::new();
+    for (k, v) in map {
+        let key = k
+            .as_str()
+            .with_context(|| format!("config file {}: keys must be strings", path.display()))?;
+        let values: Vec<String> = match v {
+            serde_yaml::Value::Sequence(items) => {
+                items.iter().map(scalar).collect::<Result<_>>()?
+            }
+            other => vec![scalar(other)?],
+        };
+        for value in values {
+            if value == "true" && matches!(v, serde_yaml::Value::Bool(_)) {
+                extra.push(OsString::from(format!("--{key}")));
+            } else if !matches!(v, serde_yaml::Value::Bool(false)) {
+                extra.push(OsString::from(format!("--{key}={value}")));
+            }
+        }
+    }
+    let mut out = args[..=sub_idx].to_vec();
+    out.extend(extra);
+    out.extend_from_slice(&args[sub_idx + 1..]);
+    Ok(out)
+}
+
+fn scalar(v: &serde_yaml::Value) -> Result<String> {
+    Ok(match v {
+        serde_yaml::Value::String(s) => s.clone(),
+        serde_yaml::Value::Bool(b) => b.to_string(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        other => bail!("config value {other:?} must be a string, number or boolean"),
+    })
+}
+
+/// `distro kubectl ...`: exec kubectl with the admin kubeconfig unless one is chosen already.
+fn kubectl(args: Vec<OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("kubectl");
+    cmd.args(&args);
+    if std::env::var_os("KUBECONFIG").is_none() {
+        cmd.env("KUBECONFIG", "/etc/distro/distro.yaml");
+    }
+    let err = cmd.exec();
+    eprintln!("distro kubectl: running kubectl: {err} (install kubectl, or put it on PATH)");
+    ExitCode::from(127)
+}

@@ -1,1 +1,25 @@
-//! apiserver (being written).
+//! The Kubernetes-compatible API server.
+//!
+//! Objects are handled generically as JSON (so custom resources keep unknown fields) through one
+//! REST storage ([`rest`]), with per-kind behaviour in a table of strategies ([`resources`],
+//! [`kinds`]). Discovery, OpenAPI, tables and selectors derive from that same table. Only this
+//! crate touches the datastore; every other component is a client of the HTTP API.
+
+pub mod discovery;
+pub mod error;
+pub mod kinds;
+pub mod list;
+pub mod negotiate;
+pub mod openapi;
+pub mod protobuf;
+pub mod request;
+pub mod resources;
+pub mod rest;
+pub mod table;
+pub mod validation;
+
+pub use error::{Error, Result};
+pub mod authn;
+pub mod authz;
+pub mod handler;
+pub mod server;

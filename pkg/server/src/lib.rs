@@ -1,0 +1,326 @@
+//! `distro server`: assembles the control plane on this machine.
+//!
+//! Start-up order, in one place: PKI (CA, serving and admin certificates, service-account key,
+//! secrets encryption key) → datastore → apiserver → bootstrap objects → kubeconfig and join
+//! token. Controllers, the scheduler and the node parts join here as they land.
+//!
+//! Limits: one CA signs serving and client certificates (k3s keeps separate server/client CAs).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use distro_apiserver::handler::Handler;
+use distro_apiserver::resources::Registry;
+use distro_apiserver::rest::Storage;
+use distro_pki::{Ca, CertSpec, Credential, JoinToken, Usage};
+use distro_store::Datastore;
+use tokio::sync::watch;
+
+mod auth;
+mod bootstrap;
+
+/// Everything `distro server` can be told, resolved and validated by the CLI.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Root of all state (`<data-dir>/server/...`).
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub bind_address: IpAddr,
+    /// HTTPS port of the apiserver.
+    pub https_port: u16,
+    /// Address other machines and clients use to reach this server.
+    pub advertise_address: Option<IpAddr>,
+    /// Extra SANs for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// Pod network(s).
+    pub cluster_cidr: String,
+    /// Service network(s).
+    pub service_cidr: String,
+    /// Cluster DNS service IP.
+    pub cluster_dns: IpAddr,
+    /// Cluster domain.
+    pub cluster_domain: String,
+    /// Where to write the admin kubeconfig.
+    pub write_kubeconfig: PathBuf,
+    /// Its file mode.
+    pub write_kubeconfig_mode: u32,
+    /// Bundled components not to run.
+    pub disable: Vec<String>,
+    /// Run only the control plane.
+    pub disable_agent: bool,
+    /// A fixed join token secret (k3s `--token`); generated at first start otherwise.
+    pub token: Option<String>,
+}
+
+/// Errors of server start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// PKI setup failed.
+    #[error("setting up certificates in {dir}: {source}")]
+    Pki {
+        /// Directory.
+        dir: PathBuf,
+        /// Cause.
+        #[source]
+        source: distro_pki::Error,
+    },
+    /// The datastore failed to open.
+    #[error("opening the datastore at {path}: {source}")]
+    Store {
+        /// Path.
+        path: PathBuf,
+        /// Cause (boxed: store errors carry whole key-values).
+        #[source]
+        source: Box<distro_store::Error>,
+    },
+    /// Binding the port failed.
+    #[error("listening on {addr}: {source} (is another server using this port? pick one with --https-listen-port)")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing a file failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Creating bootstrap objects failed.
+    #[error("creating bootstrap objects: {0}")]
+    Bootstrap(#[source] distro_apiserver::Error),
+    /// A blocking task panicked or was cancelled.
+    #[error("start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The files and keys the control plane works with.
+struct Pki {
+    ca: Ca,
+    serving: distro_pki::CertKeyPair,
+    admin: distro_pki::CertKeyPair,
+    signer: distro_pki::TokenSigner,
+    encryption: distro_pki::EncryptionKey,
+}
+
+fn setup_pki(config: &Config) -> Result<Pki, Error> {
+    let tls = config.data_dir.join("server").join("tls");
+    let err = |source| Error::Pki {
+        dir: tls.clone(),
+        source,
+    };
+    let ca = Ca::load_or_create(&tls, "server-ca", "distro-server-ca").map_err(err)?;
+    let mut spec = CertSpec::new("distro-apiserver", Usage::Server);
+    spec.dns_names = vec![
+        "localhost".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        format!("kubernetes.default.svc.{}", config.cluster_domain),
+    ];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim().to_string();
+        if !h.is_empty() {
+            spec.dns_names.push(h);
+        }
+    }
+    spec.ip_addresses = vec![
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ];
+    if let Some(ip) = first_service_ip(&config.service_cidr) {
+        spec.ip_addresses.push(ip);
+    }
+    if let Some(a) = config.advertise_address {
+        spec.ip_addresses.push(a);
+    }
+    if !config.bind_address.is_unspecified() {
+        spec.ip_addresses.push(config.bind_address);
+    }
+    for san in &config.tls_sans {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => spec.ip_addresses.push(ip),
+            Err(_) => spec.dns_names.push(san.clone()),
+        }
+    }
+    spec.ip_addresses.dedup();
+    let serving =
+        distro_pki::load_or_issue(&ca, &tls, "serving-kube-apiserver", &spec).map_err(err)?;
+    let mut admin_spec = CertSpec::new("system:admin", Usage::Client);
+    admin_spec.organizations = vec!["system:masters".into()];
+    let admin = distro_pki::load_or_issue(&ca, &tls, "client-admin", &admin_spec).map_err(err)?;
+    let signer =
+        distro_pki::TokenSigner::load_or_create(&tls.join("service-account.key")).map_err(err)?;
+    let encryption = distro_pki::EncryptionKey::load_or_create(
+        &config
+            .data_dir
+            .join("server")
+            .join("cred")
+            .join("encryption.key"),
+    )
+    .map_err(err)?;
+    Ok(Pki {
+        ca,
+        serving,
+        admin,
+        signer,
+        encryption,
+    })
+}
+
+/// The first address of the (first) service range: the `kubernetes` Service's ClusterIP.
+fn first_service_ip(cidr: &str) -> Option<IpAddr> {
+    let first = cidr.split(',').next()?.trim();
+    let (addr, _) = first.split_once('/')?;
+    match addr.parse::<IpAddr>().ok()? {
+        IpAddr::V4(v4) => Some(IpAddr::V4(std::net::Ipv4Addr::from(
+            u32::from(v4).wrapping_add(1),
+        ))),
+        IpAddr::V6(v6) => Some(IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6).wrapping_add(1),
+        ))),
+    }
+}
+
+/// Runs the control plane until `shutdown` turns true.
+///
+/// # Errors
+/// Start-up failures (certificates, datastore, port); once serving, only a listener failure.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+    let started = Instant::now();
+    let cfg = config.clone();
+    let pki = tokio::task::spawn_blocking(move || setup_pki(&cfg)).await??;
+    let db = config.data_dir.join("server").join("db").join("state.db");
+    let store: Arc<dyn Datastore> = Arc::new(distro_store::SqliteStore::open(&db).map_err(
+        |source| Error::Store {
+            path: db.clone(),
+            source: Box::new(source),
+        },
+    )?);
+    let compactor =
+        distro_store::spawn_compactor(store.clone(), std::time::Duration::from_secs(300), 10_000);
+    let transformer = Arc::new(auth::SecretsEncryption::new(pki.encryption));
+    let storage = Storage::new(store.clone(), Some(transformer));
+    let registry = Arc::new(Registry::new(distro_apiserver::kinds::builtin()));
+    bootstrap::ensure(&storage, &registry)
+        .await
+        .map_err(Error::Bootstrap)?;
+
+    let addr = SocketAddr::new(config.bind_address, config.https_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })?;
+    // Port 0 (tests) picks a free port: everything after this uses the real one.
+    let addr = listener
+        .local_addr()
+        .map_err(|source| Error::Listen { addr, source })?;
+    let advertise_ip =
+        config
+            .advertise_address
+            .unwrap_or(if config.bind_address.is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                config.bind_address
+            });
+    let advertise = SocketAddr::new(advertise_ip, addr.port()).to_string();
+    let signer = Arc::new(pki.signer);
+    let handler = Arc::new(Handler {
+        registry: registry.clone(),
+        storage: storage.clone(),
+        advertise: advertise.clone(),
+        tokens: vec![Arc::new(auth::ServiceAccountTokens::new(
+            signer.clone(),
+            storage.clone(),
+            registry.clone(),
+        ))],
+        authorizer: distro_apiserver::authz::Rbac::start(storage.clone(), &registry)
+            .await
+            .map_err(Error::Bootstrap)?,
+        patch_schema: Arc::new(distro_apimachinery::schema::StaticSchema::default()),
+        extra: Vec::new(),
+    });
+    let tls =
+        distro_pki::server_tls_config(&pki.ca, &pki.serving, Some(&pki.ca)).map_err(|source| {
+            Error::Pki {
+                dir: config.data_dir.clone(),
+                source,
+            }
+        })?;
+
+    // Kubeconfig and join token only once we are about to serve, so their presence means "ready".
+    let url = format!(
+        "https://{}",
+        if config.bind_address.is_unspecified() {
+            SocketAddr::new(IpAddr::from([127, 0, 0, 1]), addr.port()).to_string()
+        } else {
+            addr.to_string()
+        }
+    );
+    let kc = config.write_kubeconfig.clone();
+    let mode = config.write_kubeconfig_mode;
+    let ca_pem = pki.ca.cert_pem().to_string();
+    let admin = pki.admin.clone();
+    let token_path = config.data_dir.join("server").join("token");
+    let fixed_token = config.token.clone();
+    let ca = pki.ca;
+    tokio::task::spawn_blocking(move || -> Result<(), Error> {
+        let credential = Credential::ClientCert {
+            cert_pem: admin.cert_pem,
+            key_pem: admin.key_pem,
+        };
+        distro_pki::write_kubeconfig(&kc, mode, "default", &url, &ca_pem, "default", &credential)
+            .map_err(|source| Error::Pki {
+            dir: kc.clone(),
+            source,
+        })?;
+        write_join_token(&ca, &token_path, fixed_token.as_deref())
+    })
+    .await??;
+
+    tracing::info!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %config.write_kubeconfig.display(), "API server ready");
+    let served = distro_apiserver::server::serve(listener, tls, handler, shutdown).await;
+    compactor.abort();
+    served.map_err(|source| Error::Listen { addr, source })
+}
+
+/// Writes `<data-dir>/server/token` (k3s format, pinning the CA) unless it exists.
+fn write_join_token(ca: &Ca, path: &std::path::Path, fixed: Option<&str>) -> Result<(), Error> {
+    if path.exists() {
+        return Ok(());
+    }
+    let token = match fixed {
+        Some(secret) => JoinToken {
+            ca_hash: Some(ca.hash()),
+            username: distro_pki::DEFAULT_USERNAME.into(),
+            secret: secret.into(),
+        },
+        None => {
+            JoinToken::generate(ca, distro_pki::DEFAULT_USERNAME).map_err(|source| Error::Pki {
+                dir: path.to_path_buf(),
+                source,
+            })?
+        }
+    };
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(format!("{token}\n").as_bytes())?;
+        f.sync_all()
+    };
+    write().map_err(|source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,274 @@
+//! The one test harness for the real binary: each [`Server`] gets its own temp data dir and a
+//! free port, is stopped by PID (only the process it started) and its data dir removed on drop;
+//! its log is printed when a test fails. [`eventually`] replaces sleeps.
+//!
+//! Tests find the binary through `DISTRO_BIN` or cargo's `CARGO_BIN_EXE_distro`, and kubectl at
+//! `/usr/lib/google-cloud-sdk/bin/kubectl.1.NN` (override the directory with `KUBECTL_DIR`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every kubectl minor version tests must pass with.
+pub const KUBECTL_VERSIONS: &[u32] = &[27, 28, 29, 30, 31, 32, 33];
+
+/// The newest kubectl, for tests that need only one.
+pub const LATEST: u32 = 33;
+
+/// Polls `f` every `every` until it returns `Some`, or panics with `what` after `deadline`.
+pub fn eventually<T>(
+    deadline: Duration,
+    every: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Path of a kubectl minor version.
+pub fn kubectl_path(minor: u32) -> PathBuf {
+    let dir =
+        std::env::var("KUBECTL_DIR").unwrap_or_else(|_| "/usr/lib/google-cloud-sdk/bin".into());
+    Path::new(&dir).join(format!("kubectl.1.{minor}"))
+}
+
+/// A running `distro server` owned by a test.
+pub struct Server {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    extra_args: Vec<String>,
+    bin: PathBuf,
+    /// 0 until the first start picks a free port; restarts reuse it.
+    port: u16,
+}
+
+impl Server {
+    /// Starts a control-plane-only server on a free port and waits until its kubeconfig exists
+    /// and `/readyz` answers.
+    pub fn start(bin: &Path) -> Server {
+        Self::start_with(bin, &[])
+    }
+
+    /// Like [`Server::start`], with extra flags.
+    pub fn start_with(bin: &Path, extra: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("distro-test-")
+            .tempdir()
+            .expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let mut s = Server {
+            child: None,
+            kubeconfig,
+            dir,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            bin: bin.to_path_buf(),
+            port: 0,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("server")
+            .arg("--config")
+            .arg(self.dir.path().join("no-config.yaml"))
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .arg("--bind-address")
+            .arg("127.0.0.1")
+            .arg("--https-listen-port")
+            .arg(self.port.to_string())
+            .arg("--write-kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--disable-agent")
+            .args(&self.extra_args)
+            .env("DISTRO_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log);
+        // An empty config file: tests never read the machine's /etc/distro/config.yaml.
+        std::fs::write(self.dir.path().join("no-config.yaml"), "").expect("config file");
+        self.child = Some(cmd.spawn().expect("starting distro server"));
+        let kc = self.kubeconfig.clone();
+        eventually(
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            "the server's kubeconfig",
+            || {
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    panic!("distro server exited with {status}:\n{}", self.log());
+                }
+                kc.exists().then_some(())
+            },
+        );
+        self.port = self
+            .server_url()
+            .and_then(|u| u.rsplit(':').next().and_then(|p| p.parse().ok()))
+            .expect("kubeconfig names the server's port");
+    }
+
+    /// The API URL from the kubeconfig.
+    pub fn server_url(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.kubeconfig).ok()?;
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
+        doc["clusters"][0]["cluster"]["server"]
+            .as_str()
+            .map(String::from)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (panics if it does not stop within 10 s).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+
+        eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            "server exit",
+            || child.try_wait().ok().flatten(),
+        )
+    }
+
+    /// Stops and starts again on the same data dir and port.
+    pub fn restart(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "server did not stop cleanly: {status}\n{}",
+            self.log()
+        );
+        self.spawn();
+    }
+
+    /// Runs kubectl 1.`minor` against this server.
+    pub fn kubectl(&self, minor: u32, args: &[&str]) -> Output {
+        self.kubectl_stdin(minor, args, None)
+    }
+
+    /// Runs kubectl with `stdin` as standard input (for `-f -`).
+    pub fn kubectl_stdin(&self, minor: u32, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut cmd = Command::new(kubectl_path(minor));
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir.path())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {}: {e}", kubectl_path(minor).display()));
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("writing stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs kubectl and returns stdout, panicking with stderr and the server log on failure.
+    pub fn ok(&self, minor: u32, args: &[&str]) -> String {
+        self.ok_stdin(minor, args, None)
+    }
+
+    /// [`Server::ok`] with standard input.
+    pub fn ok_stdin(&self, minor: u32, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_stdin(minor, args, stdin);
+        if !out.status.success() {
+            panic!(
+                "kubectl 1.{minor} {} failed ({}):\nstdout: {}\nstderr: {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn fails(&self, minor: u32, args: &[&str]) -> String {
+        self.fails_stdin(minor, args, None)
+    }
+
+    /// [`Server::fails`] with standard input.
+    pub fn fails_stdin(&self, minor: u32, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_stdin(minor, args, stdin);
+        assert!(
+            !out.status.success(),
+            "kubectl 1.{minor} {} should have failed; stdout: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Runs kubectl with `-o json` appended and parses the output.
+    pub fn json(&self, minor: u32, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.ok(minor, &a);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("kubectl output is not JSON ({e}): {out}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- distro server log ({}) ----\n{}",
+                self.dir.path().display(),
+                self.log()
+            );
+        }
+    }
+}
