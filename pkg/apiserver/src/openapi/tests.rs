@@ -691,22 +691,3 @@ fn protobuf_negotiation() {
     assert!(!wants_v2_protobuf(""));
     assert!(!wants_v2_protobuf("*/*"));
 }
-
-#[test]
-fn tmp_dump() {
-    if let Ok(dir) = std::env::var("OPENAPI_DUMP") {
-        let api = with_crontab();
-        std::fs::write(format!("{dir}/v2.json"), api.v2_json()).unwrap();
-        std::fs::write(format!("{dir}/v2.pb"), api.v2_protobuf()).unwrap();
-        std::fs::write(
-            format!("{dir}/v3index.json"),
-            serde_json::to_vec(&api.v3_index()).unwrap(),
-        )
-        .unwrap();
-        let idx = api.v3_index();
-        for gv in idx["paths"].as_object().unwrap().keys() {
-            let (b, _) = api.v3_group_version(gv).unwrap();
-            std::fs::write(format!("{dir}/{}.json", gv.replace('/', "_")), b).unwrap();
-        }
-    }
-}
