@@ -405,42 +405,30 @@ impl Storage {
             }
             if finalized && def.plural != "namespaces" {
                 // The last finalizer is gone from an object being deleted: delete it now.
-                match self.store.delete(&key, Some(current_rev)).await {
-                    Ok(kv) => {
-                        set_rv(&mut obj, kv.mod_revision);
-                        return Ok(Written {
-                            object: obj,
-                            warnings,
-                            created: false,
-                        });
-                    }
-                    Err(distro_store::Error::Conflict { .. }) if asked_rv.is_empty() => continue,
-                    Err(distro_store::Error::Conflict { .. }) => return Err(conflict(def, name)),
-                    Err(e) => return Err(e.into()),
-                }
+                let r = self.store.delete(&key, Some(current_rev)).await;
+                let Some(rev) = cas_outcome(def, name, r, asked_rv.is_empty())? else {
+                    continue;
+                };
+                set_rv(&mut obj, rev);
+                return Ok(Written {
+                    object: obj,
+                    warnings,
+                    created: false,
+                });
             }
-            match self
+            let r = self
                 .store
                 .update(&key, self.encode(def, &obj)?, current_rev)
-                .await
-            {
-                Ok(kv) => {
-                    set_rv(&mut obj, kv.mod_revision);
-                    return Ok(Written {
-                        object: obj,
-                        warnings,
-                        created: false,
-                    });
-                }
-                Err(
-                    distro_store::Error::Conflict { .. } | distro_store::Error::NotFound { .. },
-                ) if asked_rv.is_empty() => continue,
-                Err(distro_store::Error::Conflict { .. }) => return Err(conflict(def, name)),
-                Err(distro_store::Error::NotFound { .. }) => {
-                    return Err(Error::not_found(def.group_resource(), name))
-                }
-                Err(e) => return Err(e.into()),
-            }
+                .await;
+            let Some(rev) = cas_outcome(def, name, r, asked_rv.is_empty())? else {
+                continue;
+            };
+            set_rv(&mut obj, rev);
+            return Ok(Written {
+                object: obj,
+                warnings,
+                created: false,
+            });
         }
         Err(conflict(def, name))
     }
@@ -552,33 +540,23 @@ impl Storage {
                 if same_object(&obj, &before) {
                     return Ok((obj, false));
                 }
-                match self
+                let r = self
                     .store
                     .update(&key, self.encode(def, &obj)?, kv.mod_revision)
-                    .await
-                {
-                    Ok(kv) => {
-                        set_rv(&mut obj, kv.mod_revision);
-                        return Ok((obj, false));
-                    }
-                    Err(distro_store::Error::Conflict { .. }) => continue,
-                    Err(distro_store::Error::NotFound { .. }) => {
-                        return Err(Error::not_found(def.group_resource(), name))
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                    .await;
+                // A lost race re-reads: the next round answers 404 if the object is gone.
+                let Some(rev) = cas_outcome(def, name, r, true)? else {
+                    continue;
+                };
+                set_rv(&mut obj, rev);
+                return Ok((obj, false));
             }
-            match self.store.delete(&key, Some(kv.mod_revision)).await {
-                Ok(deleted) => {
-                    set_rv(&mut obj, deleted.mod_revision);
-                    return Ok((obj, true));
-                }
-                Err(distro_store::Error::Conflict { .. }) => continue,
-                Err(distro_store::Error::NotFound { .. }) => {
-                    return Err(Error::not_found(def.group_resource(), name))
-                }
-                Err(e) => return Err(e.into()),
-            }
+            let r = self.store.delete(&key, Some(kv.mod_revision)).await;
+            let Some(rev) = cas_outcome(def, name, r, true)? else {
+                continue;
+            };
+            set_rv(&mut obj, rev);
+            return Ok((obj, true));
         }
         Err(conflict(def, name))
     }
@@ -641,6 +619,30 @@ impl DeleteOptions {
             o.dry_run = true;
         }
         Ok(o)
+    }
+}
+
+/// The outcome of a compare-and-swap write inside a retry loop: `Some(revision)` when written,
+/// `None` when the race was lost and `retry` allows another round; otherwise the 409 or 404
+/// the client sees.
+fn cas_outcome(
+    def: &ResourceDef,
+    name: &str,
+    result: std::result::Result<KeyValue, distro_store::Error>,
+    retry: bool,
+) -> Result<Option<i64>> {
+    match result {
+        Ok(kv) => Ok(Some(kv.mod_revision)),
+        Err(distro_store::Error::Conflict { .. } | distro_store::Error::NotFound { .. })
+            if retry =>
+        {
+            Ok(None)
+        }
+        Err(distro_store::Error::Conflict { .. }) => Err(conflict(def, name)),
+        Err(distro_store::Error::NotFound { .. }) => {
+            Err(Error::not_found(def.group_resource(), name))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
