@@ -231,6 +231,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             });
     let advertise = SocketAddr::new(advertise_ip, addr.port()).to_string();
     let signer = Arc::new(pki.signer);
+    let openapi = Arc::new(distro_apiserver::openapi::OpenApiService::new(
+        distro_apiserver::openapi::OpenApi::build(&registry.all()),
+    ));
+    {
+        // Build the documents now, off the request path.
+        let openapi = openapi.clone();
+        tokio::task::spawn_blocking(move || openapi.current().warm());
+    }
     let handler = Arc::new(Handler {
         registry: registry.clone(),
         storage: storage.clone(),
@@ -243,8 +251,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         authorizer: distro_apiserver::authz::Rbac::start(storage.clone(), &registry)
             .await
             .map_err(Error::Bootstrap)?,
-        patch_schema: Arc::new(distro_apimachinery::schema::StaticSchema::default()),
-        extra: Vec::new(),
+        patch_schema: openapi.clone(),
+        extra: vec![openapi.clone()],
     });
     let tls =
         distro_pki::server_tls_config(&pki.ca, &pki.serving, Some(&pki.ca)).map_err(|source| {

@@ -41,6 +41,7 @@ mod defs;
 mod index;
 mod paths;
 mod proto;
+mod service;
 mod v3;
 
 #[cfg(test)]
@@ -48,6 +49,7 @@ mod tests;
 
 pub use custom::crd_definition_name;
 pub use index::TypeIndex;
+pub use service::OpenApiService;
 pub use v3::etag;
 
 use index::Types;
