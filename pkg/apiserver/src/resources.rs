@@ -57,6 +57,10 @@ pub trait Strategy: Send + Sync {
         }
     }
 
+    /// Carries over what an update may leave out (allocated values), before defaults run, as
+    /// upstream's `PrepareForUpdate`. Not called for status writes.
+    fn prepare_for_update(&self, _obj: &mut Value, _old: &Value) {}
+
     /// True if the kind has a `status` subresource: the main resource ignores status changes and
     /// the status subresource ignores everything else.
     fn has_status(&self) -> bool {

@@ -10,6 +10,7 @@ use chrono::{SecondsFormat, Utc};
 use distro_store::{Datastore, KeyValue, RangeRequest};
 use serde_json::{json, Map, Value};
 
+use crate::admission::Admission;
 use crate::error::{Error, FieldError, Result};
 use crate::resources::{NameRule, ResourceDef};
 use crate::validation;
@@ -94,6 +95,7 @@ pub trait Transformer: Send + Sync {
 pub struct Storage {
     store: Arc<dyn Datastore>,
     transformer: Option<Arc<dyn Transformer>>,
+    admission: Vec<Arc<dyn Admission>>,
 }
 
 /// How many times an unconditional update retries after losing a race.
@@ -102,7 +104,65 @@ const MAX_UPDATE_RETRIES: usize = 16;
 impl Storage {
     /// Storage over `store`, with an optional at-rest transformer.
     pub fn new(store: Arc<dyn Datastore>, transformer: Option<Arc<dyn Transformer>>) -> Self {
-        Storage { store, transformer }
+        Storage {
+            store,
+            transformer,
+            admission: Vec::new(),
+        }
+    }
+
+    /// Adds an admission step (allocators) run on every create, update and delete.
+    pub fn with_admission(mut self, a: Arc<dyn Admission>) -> Self {
+        self.admission.push(a);
+        self
+    }
+
+    async fn admit_create(&self, def: &ResourceDef, obj: &mut Value, dry_run: bool) -> Result<()> {
+        for (i, a) in self.admission.iter().enumerate() {
+            if let Err(e) = a.create(&self.store, def, obj, dry_run).await {
+                if !dry_run {
+                    for done in &self.admission[..i] {
+                        done.aborted(&self.store, def, obj, None).await;
+                    }
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn admit_update(
+        &self,
+        def: &ResourceDef,
+        obj: &mut Value,
+        old: &Value,
+        dry_run: bool,
+    ) -> Result<()> {
+        for (i, a) in self.admission.iter().enumerate() {
+            if let Err(e) = a.update(&self.store, def, obj, old, dry_run).await {
+                if !dry_run {
+                    for done in &self.admission[..i] {
+                        done.aborted(&self.store, def, obj, Some(old)).await;
+                    }
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The admitted write of `obj` (replacing `old`) did not happen.
+    async fn aborted(&self, def: &ResourceDef, obj: &Value, old: Option<&Value>) {
+        for a in &self.admission {
+            a.aborted(&self.store, def, obj, old).await;
+        }
+    }
+
+    /// `old` was replaced by `new`, or deleted.
+    async fn committed(&self, def: &ResourceDef, old: &Value, new: Option<&Value>) {
+        for a in &self.admission {
+            a.committed(&self.store, def, old, new).await;
+        }
     }
 
     /// The datastore, for watches.
@@ -238,9 +298,11 @@ impl Storage {
         if let Some(ns) = ns.filter(|_| def.namespaced) {
             self.check_namespace_open(ns).await?;
         }
-        prepare_create(def, &mut obj);
+        let body = obj;
         let mut attempts = 0;
         loop {
+            // The name is final before the kind's preparation runs (a Job's labels use it).
+            let mut obj = body.clone();
             if generate {
                 let base = obj["metadata"]["generateName"]
                     .as_str()
@@ -248,8 +310,10 @@ impl Storage {
                     .to_string();
                 obj["metadata"]["name"] = json!(validation::generate_name(&base));
             }
+            prepare_create(def, &mut obj);
             validate(def, &obj, None)?;
             let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+            self.admit_create(def, &mut obj, opts.dry_run).await?;
             if opts.dry_run {
                 if self.try_get(def, ns, &name).await?.is_some() {
                     return Err(Error::AlreadyExists {
@@ -264,7 +328,11 @@ impl Storage {
                 });
             }
             let key = def.key(ns, &name);
-            match self.store.create(&key, self.encode(def, &obj)?).await {
+            let r = match self.encode(def, &obj) {
+                Ok(bytes) => self.store.create(&key, bytes).await.map_err(Error::from),
+                Err(e) => Err(e),
+            };
+            let e = match r {
                 Ok(kv) => {
                     set_rv(&mut obj, kv.mod_revision);
                     return Ok(Written {
@@ -273,16 +341,22 @@ impl Storage {
                         created: true,
                     });
                 }
-                Err(distro_store::Error::AlreadyExists { .. }) if generate && attempts < 8 => {
+                Err(e) => e,
+            };
+            self.aborted(def, &obj, None).await;
+            match e {
+                Error::Store(distro_store::Error::AlreadyExists { .. })
+                    if generate && attempts < 8 =>
+                {
                     attempts += 1
                 }
-                Err(distro_store::Error::AlreadyExists { .. }) => {
+                Error::Store(distro_store::Error::AlreadyExists { .. }) => {
                     return Err(Error::AlreadyExists {
                         resource: def.group_resource(),
                         name,
                     })
                 }
-                Err(e) => return Err(e.into()),
+                e => return Err(e),
             }
         }
     }
@@ -354,6 +428,7 @@ impl Storage {
                 }
                 prepare_create(def, &mut obj);
                 validate(def, &obj, None)?;
+                self.admit_create(def, &mut obj, opts.dry_run).await?;
                 if opts.dry_run {
                     return Ok(Written {
                         object: obj,
@@ -361,7 +436,11 @@ impl Storage {
                         created: true,
                     });
                 }
-                match self.store.create(&key, self.encode(def, &obj)?).await {
+                let r = match self.encode(def, &obj) {
+                    Ok(bytes) => self.store.create(&key, bytes).await.map_err(Error::from),
+                    Err(e) => Err(e),
+                };
+                match r {
                     Ok(kv) => {
                         set_rv(&mut obj, kv.mod_revision);
                         return Ok(Written {
@@ -370,8 +449,13 @@ impl Storage {
                             created: true,
                         });
                     }
-                    Err(distro_store::Error::AlreadyExists { .. }) => continue,
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        self.aborted(def, &obj, None).await;
+                        match e {
+                            Error::Store(distro_store::Error::AlreadyExists { .. }) => continue,
+                            e => return Err(e),
+                        }
+                    }
                 }
             };
             let current_rev = current_kv.as_ref().map_or(0, |kv| kv.mod_revision);
@@ -384,6 +468,7 @@ impl Storage {
             }
             prepare_update(def, &mut obj, &old, subresource);
             validate(def, &obj, Some(&old))?;
+            self.admit_update(def, &mut obj, &old, opts.dry_run).await?;
             // Nothing changed: upstream skips the write and keeps the resourceVersion.
             if same_object(&obj, &old) {
                 return Ok(Written {
@@ -406,9 +491,13 @@ impl Storage {
             if finalized && def.plural != "namespaces" {
                 // The last finalizer is gone from an object being deleted: delete it now.
                 let r = self.store.delete(&key, Some(current_rev)).await;
-                let Some(rev) = cas_outcome(def, name, r, asked_rv.is_empty())? else {
+                let outcome = cas_outcome(def, name, r, asked_rv.is_empty());
+                let Ok(Some(rev)) = outcome else {
+                    self.aborted(def, &obj, Some(&old)).await;
+                    outcome?;
                     continue;
                 };
+                self.committed(def, &old, None).await;
                 set_rv(&mut obj, rev);
                 return Ok(Written {
                     object: obj,
@@ -420,9 +509,13 @@ impl Storage {
                 .store
                 .update(&key, self.encode(def, &obj)?, current_rev)
                 .await;
-            let Some(rev) = cas_outcome(def, name, r, asked_rv.is_empty())? else {
+            let outcome = cas_outcome(def, name, r, asked_rv.is_empty());
+            let Ok(Some(rev)) = outcome else {
+                self.aborted(def, &obj, Some(&old)).await;
+                outcome?;
                 continue;
             };
+            self.committed(def, &old, Some(&obj)).await;
             set_rv(&mut obj, rev);
             return Ok(Written {
                 object: obj,
@@ -555,6 +648,7 @@ impl Storage {
             let Some(rev) = cas_outcome(def, name, r, true)? else {
                 continue;
             };
+            self.committed(def, &obj, None).await;
             set_rv(&mut obj, rev);
             return Ok((obj, true));
         }
@@ -722,13 +816,19 @@ fn set_namespace(def: &ResourceDef, obj: &mut Value, ns: Option<&str>) -> Result
 
 /// System metadata of a new object, then the kind's reset and defaults.
 fn prepare_create(def: &ResourceDef, obj: &mut Value) {
+    // The uid first: some kinds derive fields from it (a Job's selector).
+    {
+        let meta = obj["metadata"]
+            .as_object_mut()
+            .expect("metadata is an object");
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+    }
     def.strategy.prepare_for_create(obj);
     def.strategy.default(obj);
     let meta = obj["metadata"]
         .as_object_mut()
         .expect("metadata is an object");
-    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-    meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
     for k in [
         "resourceVersion",
         "deletionTimestamp",
@@ -772,6 +872,7 @@ fn prepare_update(def: &ResourceDef, obj: &mut Value, old: &Value, subresource: 
         }
     }
     if !status_update {
+        def.strategy.prepare_for_update(obj, old);
         def.strategy.default(obj);
     }
     let old_meta = &old["metadata"];

@@ -4,7 +4,9 @@
 use distro_apiserver::resources::Registry;
 use distro_apiserver::rest::{Storage, WriteOptions};
 use distro_apiserver::Error;
-use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::{json, Value};
 
 /// Namespaces upstream clusters start with.
 const NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -45,5 +47,118 @@ pub async fn ensure(storage: &Storage, registry: &Registry) -> Result<(), Error>
             Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// The `default/kubernetes` Service (the first address of the service range, port 443) and its
+/// Endpoints and EndpointSlice pointing at this API server, as upstream's apiserver keeps them.
+/// Existing objects are corrected when the advertised address or port changed.
+///
+/// # Errors
+/// Storage errors.
+pub async fn kubernetes_service(
+    storage: &Storage,
+    registry: &Registry,
+    service_ip: IpAddr,
+    advertise: SocketAddr,
+) -> Result<(), Error> {
+    let (ip, port) = (advertise.ip().to_string(), advertise.port());
+    let family = if advertise.is_ipv6() { "IPv6" } else { "IPv4" };
+    let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": service_ip.to_string(),
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+            "sessionAffinity": "None",
+        },
+    });
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": family,
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    // Only the fields we own are compared and corrected: a user's labels survive.
+    upsert(
+        storage,
+        registry,
+        ("", "services"),
+        service,
+        &["spec", "ports"],
+    )
+    .await?;
+    upsert(
+        storage,
+        registry,
+        ("", "endpoints"),
+        endpoints,
+        &["subsets"],
+    )
+    .await?;
+    upsert(
+        storage,
+        registry,
+        ("discovery.k8s.io", "endpointslices"),
+        slice,
+        &["endpoints"],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates `obj`, or sets `path` of the existing object to `obj`'s value there if it differs.
+async fn upsert(
+    storage: &Storage,
+    registry: &Registry,
+    (group, resource): (&str, &str),
+    obj: Value,
+    path: &[&str],
+) -> Result<(), Error> {
+    let def = registry
+        .get(group, "v1", resource)
+        .ok_or(Error::NoSuchResource)?;
+    let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let want = path.iter().fold(&obj, |v, k| &v[*k]).clone();
+    if storage.try_get(&def, ns.as_deref(), &name).await?.is_none() {
+        match storage
+            .create(&def, ns.as_deref(), obj, &WriteOptions::default())
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    storage
+        .guaranteed_update(
+            &def,
+            ns.as_deref(),
+            &name,
+            None,
+            &WriteOptions::default(),
+            |current| {
+                let mut next = current.cloned().unwrap_or(Value::Null);
+                let slot = path.iter().fold(&mut next, |v, k| &mut v[*k]);
+                *slot = want.clone();
+                if let Some(m) = next["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                Ok((next, Vec::new()))
+            },
+        )
+        .await?;
     Ok(())
 }

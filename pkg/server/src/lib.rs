@@ -94,7 +94,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Creating bootstrap objects failed.
-    #[error("creating bootstrap objects: {0}")]
+    #[error("creating bootstrap objects")]
     Bootstrap(#[source] distro_apiserver::Error),
     /// A blocking task panicked or was cancelled.
     #[error("start-up task failed: {0}")]
@@ -207,7 +207,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let compactor =
         distro_store::spawn_compactor(store.clone(), std::time::Duration::from_secs(300), 10_000);
     let transformer = Arc::new(auth::SecretsEncryption::new(pki.encryption));
-    let storage = Storage::new(store.clone(), Some(transformer));
+    let allocator =
+        distro_apiserver::allocator::ServiceAllocator::new(&config.service_cidr, 30000..=32767)
+            .map_err(|e| Error::Bootstrap(distro_apiserver::Error::BadRequest(e)))?;
+    let storage =
+        Storage::new(store.clone(), Some(transformer)).with_admission(Arc::new(allocator));
     let registry = Arc::new(Registry::new(distro_apiserver::kinds::builtin()));
     bootstrap::ensure(&storage, &registry)
         .await
@@ -229,7 +233,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             } else {
                 config.bind_address
             });
-    let advertise = SocketAddr::new(advertise_ip, addr.port()).to_string();
+    let advertise_addr = SocketAddr::new(advertise_ip, addr.port());
+    let advertise = advertise_addr.to_string();
+    if let Some(ip) = first_service_ip(&config.service_cidr) {
+        bootstrap::kubernetes_service(&storage, &registry, ip, advertise_addr)
+            .await
+            .map_err(Error::Bootstrap)?;
+    }
     let signer = Arc::new(pki.signer);
     let openapi = Arc::new(distro_apiserver::openapi::OpenApiService::new(
         distro_apiserver::openapi::OpenApi::build(&registry.all()),

@@ -109,10 +109,8 @@ pub fn job_defaults(obj: &mut Value) {
 
 /// Drops status and, unless `spec.manualSelector`, generates the selector and pod labels from
 /// the Job's name and uid (upstream `generateSelector`).
-///
-/// Ordering hook for the lead: upstream has the uid and the final name (after `generateName`)
-/// at this point; the generic storage should assign `metadata.uid` and generate the name before
-/// calling `prepare_for_create`. Until then a uid is generated here when absent.
+/// The generic storage assigns the uid and the final name first; a uid is still made here
+/// when absent so the function stands alone.
 pub fn job_prepare(obj: &mut Value) {
     util::remove(obj, "status");
     if obj["spec"]["manualSelector"] == json!(true) || !obj["spec"].is_object() {

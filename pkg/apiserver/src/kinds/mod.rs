@@ -79,15 +79,6 @@ impl Builtin {
         self.prepare_for_update = Some(f);
         self
     }
-    /// Runs the update fix-up set by [`Builtin::prepare_for_update`], if any.
-    ///
-    /// Until [`Strategy`] has a `prepare_for_update` hook that the generic storage calls, this is
-    /// only reachable on the concrete type.
-    pub fn prepare_update(&self, obj: &mut Value, old: &Value) {
-        if let Some(f) = self.prepare_for_update {
-            f(obj, old);
-        }
-    }
     /// The kind has a status subresource.
     pub fn status(mut self) -> Self {
         self.status = true;
@@ -151,6 +142,11 @@ impl Strategy for Builtin {
                 }
             }
             None => {}
+        }
+    }
+    fn prepare_for_update(&self, obj: &mut Value, old: &Value) {
+        if let Some(f) = self.prepare_for_update {
+            f(obj, old);
         }
     }
     fn has_status(&self) -> bool {
