@@ -57,6 +57,12 @@ pub trait Strategy: Send + Sync {
         }
     }
 
+    /// An object another version of this resource stored (same storage, other `apiVersion`),
+    /// in this version's shape. The caller sets `apiVersion` afterwards.
+    fn convert(&self, obj: Value) -> Value {
+        obj
+    }
+
     /// Carries over what an update may leave out (allocated values), before defaults run, as
     /// upstream's `PrepareForUpdate`. Not called for status writes.
     fn prepare_for_update(&self, _obj: &mut Value, _old: &Value) {}

@@ -76,6 +76,7 @@ pub fn entries() -> Vec<Entry> {
             def = "io.k8s.api.core.v1.Event",
             Builtin::of::<core::Event>()
                 .create_on_update()
+                .convert(event_convert_to_core)
                 .validate(event_validate)
                 .table(event_columns, event_cells)
                 .fields(event_fields)
@@ -1290,6 +1291,52 @@ pub fn event_fields(obj: &Value, field: &str) -> Option<String> {
         _ => return None,
     };
     util::field_str(v)
+}
+
+/// core/v1 Event fields and their events.k8s.io/v1 names (upstream's conversion).
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("related", "related"),
+    ("message", "note"),
+    ("reason", "reason"),
+    ("type", "type"),
+    ("action", "action"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+    ("eventTime", "eventTime"),
+    ("series", "series"),
+    ("reportingComponent", "reportingController"),
+    ("reportingInstance", "reportingInstance"),
+];
+
+/// Both Event versions share one storage: an events.k8s.io/v1 Event read as core/v1.
+pub fn event_convert_to_core(obj: Value) -> Value {
+    convert_event(obj, |(core, v1)| (v1, core), "v1")
+}
+
+/// Both Event versions share one storage: a core/v1 Event read as events.k8s.io/v1.
+pub fn event_convert_to_v1(obj: Value) -> Value {
+    convert_event(obj, |(core, v1)| (core, v1), "events.k8s.io/v1")
+}
+
+fn convert_event(
+    mut obj: Value,
+    dir: fn((&'static str, &'static str)) -> (&'static str, &'static str),
+    api_version: &str,
+) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("apiVersion".into(), json!(api_version));
+    out.insert("kind".into(), json!("Event"));
+    out.insert("metadata".into(), obj["metadata"].take());
+    for &pair in EVENT_FIELDS {
+        let (from, to) = dir(pair);
+        if let Some(v) = obj.get_mut(from).map(Value::take).filter(|v| !v.is_null()) {
+            out.insert(to.into(), v);
+        }
+    }
+    Value::Object(out)
 }
 
 /// Maps an events.k8s.io/v1 Event onto the core/v1 field names (what upstream's conversion does),

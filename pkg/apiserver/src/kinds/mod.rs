@@ -32,6 +32,7 @@ pub struct Builtin {
     columns: fn() -> Vec<Column>,
     cells: fn(&Value) -> Vec<Value>,
     field: fn(&Value, &str) -> Option<String>,
+    convert: Option<fn(Value) -> Value>,
 }
 
 impl Builtin {
@@ -44,6 +45,7 @@ impl Builtin {
             validate_update: None,
             prepare_for_create: None,
             prepare_for_update: None,
+            convert: None,
             status: false,
             generation: false,
             create_on_update: false,
@@ -106,7 +108,12 @@ impl Builtin {
         self.cells = cells;
         self
     }
-    /// Sets the field-selector getter.
+    /// Sets the conversion from objects another version of the resource stored.
+    pub fn convert(mut self, f: fn(Value) -> Value) -> Self {
+        self.convert = Some(f);
+        self
+    }
+    /// Field selector values beyond name and namespace.
     pub fn fields(mut self, f: fn(&Value, &str) -> Option<String>) -> Self {
         self.field = f;
         self
@@ -142,6 +149,12 @@ impl Strategy for Builtin {
                 }
             }
             None => {}
+        }
+    }
+    fn convert(&self, obj: Value) -> Value {
+        match self.convert {
+            Some(f) => f(obj),
+            None => obj,
         }
     }
     fn prepare_for_update(&self, obj: &mut Value, old: &Value) {

@@ -82,6 +82,7 @@ pub fn entries() -> Vec<Entry> {
             sub = [],
             def = "io.k8s.api.events.v1.Event",
             Builtin::of::<events::Event>()
+                .convert(core::event_convert_to_v1)
                 .validate(event_validate)
                 .table(core::event_columns, event_cells)
                 .fields(event_fields)
@@ -224,10 +225,6 @@ pub fn entries() -> Vec<Entry> {
     for e in v.iter_mut() {
         if e.verbs == CREATE_ONLY {
             e.virtual_only = true;
-        }
-        if e.group == "events.k8s.io" {
-            // Until core/v1 <-> events.k8s.io/v1 conversion exists, the two are stored apart.
-            e.storage = Some("events.k8s.io/events");
         }
     }
     v
