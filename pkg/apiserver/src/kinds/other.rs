@@ -33,9 +33,29 @@ pub fn entries() -> Vec<Entry> {
             Builtin::of::<autoscaling::HorizontalPodAutoscaler>()
                 .generation()
                 .status()
+                .convert(hpa_to_v2)
                 .defaults(hpa_defaults)
                 .validate(hpa_validate)
                 .table(hpa_columns, hpa_cells)
+        ),
+        entry!(
+            "autoscaling",
+            "v1",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            ns = true,
+            short = ["hpa"],
+            cat = ["all"],
+            verbs = ALL_VERBS,
+            sub = ["status"],
+            def = "io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler",
+            Builtin::of::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>()
+                .generation()
+                .status()
+                .convert(hpa_to_v1)
+                .defaults(hpa_v1_defaults)
+                .validate(|obj| hpa_validate(&hpa_to_v2(obj.clone())))
+                .table(hpa_columns, |obj| hpa_cells(&hpa_to_v2(obj.clone())))
         ),
         entry!(
             "policy",
@@ -245,6 +265,186 @@ fn fill_rules(rules: &mut Value, window: i64, policies: Value) {
 }
 
 /// `SetDefaults_HorizontalPodAutoscaler` (autoscaling/v2).
+/// Annotations autoscaling/v1 keeps what it has no fields for in, so a v2 object read and
+/// written back through v1 loses nothing (upstream's names).
+const HPA_METRICS: &str = "autoscaling.alpha.kubernetes.io/metrics";
+const HPA_BEHAVIOR: &str = "autoscaling.alpha.kubernetes.io/behavior";
+const HPA_CURRENT_METRICS: &str = "autoscaling.alpha.kubernetes.io/current-metrics";
+const HPA_CONDITIONS: &str = "autoscaling.alpha.kubernetes.io/conditions";
+
+fn is_cpu_utilization(m: &Value, target: &str) -> bool {
+    m["type"] == "Resource"
+        && m["resource"]["name"] == "cpu"
+        && (target != "target" || m["resource"]["target"]["type"] == "Utilization")
+}
+
+/// An HPA another version stored, as autoscaling/v1.
+fn hpa_to_v1(mut obj: Value) -> Value {
+    if obj["apiVersion"] == "autoscaling/v1" {
+        return obj;
+    }
+    let spec = obj["spec"].take();
+    let status = obj["status"].take();
+    let mut annotations = obj["metadata"]["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut out_spec = json!({});
+    for k in ["scaleTargetRef", "minReplicas", "maxReplicas"] {
+        if !spec[k].is_null() {
+            out_spec[k] = spec[k].clone();
+        }
+    }
+    let mut others = Vec::new();
+    for m in arr(&spec["metrics"]) {
+        if is_cpu_utilization(m, "target") {
+            out_spec["targetCPUUtilizationPercentage"] =
+                m["resource"]["target"]["averageUtilization"].clone();
+        } else {
+            others.push(m.clone());
+        }
+    }
+    if !others.is_empty() {
+        annotations.insert(HPA_METRICS.into(), json!(Value::from(others).to_string()));
+    }
+    if spec["behavior"].is_object() {
+        annotations.insert(HPA_BEHAVIOR.into(), json!(spec["behavior"].to_string()));
+    }
+    obj["spec"] = out_spec;
+    if status.is_object() {
+        let mut out = json!({});
+        for k in [
+            "observedGeneration",
+            "lastScaleTime",
+            "currentReplicas",
+            "desiredReplicas",
+        ] {
+            if !status[k].is_null() {
+                out[k] = status[k].clone();
+            }
+        }
+        if out["desiredReplicas"].is_null() {
+            out["desiredReplicas"] = json!(0);
+        }
+        let mut others = Vec::new();
+        for m in arr(&status["currentMetrics"]) {
+            if is_cpu_utilization(m, "current")
+                && !m["resource"]["current"]["averageUtilization"].is_null()
+            {
+                out["currentCPUUtilizationPercentage"] =
+                    m["resource"]["current"]["averageUtilization"].clone();
+            } else {
+                others.push(m.clone());
+            }
+        }
+        if !others.is_empty() {
+            annotations.insert(
+                HPA_CURRENT_METRICS.into(),
+                json!(Value::from(others).to_string()),
+            );
+        }
+        if !util::is_empty(&status["conditions"]) {
+            annotations.insert(
+                HPA_CONDITIONS.into(),
+                json!(status["conditions"].to_string()),
+            );
+        }
+        obj["status"] = out;
+    } else if let Some(m) = obj.as_object_mut() {
+        m.remove("status");
+    }
+    if !annotations.is_empty() {
+        obj["metadata"]["annotations"] = Value::Object(annotations);
+    }
+    obj
+}
+
+/// An HPA another version stored (autoscaling/v1), as autoscaling/v2.
+fn hpa_to_v2(mut obj: Value) -> Value {
+    if obj["apiVersion"] != "autoscaling/v1" {
+        return obj;
+    }
+    let mut annotations = obj["metadata"]["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut take = |k: &str| -> Value {
+        annotations
+            .remove(k)
+            .and_then(|v| v.as_str().and_then(|s| serde_json::from_str(s).ok()))
+            .unwrap_or(Value::Null)
+    };
+    let (metrics, behavior, current, conditions) = (
+        take(HPA_METRICS),
+        take(HPA_BEHAVIOR),
+        take(HPA_CURRENT_METRICS),
+        take(HPA_CONDITIONS),
+    );
+    let spec = obj["spec"].take();
+    let mut out = json!({});
+    for k in ["scaleTargetRef", "minReplicas", "maxReplicas"] {
+        if !spec[k].is_null() {
+            out[k] = spec[k].clone();
+        }
+    }
+    let mut list = Vec::new();
+    if let Some(cpu) = spec["targetCPUUtilizationPercentage"].as_i64() {
+        list.push(json!({"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": cpu}}}));
+    }
+    list.extend(arr(&metrics).iter().cloned());
+    if !list.is_empty() {
+        out["metrics"] = json!(list);
+    }
+    if behavior.is_object() {
+        out["behavior"] = behavior;
+    }
+    obj["spec"] = out;
+    let status = obj["status"].take();
+    if status.is_object() {
+        let mut out = json!({});
+        for k in [
+            "observedGeneration",
+            "lastScaleTime",
+            "currentReplicas",
+            "desiredReplicas",
+        ] {
+            if !status[k].is_null() {
+                out[k] = status[k].clone();
+            }
+        }
+        let mut list = Vec::new();
+        if let Some(cpu) = status["currentCPUUtilizationPercentage"].as_i64() {
+            list.push(json!({"type": "Resource", "resource": {"name": "cpu",
+                "current": {"averageUtilization": cpu}}}));
+        }
+        list.extend(arr(&current).iter().cloned());
+        if !list.is_empty() {
+            out["currentMetrics"] = json!(list);
+        }
+        if conditions.is_array() {
+            out["conditions"] = conditions;
+        }
+        obj["status"] = out;
+    } else if let Some(m) = obj.as_object_mut() {
+        m.remove("status");
+    }
+    if annotations.is_empty() {
+        if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("annotations");
+        }
+    } else {
+        obj["metadata"]["annotations"] = Value::Object(annotations);
+    }
+    obj
+}
+
+fn hpa_v1_defaults(obj: &mut Value) {
+    if let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) {
+        set_default(spec, "minReplicas", json!(1));
+    }
+}
+
 fn hpa_defaults(obj: &mut Value) {
     let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) else {
         return;

@@ -74,6 +74,7 @@ const TYPES: &[AddFn] = &[
     add::<batch::CronJob>,
     add::<batch::Job>,
     add::<autoscaling2::HorizontalPodAutoscaler>,
+    add::<autoscaling1::HorizontalPodAutoscaler>,
     add::<autoscaling1::Scale>,
     add::<policy::PodDisruptionBudget>,
     add::<policy::Eviction>,
