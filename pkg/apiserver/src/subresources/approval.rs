@@ -203,6 +203,48 @@ fn check_signer(s: &Subresources, call: &Call<'_>, obj: &Value, old: &Value) -> 
     )))
 }
 
+/// Creates a CSR recording who asked (`spec.username`, `uid`, `groups`, `extra`), as upstream's
+/// strategy does: the requestor cannot be forged.
+pub(crate) async fn create(s: &Subresources, call: &Call<'_>) -> Result<http::Response<Body>> {
+    let mut body = call.body()?;
+    if !body["spec"].is_object() {
+        body["spec"] = json!({});
+    }
+    let spec = &mut body["spec"];
+    let user = call.user;
+    spec["username"] = json!(user.name);
+    for (k, v) in [
+        ("uid", (!user.uid.is_empty()).then(|| json!(user.uid))),
+        (
+            "groups",
+            (!user.groups.is_empty()).then(|| json!(user.groups)),
+        ),
+        ("extra", (!user.extra.is_empty()).then(|| json!(user.extra))),
+    ] {
+        match v {
+            Some(v) => spec[k] = v,
+            None => {
+                if let Some(m) = spec.as_object_mut() {
+                    m.remove(k);
+                }
+            }
+        }
+    }
+    let opts = call.write_options()?;
+    let w = s.storage.create(&call.def, None, body, &opts).await?;
+    let mut resp = json_response(StatusCode::CREATED, &w.object);
+    for warning in w.warnings {
+        let v = format!(
+            "299 - {}",
+            serde_json::to_string(&warning).unwrap_or_default()
+        );
+        if let Ok(h) = http::HeaderValue::from_str(&v) {
+            resp.headers_mut().append(http::header::WARNING, h);
+        }
+    }
+    Ok(resp)
+}
+
 /// GET, PUT and PATCH of `certificatesigningrequests/<name>/{approval,status}`.
 pub(crate) async fn handle(s: &Subresources, call: &Call<'_>) -> Result<http::Response<Body>> {
     let def = &call.def;

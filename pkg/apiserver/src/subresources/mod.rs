@@ -108,6 +108,9 @@ impl Route for Subresources {
             ("certificates.k8s.io", "certificatesigningrequests", Some("approval"), "get") => {
                 Which::Approval
             }
+            ("certificates.k8s.io", "certificatesigningrequests", None, "create") => {
+                Which::CsrCreate
+            }
             _ => return None,
         };
         let def = self.registry.get(&r.group, &r.version, &r.resource)?;
@@ -140,6 +143,7 @@ impl Route for Subresources {
                 None => Err(Error::NoSuchResource),
             },
             Which::Approval => approval::handle(self, &call).await,
+            Which::CsrCreate => approval::create(self, &call).await,
         };
         Some(result.unwrap_or_else(|e| error_response(&e)))
     }
@@ -151,6 +155,7 @@ enum Which {
     Eviction,
     Token,
     Approval,
+    CsrCreate,
 }
 
 /// The `Status` upstream answers creates with when there is no object to return (binding,
