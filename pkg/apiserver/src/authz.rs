@@ -40,6 +40,28 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 impl Rule {
+    /// The rule as SelfSubjectRulesReview lists it: `("resource", ResourceRule)` or
+    /// `("nonResource", NonResourceRule)`.
+    pub fn to_review(&self) -> (&'static str, Value) {
+        if !self.non_resource_urls.is_empty() {
+            return (
+                "nonResource",
+                serde_json::json!({"verbs": self.verbs, "nonResourceURLs": self.non_resource_urls}),
+            );
+        }
+        let mut v = serde_json::json!({"verbs": self.verbs});
+        for (k, list) in [
+            ("apiGroups", &self.api_groups),
+            ("resources", &self.resources),
+            ("resourceNames", &self.resource_names),
+        ] {
+            if !list.is_empty() {
+                v[k] = serde_json::json!(list);
+            }
+        }
+        ("resource", v)
+    }
+
     fn from_json(v: &Value) -> Rule {
         Rule {
             verbs: strings(&v["verbs"]),

@@ -198,6 +198,16 @@ pub enum Error {
     /// 429.
     #[error("{0}")]
     TooManyRequests(String),
+    /// 429 from the eviction subresource: a PodDisruptionBudget forbids the eviction now.
+    #[error("{message}")]
+    DisruptionBudget {
+        /// The request-level message.
+        message: String,
+        /// Why, listed as a `DisruptionBudget` cause.
+        cause: String,
+        /// Suggested wait before retrying (0: none given).
+        retry_after: u32,
+    },
     /// 504: waited for a resourceVersion that never came.
     #[error("{0}")]
     Timeout(String),
@@ -237,7 +247,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => (415, "UnsupportedMediaType"),
             Error::Gone(_) => (410, "Expired"),
             Error::TooLarge(_) => (413, "RequestEntityTooLarge"),
-            Error::TooManyRequests(_) => (429, "TooManyRequests"),
+            Error::TooManyRequests(_) | Error::DisruptionBudget { .. } => (429, "TooManyRequests"),
             Error::Timeout(_) => (504, "Timeout"),
             Error::Store(_) | Error::Internal(_) => (500, "InternalError"),
         }
@@ -276,6 +286,15 @@ impl Error {
                 Some(d)
             }
             Error::Timeout(_) => Some(json!({"retryAfterSeconds": 1})),
+            Error::DisruptionBudget {
+                cause, retry_after, ..
+            } => {
+                let mut d = json!({"causes": [{"reason": "DisruptionBudget", "message": cause}]});
+                if *retry_after > 0 {
+                    d["retryAfterSeconds"] = json!(retry_after);
+                }
+                Some(d)
+            }
             Error::NoSuchResource
             | Error::BadRequest(_)
             | Error::Unauthorized

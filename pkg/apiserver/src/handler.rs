@@ -30,6 +30,14 @@ const MAX_BODY: usize = 3 * 1024 * 1024;
 pub trait TokenAuthenticator: Send + Sync {
     /// The user the token stands for, or `None` if it is not valid.
     async fn authenticate(&self, token: &str) -> Option<UserInfo>;
+
+    /// For TokenReview: the user and the audiences the token is valid for among `audiences`
+    /// (empty: the API server's). Authenticators without audiences accept the asked ones.
+    async fn review(&self, token: &str, audiences: &[String]) -> Option<(UserInfo, Vec<String>)> {
+        self.authenticate(token)
+            .await
+            .map(|u| (u, audiences.to_vec()))
+    }
 }
 
 /// Decides whether a user may do what a request asks.
@@ -54,6 +62,8 @@ pub struct Handler {
     pub patch_schema: Arc<dyn distro_apimachinery::schema::Schema>,
     /// Extra routes (OpenAPI, metrics, subresources served elsewhere).
     pub extra: Vec<Arc<dyn Route>>,
+    /// Request metrics, recorded for every request that gets as far as routing.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A handler for non-generic paths (OpenAPI, subresources proxied to kubelets, …).
@@ -116,6 +126,25 @@ impl Handler {
         req: Request<hyper::body::Incoming>,
         peer: Option<&UserInfo>,
     ) -> Response<Body> {
+        let started = tokio::time::Instant::now();
+        let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        let _inflight = self.metrics.start(mutating);
+        let mut info = None;
+        let resp = self.serve_inner(req, peer, &mut info).await;
+        if let Some(info) = &info {
+            self.metrics
+                .observe(info, resp.status().as_u16(), started.elapsed());
+        }
+        resp
+    }
+
+    /// [`Handler::serve`], leaving what the request asked for in `seen` once parsed.
+    async fn serve_inner(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        peer: Option<&UserInfo>,
+        seen: &mut Option<RequestInfo>,
+    ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         if is_health(&path) {
@@ -133,20 +162,20 @@ impl Handler {
         };
         let req = Request::from_parts(parts, body);
         let query = parse_query(req.uri().query());
-        let info = request::parse(req.method(), &path, &query);
-        let user = match self.impersonate(&req, user, &info) {
+        let info: &RequestInfo = seen.insert(request::parse(req.method(), &path, &query));
+        let user = match self.impersonate(&req, user, info) {
             Ok(u) => u,
             Err(e) => return error_response(&e),
         };
-        if let Err(reason) = self.authorizer.authorize(&user, &info) {
-            return error_response(&Error::Forbidden(forbidden_message(&user, &info, &reason)));
+        if let Err(reason) = self.authorizer.authorize(&user, info) {
+            return error_response(&Error::Forbidden(forbidden_message(&user, info, &reason)));
         }
         for route in &self.extra {
-            if let Some(r) = route.handle(&req, &info, &user).await {
+            if let Some(r) = route.handle(&req, info, &user).await {
                 return r;
             }
         }
-        let result = match &info {
+        let result = match info {
             RequestInfo::NonResource { .. } => self.non_resource(&req, &path),
             RequestInfo::Resource(r) => self.resource(&req, r, &query, &user).await,
         };
@@ -652,7 +681,7 @@ fn forbidden_message(user: &UserInfo, info: &RequestInfo, reason: &str) -> Strin
 }
 
 /// Parses a JSON (or YAML) request body.
-fn decode_body(req: &Request<Bytes>) -> Result<Value> {
+pub(crate) fn decode_body(req: &Request<Bytes>) -> Result<Value> {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -677,7 +706,7 @@ fn decode_body(req: &Request<Bytes>) -> Result<Value> {
     }
 }
 
-fn write_options(query: &Query) -> Result<WriteOptions> {
+pub(crate) fn write_options(query: &Query) -> Result<WriteOptions> {
     let dry_run = match query.get("dryRun").map(String::as_str) {
         None | Some("") => false,
         Some("All") => true,

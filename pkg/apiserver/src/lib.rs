@@ -4,6 +4,10 @@
 //! REST storage ([`rest`]), with per-kind behaviour in a table of strategies ([`resources`],
 //! [`kinds`]). Discovery, OpenAPI, tables and selectors derive from that same table. Only this
 //! crate touches the datastore; every other component is a client of the HTTP API.
+//!
+//! Subresources with their own semantics ([`subresources`]: scale, binding, eviction, token,
+//! CSR approval), the review APIs ([`review`]) and `/metrics` ([`metrics`]) are routes the
+//! handler consults before its generic routing.
 
 pub mod admission;
 pub mod allocator;
@@ -11,12 +15,15 @@ pub mod discovery;
 pub mod error;
 pub mod kinds;
 pub mod list;
+pub mod metrics;
 pub mod negotiate;
 pub mod openapi;
 pub mod protobuf;
 pub mod request;
 pub mod resources;
 pub mod rest;
+pub mod review;
+pub mod subresources;
 pub mod table;
 pub mod validation;
 

@@ -249,20 +249,52 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         let openapi = openapi.clone();
         tokio::task::spawn_blocking(move || openapi.current().warm());
     }
+    // Service-account tokens name the API server as issuer and audience, as k3s configures
+    // kube-apiserver (`--service-account-issuer`, `--api-audiences`).
+    let issuer = format!("https://kubernetes.default.svc.{}", config.cluster_domain);
+    let audiences = vec![issuer.clone()];
+    let sa_tokens: Arc<dyn distro_apiserver::handler::TokenAuthenticator> =
+        Arc::new(auth::ServiceAccountTokens::new(
+            signer.clone(),
+            storage.clone(),
+            registry.clone(),
+            audiences.clone(),
+        ));
+    let rbac = distro_apiserver::authz::Rbac::start(storage.clone(), &registry)
+        .await
+        .map_err(Error::Bootstrap)?;
+    let authorizer: Arc<dyn distro_apiserver::handler::Authorizer> = rbac.clone();
+    let metrics = Arc::new(distro_apiserver::metrics::Metrics::default());
+    let subresources = Arc::new(distro_apiserver::subresources::Subresources {
+        registry: registry.clone(),
+        storage: storage.clone(),
+        patch_schema: openapi.clone(),
+        authorizer: authorizer.clone(),
+        tokens: Some(Arc::new(distro_apiserver::subresources::TokenIssuer::new(
+            signer.clone(),
+            issuer,
+            audiences,
+        ))),
+    });
+    let reviews = Arc::new(distro_apiserver::review::Reviews {
+        tokens: vec![sa_tokens.clone()],
+        authorizer: authorizer.clone(),
+        rules: Some(rbac),
+    });
+    let metrics_route = Arc::new(distro_apiserver::metrics::MetricsRoute {
+        metrics: metrics.clone(),
+        registry: registry.clone(),
+        storage: storage.clone(),
+    });
     let handler = Arc::new(Handler {
         registry: registry.clone(),
         storage: storage.clone(),
         advertise: advertise.clone(),
-        tokens: vec![Arc::new(auth::ServiceAccountTokens::new(
-            signer.clone(),
-            storage.clone(),
-            registry.clone(),
-        ))],
-        authorizer: distro_apiserver::authz::Rbac::start(storage.clone(), &registry)
-            .await
-            .map_err(Error::Bootstrap)?,
+        tokens: vec![sa_tokens],
+        authorizer,
         patch_schema: openapi.clone(),
-        extra: vec![openapi.clone()],
+        extra: vec![openapi.clone(), subresources, reviews, metrics_route],
+        metrics,
     });
     let tls =
         distro_pki::server_tls_config(&pki.ca, &pki.serving, Some(&pki.ca)).map_err(|source| {

@@ -189,6 +189,20 @@ pub fn entries() -> Vec<Entry> {
             def = "io.k8s.api.authentication.v1.SelfSubjectReview",
             Builtin::of::<authn::SelfSubjectReview>()
         ),
+        // kubectl 1.27's `auth whoami` asks v1beta1 (same schema as v1).
+        entry!(
+            "authentication.k8s.io",
+            "v1beta1",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            ns = false,
+            short = [],
+            cat = [],
+            verbs = CREATE_ONLY,
+            sub = [],
+            def = "io.k8s.api.authentication.v1beta1.SelfSubjectReview",
+            Builtin::of::<authn::SelfSubjectReview>()
+        ),
         entry!(
             "authorization.k8s.io",
             "v1",

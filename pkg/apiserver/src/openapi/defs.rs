@@ -131,6 +131,17 @@ pub(crate) fn builtin_definitions() -> Map<String, Value> {
     for (name, schema) in defs.iter_mut() {
         upstream_shape(name, schema);
     }
+    // Served for kubectl 1.27's `auth whoami`; k8s-openapi 1.33 has no v1beta1 type, and the
+    // v1 schema is the same.
+    if let Some(v1) = defs
+        .get("io.k8s.api.authentication.v1.SelfSubjectReview")
+        .cloned()
+    {
+        defs.insert(
+            "io.k8s.api.authentication.v1beta1.SelfSubjectReview".into(),
+            v1,
+        );
+    }
     defs
 }
 
