@@ -29,6 +29,7 @@ pub mod labels;
 pub mod patch;
 pub mod quantity;
 pub mod schema;
+pub mod structural;
 pub mod validation;
 
 mod gofmt;
