@@ -96,6 +96,9 @@ pub enum Error {
     /// Creating bootstrap objects failed.
     #[error("creating bootstrap objects: {0}")]
     Bootstrap(#[source] distro_apiserver::Error),
+    /// Loading the CustomResourceDefinitions in storage failed.
+    #[error("serving CustomResourceDefinitions: {0}")]
+    Crds(#[source] distro_apiserver::Error),
     /// A blocking task panicked or was cancelled.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -239,6 +242,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         let openapi = openapi.clone();
         tokio::task::spawn_blocking(move || openapi.current().warm());
     }
+    let (crds, crd_task) =
+        distro_apiserver::crd::Crds::start(storage.clone(), registry.clone(), openapi.clone())
+            .await
+            .map_err(Error::Crds)?;
     let handler = Arc::new(Handler {
         registry: registry.clone(),
         storage: storage.clone(),
@@ -252,7 +259,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             .await
             .map_err(Error::Bootstrap)?,
         patch_schema: openapi.clone(),
-        extra: vec![openapi.clone()],
+        extra: vec![openapi.clone(), crds],
     });
     let tls =
         distro_pki::server_tls_config(&pki.ca, &pki.serving, Some(&pki.ca)).map_err(|source| {
@@ -295,6 +302,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     tracing::info!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %config.write_kubeconfig.display(), "API server ready");
     let served = distro_apiserver::server::serve(listener, tls, handler, shutdown).await;
     compactor.abort();
+    crd_task.abort();
     served.map_err(|source| Error::Listen { addr, source })
 }
 
