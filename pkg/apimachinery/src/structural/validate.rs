@@ -289,7 +289,7 @@ fn format_ok(format: &str, s: &str) -> bool {
             bits.parse::<u8>().is_ok_and(|b| b <= max)
         }),
         "byte" => {
-            s.len() % 4 == 0
+            s.len().is_multiple_of(4)
                 && s.trim_end_matches('=').len() + 2 >= s.len()
                 && s.trim_end_matches('=')
                     .bytes()

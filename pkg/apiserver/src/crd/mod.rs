@@ -29,6 +29,9 @@ use crate::rest::{now_rfc3339, DeleteOptions, Storage, WriteOptions};
 pub mod jsonpath;
 mod scale;
 pub mod strategy;
+mod validation;
+
+pub use validation::validate_versions;
 
 use strategy::{CustomStrategy, PrinterColumn, ScaleSpec};
 
@@ -407,7 +410,7 @@ impl Crds {
             .flat_map(|s| s.defs.iter().map(|d| d.version.clone()))
             .collect();
         drop(st);
-        versions.sort_by(|a, b| version_priority(a).cmp(&version_priority(b)));
+        versions.sort_by_key(|v| version_priority(v));
         versions.dedup();
         self.registry.set_version_order(group, versions);
     }
@@ -790,91 +793,4 @@ mod tests {
         assert_eq!(s["conditions"][0]["reason"], "PluralConflict");
         assert_eq!(s["conditions"][1]["reason"], "NotAccepted");
     }
-}
-
-/// The checks of a CRD's versions beyond their shape: each schema is structural, printer
-/// columns and scale paths are usable, at least one version is served. Called from the CRD
-/// kind's validation.
-pub fn validate_versions(spec: &Value) -> Vec<crate::error::FieldError> {
-    use crate::error::FieldError;
-    let mut errs = Vec::new();
-    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
-    if !versions.is_empty() && !versions.iter().any(|v| v["served"] == true) {
-        errs.push(FieldError::invalid(
-            "spec.versions",
-            &spec["versions"],
-            "must have at least one version served",
-        ));
-    }
-    for (i, v) in versions.iter().enumerate() {
-        let p = format!("spec.versions[{i}]");
-        let schema = &v["schema"]["openAPIV3Schema"];
-        if schema.is_object() {
-            errs.extend(strategy::field_errors(
-                distro_apimachinery::structural::check_schema(
-                    schema,
-                    &format!("{p}.schema.openAPIV3Schema"),
-                ),
-            ));
-        }
-        let scale = &v["subresources"]["scale"];
-        if scale.is_object() {
-            for (key, under, required) in [
-                ("specReplicasPath", ".spec.", true),
-                ("statusReplicasPath", ".status.", true),
-                ("labelSelectorPath", ".", false),
-            ] {
-                let path = format!("{p}.subresources.scale.{key}");
-                match scale[key].as_str() {
-                    None | Some("") if required => errs.push(FieldError::required(path, "")),
-                    None | Some("") => {}
-                    Some(jp) => {
-                        let simple = jsonpath::JsonPath::parse(jp)
-                            .and_then(|j| j.field_name())
-                            .is_some();
-                        if !jp.starts_with(under) || !simple {
-                            let what = match under {
-                                ".spec." => "should be a json path under .spec",
-                                ".status." => "should be a json path under .status",
-                                _ => "should be a json path under either .spec or .status",
-                            };
-                            errs.push(FieldError::invalid(path, &scale[key], what));
-                        }
-                    }
-                }
-            }
-        }
-        for (j, c) in v["additionalPrinterColumns"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let cp = format!("{p}.additionalPrinterColumns[{j}]");
-            if c["name"].as_str().unwrap_or("").is_empty() {
-                errs.push(FieldError::required(format!("{cp}.name"), ""));
-            }
-            match c["type"].as_str() {
-                None | Some("") => errs.push(FieldError::required(format!("{cp}.type"), "")),
-                Some("integer" | "number" | "string" | "boolean" | "date") => {}
-                Some(_) => errs.push(FieldError::not_supported(
-                    format!("{cp}.type"),
-                    &c["type"],
-                    &["boolean", "date", "integer", "number", "string"],
-                )),
-            }
-            match c["jsonPath"].as_str() {
-                None | Some("") => errs.push(FieldError::required(format!("{cp}.jsonPath"), "")),
-                Some(jp) if jsonpath::JsonPath::parse(jp).is_none() => {
-                    errs.push(FieldError::invalid(
-                        format!("{cp}.jsonPath"),
-                        &c["jsonPath"],
-                        "must be a simple json path starting with .",
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    errs
 }

@@ -16,6 +16,9 @@ use crate::request::{parse_query, RequestInfo, ResourceRequest};
 use crate::resources::ResourceDef;
 use crate::rest::{FieldValidation, WriteOptions};
 
+/// How a write turns the current `Scale` into the requested one.
+type ScaleChange = Box<dyn Fn(&Value) -> Result<Value> + Send + Sync>;
+
 impl Crds {
     /// The served resource and its scale paths, if `r` addresses a custom resource with scale.
     fn scale_target(&self, r: &ResourceRequest) -> Option<(Arc<ResourceDef>, ScaleSpec)> {
@@ -50,7 +53,7 @@ impl Crds {
             )?,
             field_manager: query.get("fieldManager").cloned(),
         };
-        let change: Box<dyn Fn(&Value) -> Result<Value> + Send + Sync> = match r.verb {
+        let change: ScaleChange = match r.verb {
             "get" => {
                 let obj = self.storage.get(def, ns, name).await?;
                 return Ok(json_response(StatusCode::OK, &to_scale(&obj, spec)));
