@@ -289,7 +289,7 @@ fn custom_resources_are_served_like_upstream() {
 
 #[test]
 fn bad_and_conflicting_crds_are_reported() {
-    let s = Server::start(bin());
+    let mut s = Server::start(bin());
     let non_structural = CRD.replace(
         "            type: object\n            description: What",
         "            description: What",
@@ -368,4 +368,14 @@ fn bad_and_conflicting_crds_are_reported() {
         ],
     );
     s.ok(LATEST, &["get", "gizmos"]);
+
+    // A restarted server serves the CRDs in storage from the start (kind Widget is gizmos now).
+    s.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(&widget("g1", "  size: s\n")),
+    );
+    s.restart();
+    let g = s.json(LATEST, &["get", "gizmo", "g1"]);
+    assert_eq!(g["spec"]["replicas"], 1, "{g}");
 }

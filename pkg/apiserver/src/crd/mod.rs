@@ -363,10 +363,19 @@ impl Crds {
             }
             st.served.remove(name)
         };
-        if let Some(old) = &old {
-            self.registry.remove(&old.group, &old.plural);
-        }
         let served = build(&spec, names);
+        if let Some(old) = &old {
+            // Replacing in place keeps the resource answering; only a rename or a dropped
+            // version needs the old entries gone first.
+            let kept = old.plural == served.plural
+                && old
+                    .defs
+                    .iter()
+                    .all(|o| served.defs.iter().any(|n| n.version == o.version));
+            if !kept {
+                self.registry.remove(&old.group, &old.plural);
+            }
+        }
         for d in &served.defs {
             self.registry.add(d.clone());
         }
