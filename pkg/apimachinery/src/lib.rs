@@ -1,5 +1,6 @@
 //! Pure Kubernetes API machinery for the distro apiserver: label and field selectors,
-//! object-name and label validation, resource quantities, and the three PATCH flavours
+//! object-name and label validation, resource quantities, CRD structural schemas
+//! ([`structural`]: validation, pruning, defaulting), and the three PATCH flavours
 //! (RFC 6902 JSON patch, RFC 7386 merge patch, strategic merge patch).
 //!
 //! # Design
@@ -29,6 +30,7 @@ pub mod labels;
 pub mod patch;
 pub mod quantity;
 pub mod schema;
+pub mod structural;
 pub mod validation;
 
 mod gofmt;

@@ -31,6 +31,8 @@ pub enum FieldReason {
     TooLong,
     /// `Not found`.
     NotFound,
+    /// `Too many`.
+    TooMany,
 }
 
 impl FieldReason {
@@ -43,6 +45,7 @@ impl FieldReason {
             FieldReason::Forbidden => "FieldValueForbidden",
             FieldReason::TooLong => "FieldValueTooLong",
             FieldReason::NotFound => "FieldValueNotFound",
+            FieldReason::TooMany => "FieldValueTooMany",
         }
     }
 }
@@ -107,6 +110,7 @@ impl FieldError {
             FieldReason::Forbidden => "Forbidden",
             FieldReason::TooLong => "Too long",
             FieldReason::NotFound => "Not found",
+            FieldReason::TooMany => "Too many",
         };
         let detail = if detail.is_empty() {
             prefix.to_string()

@@ -741,12 +741,12 @@ fn written(def: &ResourceDef, w: Written, want: &Want, query: &Query) -> Respons
 }
 
 fn table_for(def: &ResourceDef, items: &[Value], include: IncludeObject, meta: Value) -> Value {
-    let columns = def.strategy.columns();
+    let columns = def.strategy.column_definitions();
     let rows = items
         .iter()
         .map(|o| table::row(def.strategy.cells(o), o, include))
         .collect();
-    table::table(&columns, rows, meta)
+    table::table_of(columns, rows, meta)
 }
 
 fn render_one(def: &ResourceDef, obj: &Value, want: &Want, query: &Query) -> Response<Body> {

@@ -30,5 +30,6 @@ pub mod validation;
 pub use error::{Error, Result};
 pub mod authn;
 pub mod authz;
+pub mod crd;
 pub mod handler;
 pub mod server;

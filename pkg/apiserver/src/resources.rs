@@ -93,6 +93,20 @@ pub trait Strategy: Send + Sync {
         crate::table::default_columns()
     }
 
+    /// The Table `columnDefinitions`; kinds whose columns are only known at run time (custom
+    /// resources' printer columns) override this instead of [`Strategy::columns`].
+    fn column_definitions(&self) -> Vec<Value> {
+        self.columns().iter().map(Column::definition).collect()
+    }
+
+    /// Turns an object as stored into the object this resource serves (custom resources:
+    /// another version's apiVersion, read-time defaults). Called on every read.
+    fn on_read(&self, _obj: &mut Value) {}
+
+    /// Turns an object this resource serves into the one to store (custom resources: the
+    /// storage version's apiVersion). Called on every write.
+    fn to_storage(&self, _obj: &mut Value) {}
+
     /// The cells of one row, in the order of [`Strategy::columns`].
     fn cells(&self, obj: &Value) -> Vec<Value> {
         crate::table::default_cells(obj)

@@ -177,6 +177,7 @@ impl Storage {
         if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("resourceVersion");
         }
+        def.strategy.to_storage(&mut obj);
         let data = serde_json::to_vec(&obj).map_err(|e| Error::Internal(e.to_string()))?;
         Ok(Bytes::from(match &self.transformer {
             Some(t) => t.before_write(def, data).map_err(Error::Internal)?,
@@ -202,6 +203,7 @@ impl Storage {
         if let Some(m) = obj["metadata"].as_object_mut() {
             m.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         }
+        def.strategy.on_read(&mut obj);
         Ok(obj)
     }
 

@@ -64,7 +64,8 @@ impl Column {
         )
     }
 
-    fn definition(&self) -> Value {
+    /// This column as a Table `columnDefinitions` entry.
+    pub fn definition(&self) -> Value {
         json!({
             "name": self.name,
             "type": self.kind,
@@ -215,11 +216,16 @@ pub fn row(cells: Vec<Value>, obj: &Value, include: IncludeObject) -> Value {
 
 /// A Table with `rows`, under list metadata `meta`.
 pub fn table(columns: &[Column], rows: Vec<Value>, meta: Value) -> Value {
+    table_of(columns.iter().map(Column::definition).collect(), rows, meta)
+}
+
+/// A Table from ready-made column definitions (see `Strategy::column_definitions`).
+pub fn table_of(definitions: Vec<Value>, rows: Vec<Value>, meta: Value) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": meta,
-        "columnDefinitions": columns.iter().map(Column::definition).collect::<Vec<_>>(),
+        "columnDefinitions": definitions,
         "rows": rows,
     })
 }

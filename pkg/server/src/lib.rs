@@ -96,6 +96,9 @@ pub enum Error {
     /// Creating bootstrap objects failed.
     #[error("creating bootstrap objects")]
     Bootstrap(#[source] distro_apiserver::Error),
+    /// Loading the CustomResourceDefinitions in storage failed.
+    #[error("serving CustomResourceDefinitions")]
+    Crds(#[source] distro_apiserver::Error),
     /// A blocking task panicked or was cancelled.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -286,6 +289,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         registry: registry.clone(),
         storage: storage.clone(),
     });
+    let (crds, crd_task) =
+        distro_apiserver::crd::Crds::start(storage.clone(), registry.clone(), openapi.clone())
+            .await
+            .map_err(Error::Crds)?;
     let handler = Arc::new(Handler {
         registry: registry.clone(),
         storage: storage.clone(),
@@ -293,7 +300,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         tokens: vec![sa_tokens],
         authorizer,
         patch_schema: openapi.clone(),
-        extra: vec![openapi.clone(), subresources, reviews, metrics_route],
+        extra: vec![openapi.clone(), crds, subresources, reviews, metrics_route],
         metrics,
     });
     let tls =
@@ -337,6 +344,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     tracing::info!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %config.write_kubeconfig.display(), "API server ready");
     let served = distro_apiserver::server::serve(listener, tls, handler, shutdown).await;
     compactor.abort();
+    crd_task.abort();
     served.map_err(|source| Error::Listen { addr, source })
 }
 

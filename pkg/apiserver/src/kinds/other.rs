@@ -1247,6 +1247,7 @@ fn crd_validate(obj: &Value) -> Vec<FieldError> {
             "required when strategy is set to Webhook",
         ));
     }
+    errs.extend(crate::crd::validate_versions(spec));
     errs
 }
 
@@ -1257,6 +1258,12 @@ fn crd_validate_update(obj: &Value, old: &Value) -> Vec<FieldError> {
         "spec.group",
         &obj["spec"]["group"],
         &old["spec"]["group"],
+    );
+    util::immutable(
+        &mut errs,
+        "spec.scope",
+        &obj["spec"]["scope"],
+        &old["spec"]["scope"],
     );
     // The stored versions must stay served definitions.
     for sv in arr(&old["status"]["storedVersions"]) {
