@@ -5,6 +5,7 @@
 //! [`kinds`]). Discovery, OpenAPI, tables and selectors derive from that same table. Only this
 //! crate touches the datastore; every other component is a client of the HTTP API.
 
+pub mod apply;
 pub mod discovery;
 pub mod error;
 pub mod kinds;

@@ -47,8 +47,13 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldValidation`.
     pub field_validation: FieldValidation,
-    /// `fieldManager` (recorded in managedFields once server-side apply lands).
+    /// `fieldManager` query parameter.
     pub field_manager: Option<String>,
+    /// Records managedFields once the new object is final; `None` leaves them as they are
+    /// (server-side apply sets them itself).
+    pub track: Option<crate::apply::Tracker>,
+    /// Create a missing object even where a PUT may not (server-side apply does, as upstream).
+    pub force_allow_create: bool,
 }
 
 impl Default for WriteOptions {
@@ -57,6 +62,8 @@ impl Default for WriteOptions {
             dry_run: false,
             field_validation: FieldValidation::Warn,
             field_manager: None,
+            track: None,
+            force_allow_create: false,
         }
     }
 }
@@ -239,6 +246,9 @@ impl Storage {
             self.check_namespace_open(ns).await?;
         }
         prepare_create(def, &mut obj);
+        if let Some(t) = &opts.track {
+            t.record(def, None, &mut obj, None);
+        }
         let mut attempts = 0;
         loop {
             if generate {
@@ -339,7 +349,9 @@ impl Storage {
             check_name(def, &obj, name)?;
             set_namespace(def, &mut obj, ns)?;
             let Some(old) = current else {
-                if !def.strategy.allow_create_on_update() || subresource.is_some() {
+                if !(def.strategy.allow_create_on_update() || opts.force_allow_create)
+                    || subresource.is_some()
+                {
                     return Err(Error::not_found(def.group_resource(), name));
                 }
                 if !obj["metadata"]["resourceVersion"]
@@ -353,6 +365,9 @@ impl Storage {
                     self.check_namespace_open(ns).await?;
                 }
                 prepare_create(def, &mut obj);
+                if let Some(t) = &opts.track {
+                    t.record(def, None, &mut obj, None);
+                }
                 validate(def, &obj, None)?;
                 if opts.dry_run {
                     return Ok(Written {
@@ -383,6 +398,9 @@ impl Storage {
                 return Err(conflict(def, name));
             }
             prepare_update(def, &mut obj, &old, subresource);
+            if let Some(t) = &opts.track {
+                t.record(def, Some(&old), &mut obj, subresource);
+            }
             validate(def, &obj, Some(&old))?;
             // Nothing changed: upstream skips the write and keeps the resourceVersion.
             if same_object(&obj, &old) {
