@@ -25,6 +25,7 @@
 //!   wholesale from the patch; upstream leaves them in and relies on the typed round trip to
 //!   drop them, which this untyped store does not do.
 
+pub mod apply;
 pub mod fields;
 pub mod labels;
 pub mod patch;

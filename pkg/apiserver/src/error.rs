@@ -163,6 +163,14 @@ pub enum Error {
         /// Why, e.g. "the object has been modified; please apply your changes to the latest version and try again".
         detail: String,
     },
+    /// 409: server-side apply would change fields other managers own.
+    #[error("{message}")]
+    ApplyConflict {
+        /// upstream's summary, e.g. `Apply failed with 1 conflict: conflict with "m": .spec.replicas`.
+        message: String,
+        /// One `(field, message)` per conflicting field, for `details.causes`.
+        causes: Vec<(String, String)>,
+    },
     /// 422: validation failed.
     #[error("{kind} \"{name}\" is invalid: {}", .causes.iter().map(FieldError::message).collect::<Vec<_>>().join(", "))]
     Invalid {
@@ -241,7 +249,7 @@ impl Error {
         match self {
             Error::NotFound { .. } | Error::NoSuchResource => (404, "NotFound"),
             Error::AlreadyExists { .. } => (409, "AlreadyExists"),
-            Error::Conflict { .. } => (409, "Conflict"),
+            Error::Conflict { .. } | Error::ApplyConflict { .. } => (409, "Conflict"),
             Error::Invalid { .. } => (422, "Invalid"),
             Error::BadRequest(_) => (400, "BadRequest"),
             Error::Unauthorized => (401, "Unauthorized"),
@@ -288,6 +296,13 @@ impl Error {
                     d["group"] = json!(group);
                 }
                 Some(d)
+            }
+            Error::ApplyConflict { causes, .. } => {
+                let causes: Vec<Value> = causes
+                    .iter()
+                    .map(|(field, message)| json!({"type": "FieldManagerConflict", "message": message, "field": field}))
+                    .collect();
+                Some(json!({"causes": causes}))
             }
             Error::Timeout(_) => Some(json!({"retryAfterSeconds": 1})),
             Error::DisruptionBudget {

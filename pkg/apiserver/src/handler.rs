@@ -378,7 +378,7 @@ impl Handler {
                 def.group_resource()
             )));
         }
-        let opts = write_options(query)?;
+        let opts = crate::apply::track(write_options(query)?, req, &self.patch_schema);
         match r.verb {
             "get" => {
                 let name = r.name.as_deref().unwrap_or_default();
@@ -517,21 +517,27 @@ impl Handler {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
-        let patch: Value = match ct.as_str() {
-            "application/apply-patch+yaml" => serde_yaml::from_slice(req.body())
-                .map_err(|e| Error::BadRequest(format!("error decoding YAML: {e}")))?,
-            _ => serde_json::from_slice(req.body())
-                .map_err(|e| Error::BadRequest(format!("error decoding patch: {e}")))?,
-        };
+        if ct == "application/apply-patch+yaml" {
+            let schema = self.patch_schema.clone();
+            return crate::apply::apply(
+                &self.storage,
+                schema,
+                def,
+                ns,
+                name,
+                subresource,
+                req,
+                opts,
+            )
+            .await;
+        }
+        crate::apply::check_patch_options(req)?;
+        let patch: Value = serde_json::from_slice(req.body())
+            .map_err(|e| Error::BadRequest(format!("error decoding patch: {e}")))?;
         let kind = match ct.as_str() {
             "application/json-patch+json" => PatchKind::Json,
             "application/merge-patch+json" => PatchKind::Merge,
             "application/strategic-merge-patch+json" => PatchKind::Strategic,
-            "application/apply-patch+yaml" | "application/apply-patch+json" => {
-                return Err(Error::UnsupportedMediaType(
-                    "server-side apply is not supported by this server yet".into(),
-                ))
-            }
             other => {
                 return Err(Error::UnsupportedMediaType(format!(
                     "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
@@ -553,8 +559,20 @@ impl Handler {
                     m.remove("resourceVersion");
                 }
                 let patched = match kind {
-                    PatchKind::Json => distro_apimachinery::patch::json_patch(&base, &patch)
-                        .map_err(|e| Error::BadRequest(e.to_string()))?,
+                    // JSON patches address the object as it is, resourceVersion included
+                    // (kubectl's managedFields migration replaces it); kept unchanged, it is no
+                    // precondition.
+                    PatchKind::Json => {
+                        let mut p = distro_apimachinery::patch::json_patch(current, &patch)
+                            .map_err(|e| Error::BadRequest(e.to_string()))?;
+                        let rv = &current["metadata"]["resourceVersion"];
+                        if let Some(m) = p["metadata"].as_object_mut() {
+                            if m.get("resourceVersion") == Some(rv) {
+                                m.remove("resourceVersion");
+                            }
+                        }
+                        p
+                    }
                     PatchKind::Merge => distro_apimachinery::patch::merge_patch(&base, &patch),
                     PatchKind::Strategic => distro_apimachinery::patch::strategic_merge_patch(
                         &base,
@@ -589,7 +607,7 @@ impl Handler {
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok()),
         );
-        let opts = write_options(query)?;
+        let opts = crate::apply::track(write_options(query)?, req, &self.patch_schema);
         match (sub, r.verb) {
             ("status", "get") => Ok(render_one(
                 def,
@@ -720,6 +738,7 @@ pub(crate) fn write_options(query: &Query) -> Result<WriteOptions> {
         dry_run,
         field_validation: FieldValidation::parse(query.get("fieldValidation").map(String::as_str))?,
         field_manager: query.get("fieldManager").cloned(),
+        ..WriteOptions::default()
     })
 }
 

@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod apply;
 pub mod discovery;
 pub mod error;
 pub mod kinds;

@@ -48,8 +48,13 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldValidation`.
     pub field_validation: FieldValidation,
-    /// `fieldManager` (recorded in managedFields once server-side apply lands).
+    /// `fieldManager` query parameter.
     pub field_manager: Option<String>,
+    /// Records managedFields once the new object is final; `None` leaves them as they are
+    /// (server-side apply sets them itself).
+    pub track: Option<crate::apply::Tracker>,
+    /// Create a missing object even where a PUT may not (server-side apply does, as upstream).
+    pub force_allow_create: bool,
 }
 
 impl Default for WriteOptions {
@@ -58,6 +63,8 @@ impl Default for WriteOptions {
             dry_run: false,
             field_validation: FieldValidation::Warn,
             field_manager: None,
+            track: None,
+            force_allow_create: false,
         }
     }
 }
@@ -318,6 +325,9 @@ impl Storage {
                 obj["metadata"]["name"] = json!(validation::generate_name(&base));
             }
             prepare_create(def, &mut obj);
+            if let Some(t) = &opts.track {
+                t.record(def, None, &mut obj, None);
+            }
             validate(def, &obj, None)?;
             let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
             self.admit_create(def, &mut obj, opts.dry_run).await?;
@@ -420,7 +430,9 @@ impl Storage {
             check_name(def, &obj, name)?;
             set_namespace(def, &mut obj, ns)?;
             let Some(old) = current else {
-                if !def.strategy.allow_create_on_update() || subresource.is_some() {
+                if !(def.strategy.allow_create_on_update() || opts.force_allow_create)
+                    || subresource.is_some()
+                {
                     return Err(Error::not_found(def.group_resource(), name));
                 }
                 if !obj["metadata"]["resourceVersion"]
@@ -434,6 +446,9 @@ impl Storage {
                     self.check_namespace_open(ns).await?;
                 }
                 prepare_create(def, &mut obj);
+                if let Some(t) = &opts.track {
+                    t.record(def, None, &mut obj, None);
+                }
                 validate(def, &obj, None)?;
                 self.admit_create(def, &mut obj, opts.dry_run).await?;
                 if opts.dry_run {
@@ -474,6 +489,9 @@ impl Storage {
                 return Err(conflict(def, name));
             }
             prepare_update(def, &mut obj, &old, subresource);
+            if let Some(t) = &opts.track {
+                t.record(def, Some(&old), &mut obj, subresource);
+            }
             validate(def, &obj, Some(&old))?;
             self.admit_update(def, &mut obj, &old, opts.dry_run).await?;
             // Nothing changed: upstream skips the write and keeps the resourceVersion.

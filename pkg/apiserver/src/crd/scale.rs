@@ -52,6 +52,7 @@ impl Crds {
                 query.get("fieldValidation").map(String::as_str),
             )?,
             field_manager: query.get("fieldManager").cloned(),
+            ..WriteOptions::default()
         };
         let change: ScaleChange = match r.verb {
             "get" => {
