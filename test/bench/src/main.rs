@@ -34,7 +34,7 @@ use server::Server;
 #[command(about = "Measure distro's API server against the DESIGN.md performance targets")]
 struct Opts {
     /// The distro binary to benchmark (a release build).
-    #[arg(long, default_value = "target/release/distro")]
+    #[arg(long, env = "DISTRO_BENCH_BIN", default_value = "target/release/distro")]
     bin: PathBuf,
     /// Small smoke run: 500 objects, 100 in the LIST namespace, 1 s phases, 1 s idle.
     #[arg(long)]
