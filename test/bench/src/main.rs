@@ -34,7 +34,11 @@ use server::Server;
 #[command(about = "Measure distro's API server against the DESIGN.md performance targets")]
 struct Opts {
     /// The distro binary to benchmark (a release build).
-    #[arg(long, env = "DISTRO_BENCH_BIN", default_value = "target/release/distro")]
+    #[arg(
+        long,
+        env = "DISTRO_BENCH_BIN",
+        default_value = "target/release/distro"
+    )]
     bin: PathBuf,
     /// Small smoke run: 500 objects, 100 in the LIST namespace, 1 s phases, 1 s idle.
     #[arg(long)]
@@ -219,6 +223,12 @@ async fn run(plan: &Plan) -> Result<Report> {
         .await?;
     let target = Target::from_kubeconfig(&srv.kubeconfig)?;
     let ready = wait_ready(&mut srv, &target, spawned).await?;
+    progress(&format!(
+        "server pid {} ready in {:.3} s; idling {:.0} s",
+        srv.pid(),
+        ready.as_secs_f64(),
+        plan.idle.as_secs_f64()
+    ));
 
     tokio::time::sleep(plan.idle).await;
     srv.check_running()?;
@@ -238,6 +248,7 @@ async fn run(plan: &Plan) -> Result<Report> {
         ticks: server::clock_ticks(),
     };
 
+    progress(&format!("CREATE {} ConfigMaps in bench", plan.objects));
     let create = phase(
         &target,
         &cpu,
@@ -247,6 +258,10 @@ async fn run(plan: &Plan) -> Result<Report> {
         Arc::new(|i| create_request("bench", i)),
     )
     .await?;
+    progress(&format!(
+        "CREATE {} ConfigMaps in bench1k",
+        plan.list_objects
+    ));
     let create_1k = phase(
         &target,
         &cpu,
@@ -259,6 +274,7 @@ async fn run(plan: &Plan) -> Result<Report> {
 
     let one = format!("/api/v1/namespaces/bench/configmaps/{}", cm_name(0));
     admin.expect_ok(Method::GET, &one, None).await?;
+    progress("GET one ConfigMap");
     let get = phase(
         &target,
         &cpu,
@@ -277,6 +293,7 @@ async fn run(plan: &Plan) -> Result<Report> {
             plan.list_objects
         );
     }
+    progress(&format!("LIST bench1k ({} ConfigMaps)", plan.list_objects));
     let list_1k = phase(
         &target,
         &cpu,
@@ -287,6 +304,7 @@ async fn run(plan: &Plan) -> Result<Report> {
     )
     .await?;
 
+    progress("sequential LISTs of bench");
     let list_all = sequential(&mut admin, "/api/v1/namespaces/bench/configmaps").await?;
     if list_all.items != plan.objects {
         bail!(
@@ -341,6 +359,11 @@ async fn run(plan: &Plan) -> Result<Report> {
         load_start,
         load_end: load_average(),
     })
+}
+
+/// One line on stderr per phase, so a long run shows where it is (and whom to attach to).
+fn progress(what: &str) {
+    eprintln!("distro-bench: {what}");
 }
 
 /// Polls `/readyz` every [`POLL`] on a fresh connection until it answers `200`; returns the
