@@ -815,9 +815,31 @@ fn render_list(
                 &json!({"kind": "PartialObjectMetadataList", "apiVersion": format!("meta.k8s.io/{v}"), "metadata": meta, "items": items}),
             )
         }
-        _ => json_response(
+        _ => bytes_response(
             StatusCode::OK,
-            &json!({"kind": def.list_kind(), "apiVersion": def.api_version(), "metadata": meta, "items": page.items}),
+            "application/json",
+            list_json(&def.list_kind(), &def.api_version(), &meta, &page.items),
         ),
     }
+}
+
+/// A list serialized straight from its items: building a `json!` value first would deep-copy
+/// every object, which dominated the cost of large lists.
+fn list_json(kind: &str, api_version: &str, meta: &Value, items: &[Value]) -> Bytes {
+    let mut out = Vec::with_capacity(64 + items.len() * 512);
+    out.extend_from_slice(b"{\"kind\":");
+    let _ = serde_json::to_writer(&mut out, kind);
+    out.extend_from_slice(b",\"apiVersion\":");
+    let _ = serde_json::to_writer(&mut out, api_version);
+    out.extend_from_slice(b",\"metadata\":");
+    let _ = serde_json::to_writer(&mut out, meta);
+    out.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, item);
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
 }
