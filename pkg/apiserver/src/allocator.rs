@@ -237,6 +237,20 @@ impl ServiceAllocator {
             .is_ok())
     }
 
+    /// Reserves `key` for `owner`, or with `dry_run` only checks that it is free.
+    async fn take(
+        store: &Arc<dyn Datastore>,
+        key: &str,
+        owner: &Owner,
+        dry_run: bool,
+    ) -> Result<bool> {
+        if dry_run {
+            Ok(store.get(key).await?.is_none())
+        } else {
+            Self::reserve(store, key, owner).await
+        }
+    }
+
     /// Whether the Service named in a reservation still exists and holds the reserved value.
     async fn still_held(store: &Arc<dyn Datastore>, key: &str, held: &Value) -> Result<bool> {
         let (ns, name) = (
@@ -298,11 +312,7 @@ impl ServiceAllocator {
         for i in 0..tries {
             let ip = c.addr(lo + (start + i) % span);
             let key = format!("{IP_PREFIX}{}", ip_key(&ip.to_string()));
-            if dry_run {
-                if store.get(&key).await?.is_none() {
-                    return Ok(Some(ip));
-                }
-            } else if Self::reserve(store, &key, owner).await? {
+            if Self::take(store, &key, owner, dry_run).await? {
                 return Ok(Some(ip));
             }
         }
@@ -310,9 +320,7 @@ impl ServiceAllocator {
             for off in 1..lo {
                 let ip = c.addr(off);
                 let key = format!("{IP_PREFIX}{}", ip_key(&ip.to_string()));
-                if dry_run && store.get(&key).await?.is_none()
-                    || !dry_run && Self::reserve(store, &key, owner).await?
-                {
+                if Self::take(store, &key, owner, dry_run).await? {
                     return Ok(Some(ip));
                 }
             }
@@ -336,11 +344,7 @@ impl ServiceAllocator {
                 continue;
             }
             let key = format!("{PORT_PREFIX}{port}");
-            if dry_run {
-                if store.get(&key).await?.is_none() {
-                    return Ok(Some(port));
-                }
-            } else if Self::reserve(store, &key, owner).await? {
+            if Self::take(store, &key, owner, dry_run).await? {
                 return Ok(Some(port));
             }
         }
@@ -421,11 +425,7 @@ impl ServiceAllocator {
                     ));
                 }
                 let key = format!("{IP_PREFIX}{}", ip_key(&asked));
-                let free = if dry_run {
-                    store.get(&key).await?.is_none()
-                } else {
-                    Self::reserve(store, &key, owner).await?
-                };
+                let free = Self::take(store, &key, owner, dry_run).await?;
                 if !free {
                     return Err(Self::invalid(
                         def,
@@ -500,11 +500,7 @@ impl ServiceAllocator {
                 ));
             }
             let key = format!("{PORT_PREFIX}{asked}");
-            let free = if dry_run {
-                store.get(&key).await?.is_none()
-            } else {
-                Self::reserve(store, &key, owner).await?
-            };
+            let free = Self::take(store, &key, owner, dry_run).await?;
             if !free {
                 return Err(Self::invalid(
                     def,

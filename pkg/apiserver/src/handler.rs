@@ -507,17 +507,8 @@ impl Handler {
         subresource: Option<&str>,
         opts: &WriteOptions,
     ) -> Result<Written> {
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if ct == "application/apply-patch+yaml" {
+        let kind = PatchKind::of(req)?;
+        if kind == PatchKind::Apply {
             let schema = self.patch_schema.clone();
             return crate::apply::apply(
                 &self.storage,
@@ -534,16 +525,6 @@ impl Handler {
         crate::apply::check_patch_options(req)?;
         let patch: Value = serde_json::from_slice(req.body())
             .map_err(|e| Error::BadRequest(format!("error decoding patch: {e}")))?;
-        let kind = match ct.as_str() {
-            "application/json-patch+json" => PatchKind::Json,
-            "application/merge-patch+json" => PatchKind::Merge,
-            "application/strategic-merge-patch+json" => PatchKind::Strategic,
-            other => {
-                return Err(Error::UnsupportedMediaType(format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
-                )))
-            }
-        };
         let storage = &self.storage;
         let schema = self.patch_schema.clone();
         let definition = def.definition.clone();
@@ -558,29 +539,20 @@ impl Handler {
                 if let Some(m) = base["metadata"].as_object_mut() {
                     m.remove("resourceVersion");
                 }
-                let patched = match kind {
+                let patched = if kind == PatchKind::Json {
                     // JSON patches address the object as it is, resourceVersion included
                     // (kubectl's managedFields migration replaces it); kept unchanged, it is no
                     // precondition.
-                    PatchKind::Json => {
-                        let mut p = distro_apimachinery::patch::json_patch(current, &patch)
-                            .map_err(|e| Error::BadRequest(e.to_string()))?;
-                        let rv = &current["metadata"]["resourceVersion"];
-                        if let Some(m) = p["metadata"].as_object_mut() {
-                            if m.get("resourceVersion") == Some(rv) {
-                                m.remove("resourceVersion");
-                            }
+                    let mut p = kind.apply(current, &patch, schema.as_ref(), &definition)?;
+                    let rv = &current["metadata"]["resourceVersion"];
+                    if let Some(m) = p["metadata"].as_object_mut() {
+                        if m.get("resourceVersion") == Some(rv) {
+                            m.remove("resourceVersion");
                         }
-                        p
                     }
-                    PatchKind::Merge => distro_apimachinery::patch::merge_patch(&base, &patch),
-                    PatchKind::Strategic => distro_apimachinery::patch::strategic_merge_patch(
-                        &base,
-                        &patch,
-                        schema.as_ref(),
-                        &definition,
-                    )
-                    .map_err(|e| Error::BadRequest(e.to_string()))?,
+                    p
+                } else {
+                    kind.apply(&base, &patch, schema.as_ref(), &definition)?
                 };
                 storage.admit_body(def, patched, opts)
             })
@@ -652,11 +624,62 @@ impl Handler {
     }
 }
 
-#[derive(Clone, Copy)]
-enum PatchKind {
+/// The patch types a PATCH's `Content-Type` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PatchKind {
     Json,
     Merge,
     Strategic,
+    Apply,
+}
+
+impl PatchKind {
+    /// The request's patch type; 415 for anything else, as upstream.
+    pub(crate) fn of(req: &Request<Bytes>) -> Result<PatchKind> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        Ok(match ct.as_str() {
+            "application/json-patch+json" => PatchKind::Json,
+            "application/merge-patch+json" => PatchKind::Merge,
+            "application/strategic-merge-patch+json" => PatchKind::Strategic,
+            "application/apply-patch+yaml" => PatchKind::Apply,
+            other => {
+                return Err(Error::UnsupportedMediaType(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
+                )))
+            }
+        })
+    }
+
+    /// Applies a JSON, merge or strategic patch to `base` (server-side apply has its own path).
+    pub(crate) fn apply(
+        self,
+        base: &Value,
+        patch: &Value,
+        schema: &dyn distro_apimachinery::schema::Schema,
+        definition: &str,
+    ) -> Result<Value> {
+        match self {
+            PatchKind::Json => distro_apimachinery::patch::json_patch(base, patch)
+                .map_err(|e| Error::BadRequest(e.to_string())),
+            PatchKind::Merge => Ok(distro_apimachinery::patch::merge_patch(base, patch)),
+            PatchKind::Strategic => {
+                distro_apimachinery::patch::strategic_merge_patch(base, patch, schema, definition)
+                    .map_err(|e| Error::BadRequest(e.to_string()))
+            }
+            PatchKind::Apply => Err(Error::UnsupportedMediaType(
+                "server-side apply is not supported on this subresource".into(),
+            )),
+        }
+    }
 }
 
 fn forbidden_message(user: &UserInfo, info: &RequestInfo, reason: &str) -> String {

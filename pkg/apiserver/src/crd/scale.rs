@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::strategy::ScaleSpec;
@@ -65,35 +65,18 @@ impl Crds {
                 Box::new(move |_current: &Value| Ok(body.clone()))
             }
             "patch" => {
-                let ct = req
-                    .headers()
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
+                let kind = crate::handler::PatchKind::of(req)?;
                 let patch: Value = serde_json::from_slice(req.body())
                     .map_err(|e| Error::BadRequest(format!("error decoding patch: {e}")))?;
-                match ct.as_str() {
-                    "application/json-patch+json" => Box::new(move |current: &Value| {
-                        distro_apimachinery::patch::json_patch(current, &patch)
-                            .map_err(|e| Error::BadRequest(e.to_string()))
-                    }),
-                    // A Scale has no lists, so a strategic merge is a merge.
-                    "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                        Box::new(move |current: &Value| {
-                            Ok(distro_apimachinery::patch::merge_patch(current, &patch))
-                        })
-                    }
-                    other => {
-                        return Err(Error::UnsupportedMediaType(format!(
-                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other:?})"
-                        )))
-                    }
-                }
+                // A Scale has no lists, so a strategic merge is a merge.
+                Box::new(move |current: &Value| {
+                    kind.apply(
+                        current,
+                        &patch,
+                        &distro_apimachinery::schema::NoSchema,
+                        "io.k8s.api.autoscaling.v1.Scale",
+                    )
+                })
             }
             other => {
                 return Err(Error::MethodNotAllowed(format!(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use distro_apimachinery::schema::Schema;
-use http::{header, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::authn::UserInfo;
@@ -175,30 +175,10 @@ pub(crate) fn apply_patch(
     schema: &dyn Schema,
     definition: &str,
 ) -> Result<Value> {
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let kind = crate::handler::PatchKind::of(req)?;
     let patch: Value = serde_json::from_slice(req.body())
         .map_err(|e| Error::BadRequest(format!("error decoding patch: {e}")))?;
-    match ct.as_str() {
-        "application/json-patch+json" => distro_apimachinery::patch::json_patch(base, &patch)
-            .map_err(|e| Error::BadRequest(e.to_string())),
-        "application/merge-patch+json" => Ok(distro_apimachinery::patch::merge_patch(base, &patch)),
-        "application/strategic-merge-patch+json" => {
-            distro_apimachinery::patch::strategic_merge_patch(base, &patch, schema, definition)
-                .map_err(|e| Error::BadRequest(e.to_string()))
-        }
-        other => Err(Error::UnsupportedMediaType(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other:?})"
-        ))),
-    }
+    kind.apply(base, &patch, schema, definition)
 }
 
 /// Checks that a subresource body names the object of the URL.
