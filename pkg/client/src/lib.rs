@@ -230,3 +230,78 @@ pub fn connect(endpoint: &Endpoint, user_agent: &str) -> Result<Client, Error> {
 pub fn user_agent(component: &str, node: &str) -> String {
     format!("distro-{component}@{node}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distro_pki::{Ca, CertSpec, Usage};
+
+    fn ca_and_cert(dir: &Path) -> (Ca, CertKeyPair) {
+        let ca = Ca::load_or_create(dir, "ca", "test-ca").expect("CA");
+        let pair = ca
+            .issue(&CertSpec::new("system:test", Usage::Client))
+            .expect("cert");
+        (ca, pair)
+    }
+
+    #[test]
+    fn kubeconfig_with_client_cert_round_trips() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (ca, pair) = ca_and_cert(dir.path());
+        let path = dir.path().join("kc.yaml");
+        let cred = Credential::ClientCert {
+            cert_pem: pair.cert_pem.clone(),
+            key_pem: pair.key_pem.clone(),
+        };
+        distro_pki::write_kubeconfig(
+            &path,
+            0o600,
+            "c",
+            "https://127.0.0.1:6443",
+            ca.cert_pem(),
+            "u",
+            &cred,
+        )
+        .expect("write");
+        let ep = Endpoint::from_kubeconfig(&path).expect("read");
+        assert_eq!(ep.url, "https://127.0.0.1:6443");
+        assert_eq!(ep.ca_pem, ca.cert_pem());
+        assert_eq!(ep.credential, cred);
+        assert_eq!(ep.default_namespace, "default");
+    }
+
+    #[test]
+    fn kubeconfig_without_ca_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("kc.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://x:1'}}]\n\
+             contexts: [{name: d, context: {cluster: c, user: u}}]\ncurrent-context: d\n\
+             users: [{name: u, user: {token: abc}}]\n",
+        )
+        .expect("write");
+        assert!(matches!(
+            Endpoint::from_kubeconfig(&path),
+            Err(Error::NoCa { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn clients_build_for_certs_and_tokens_and_reject_bad_urls() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (ca, pair) = ca_and_cert(dir.path());
+        let ep = Endpoint::with_cert("https://127.0.0.1:6443", ca.cert_pem(), &pair);
+        connect(&ep, &user_agent("test", "node-1")).expect("cert client");
+        let token = Endpoint {
+            credential: Credential::Token("secret".into()),
+            ..ep.clone()
+        };
+        connect(&token, "distro-test@node-1").expect("token client");
+        let bad = Endpoint {
+            url: "not a url".into(),
+            ..ep
+        };
+        assert!(matches!(connect(&bad, "ua"), Err(Error::Url { .. })));
+    }
+}

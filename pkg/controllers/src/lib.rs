@@ -19,7 +19,6 @@
 //! - No Events are emitted yet; progress and failures show in namespace conditions and logs.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -126,11 +125,10 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
     tracing::info!("controllers stopped");
 }
 
-/// A future that resolves once `rx` turns true (or its sender is gone).
-fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+/// Resolves once `rx` turns true (or its sender is gone). Its future is `Send + Sync`, as
+/// `Controller::graceful_shutdown_on` needs.
+async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Drains a controller's result stream, logging failures: `debug` for the expected (an object
