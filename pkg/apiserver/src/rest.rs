@@ -502,10 +502,18 @@ impl Storage {
                     created: false,
                 });
             }
+            // Namespaces also wait for their own `spec.finalizers` (upstream's
+            // ShouldDeleteNamespaceDuringUpdate): the namespace controller's finalize call
+            // empties the last one, and that update deletes the namespace.
+            let is_namespace = def.plural == "namespaces" && def.group.is_empty();
             let finalized = !obj["metadata"]["deletionTimestamp"].is_null()
                 && obj["metadata"]["finalizers"]
                     .as_array()
-                    .is_none_or(|f| f.is_empty());
+                    .is_none_or(|f| f.is_empty())
+                && (!is_namespace
+                    || obj["spec"]["finalizers"]
+                        .as_array()
+                        .is_none_or(|f| f.is_empty()));
             if opts.dry_run {
                 return Ok(Written {
                     object: obj,
@@ -513,7 +521,7 @@ impl Storage {
                     created: false,
                 });
             }
-            if finalized && def.plural != "namespaces" {
+            if finalized {
                 // The last finalizer is gone from an object being deleted: delete it now.
                 let r = self.store.delete(&key, Some(current_rev)).await;
                 let outcome = cas_outcome(def, name, r, asked_rv.is_empty());

@@ -1,8 +1,9 @@
 //! `distro server`: assembles the control plane on this machine.
 //!
 //! Start-up order, in one place: PKI (CA, serving and admin certificates, service-account key,
-//! secrets encryption key) → datastore → apiserver → bootstrap objects → kubeconfig and join
-//! token. Controllers, the scheduler and the node parts join here as they land.
+//! secrets encryption key) → datastore → apiserver → bootstrap objects → controllers (as API
+//! clients, see `controllers.rs`) → kubeconfig and join token. The scheduler and the node parts
+//! join here as they land.
 //!
 //! Limits: one CA signs serving and client certificates (k3s keeps separate server/client CAs).
 
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 
 mod auth;
 mod bootstrap;
+mod controllers;
 
 /// Everything `distro server` can be told, resolved and validated by the CLI.
 #[derive(Clone, Debug)]
@@ -99,6 +101,9 @@ pub enum Error {
     /// Loading the CustomResourceDefinitions in storage failed.
     #[error("serving CustomResourceDefinitions")]
     Crds(#[source] distro_apiserver::Error),
+    /// A controller client could not be built.
+    #[error("building the controllers' API client")]
+    Client(#[source] distro_client::Error),
     /// A blocking task panicked or was cancelled.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -320,6 +325,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             addr.to_string()
         }
     );
+    // The port is bound, so the controllers' first requests wait in its backlog until we serve.
+    let controllers = controllers::start(&config.data_dir, &url, shutdown.clone()).await?;
     let kc = config.write_kubeconfig.clone();
     let mode = config.write_kubeconfig_mode;
     let ca_pem = pki.ca.cert_pem().to_string();
@@ -343,6 +350,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
 
     tracing::info!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %config.write_kubeconfig.display(), "API server ready");
     let served = distro_apiserver::server::serve(listener, tls, handler, shutdown).await;
+    controllers.stopped().await;
     compactor.abort();
     crd_task.abort();
     served.map_err(|source| Error::Listen { addr, source })

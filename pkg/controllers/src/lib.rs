@@ -1,0 +1,253 @@
+//! The control plane's controllers, each a kube-runtime `Controller` on shared caches
+//! ([`distro_client::Informers`]) that talks to the apiserver like any other client.
+//!
+//! # What it owns
+//! - [`namespace`]: empties a deleted namespace, reports progress in its conditions, then
+//!   removes the `kubernetes` finalizer so the apiserver can delete it.
+//! - [`serviceaccount`]: a `default` ServiceAccount in every active namespace.
+//! - [`rootca`]: the `kube-root-ca.crt` ConfigMap (the cluster CA) in every active namespace.
+//!
+//! # Design
+//! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
+//! state from the shared caches (which may be stale, so conflicts and "already exists" are
+//! expected and harmless) and returns an `Action`. Failures are retried per object with
+//! capped, jittered exponential backoff, reset on success ([`Backoff`]). Writes use the
+//! client of the controller's own identity, reads the shared informer client.
+//!
+//! # Limits
+//! - No leader election: one server runs them (HA control planes are future work).
+//! - No Events are emitted yet; progress and failures show in namespace conditions and logs.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use distro_client::{Client, Informers};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::runtime::controller::{self, Action};
+use tokio::sync::watch;
+
+pub mod namespace;
+pub mod rootca;
+pub mod serviceaccount;
+
+/// Errors of a reconcile; each names the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API request failed.
+    #[error("{step}: {source}")]
+    Api {
+        /// What we were doing, e.g. "creating ServiceAccount default".
+        step: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// API discovery failed, so the namespace's content is unknown.
+    #[error("discovering resources: {0}")]
+    Discovery(#[source] kube::Error),
+    /// Deleting some of a namespace's content failed.
+    #[error("deleting namespace content: {0}")]
+    Content(String),
+}
+
+impl Error {
+    fn api(step: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let step = step.into();
+        move |source| Error::Api { step, source }
+    }
+}
+
+/// The clients the controllers run with: the shared caches (read identity) and one write
+/// client per controller, so each controller's writes are authorized by its own role.
+#[derive(Clone)]
+pub struct Clients {
+    /// Shared caches, watching with the controller manager's identity.
+    pub informers: Informers,
+    /// Writes of the namespace controller.
+    pub namespace: Client,
+    /// Writes of the service account controller.
+    pub serviceaccount: Client,
+    /// Writes of the root CA publisher.
+    pub rootca: Client,
+}
+
+/// What the controllers need to know about the cluster.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The cluster CA (PEM) the root CA publisher distributes.
+    pub ca_pem: String,
+}
+
+/// Runs every controller until `shutdown` turns true, then lets in-flight reconciles
+/// finish and stops the shared watches.
+///
+/// # Cancel safety
+/// Dropping the future stops the controllers abruptly (reconciles are idempotent, so nothing
+/// is lost but work in flight); prefer signalling `shutdown`.
+pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver<bool>) {
+    // Start reconciling only on filled caches: kube-runtime's own readiness wait wakes only
+    // one of several waiters, and every controller here shares the Namespace cache.
+    let informers = &clients.informers;
+    let (namespaces, accounts, configmaps) = (
+        informers.get::<Namespace>(),
+        informers.get::<k8s_openapi::api::core::v1::ServiceAccount>(),
+        informers.get::<k8s_openapi::api::core::v1::ConfigMap>(),
+    );
+    let synced = async {
+        let _ = futures::join!(
+            namespaces.wait_synced(),
+            accounts.wait_synced(),
+            configmaps.wait_synced(),
+        );
+    };
+    tokio::select! {
+        _ = synced => {}
+        _ = shutdown_signal(shutdown.clone()) => {
+            clients.informers.shutdown().await;
+            return;
+        }
+    }
+    let running = vec![
+        namespace::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        serviceaccount::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        rootca::run(
+            clients.clone(),
+            settings.ca_pem,
+            shutdown_signal(shutdown.clone()),
+        )
+        .boxed(),
+    ];
+    tracing::info!(count = running.len(), "controllers started");
+    futures::future::join_all(running).await;
+    clients.informers.shutdown().await;
+    tracing::info!("controllers stopped");
+}
+
+/// Resolves once `rx` turns true (or its sender is gone). Its future is `Send + Sync`, as
+/// `Controller::graceful_shutdown_on` needs.
+async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Drains a controller's result stream, logging failures: `debug` for the expected (an object
+/// gone from the cache before its turn), `warn` for reconcile errors.
+async fn drive<S, T>(name: &'static str, results: S)
+where
+    S: futures::Stream<Item = Result<T, controller::Error<Error, kube::runtime::watcher::Error>>>,
+{
+    results
+        .for_each(|r| async move {
+            match r {
+                Ok(_) => {}
+                Err(controller::Error::ObjectNotFound(obj)) => {
+                    tracing::debug!(controller = name, object = %obj, "object gone before reconcile");
+                }
+                Err(controller::Error::ReconcilerFailed(e, obj)) => {
+                    tracing::warn!(controller = name, object = %obj, error = %e, "reconcile failed; retrying with backoff");
+                }
+                Err(e) => tracing::warn!(controller = name, error = %e, "controller error"),
+            }
+        })
+        .await;
+}
+
+/// Per-object retry delays: exponential from 100 ms, capped at 30 s, with ±20 % jitter,
+/// reset when the object reconciles successfully.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+impl Backoff {
+    /// Records a failure of `key` and returns how long to wait before retrying it.
+    pub fn failed(&self, key: &str) -> Duration {
+        let n = {
+            let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            let n = f.entry(key.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let exp = BACKOFF_BASE.saturating_mul(1u32 << (n - 1).min(16));
+        let base = exp.min(BACKOFF_CAP);
+        let jitter = 0.8 + rand::random::<f64>() * 0.4;
+        base.mul_f64(jitter)
+    }
+
+    /// Forgets the failures of `key`.
+    pub fn succeeded(&self, key: &str) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        f.remove(key);
+    }
+}
+
+/// The error policy every controller here uses: per-object backoff.
+fn requeue_with_backoff(backoff: &Backoff, ns: &Namespace) -> Action {
+    let key = ns.metadata.name.as_deref().unwrap_or_default();
+    Action::requeue(backoff.failed(key))
+}
+
+/// True when a namespace is being deleted: nothing new may be created in it.
+pub fn terminating(ns: &Namespace) -> bool {
+    ns.metadata.deletion_timestamp.is_some()
+        || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+}
+
+/// Whether an API error is "already exists" (409 AlreadyExists).
+fn already_exists(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists")
+}
+
+/// Whether an API error means the namespace is gone or closing (404, or 403 from the
+/// namespace lifecycle check): creating content there is pointless, not a failure.
+fn namespace_closed(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404
+        || (s.code == 403 && s.message.contains("because it is being terminated")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_resets() {
+        let b = Backoff::default();
+        let first = b.failed("a");
+        assert!(first >= Duration::from_millis(80) && first <= Duration::from_millis(120));
+        let second = b.failed("a");
+        assert!(second >= Duration::from_millis(160) && second <= Duration::from_millis(240));
+        for _ in 0..40 {
+            assert!(b.failed("a") <= BACKOFF_CAP.mul_f64(1.2));
+        }
+        assert!(
+            b.failed("b") <= Duration::from_millis(120),
+            "keys are independent"
+        );
+        b.succeeded("a");
+        assert!(
+            b.failed("a") <= Duration::from_millis(120),
+            "success resets"
+        );
+    }
+
+    #[test]
+    fn terminating_reads_timestamp_or_phase() {
+        let mut ns = Namespace::default();
+        assert!(!terminating(&ns));
+        ns.status = Some(k8s_openapi::api::core::v1::NamespaceStatus {
+            phase: Some("Terminating".into()),
+            ..Default::default()
+        });
+        assert!(terminating(&ns));
+        let mut ns = Namespace::default();
+        ns.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert!(terminating(&ns));
+    }
+}

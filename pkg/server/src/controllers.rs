@@ -1,0 +1,121 @@
+//! Starts the controllers in this process, as clients of our own apiserver.
+//!
+//! Identities, as upstream's controller manager with `--use-service-account-credentials`:
+//! the shared caches watch as `system:kube-controller-manager` (list/watch on everything), and
+//! each controller writes as its kube-system service account (`system:serviceaccount:
+//! kube-system:<controller>`), so RBAC limits each to its upstream role. Instead of tokens, the
+//! cluster CA issues each identity a client certificate (`<data>/server/tls/client-*.crt`),
+//! which needs no ServiceAccount objects and no token refresh.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use distro_client::{Endpoint, Informers};
+use distro_pki::{Ca, CertKeyPair, CertSpec, Usage};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Error;
+
+/// How long stopping may take: in-flight reconciles are short API calls.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The controllers' identities: (file stem, service account).
+const WRITERS: [(&str, &str); 3] = [
+    ("client-namespace-controller", "namespace-controller"),
+    (
+        "client-service-account-controller",
+        "service-account-controller",
+    ),
+    ("client-root-ca-cert-publisher", "root-ca-cert-publisher"),
+];
+
+/// The running controllers.
+pub(crate) struct Running {
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits (bounded) for the controllers to stop after the shutdown signal.
+    pub(crate) async fn stopped(self) {
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(STOP_TIMEOUT, self.task).await.is_err() {
+            tracing::info!("shutdown: controllers did not stop in time; aborting");
+            abort.abort();
+        }
+    }
+}
+
+struct Credentials {
+    ca_pem: String,
+    manager: CertKeyPair,
+    writers: Vec<CertKeyPair>,
+}
+
+fn issue(tls: &Path) -> Result<Credentials, distro_pki::Error> {
+    // Same files the server set up moments ago; loading is cheaper than threading the CA here.
+    let ca = Ca::load_or_create(tls, "server-ca", "distro-server-ca")?;
+    let manager_spec = CertSpec::new("system:kube-controller-manager", Usage::Client);
+    let manager =
+        distro_pki::load_or_issue(&ca, tls, "client-kube-controller-manager", &manager_spec)?;
+    let writers = WRITERS
+        .iter()
+        .map(|(stem, sa)| {
+            let mut spec = CertSpec::new(
+                format!("system:serviceaccount:kube-system:{sa}"),
+                Usage::Client,
+            );
+            spec.organizations = vec![
+                "system:serviceaccounts".into(),
+                "system:serviceaccounts:kube-system".into(),
+            ];
+            distro_pki::load_or_issue(&ca, tls, stem, &spec)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Credentials {
+        ca_pem: ca.cert_pem().to_string(),
+        manager,
+        writers,
+    })
+}
+
+/// Issues (or loads) the controllers' certificates and starts them against `url`; they stop
+/// when `shutdown` turns true.
+///
+/// # Errors
+/// [`Error::Pki`] if certificates cannot be issued, [`Error::Client`] if a client cannot be
+/// built from them.
+pub(crate) async fn start(
+    data_dir: &Path,
+    url: &str,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Running, Error> {
+    let tls: PathBuf = data_dir.join("server").join("tls");
+    let dir = tls.clone();
+    let creds = tokio::task::spawn_blocking(move || issue(&dir))
+        .await?
+        .map_err(|source| Error::Pki { dir: tls, source })?;
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let connect = |pair: &CertKeyPair, component: &str| {
+        distro_client::connect(
+            &Endpoint::with_cert(url, creds.ca_pem.clone(), pair),
+            &distro_client::user_agent(component, &node),
+        )
+        .map_err(Error::Client)
+    };
+    let clients = distro_controllers::Clients {
+        informers: Informers::new(connect(&creds.manager, "controller-manager")?),
+        namespace: connect(&creds.writers[0], "namespace-controller")?,
+        serviceaccount: connect(&creds.writers[1], "service-account-controller")?,
+        rootca: connect(&creds.writers[2], "root-ca-cert-publisher")?,
+    };
+    let settings = distro_controllers::Settings {
+        ca_pem: creds.ca_pem.clone(),
+    };
+    let task = tokio::spawn(distro_controllers::run(clients, settings, shutdown));
+    Ok(Running { task })
+}
