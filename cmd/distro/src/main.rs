@@ -10,11 +10,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-
-/// JSON-heavy request handling is allocation-bound; mimalloc roughly halves its cost against
-/// glibc malloc and keeps fragmentation (RSS) low under concurrent load.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Args, Parser, Subcommand};
 
 /// A batteries-included Kubernetes distribution in one binary.
