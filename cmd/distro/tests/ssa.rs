@@ -157,6 +157,23 @@ fn conflicts_name_the_owner_and_force_takes_ownership() {
     );
     assert!(out.contains("serverside-applied (server dry run)"), "{out}");
     s.fails(v, &["get", "deploy", "dry"]);
+
+    // Writes through the scale subresource are owned under that subresource.
+    s.ok_stdin(
+        v,
+        &["apply", "--server-side", "--field-manager=c", "-f", "-"],
+        Some(&deployment("scaled", 2, MAIN)),
+    );
+    s.ok(v, &["scale", "deploy", "scaled", "--replicas=4"]);
+    let err = s.fails_stdin(
+        v,
+        &["apply", "--server-side", "--field-manager=c", "-f", "-"],
+        Some(&deployment("scaled", 2, MAIN)),
+    );
+    assert!(
+        err.contains("with subresource \"scale\" using apps/v1: .spec.replicas"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -50,6 +50,8 @@ pub(crate) struct Call<'a> {
     pub(crate) def: Arc<ResourceDef>,
     pub(crate) ns: Option<&'a str>,
     pub(crate) user: &'a UserInfo,
+    /// For recording managedFields of subresource writes.
+    pub(crate) schema: &'a Arc<dyn Schema>,
 }
 
 impl Call<'_> {
@@ -62,8 +64,10 @@ impl Call<'_> {
         parse_query(self.req.uri().query())
     }
 
+    /// The write's options, with managedFields recorded under the subresource as upstream.
     pub(crate) fn write_options(&self) -> Result<crate::rest::WriteOptions> {
-        crate::handler::write_options(&self.query())
+        let opts = crate::handler::write_options(&self.query())?;
+        Ok(crate::apply::track(opts, self.req, self.schema))
     }
 
     pub(crate) fn body(&self) -> Result<Value> {
@@ -133,6 +137,7 @@ impl Route for Subresources {
             def,
             ns,
             user,
+            schema: &self.patch_schema,
         };
         let result = match which {
             Which::Scale => scale::handle(self, &call).await,
