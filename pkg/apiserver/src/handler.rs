@@ -386,7 +386,8 @@ impl Handler {
                 Ok(render_one(&def, &obj, &want, query))
             }
             "list" => {
-                let lo = ListOptions::parse(&def, query, &def.namespace_prefix(ns))?;
+                let mut lo = ListOptions::parse(&def, query, &def.namespace_prefix(ns))?;
+                lo.raw = matches!(want, Want::Json);
                 let page = list::list(&self.storage, &def, ns, &lo).await?;
                 Ok(render_list(&def, page, &want, query))
             }
@@ -841,15 +842,17 @@ fn render_list(
         _ => bytes_response(
             StatusCode::OK,
             "application/json",
-            list_json(&def.list_kind(), &def.api_version(), &meta, &page.items),
+            list_json(&def.list_kind(), &def.api_version(), &meta, &page),
         ),
     }
 }
 
 /// A list serialized straight from its items: building a `json!` value first would deep-copy
 /// every object, which dominated the cost of large lists.
-fn list_json(kind: &str, api_version: &str, meta: &Value, items: &[Value]) -> Bytes {
-    let mut out = Vec::with_capacity(64 + items.len() * 512);
+fn list_json(kind: &str, api_version: &str, meta: &Value, page: &list::ListResult) -> Bytes {
+    let items = &page.items;
+    let raw_len: usize = page.raw.iter().flatten().map(|b| b.len() + 1).sum();
+    let mut out = Vec::with_capacity(128 + raw_len + items.len() * 512);
     out.extend_from_slice(b"{\"kind\":");
     let _ = serde_json::to_writer(&mut out, kind);
     out.extend_from_slice(b",\"apiVersion\":");
@@ -862,6 +865,12 @@ fn list_json(kind: &str, api_version: &str, meta: &Value, items: &[Value]) -> By
             out.push(b',');
         }
         let _ = serde_json::to_writer(&mut out, item);
+    }
+    for (i, item) in page.raw.iter().flatten().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
     }
     out.extend_from_slice(b"]}");
     Bytes::from(out)

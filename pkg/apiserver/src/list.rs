@@ -37,6 +37,9 @@ pub struct ListOptions {
     pub send_initial_events: Option<bool>,
     /// `timeoutSeconds`.
     pub timeout: Option<Duration>,
+    /// The caller sends plain JSON: unfiltered pages of kinds served as stored may come back as
+    /// stored bytes ([`ListResult::raw`]) instead of parsed objects.
+    pub raw: bool,
 }
 
 /// The state a paginated list resumes from, as upstream's continue token.
@@ -188,8 +191,10 @@ fn field_value(def: &ResourceDef, obj: &Value, field: &str) -> Option<String> {
 
 /// One page of a list.
 pub struct ListResult {
-    /// Matching objects.
+    /// Matching objects (empty when [`ListResult::raw`] holds them).
     pub items: Vec<Value>,
+    /// The objects as JSON bytes, when [`ListOptions::raw`] asked and the kind allows it.
+    pub raw: Option<Vec<bytes::Bytes>>,
     /// The revision the list was read at.
     pub revision: Revision,
     /// Token for the next page.
@@ -215,13 +220,15 @@ pub async fn list(
         None => (prefix.clone(), read_revision(storage, opts).await?),
     };
     let mut items = Vec::new();
+    let mut raw_items = Vec::new();
+    let raw = opts.raw && !opts.filtered() && def.strategy.served_as_stored();
     let mut read_at = revision;
     let mut remaining = None;
     loop {
         let want = if opts.limit == 0 {
             0
         } else {
-            (opts.limit - items.len()).max(if opts.filtered() { 64 } else { 0 })
+            (opts.limit - items.len() - raw_items.len()).max(if opts.filtered() { 64 } else { 0 })
         };
         let resp = storage
             .range(RangeRequest { start: start.clone(), end: end.clone(), limit: want, revision: read_at })
@@ -239,16 +246,20 @@ pub async fn list(
         let n = resp.kvs.len();
         let mut last_key = None;
         for kv in &resp.kvs {
-            let obj = storage.decode(def, kv)?;
             last_key = Some(kv.key.clone());
-            if opts.matches(def, &obj) {
-                items.push(obj);
+            if raw {
+                raw_items.push(storage.decode_raw(def, kv)?);
+            } else {
+                let obj = storage.decode(def, kv)?;
+                if opts.matches(def, &obj) {
+                    items.push(obj);
+                }
             }
-            if opts.limit > 0 && items.len() >= opts.limit {
+            if opts.limit > 0 && items.len() + raw_items.len() >= opts.limit {
                 break;
             }
         }
-        let full = opts.limit > 0 && items.len() >= opts.limit;
+        let full = opts.limit > 0 && items.len() + raw_items.len() >= opts.limit;
         let examined_all_of_page = last_key.as_ref() == resp.kvs.last().map(|kv| &kv.key);
         let more = resp.more || !examined_all_of_page;
         if full || !more || n == 0 {
@@ -268,6 +279,7 @@ pub async fn list(
             }
             return Ok(ListResult {
                 items,
+                raw: raw.then_some(raw_items),
                 revision: resp.revision,
                 continue_token,
                 remaining,

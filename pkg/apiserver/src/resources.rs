@@ -57,6 +57,12 @@ pub trait Strategy: Send + Sync {
         }
     }
 
+    /// True if stored objects are served exactly as stored (no conversion, no read-time
+    /// defaults), so unfiltered lists can send the stored bytes without parsing them.
+    fn served_as_stored(&self) -> bool {
+        false
+    }
+
     /// An object another version of this resource stored (same storage, other `apiVersion`),
     /// in this version's shape. The caller sets `apiVersion` afterwards.
     fn convert(&self, obj: Value) -> Value {

@@ -214,6 +214,25 @@ impl Storage {
         Ok(obj)
     }
 
+    /// A stored object as the JSON bytes a client gets (its resourceVersion spliced into
+    /// `metadata`), without parsing it: for kinds whose strategy is
+    /// [`crate::resources::Strategy::served_as_stored`].
+    pub fn decode_raw(&self, def: &ResourceDef, kv: &KeyValue) -> Result<Bytes> {
+        let plain = match &self.transformer {
+            Some(t) => Bytes::from(t.after_read(def, &kv.value).map_err(Error::Internal)?),
+            None => kv.value.clone(),
+        };
+        match with_resource_version(&plain, kv.mod_revision) {
+            Some(b) => Ok(Bytes::from(b)),
+            None => {
+                let obj = self.decode(def, kv)?;
+                Ok(Bytes::from(
+                    serde_json::to_vec(&obj).map_err(|e| Error::Internal(e.to_string()))?,
+                ))
+            }
+        }
+    }
+
     /// Reads one object.
     ///
     /// # Errors
@@ -786,6 +805,63 @@ pub fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// Inserts `"resourceVersion":"<rev>"` first into the top-level `metadata` object of a JSON
+/// object, scanning only its structure. `None` if there is no top-level `metadata` object.
+fn with_resource_version(json: &[u8], rev: i64) -> Option<Vec<u8>> {
+    const KEY: &[u8] = b"\"metadata\"";
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    if json[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if depth == 1 && json.get(start..=i) == Some(KEY) {
+                    let mut j = i + 1;
+                    while json.get(j).is_some_and(u8::is_ascii_whitespace) {
+                        j += 1;
+                    }
+                    if json.get(j) != Some(&b':') {
+                        return None;
+                    }
+                    j += 1;
+                    while json.get(j).is_some_and(u8::is_ascii_whitespace) {
+                        j += 1;
+                    }
+                    if json.get(j) != Some(&b'{') {
+                        return None;
+                    }
+                    let mut k = j + 1;
+                    while json.get(k).is_some_and(u8::is_ascii_whitespace) {
+                        k += 1;
+                    }
+                    let empty = json.get(k) == Some(&b'}');
+                    let field = format!(
+                        "\"resourceVersion\":\"{rev}\"{}",
+                        if empty { "" } else { "," }
+                    );
+                    let mut out = Vec::with_capacity(json.len() + field.len());
+                    out.extend_from_slice(&json[..=j]);
+                    out.extend_from_slice(field.as_bytes());
+                    out.extend_from_slice(&json[j + 1..]);
+                    return Some(out);
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 fn set_rv(obj: &mut Value, rev: i64) {
     obj["metadata"]["resourceVersion"] = json!(rev.to_string());
 }
@@ -1003,4 +1079,33 @@ fn validate_meta(def: &ResourceDef, obj: &Value) -> Vec<FieldError> {
         "metadata.annotations",
     ));
     errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spliced(json: &str) -> Option<Value> {
+        with_resource_version(json.as_bytes(), 42)
+            .map(|b| serde_json::from_slice(&b).expect("valid JSON"))
+    }
+
+    #[test]
+    fn resource_version_goes_into_top_level_metadata_only() {
+        let v = spliced(r#"{"kind":"X","metadata":{"name":"a"},"data":{"k":"v"}}"#).unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "42");
+        assert_eq!(v["metadata"]["name"], "a");
+        // A nested `metadata` (pod templates) that comes first is skipped.
+        let v =
+            spliced(r#"{"spec":{"template":{"metadata":{"labels":{}}}},"metadata":{"name":"d"}}"#)
+                .unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "42");
+        assert!(v["spec"]["template"]["metadata"]["resourceVersion"].is_null());
+        // Strings that look like keys, with escaped quotes, are skipped.
+        let v = spliced(r#"{"data":{"x":"\"metadata\":{"},"metadata":{}}"#).unwrap();
+        assert_eq!(v["metadata"], json!({"resourceVersion": "42"}));
+        assert_eq!(v["data"]["x"], "\"metadata\":{");
+        assert!(spliced(r#"{"kind":"X"}"#).is_none());
+        assert!(spliced(r#"{"metadata":null}"#).is_none());
+    }
 }

@@ -151,6 +151,9 @@ impl Strategy for Builtin {
             None => {}
         }
     }
+    fn served_as_stored(&self) -> bool {
+        self.convert.is_none()
+    }
     fn convert(&self, obj: Value) -> Value {
         match self.convert {
             Some(f) => f(obj),
