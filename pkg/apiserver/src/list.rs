@@ -303,20 +303,30 @@ async fn read_revision(storage: &Storage, opts: &ListOptions) -> Result<Option<R
     match opts.resource_version_match.as_deref() {
         Some("Exact") => Ok(Some(wanted)),
         _ => {
-            // NotOlderThan: the latest will do once it has reached `wanted`.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-            loop {
-                let current = storage.datastore().current_revision().await?;
-                if current >= wanted {
-                    return Ok(None);
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(Error::Timeout(format!(
-                        "Too large resource version: {wanted}, current: {current}"
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            // NotOlderThan: the latest will do once it has reached `wanted`. Wait for that on a
+            // watch of everything (another API server on the same etcd may be ahead of us).
+            let store = storage.datastore();
+            let current = store.current_revision().await?;
+            if current >= wanted {
+                return Ok(None);
             }
+            let mut events = store.watch("/", current).await?;
+            let reached = tokio::time::timeout(Duration::from_secs(3), async {
+                while let Some(ev) = events.next().await {
+                    if ev.is_ok_and(|e| e.kv.mod_revision >= wanted) {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            if reached == Ok(true) || store.current_revision().await? >= wanted {
+                return Ok(None);
+            }
+            Err(Error::Timeout(format!(
+                "Too large resource version: {wanted}, current: {}",
+                store.current_revision().await?
+            )))
         }
     }
 }
