@@ -350,6 +350,8 @@ fn expectations_met(ctx: &Ctx, key: &str, pods: &[Arc<Pod>]) -> bool {
 
 fn expect(ctx: &Ctx, key: &str, creates: Vec<String>, deletes: Vec<String>) {
     let mut all = ctx.expectations.lock().unwrap_or_else(|e| e.into_inner());
+    // Entries of sets deleted meanwhile are never read again: drop the stale ones here.
+    all.retain(|_, e| e.since.elapsed() <= EXPECTATIONS_TTL);
     let exp = all.entry(key.to_string()).or_insert_with(|| Expectations {
         creates: HashSet::new(),
         deletes: HashSet::new(),
@@ -705,6 +707,42 @@ mod tests {
                 "ready-old"
             ]
         );
+    }
+
+    #[test]
+    fn create_failures_set_replica_failure_until_a_clean_pass() {
+        let mut rs = ReplicaSet {
+            metadata: ObjectMeta {
+                generation: Some(4),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::apps::v1::ReplicaSetSpec {
+                replicas: Some(2),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let now = Timestamp::from_second(1000).unwrap();
+        let err = Error::api("creating pods")(kube::Error::Api(
+            kube::core::Status::failure("exceeded quota: q", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        ));
+        let status = compute_status(&rs, &[], Some(&err), now);
+        let cond = &status.conditions.as_ref().unwrap()[0];
+        assert_eq!(
+            (
+                cond.type_.as_str(),
+                cond.status.as_str(),
+                cond.reason.as_deref()
+            ),
+            ("ReplicaFailure", "True", Some("FailedCreate"))
+        );
+        assert_eq!(cond.message.as_deref(), Some("exceeded quota: q"));
+        assert_eq!(status.observed_generation, Some(4));
+        rs.status = Some(status);
+        let clean = compute_status(&rs, &[], None, now);
+        assert!(clean.conditions.is_none());
     }
 
     #[test]
