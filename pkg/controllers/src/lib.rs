@@ -6,6 +6,10 @@
 //!   removes the `kubernetes` finalizer so the apiserver can delete it.
 //! - [`serviceaccount`]: a `default` ServiceAccount in every active namespace.
 //! - [`rootca`]: the `kube-root-ca.crt` ConfigMap (the cluster CA) in every active namespace.
+//! - [`replicaset`]: `spec.replicas` pods per ReplicaSet, with upstream's adoption, deletion
+//!   order, slow start and expectations.
+//! - [`garbagecollector`]: deletes objects whose owners are gone; background, foreground and
+//!   orphan propagation.
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -16,7 +20,7 @@
 //!
 //! # Limits
 //! - No leader election: one server runs them (HA control planes are future work).
-//! - No Events are emitted yet; progress and failures show in namespace conditions and logs.
+//! - Only the ReplicaSet controller records Events; the others report in conditions and logs.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,7 +32,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::{self, Action};
 use tokio::sync::watch;
 
+pub mod garbagecollector;
 pub mod namespace;
+pub mod objects;
+pub mod replicaset;
 pub mod rootca;
 pub mod serviceaccount;
 
@@ -71,6 +78,10 @@ pub struct Clients {
     pub serviceaccount: Client,
     /// Writes of the root CA publisher.
     pub rootca: Client,
+    /// Writes of the ReplicaSet controller.
+    pub replicaset: Client,
+    /// Reads (its own watches) and writes of the garbage collector.
+    pub garbagecollector: Client,
 }
 
 /// What the controllers need to know about the cluster.
@@ -90,16 +101,20 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
     // Start reconciling only on filled caches: kube-runtime's own readiness wait wakes only
     // one of several waiters, and every controller here shares the Namespace cache.
     let informers = &clients.informers;
-    let (namespaces, accounts, configmaps) = (
+    let (namespaces, accounts, configmaps, pods, replicasets) = (
         informers.get::<Namespace>(),
         informers.get::<k8s_openapi::api::core::v1::ServiceAccount>(),
         informers.get::<k8s_openapi::api::core::v1::ConfigMap>(),
+        informers.get::<k8s_openapi::api::core::v1::Pod>(),
+        informers.get::<k8s_openapi::api::apps::v1::ReplicaSet>(),
     );
     let synced = async {
         let _ = futures::join!(
             namespaces.wait_synced(),
             accounts.wait_synced(),
             configmaps.wait_synced(),
+            pods.wait_synced(),
+            replicasets.wait_synced(),
         );
     };
     tokio::select! {
@@ -118,6 +133,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             shutdown_signal(shutdown.clone()),
         )
         .boxed(),
+        replicaset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        garbagecollector::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;

@@ -21,13 +21,18 @@ use crate::Error;
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The controllers' identities: (file stem, service account).
-const WRITERS: [(&str, &str); 3] = [
+const WRITERS: [(&str, &str); 5] = [
     ("client-namespace-controller", "namespace-controller"),
     (
         "client-service-account-controller",
         "service-account-controller",
     ),
     ("client-root-ca-cert-publisher", "root-ca-cert-publisher"),
+    ("client-replicaset-controller", "replicaset-controller"),
+    (
+        "client-generic-garbage-collector",
+        "generic-garbage-collector",
+    ),
 ];
 
 /// The running controllers.
@@ -112,6 +117,8 @@ pub(crate) async fn start(
         namespace: connect(&creds.writers[0], "namespace-controller")?,
         serviceaccount: connect(&creds.writers[1], "service-account-controller")?,
         rootca: connect(&creds.writers[2], "root-ca-cert-publisher")?,
+        replicaset: connect(&creds.writers[3], "replicaset-controller")?,
+        garbagecollector: connect(&creds.writers[4], "generic-garbage-collector")?,
     };
     let settings = distro_controllers::Settings {
         ca_pem: creds.ca_pem.clone(),

@@ -1,0 +1,195 @@
+//! Helpers shared by the workload controllers: label selectors, owner references and core/v1
+//! Events, each as upstream's `apimachinery`/`record` behave.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+
+/// Whether `selector` selects `labels`: every matchLabels pair and every matchExpression
+/// must hold, so an empty selector selects everything (upstream's `LabelSelectorAsSelector`).
+/// An unknown operator selects nothing, as upstream rejects it.
+pub fn selector_matches(
+    selector: &LabelSelector,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    let empty = BTreeMap::new();
+    let labels = labels.unwrap_or(&empty);
+    let pairs = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    pairs
+        && selector.match_expressions.iter().flatten().all(|e| {
+            let values = e.values.as_deref().unwrap_or_default();
+            let value = labels.get(&e.key);
+            match e.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+}
+
+/// The owner reference flagged `controller: true`, if any.
+pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+}
+
+/// The event types upstream uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Routine progress.
+    Normal,
+    /// Something failed and may need a human.
+    Warning,
+}
+
+/// Records a core/v1 Event about `regarding`, as upstream's event recorder (reason and message
+/// are what `kubectl describe` shows). Failures are logged only: an event is best effort and
+/// must not fail the reconcile that did the work.
+pub async fn record_event(
+    client: &Client,
+    component: &str,
+    regarding: ObjectReference,
+    kind: EventType,
+    reason: &str,
+    message: String,
+) {
+    let namespace = regarding
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let name = format!(
+        "{}.{:x}",
+        regarding.name.as_deref().unwrap_or(component),
+        now.as_nanosecond()
+    );
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: regarding,
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some(
+            match kind {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        source: Some(EventSource {
+            component: Some(component.into()),
+            host: None,
+        }),
+        count: Some(1),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        reporting_component: Some(component.into()),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
+        tracing::debug!(%reason, error = %e, "recording an event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: Some(values.iter().map(|v| v.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn selectors_match_as_upstream() {
+        let app = labels(&[("app", "web"), ("tier", "front")]);
+        let cases: Vec<(LabelSelector, bool)> = vec![
+            (LabelSelector::default(), true),
+            (
+                LabelSelector {
+                    match_labels: Some(labels(&[("app", "web")])),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                LabelSelector {
+                    match_labels: Some(labels(&[("app", "db")])),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                LabelSelector {
+                    match_expressions: Some(vec![expr("tier", "In", &["front", "back"])]),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                LabelSelector {
+                    match_expressions: Some(vec![expr("tier", "NotIn", &["front"])]),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                LabelSelector {
+                    match_expressions: Some(vec![expr("env", "NotIn", &["prod"])]),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                LabelSelector {
+                    match_expressions: Some(vec![expr("env", "Exists", &[])]),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                LabelSelector {
+                    match_expressions: Some(vec![expr("env", "DoesNotExist", &[])]),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                LabelSelector {
+                    match_expressions: Some(vec![expr("env", "Bogus", &[])]),
+                    ..Default::default()
+                },
+                false,
+            ),
+        ];
+        for (i, (sel, want)) in cases.iter().enumerate() {
+            assert_eq!(selector_matches(sel, Some(&app)), *want, "case {i}");
+        }
+    }
+}
