@@ -6,6 +6,8 @@
 //!   removes the `kubernetes` finalizer so the apiserver can delete it.
 //! - [`serviceaccount`]: a `default` ServiceAccount in every active namespace.
 //! - [`rootca`]: the `kube-root-ca.crt` ConfigMap (the cluster CA) in every active namespace.
+//! - [`deployment`]: rolls Deployments out through ReplicaSets (RollingUpdate, Recreate,
+//!   scaling, pause, revisions and rollback, history cleanup, status and conditions).
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -16,7 +18,7 @@
 //!
 //! # Limits
 //! - No leader election: one server runs them (HA control planes are future work).
-//! - No Events are emitted yet; progress and failures show in namespace conditions and logs.
+//! - Only the deployment controller emits Events; the others report in conditions and logs.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,6 +30,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::{self, Action};
 use tokio::sync::watch;
 
+pub mod deployment;
 pub mod namespace;
 pub mod rootca;
 pub mod serviceaccount;
@@ -71,6 +74,8 @@ pub struct Clients {
     pub serviceaccount: Client,
     /// Writes of the root CA publisher.
     pub rootca: Client,
+    /// Writes of the deployment controller.
+    pub deployment: Client,
 }
 
 /// What the controllers need to know about the cluster.
@@ -95,11 +100,17 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         informers.get::<k8s_openapi::api::core::v1::ServiceAccount>(),
         informers.get::<k8s_openapi::api::core::v1::ConfigMap>(),
     );
+    let (deployments, replicasets) = (
+        informers.get::<k8s_openapi::api::apps::v1::Deployment>(),
+        informers.get::<k8s_openapi::api::apps::v1::ReplicaSet>(),
+    );
     let synced = async {
         let _ = futures::join!(
             namespaces.wait_synced(),
             accounts.wait_synced(),
             configmaps.wait_synced(),
+            deployments.wait_synced(),
+            replicasets.wait_synced(),
         );
     };
     tokio::select! {
@@ -118,6 +129,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             shutdown_signal(shutdown.clone()),
         )
         .boxed(),
+        deployment::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;

@@ -21,13 +21,14 @@ use crate::Error;
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The controllers' identities: (file stem, service account).
-const WRITERS: [(&str, &str); 3] = [
+const WRITERS: [(&str, &str); 4] = [
     ("client-namespace-controller", "namespace-controller"),
     (
         "client-service-account-controller",
         "service-account-controller",
     ),
     ("client-root-ca-cert-publisher", "root-ca-cert-publisher"),
+    ("client-deployment-controller", "deployment-controller"),
 ];
 
 /// The running controllers.
@@ -112,6 +113,7 @@ pub(crate) async fn start(
         namespace: connect(&creds.writers[0], "namespace-controller")?,
         serviceaccount: connect(&creds.writers[1], "service-account-controller")?,
         rootca: connect(&creds.writers[2], "root-ca-cert-publisher")?,
+        deployment: connect(&creds.writers[3], "deployment-controller")?,
     };
     let settings = distro_controllers::Settings {
         ca_pem: creds.ca_pem.clone(),
