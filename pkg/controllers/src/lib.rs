@@ -10,6 +10,8 @@
 //!   order, slow start and expectations.
 //! - [`garbagecollector`]: deletes objects whose owners are gone; background, foreground and
 //!   orphan propagation.
+//! - [`deployment`]: rolls Deployments out through ReplicaSets (RollingUpdate, Recreate,
+//!   scaling, pause, revisions and rollback, history cleanup, status and conditions).
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -20,7 +22,8 @@
 //!
 //! # Limits
 //! - No leader election: one server runs them (HA control planes are future work).
-//! - Only the ReplicaSet controller records Events; the others report in conditions and logs.
+//! - Only the ReplicaSet and Deployment controllers record Events; the others report in
+//!   conditions and logs.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,6 +35,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::{self, Action};
 use tokio::sync::watch;
 
+pub mod deployment;
 pub mod garbagecollector;
 pub mod namespace;
 pub mod objects;
@@ -82,6 +86,8 @@ pub struct Clients {
     pub replicaset: Client,
     /// Reads (its own watches) and writes of the garbage collector.
     pub garbagecollector: Client,
+    /// Writes of the deployment controller.
+    pub deployment: Client,
 }
 
 /// What the controllers need to know about the cluster.
@@ -108,12 +114,14 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         informers.get::<k8s_openapi::api::core::v1::Pod>(),
         informers.get::<k8s_openapi::api::apps::v1::ReplicaSet>(),
     );
+    let deployments = informers.get::<k8s_openapi::api::apps::v1::Deployment>();
     let synced = async {
         let _ = futures::join!(
             namespaces.wait_synced(),
             accounts.wait_synced(),
             configmaps.wait_synced(),
             pods.wait_synced(),
+            deployments.wait_synced(),
             replicasets.wait_synced(),
         );
     };
@@ -135,6 +143,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         .boxed(),
         replicaset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         garbagecollector::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        deployment::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;

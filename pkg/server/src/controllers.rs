@@ -21,7 +21,7 @@ use crate::Error;
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The controllers' identities: (file stem, service account).
-const WRITERS: [(&str, &str); 5] = [
+const WRITERS: [(&str, &str); 6] = [
     ("client-namespace-controller", "namespace-controller"),
     (
         "client-service-account-controller",
@@ -33,6 +33,7 @@ const WRITERS: [(&str, &str); 5] = [
         "client-generic-garbage-collector",
         "generic-garbage-collector",
     ),
+    ("client-deployment-controller", "deployment-controller"),
 ];
 
 /// The running controllers.
@@ -119,6 +120,7 @@ pub(crate) async fn start(
         rootca: connect(&creds.writers[2], "root-ca-cert-publisher")?,
         replicaset: connect(&creds.writers[3], "replicaset-controller")?,
         garbagecollector: connect(&creds.writers[4], "generic-garbage-collector")?,
+        deployment: connect(&creds.writers[5], "deployment-controller")?,
     };
     let settings = distro_controllers::Settings {
         ca_pem: creds.ca_pem.clone(),
