@@ -76,8 +76,11 @@ pub async fn run(
     informers: Informers,
     client: Client,
     instance: String,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    // One future for the whole run: polling it again after a lost race is cancel-safe.
+    let stop = stopped(shutdown);
+    tokio::pin!(stop);
     let pods = informers.get::<Pod>();
     let nodes = informers.get::<Node>();
     let synced = async {
@@ -85,7 +88,7 @@ pub async fn run(
     };
     tokio::select! {
         _ = synced => {}
-        _ = shutdown.wait_for(|s| *s) => {
+        _ = &mut stop => {
             informers.shutdown().await;
             return;
         }
@@ -110,7 +113,7 @@ pub async fn run(
         let next = sched.queue.next_due();
         let due = next.is_some_and(|t| t <= now);
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = &mut stop => break,
             pod = pod_events.next() => match pod {
                 Some(pod) => sched.pod_changed(&pod),
                 None => break,
@@ -129,6 +132,11 @@ pub async fn run(
     }
     informers.shutdown().await;
     tracing::info!("scheduler stopped");
+}
+
+/// Resolves once `rx` turns true (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 struct Scheduler {
