@@ -210,9 +210,13 @@ impl Scheduler {
             .collect();
         let now = Instant::now();
         let pods = &self.pods;
-        self.assumed.retain(|key, (_, at)| {
+        // Keep an assumed pod until the cache shows it bound, gone or replaced (same name,
+        // new uid), or the TTL passes.
+        self.assumed.retain(|key, (assumed, at)| {
             now.duration_since(*at) < ASSUME_TTL
-                && lookup(pods, key).is_some_and(|p| node_name(&p).is_none())
+                && lookup(pods, key).is_some_and(|p| {
+                    node_name(&p).is_none() && p.metadata.uid == assumed.metadata.uid
+                })
         });
         let bound = self.pods.state();
         let placed = bound
@@ -230,9 +234,16 @@ impl Scheduler {
         infos
     }
 
+    /// Whether we bound this very pod (not a namesake created since) and wait for the cache.
+    fn is_assumed(&self, key: &str, pod: &Pod) -> bool {
+        self.assumed
+            .get(key)
+            .is_some_and(|(a, _)| a.metadata.uid == pod.metadata.uid)
+    }
+
     async fn schedule_one(&mut self, key: &str) {
         let pod = match lookup(&self.pods, key) {
-            Some(p) if wants(&p) && !self.assumed.contains_key(key) => p,
+            Some(p) if wants(&p) && !self.is_assumed(key, &p) => p,
             _ => {
                 self.queue.remove(key);
                 return;
@@ -472,5 +483,69 @@ impl Events {
                 tracing::warn!(pod = %key_of(pod), %reason, error = %e, "recording event failed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, cpu: &str) -> NodeInfo {
+        NodeInfo::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {
+                    "allocatable": {"cpu": cpu, "memory": "1Gi", "pods": "10"},
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            }))
+            .expect("node"),
+        )
+    }
+
+    fn pod(cpu: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]},
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn decide_picks_a_fitting_node_breaking_ties_at_random() {
+        let nodes = [node("small", "1"), node("large", "8")];
+        assert_eq!(decide(&pod("2"), &nodes).as_deref(), Ok("large"));
+        let twins = [node("a", "2"), node("b", "2")];
+        let picks: std::collections::HashSet<String> = (0..64)
+            .filter_map(|_| decide(&pod("1"), &twins).ok())
+            .collect();
+        assert_eq!(picks.len(), 2, "equal nodes are both chosen: {picks:?}");
+        assert_eq!(
+            decide(&pod("16"), &nodes),
+            Err(
+                "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are \
+                 available: 2 No preemption victims found for incoming pod."
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn only_unbound_live_pods_of_this_scheduler_are_wanted() {
+        let base = pod("1");
+        assert!(wants(&base));
+        let mut other = base.clone();
+        other.spec.as_mut().expect("spec").scheduler_name = Some("custom".into());
+        assert!(!wants(&other));
+        let mut bound = base.clone();
+        bound.spec.as_mut().expect("spec").node_name = Some("n".into());
+        assert!(!wants(&bound));
+        let mut gated = base.clone();
+        gated.spec.as_mut().expect("spec").scheduling_gates =
+            Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+                name: "g".into(),
+            }]);
+        assert!(!wants(&gated));
     }
 }
