@@ -162,6 +162,34 @@ fn pods_land_on_fitting_nodes_and_impossible_ones_say_why() {
         ),
         "cp-1"
     );
+
+    // Cordoned: unschedulable until uncordoned.
+    s.ok(v, &["cordon", "hdd-1"]);
+    add_pod(&s, "wants-hdd", "  nodeSelector: {disk: hdd}\n", "100m");
+    let want = "0/3 nodes are available: 1 node(s) were unschedulable, 2 node(s) didn't match \
+        Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not \
+        helpful for scheduling.";
+    eventually(SOON, EVERY, "wants-hdd unschedulable", || {
+        let out = s.kubectl(
+            v,
+            &[
+                "get",
+                "pod",
+                "wants-hdd",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='PodScheduled')].message}",
+            ],
+        );
+        (String::from_utf8_lossy(&out.stdout) == want).then_some(())
+    });
+    s.ok(v, &["uncordon", "hdd-1"]);
+    assert_eq!(
+        eventually(Duration::from_secs(8), EVERY, "wants-hdd bound", || {
+            node_of(&s, "wants-hdd")
+        }),
+        "hdd-1"
+    );
+
     let log = s.log();
     for failure in [
         "binding failed",
