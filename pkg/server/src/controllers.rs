@@ -1,11 +1,12 @@
-//! Starts the controllers in this process, as clients of our own apiserver.
+//! Starts the controllers and the scheduler in this process, as clients of our own apiserver.
 //!
 //! Identities, as upstream's controller manager with `--use-service-account-credentials`:
 //! the shared caches watch as `system:kube-controller-manager` (list/watch on everything), and
 //! each controller writes as its kube-system service account (`system:serviceaccount:
 //! kube-system:<controller>`), so RBAC limits each to its upstream role. Instead of tokens, the
 //! cluster CA issues each identity a client certificate (`<data>/server/tls/client-*.crt`),
-//! which needs no ServiceAccount objects and no token refresh.
+//! which needs no ServiceAccount objects and no token refresh. The scheduler is its own
+//! client as upstream's kube-scheduler: `system:kube-scheduler`, with its own caches.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,6 +57,7 @@ struct Credentials {
     ca_pem: String,
     manager: CertKeyPair,
     writers: Vec<CertKeyPair>,
+    scheduler: CertKeyPair,
 }
 
 fn issue(tls: &Path) -> Result<Credentials, distro_pki::Error> {
@@ -78,10 +80,13 @@ fn issue(tls: &Path) -> Result<Credentials, distro_pki::Error> {
             distro_pki::load_or_issue(&ca, tls, stem, &spec)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let scheduler_spec = CertSpec::new("system:kube-scheduler", Usage::Client);
+    let scheduler = distro_pki::load_or_issue(&ca, tls, "client-kube-scheduler", &scheduler_spec)?;
     Ok(Credentials {
         ca_pem: ca.cert_pem().to_string(),
         manager,
         writers,
+        scheduler,
     })
 }
 
@@ -125,6 +130,16 @@ pub(crate) async fn start(
     let settings = distro_controllers::Settings {
         ca_pem: creds.ca_pem.clone(),
     };
-    let task = tokio::spawn(distro_controllers::run(clients, settings, shutdown));
+    let scheduler = connect(&creds.scheduler, "scheduler")?;
+    let scheduler = distro_scheduler::run(
+        Informers::new(scheduler.clone()),
+        scheduler,
+        format!("{}-{node}", distro_scheduler::SCHEDULER_NAME),
+        shutdown.clone(),
+    );
+    let controllers = distro_controllers::run(clients, settings, shutdown);
+    let task = tokio::spawn(async move {
+        tokio::join!(controllers, scheduler);
+    });
     Ok(Running { task })
 }

@@ -1,8 +1,8 @@
 //! `distro server`: assembles the control plane on this machine.
 //!
 //! Start-up order, in one place: PKI (CA, serving and admin certificates, service-account key,
-//! secrets encryption key) → datastore → apiserver → bootstrap objects → controllers (as API
-//! clients, see `controllers.rs`) → kubeconfig and join token. The scheduler and the node parts
+//! secrets encryption key) → datastore → apiserver → bootstrap objects → controllers and
+//! scheduler (as API clients, see `controllers.rs`) → kubeconfig and join token. The node parts
 //! join here as they land.
 //!
 //! Limits: one CA signs serving and client certificates (k3s keeps separate server/client CAs).

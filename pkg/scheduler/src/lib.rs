@@ -1,0 +1,551 @@
+//! The scheduler: assigns pods whose `spec.schedulerName` is `default-scheduler` to nodes, as
+//! upstream's kube-scheduler, through the API like any other client.
+//!
+//! # Design
+//! Pods and nodes come from shared watch caches ([`distro_client::Informers`]). Unbound pods
+//! enter a [`queue::Queue`]; one loop takes them in turn, runs the filters and scores of
+//! [`fit`] (pure functions) over a snapshot of the caches, and binds the pod to the best node
+//! through `pods/<name>/binding` (ties broken at random). A pod that fits nowhere gets a
+//! `PodScheduled=False` condition (reason `Unschedulable`) and a `FailedScheduling` event in
+//! upstream's words, and is parked until a node or a bound pod changes, then retried with
+//! a 1 s → 10 s backoff. Pods just bound are counted on their node ("assumed") until the cache
+//! shows the binding, so a burst of pods does not overfill a node.
+//!
+//! # Limits
+//! - Not implemented yet: inter-pod affinity and anti-affinity, topology spread constraints,
+//!   volume node affinity, image locality, priority ordering and preemption (the message says
+//!   no preemption victims were found), scheduling profiles and extenders.
+//! - Binding happens inline, one pod at a time; no leader election.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use distro_client::{Client, Informers};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::events::v1::{Event, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::ResourceExt;
+use rand::seq::SliceRandom;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub mod fit;
+pub mod queue;
+pub mod resources;
+
+use fit::{Diagnosis, NodeInfo};
+use queue::Queue;
+
+/// The scheduler name this scheduler answers to (upstream's default profile).
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+/// How long a pod just bound counts on its node without the cache showing it; after that the
+/// cache is trusted (the binding failed or the pod is gone).
+const ASSUME_TTL: Duration = Duration::from_secs(30);
+
+/// Events remembered for aggregation; older ones are forgotten past this many.
+const EVENT_CACHE: usize = 4096;
+
+/// Errors of one scheduling attempt; each names the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API request failed.
+    #[error("{step}: {source}")]
+    Api {
+        /// What we were doing, e.g. "binding default/web to node-1".
+        step: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Runs the scheduler until `shutdown` turns true. `informers` watch pods and nodes;
+/// `client` writes (bindings, pod status, events); `instance` names this scheduler in events'
+/// `reportingInstance` (upstream: `default-scheduler-<host>`).
+///
+/// # Cancel safety
+/// Dropping the future stops scheduling between API calls; nothing is left half-done but a
+/// binding in flight, which the apiserver completes or refuses as a whole.
+pub async fn run(
+    informers: Informers,
+    client: Client,
+    instance: String,
+    shutdown: watch::Receiver<bool>,
+) {
+    // One future for the whole run: polling it again after a lost race is cancel-safe.
+    let stop = stopped(shutdown);
+    tokio::pin!(stop);
+    let pods = informers.get::<Pod>();
+    let nodes = informers.get::<Node>();
+    let synced = async {
+        let _ = futures::join!(pods.wait_synced(), nodes.wait_synced());
+    };
+    tokio::select! {
+        _ = synced => {}
+        _ = &mut stop => {
+            informers.shutdown().await;
+            return;
+        }
+    }
+    // Both streams are cancel-safe: `next` on an unfold stream keeps its state in the stream.
+    let mut pod_events = pods.subscribe().boxed();
+    let mut node_events = nodes.subscribe().boxed();
+    let mut sched = Scheduler {
+        client,
+        pods: pods.store(),
+        nodes: nodes.store(),
+        queue: Queue::default(),
+        assumed: HashMap::new(),
+        events: Events {
+            instance,
+            sent: HashMap::new(),
+        },
+    };
+    tracing::info!("scheduler started");
+    loop {
+        let now = Instant::now();
+        let next = sched.queue.next_due();
+        let due = next.is_some_and(|t| t <= now);
+        tokio::select! {
+            _ = &mut stop => break,
+            pod = pod_events.next() => match pod {
+                Some(pod) => sched.pod_changed(&pod),
+                None => break,
+            },
+            node = node_events.next() => match node {
+                Some(_) => sched.queue.cluster_changed(),
+                None => break,
+            },
+            _ = std::future::ready(()), if due => {
+                if let Some(key) = sched.queue.pop(now) {
+                    sched.schedule_one(&key).await;
+                }
+            }
+            _ = tokio::time::sleep_until(next.unwrap_or(now)), if next.is_some() && !due => {}
+        }
+    }
+    informers.shutdown().await;
+    tracing::info!("scheduler stopped");
+}
+
+/// Resolves once `rx` turns true (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+struct Scheduler {
+    client: Client,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    queue: Queue,
+    /// Pods bound by us that the cache may not show bound yet: key → (pod with nodeName, when).
+    assumed: HashMap<String, (Pod, Instant)>,
+    events: Events,
+}
+
+fn key_of(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+fn lookup(store: &Store<Pod>, key: &str) -> Option<Arc<Pod>> {
+    let (ns, name) = key.split_once('/')?;
+    store.get(&ObjectRef::new(name).within(ns))
+}
+
+fn node_name(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Whether this scheduler should place `pod` now: unbound, ours, not deleting, not finished,
+/// and without scheduling gates.
+pub fn wants(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else { return false };
+    node_name(pod).is_none()
+        && spec.scheduler_name.as_deref().unwrap_or(SCHEDULER_NAME) == SCHEDULER_NAME
+        && spec.scheduling_gates.as_ref().is_none_or(|g| g.is_empty())
+        && pod.metadata.deletion_timestamp.is_none()
+        && !terminal(pod)
+}
+
+impl Scheduler {
+    fn pod_changed(&mut self, pod: &Pod) {
+        let key = key_of(pod);
+        // The event carries the object; the cache tells whether it still exists.
+        let current = lookup(&self.pods, &key);
+        match current.as_deref() {
+            Some(p) if wants(p) => self.queue.add(&key, Instant::now()),
+            _ => {
+                self.queue.remove(&key);
+                // A bound pod that changed or left may have freed room.
+                if node_name(pod).is_some() {
+                    self.queue.cluster_changed();
+                }
+            }
+        }
+    }
+
+    /// Node infos from the caches plus the pods assumed bound.
+    fn snapshot(&mut self) -> Vec<NodeInfo> {
+        let mut infos: HashMap<String, NodeInfo> = self
+            .nodes
+            .state()
+            .into_iter()
+            .map(|n| (n.name_any(), NodeInfo::new((*n).clone())))
+            .collect();
+        let now = Instant::now();
+        let pods = &self.pods;
+        // Keep an assumed pod until the cache shows it bound, gone or replaced (same name,
+        // new uid), or the TTL passes.
+        self.assumed.retain(|key, (assumed, at)| {
+            now.duration_since(*at) < ASSUME_TTL
+                && lookup(pods, key).is_some_and(|p| {
+                    node_name(&p).is_none() && p.metadata.uid == assumed.metadata.uid
+                })
+        });
+        let bound = self.pods.state();
+        let placed = bound
+            .iter()
+            .map(|p| p.as_ref())
+            .filter(|p| !terminal(p))
+            .chain(self.assumed.values().map(|(p, _)| p));
+        for pod in placed {
+            if let Some(info) = node_name(pod).and_then(|n| infos.get_mut(n)) {
+                info.add_pod(pod);
+            }
+        }
+        let mut infos: Vec<NodeInfo> = infos.into_values().collect();
+        infos.sort_by_key(|a| a.node.name_any());
+        infos
+    }
+
+    /// Whether we bound this very pod (not a namesake created since) and wait for the cache.
+    fn is_assumed(&self, key: &str, pod: &Pod) -> bool {
+        self.assumed
+            .get(key)
+            .is_some_and(|(a, _)| a.metadata.uid == pod.metadata.uid)
+    }
+
+    async fn schedule_one(&mut self, key: &str) {
+        let pod = match lookup(&self.pods, key) {
+            Some(p) if wants(&p) && !self.is_assumed(key, &p) => p,
+            _ => {
+                self.queue.remove(key);
+                return;
+            }
+        };
+        let infos = self.snapshot();
+        let (node, result) = match decide(&pod, &infos) {
+            Ok(node) => {
+                let r = self.bind(&pod, &node).await;
+                (Some(node), r)
+            }
+            Err(message) => {
+                self.queue.unschedulable(key, Instant::now());
+                tracing::debug!(pod = %key, %message, "unschedulable");
+                (None, self.report_unschedulable(&pod, &message).await)
+            }
+        };
+        match (node, result) {
+            (Some(node), Ok(())) => {
+                self.queue.remove(key);
+                let mut bound = (*pod).clone();
+                bound.spec.get_or_insert_with(Default::default).node_name = Some(node);
+                self.assumed
+                    .insert(key.to_string(), (bound, Instant::now()));
+            }
+            (
+                _,
+                Err(Error::Api {
+                    source: kube::Error::Api(s),
+                    ..
+                }),
+            ) if s.code == 404 || (s.code == 409 && node_name(&pod).is_none()) => {
+                // Deleted, or bound by someone else meanwhile: the cache will catch up.
+                tracing::debug!(pod = %key, reason = %s.reason, "pod changed under the scheduler");
+                self.queue.remove(key);
+            }
+            (Some(_), Err(e)) => {
+                tracing::warn!(pod = %key, error = %e, "binding failed; retrying with backoff");
+                self.queue.failed(key, Instant::now());
+            }
+            (None, Err(e)) => {
+                tracing::warn!(pod = %key, error = %e, "reporting an unschedulable pod failed");
+            }
+            (None, Ok(())) => {}
+        }
+    }
+
+    async fn bind(&mut self, pod: &Pod, node: &str) -> Result<(), Error> {
+        let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ns.clone()),
+                uid: pod.metadata.uid.clone(),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                kind: Some("Node".into()),
+                name: Some(node.into()),
+                api_version: Some("v1".into()),
+                ..Default::default()
+            },
+        };
+        api.create_subresource::<_, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .map_err(|source| Error::Api {
+            step: format!("binding {ns}/{name} to {node}"),
+            source,
+        })?;
+        tracing::debug!(pod = %format!("{ns}/{name}"), %node, "bound");
+        let note = format!("Successfully assigned {ns}/{name} to {node}");
+        self.events
+            .publish(&self.client, pod, "Normal", "Scheduled", "Binding", &note)
+            .await;
+        Ok(())
+    }
+
+    /// Sets `PodScheduled=False/Unschedulable` with the message (unless already so) and
+    /// records a `FailedScheduling` event.
+    async fn report_unschedulable(&mut self, pod: &Pod, message: &str) -> Result<(), Error> {
+        let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+        self.events
+            .publish(
+                &self.client,
+                pod,
+                "Warning",
+                "FailedScheduling",
+                "Scheduling",
+                message,
+            )
+            .await;
+        let current = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
+        if current.is_some_and(|c| {
+            c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+                && c.message.as_deref() == Some(message)
+        }) {
+            return Ok(());
+        }
+        let patch = serde_json::json!({"status": {"conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastProbeTime": null,
+            "lastTransitionTime": Time(Timestamp::now()),
+        }]}});
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+            .map_err(|source| Error::Api {
+                step: format!("setting PodScheduled=False on {ns}/{name}"),
+                source,
+            })?;
+        Ok(())
+    }
+}
+
+/// Picks the node for `pod` among `nodes`, or explains in upstream's words why none fits.
+///
+/// # Errors
+/// The `FailedScheduling` message when no node passes the filters.
+pub fn decide(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, String> {
+    let mut diagnosis = Diagnosis::default();
+    let mut feasible = Vec::new();
+    for info in nodes {
+        match fit::filter(pod, info) {
+            Ok(()) => feasible.push(info),
+            Err(reasons) => diagnosis.add(&reasons),
+        }
+    }
+    if feasible.is_empty() {
+        let never = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.preemption_policy.as_deref())
+            == Some("Never");
+        return Err(diagnosis.message(never));
+    }
+    let scores = fit::score(pod, &feasible);
+    let best = scores.iter().copied().max().unwrap_or(0);
+    let top: Vec<&NodeInfo> = feasible
+        .iter()
+        .zip(&scores)
+        .filter(|(_, s)| **s == best)
+        .map(|(n, _)| *n)
+        .collect();
+    let chosen = top
+        .choose(&mut rand::thread_rng())
+        .map(|n| n.node.name_any())
+        .unwrap_or_default();
+    Ok(chosen)
+}
+
+/// Events in events.k8s.io/v1, aggregated as upstream's recorder does: a repeat of the same
+/// reason and note for the same pod bumps the series count of the first event.
+struct Events {
+    instance: String,
+    /// (pod key, reason, note) → (event name, series count).
+    sent: HashMap<(String, String, String), (String, i32)>,
+}
+
+impl Events {
+    /// Best effort: a lost event is logged, never fails the scheduling.
+    async fn publish(
+        &mut self,
+        client: &Client,
+        pod: &Pod,
+        type_: &str,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let ns = pod.namespace().unwrap_or_default();
+        let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+        let key = (key_of(pod), reason.to_string(), note.to_string());
+        let now = Timestamp::now();
+        if let Some((name, count)) = self.sent.get_mut(&key) {
+            *count += 1;
+            let patch = serde_json::json!({"series": EventSeries {
+                count: *count,
+                last_observed_time: MicroTime(now),
+            }});
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::debug!(event = %name, error = %e, "event series update failed; creating a new event")
+                }
+            }
+        }
+        if self.sent.len() >= EVENT_CACHE {
+            self.sent.clear();
+        }
+        let name = format!("{}.{:x}", pod.name_any(), now.as_nanosecond());
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some(type_.into()),
+            reason: Some(reason.into()),
+            action: Some(action.into()),
+            note: Some(note.into()),
+            reporting_controller: Some(SCHEDULER_NAME.into()),
+            reporting_instance: Some(self.instance.clone()),
+            regarding: Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.name_any()),
+                namespace: Some(ns),
+                uid: pod.metadata.uid.clone(),
+                resource_version: pod.metadata.resource_version.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => {
+                self.sent.insert(key, (name, 1));
+            }
+            Err(e) => {
+                tracing::warn!(pod = %key_of(pod), %reason, error = %e, "recording event failed")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, cpu: &str) -> NodeInfo {
+        NodeInfo::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {
+                    "allocatable": {"cpu": cpu, "memory": "1Gi", "pods": "10"},
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            }))
+            .expect("node"),
+        )
+    }
+
+    fn pod(cpu: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]},
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn decide_picks_a_fitting_node_breaking_ties_at_random() {
+        let nodes = [node("small", "1"), node("large", "8")];
+        assert_eq!(decide(&pod("2"), &nodes).as_deref(), Ok("large"));
+        let twins = [node("a", "2"), node("b", "2")];
+        let picks: std::collections::HashSet<String> = (0..64)
+            .filter_map(|_| decide(&pod("1"), &twins).ok())
+            .collect();
+        assert_eq!(picks.len(), 2, "equal nodes are both chosen: {picks:?}");
+        assert_eq!(
+            decide(&pod("16"), &nodes),
+            Err(
+                "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are \
+                 available: 2 No preemption victims found for incoming pod."
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn only_unbound_live_pods_of_this_scheduler_are_wanted() {
+        let base = pod("1");
+        assert!(wants(&base));
+        let mut other = base.clone();
+        other.spec.as_mut().expect("spec").scheduler_name = Some("custom".into());
+        assert!(!wants(&other));
+        let mut bound = base.clone();
+        bound.spec.as_mut().expect("spec").node_name = Some("n".into());
+        assert!(!wants(&bound));
+        let mut gated = base.clone();
+        gated.spec.as_mut().expect("spec").scheduling_gates =
+            Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+                name: "g".into(),
+            }]);
+        assert!(!wants(&gated));
+    }
+}
