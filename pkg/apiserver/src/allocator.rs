@@ -271,12 +271,8 @@ impl ServiceAllocator {
             return Ok(false);
         }
         let h = holdings(&svc);
-        let value = key.rsplit('/').next().unwrap_or("");
-        Ok(if key.starts_with(IP_PREFIX) {
-            h.ips.iter().any(|ip| ip_key(ip) == value)
-        } else {
-            h.ports.iter().any(|p| p.to_string() == value)
-        })
+        Ok(h.ips.iter().any(|ip| ip_reservation(ip) == key)
+            || h.ports.iter().any(|p| port_reservation(*p) == key))
     }
 
     async fn release(store: &Arc<dyn Datastore>, key: &str, owner: &Owner) {
@@ -311,7 +307,7 @@ impl ServiceAllocator {
         let tries = span.min(4096);
         for i in 0..tries {
             let ip = c.addr(lo + (start + i) % span);
-            let key = format!("{IP_PREFIX}{}", ip_key(&ip.to_string()));
+            let key = ip_reservation(&ip.to_string());
             if Self::take(store, &key, owner, dry_run).await? {
                 return Ok(Some(ip));
             }
@@ -319,7 +315,7 @@ impl ServiceAllocator {
         if lo > 1 {
             for off in 1..lo {
                 let ip = c.addr(off);
-                let key = format!("{IP_PREFIX}{}", ip_key(&ip.to_string()));
+                let key = ip_reservation(&ip.to_string());
                 if Self::take(store, &key, owner, dry_run).await? {
                     return Ok(Some(ip));
                 }
@@ -343,7 +339,7 @@ impl ServiceAllocator {
             if taken.contains(&port) {
                 continue;
             }
-            let key = format!("{PORT_PREFIX}{port}");
+            let key = port_reservation(port);
             if Self::take(store, &key, owner, dry_run).await? {
                 return Ok(Some(port));
             }
@@ -367,12 +363,7 @@ impl ServiceAllocator {
             .allocate_into(store, def, obj, &had, &owner, &mut got, dry_run)
             .await;
         if result.is_err() && !dry_run {
-            for ip in &got.ips {
-                Self::release(store, &format!("{IP_PREFIX}{}", ip_key(ip)), &owner).await;
-            }
-            for p in &got.ports {
-                Self::release(store, &format!("{PORT_PREFIX}{p}"), &owner).await;
-            }
+            Self::release_all(store, &got, &Holdings::default(), &owner).await;
         }
         result
     }
@@ -424,7 +415,7 @@ impl ServiceAllocator {
                         )],
                     ));
                 }
-                let key = format!("{IP_PREFIX}{}", ip_key(&asked));
+                let key = ip_reservation(&asked);
                 let free = Self::take(store, &key, owner, dry_run).await?;
                 if !free {
                     return Err(Self::invalid(
@@ -499,7 +490,7 @@ impl ServiceAllocator {
                     )],
                 ));
             }
-            let key = format!("{PORT_PREFIX}{asked}");
+            let key = port_reservation(asked);
             let free = Self::take(store, &key, owner, dry_run).await?;
             if !free {
                 return Err(Self::invalid(
@@ -522,21 +513,38 @@ impl ServiceAllocator {
         let owner = Owner::of(from);
         let a = holdings(from);
         let b = keep.map(holdings).unwrap_or_default();
-        for ip in a.ips.iter().filter(|ip| !b.ips.contains(ip)) {
-            Self::release(store, &format!("{IP_PREFIX}{}", ip_key(ip)), &owner).await;
+        Self::release_all(store, &a, &b, &owner).await;
+    }
+
+    /// Releases what `held` has and `keep` has not.
+    async fn release_all(
+        store: &Arc<dyn Datastore>,
+        held: &Holdings,
+        keep: &Holdings,
+        owner: &Owner,
+    ) {
+        for ip in held.ips.iter().filter(|ip| !keep.ips.contains(ip)) {
+            Self::release(store, &ip_reservation(ip), owner).await;
         }
-        for p in a.ports.iter().filter(|p| !b.ports.contains(p)) {
-            Self::release(store, &format!("{PORT_PREFIX}{p}"), &owner).await;
+        for p in held.ports.iter().filter(|p| !keep.ports.contains(p)) {
+            Self::release(store, &port_reservation(*p), owner).await;
         }
     }
 }
 
-/// IPv6 addresses contain `:`; keep keys path-friendly and canonical.
-fn ip_key(ip: &str) -> String {
-    match ip.parse::<IpAddr>() {
-        Ok(a) => a.to_string().replace(':', "-"),
-        Err(_) => ip.replace(':', "-"),
-    }
+/// The datastore key reserving a cluster IP. IPv6 addresses contain `:`; keep keys
+/// path-friendly and canonical.
+fn ip_reservation(ip: &str) -> String {
+    let canonical = match ip.parse::<IpAddr>() {
+        Ok(a) => a.to_string(),
+        Err(_) => ip.to_string(),
+    };
+    format!("{IP_PREFIX}{}", canonical.replace(':', "-"))
+}
+
+/// The datastore key reserving a node port.
+fn port_reservation(port: i64) -> String {
+    format!("{PORT_PREFIX}{port}")
 }
 
 fn is_service(def: &ResourceDef) -> bool {
