@@ -63,12 +63,6 @@ pub trait Strategy: Send + Sync {
         false
     }
 
-    /// An object another version of this resource stored (same storage, other `apiVersion`),
-    /// in this version's shape. The caller sets `apiVersion` afterwards.
-    fn convert(&self, obj: Value) -> Value {
-        obj
-    }
-
     /// Carries over what an update may leave out (allocated values), before defaults run, as
     /// upstream's `PrepareForUpdate`. Not called for status writes.
     fn prepare_for_update(&self, _obj: &mut Value, _old: &Value) {}
@@ -105,8 +99,9 @@ pub trait Strategy: Send + Sync {
         self.columns().iter().map(Column::definition).collect()
     }
 
-    /// Turns an object as stored into the object this resource serves (custom resources:
-    /// another version's apiVersion, read-time defaults). Called on every read.
+    /// Turns an object as stored into the object this resource serves: one another version of
+    /// the resource stored (same storage, other `apiVersion`) converted to this version's shape,
+    /// read-time defaults of custom resources. Called on every read.
     fn on_read(&self, _obj: &mut Value) {}
 
     /// Turns an object this resource serves into the one to store (custom resources: the

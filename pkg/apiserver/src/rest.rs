@@ -202,11 +202,6 @@ impl Storage {
             None => serde_json::from_slice(&kv.value),
         }
         .map_err(|e| Error::Internal(format!("corrupt object at {}: {e}", kv.key)))?;
-        let api_version = def.api_version();
-        if obj["apiVersion"].as_str().is_some_and(|v| v != api_version) {
-            obj = def.strategy.convert(obj);
-            obj["apiVersion"] = json!(api_version);
-        }
         if let Some(m) = obj["metadata"].as_object_mut() {
             m.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         }

@@ -1178,7 +1178,7 @@ fn endpoints_cells(obj: &Value) -> Vec<Value> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Event (core/v1; events.k8s.io/v1 objects print through the same code after `event_v1_to_core`)
+// Event (core/v1; events.k8s.io/v1 objects print through the same code after `event_convert_to_core`)
 
 fn event_validate(obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
@@ -1326,6 +1326,9 @@ fn convert_event(
     dir: fn((&'static str, &'static str)) -> (&'static str, &'static str),
     api_version: &str,
 ) -> Value {
+    if obj["apiVersion"] == api_version {
+        return obj;
+    }
     let mut out = serde_json::Map::new();
     out.insert("apiVersion".into(), json!(api_version));
     out.insert("kind".into(), json!("Event"));
@@ -1337,26 +1340,6 @@ fn convert_event(
         }
     }
     Value::Object(out)
-}
-
-/// Maps an events.k8s.io/v1 Event onto the core/v1 field names (what upstream's conversion does),
-/// so both print and select the same way.
-pub fn event_v1_to_core(obj: &Value) -> Value {
-    json!({
-        "metadata": obj["metadata"],
-        "involvedObject": obj["regarding"],
-        "reason": obj["reason"],
-        "message": obj["note"],
-        "type": obj["type"],
-        "source": obj["deprecatedSource"],
-        "firstTimestamp": obj["deprecatedFirstTimestamp"],
-        "lastTimestamp": obj["deprecatedLastTimestamp"],
-        "count": obj["deprecatedCount"],
-        "eventTime": obj["eventTime"],
-        "series": obj["series"],
-        "reportingComponent": obj["reportingController"],
-        "reportingInstance": obj["reportingInstance"],
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -108,7 +108,8 @@ impl Builtin {
         self.cells = cells;
         self
     }
-    /// Sets the conversion from objects another version of the resource stored.
+    /// Sets the conversion from objects another version of the resource stored (run on every
+    /// read; it returns objects already in this version unchanged).
     pub fn convert(mut self, f: fn(Value) -> Value) -> Self {
         self.convert = Some(f);
         self
@@ -154,10 +155,9 @@ impl Strategy for Builtin {
     fn served_as_stored(&self) -> bool {
         self.convert.is_none()
     }
-    fn convert(&self, obj: Value) -> Value {
-        match self.convert {
-            Some(f) => f(obj),
-            None => obj,
+    fn on_read(&self, obj: &mut Value) {
+        if let Some(f) = self.convert {
+            *obj = f(obj.take());
         }
     }
     fn prepare_for_update(&self, obj: &mut Value, old: &Value) {

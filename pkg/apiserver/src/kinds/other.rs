@@ -324,6 +324,7 @@ fn hpa_to_v1(mut obj: Value) -> Value {
     if spec["behavior"].is_object() {
         annotations.insert(HPA_BEHAVIOR.into(), json!(spec["behavior"].to_string()));
     }
+    obj["apiVersion"] = json!("autoscaling/v1");
     obj["spec"] = out_spec;
     if status.is_object() {
         let mut out = json!({});
@@ -413,6 +414,7 @@ fn hpa_to_v2(mut obj: Value) -> Value {
     if behavior.is_object() {
         out["behavior"] = behavior;
     }
+    obj["apiVersion"] = json!("autoscaling/v2");
     obj["spec"] = out;
     let status = obj["status"].take();
     if status.is_object() {
@@ -842,11 +844,11 @@ fn event_validate(obj: &Value) -> Vec<FieldError> {
 }
 
 fn event_cells(obj: &Value) -> Vec<Value> {
-    core::event_cells(&core::event_v1_to_core(obj))
+    core::event_cells(&core::event_convert_to_core(obj.clone()))
 }
 
 fn event_fields(obj: &Value, field: &str) -> Option<String> {
-    core::event_fields(&core::event_v1_to_core(obj), field)
+    core::event_fields(&core::event_convert_to_core(obj.clone()), field)
 }
 
 // ---------------------------------------------------------------------------------------------
