@@ -135,8 +135,8 @@ pub struct OpenApi {
     custom_defs: Arc<Map<String, Value>>,
     custom_v3: Map<String, Value>,
     index: Arc<TypeIndex>,
-    v2_json: OnceLock<Bytes>,
-    v2_pb: OnceLock<Bytes>,
+    v2_json: OnceLock<(Bytes, String)>,
+    v2_pb: OnceLock<(Bytes, String)>,
     v3_docs: OnceLock<BTreeMap<String, GvDoc>>,
 }
 
@@ -319,6 +319,11 @@ impl OpenApi {
 
     /// `/openapi/v2` as JSON.
     pub fn v2_json(&self) -> Bytes {
+        self.v2_json_tagged().0
+    }
+
+    /// `/openapi/v2` as JSON and its ETag, both computed once.
+    pub fn v2_json_tagged(&self) -> (Bytes, String) {
         self.v2_json
             .get_or_init(|| {
                 let b = &self.base;
@@ -337,13 +342,19 @@ impl OpenApi {
                 out.push_str("},\"definitions\":{");
                 join_into(&mut out, &[base_defs, &custom_defs]);
                 out.push_str("}}");
-                Bytes::from(out)
+                let tag = etag(out.as_bytes());
+                (Bytes::from(out), tag)
             })
             .clone()
     }
 
     /// `/openapi/v2` as gnostic `openapi.v2.Document` protobuf ([`V2_PROTOBUF_CONTENT_TYPE`]).
     pub fn v2_protobuf(&self) -> Bytes {
+        self.v2_protobuf_tagged().0
+    }
+
+    /// `/openapi/v2` as protobuf and its ETag, both computed once.
+    pub fn v2_protobuf_tagged(&self) -> (Bytes, String) {
         self.v2_pb
             .get_or_init(|| {
                 let b = &self.base;
@@ -355,11 +366,13 @@ impl OpenApi {
                     .get_or_init(|| proto::definition_entries(&b.defs));
                 let custom_paths = proto::path_entries(&Self::v2_paths(&self.custom_routes));
                 let custom_defs = proto::definition_entries(&self.custom_defs);
-                Bytes::from(proto::assemble(
+                let doc = proto::assemble(
                     &Self::v2_header(),
                     &[base_paths, &custom_paths],
                     &[base_defs, &custom_defs],
-                ))
+                );
+                let tag = etag(&doc);
+                (Bytes::from(doc), tag)
             })
             .clone()
     }

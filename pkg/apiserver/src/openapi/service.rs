@@ -9,7 +9,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use distro_apimachinery::schema::{FieldInfo, Schema};
 
-use super::{etag, wants_v2_protobuf, OpenApi, V2_PROTOBUF_CONTENT_TYPE};
+use super::{wants_v2_protobuf, OpenApi, V2_PROTOBUF_CONTENT_TYPE};
 use crate::authn::UserInfo;
 use crate::error::Error;
 use crate::handler::{bytes_response, error_response, json_response, Body, Route};
@@ -107,12 +107,11 @@ impl Route for OpenApiService {
             .to_string();
         let built = tokio::task::spawn_blocking(move || {
             if req_path == "/openapi/v2" {
-                let (ct, body) = if wants_v2_protobuf(&accept) {
-                    (V2_PROTOBUF_CONTENT_TYPE, api.v2_protobuf())
+                let (ct, (body, tag)) = if wants_v2_protobuf(&accept) {
+                    (V2_PROTOBUF_CONTENT_TYPE, api.v2_protobuf_tagged())
                 } else {
-                    ("application/json", api.v2_json())
+                    ("application/json", api.v2_json_tagged())
                 };
-                let tag = etag(&body);
                 Some((ct, body, Some(tag)))
             } else if req_path == "/openapi/v3" {
                 let body = Bytes::from(api.v3_index().to_string());
