@@ -65,14 +65,14 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let deployments = clients.informers.get::<Deployment>();
     let replicasets = clients.informers.get::<ReplicaSet>();
     let recorder = Recorder::new(
-        clients.deployment.clone(),
+        clients.writer("deployment-controller"),
         Reporter {
             controller: "deployment-controller".into(),
             instance: None,
         },
     );
     let ctx = Arc::new(Ctx {
-        client: clients.deployment,
+        client: clients.writer("deployment-controller"),
         replicasets: replicasets.store(),
         recorder,
         backoff: Backoff::default(),

@@ -208,7 +208,7 @@ struct Ctx {
 /// Runs until `shutdown` resolves.
 pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let ctx = Arc::new(Ctx {
-        client: clients.garbagecollector,
+        client: clients.writer("generic-garbage-collector"),
         graph: Mutex::default(),
         kinds: Mutex::default(),
     });

@@ -70,24 +70,39 @@ impl Error {
     }
 }
 
+/// Every controller's identity: the kube-system service account it writes as (upstream's
+/// `--use-service-account-credentials` names). The server issues one client certificate per
+/// entry, and RBAC's `system:controller:<name>` role limits what each may do.
+pub const IDENTITIES: &[&str] = &[
+    "namespace-controller",
+    "service-account-controller",
+    "root-ca-cert-publisher",
+    "replicaset-controller",
+    "generic-garbage-collector",
+    "deployment-controller",
+];
+
 /// The clients the controllers run with: the shared caches (read identity) and one write
 /// client per controller, so each controller's writes are authorized by its own role.
 #[derive(Clone)]
 pub struct Clients {
     /// Shared caches, watching with the controller manager's identity.
     pub informers: Informers,
-    /// Writes of the namespace controller.
-    pub namespace: Client,
-    /// Writes of the service account controller.
-    pub serviceaccount: Client,
-    /// Writes of the root CA publisher.
-    pub rootca: Client,
-    /// Writes of the ReplicaSet controller.
-    pub replicaset: Client,
-    /// Reads (its own watches) and writes of the garbage collector.
-    pub garbagecollector: Client,
-    /// Writes of the deployment controller.
-    pub deployment: Client,
+    /// Write clients by identity (an entry of [`IDENTITIES`]).
+    pub writers: HashMap<&'static str, Client>,
+}
+
+impl Clients {
+    /// The write client of controller `identity`.
+    ///
+    /// # Panics
+    /// If `identity` is not in [`IDENTITIES`] (a programming error caught by every test).
+    pub fn writer(&self, identity: &str) -> Client {
+        match self.writers.get(identity) {
+            Some(c) => c.clone(),
+            None => panic!("no client for controller identity {identity}; add it to IDENTITIES"),
+        }
+    }
 }
 
 /// What the controllers need to know about the cluster.

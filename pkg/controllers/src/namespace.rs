@@ -45,7 +45,7 @@ struct Ctx {
 pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let namespaces = clients.informers.get::<Namespace>();
     let ctx = Arc::new(Ctx {
-        client: clients.namespace,
+        client: clients.writer("namespace-controller"),
         backoff: Backoff::default(),
     });
     let results = Controller::for_shared_stream(namespaces.subscribe(), namespaces.store())

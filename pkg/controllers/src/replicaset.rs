@@ -63,7 +63,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let sets = clients.informers.get::<ReplicaSet>();
     let pods = clients.informers.get::<Pod>();
     let ctx = Arc::new(Ctx {
-        client: clients.replicaset,
+        client: clients.writer("replicaset-controller"),
         pods: pods.store(),
         backoff: Backoff::default(),
         expectations: Mutex::default(),

@@ -42,7 +42,7 @@ pub async fn run(
     let namespaces = clients.informers.get::<Namespace>();
     let configmaps = clients.informers.get::<ConfigMap>();
     let ctx = Arc::new(Ctx {
-        client: clients.rootca,
+        client: clients.writer("root-ca-cert-publisher"),
         configmaps: configmaps.store(),
         ca_pem,
         backoff: Backoff::default(),

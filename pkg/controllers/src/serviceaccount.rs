@@ -27,7 +27,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let namespaces = clients.informers.get::<Namespace>();
     let accounts = clients.informers.get::<ServiceAccount>();
     let ctx = Arc::new(Ctx {
-        client: clients.serviceaccount,
+        client: clients.writer("service-account-controller"),
         accounts: accounts.store(),
         backoff: Backoff::default(),
     });

@@ -21,22 +21,6 @@ use crate::Error;
 /// How long stopping may take: in-flight reconciles are short API calls.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The controllers' identities: (file stem, service account).
-const WRITERS: [(&str, &str); 6] = [
-    ("client-namespace-controller", "namespace-controller"),
-    (
-        "client-service-account-controller",
-        "service-account-controller",
-    ),
-    ("client-root-ca-cert-publisher", "root-ca-cert-publisher"),
-    ("client-replicaset-controller", "replicaset-controller"),
-    (
-        "client-generic-garbage-collector",
-        "generic-garbage-collector",
-    ),
-    ("client-deployment-controller", "deployment-controller"),
-];
-
 /// The running controllers.
 pub(crate) struct Running {
     task: JoinHandle<()>,
@@ -56,7 +40,7 @@ impl Running {
 struct Credentials {
     ca_pem: String,
     manager: CertKeyPair,
-    writers: Vec<CertKeyPair>,
+    writers: Vec<(&'static str, CertKeyPair)>,
     scheduler: CertKeyPair,
 }
 
@@ -66,9 +50,9 @@ fn issue(tls: &Path) -> Result<Credentials, distro_pki::Error> {
     let manager_spec = CertSpec::new("system:kube-controller-manager", Usage::Client);
     let manager =
         distro_pki::load_or_issue(&ca, tls, "client-kube-controller-manager", &manager_spec)?;
-    let writers = WRITERS
+    let writers = distro_controllers::IDENTITIES
         .iter()
-        .map(|(stem, sa)| {
+        .map(|sa| {
             let mut spec = CertSpec::new(
                 format!("system:serviceaccount:kube-system:{sa}"),
                 Usage::Client,
@@ -77,9 +61,10 @@ fn issue(tls: &Path) -> Result<Credentials, distro_pki::Error> {
                 "system:serviceaccounts".into(),
                 "system:serviceaccounts:kube-system".into(),
             ];
-            distro_pki::load_or_issue(&ca, tls, stem, &spec)
+            let pair = distro_pki::load_or_issue(&ca, tls, &format!("client-{sa}"), &spec)?;
+            Ok((*sa, pair))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, distro_pki::Error>>()?;
     let scheduler_spec = CertSpec::new("system:kube-scheduler", Usage::Client);
     let scheduler = distro_pki::load_or_issue(&ca, tls, "client-kube-scheduler", &scheduler_spec)?;
     Ok(Credentials {
@@ -118,14 +103,13 @@ pub(crate) async fn start(
         )
         .map_err(Error::Client)
     };
+    let mut writers = std::collections::HashMap::new();
+    for (sa, pair) in &creds.writers {
+        writers.insert(*sa, connect(pair, sa)?);
+    }
     let clients = distro_controllers::Clients {
         informers: Informers::new(connect(&creds.manager, "controller-manager")?),
-        namespace: connect(&creds.writers[0], "namespace-controller")?,
-        serviceaccount: connect(&creds.writers[1], "service-account-controller")?,
-        rootca: connect(&creds.writers[2], "root-ca-cert-publisher")?,
-        replicaset: connect(&creds.writers[3], "replicaset-controller")?,
-        garbagecollector: connect(&creds.writers[4], "generic-garbage-collector")?,
-        deployment: connect(&creds.writers[5], "deployment-controller")?,
+        writers,
     };
     let settings = distro_controllers::Settings {
         ca_pem: creds.ca_pem.clone(),
