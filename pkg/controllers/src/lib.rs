@@ -12,6 +12,8 @@
 //!   orphan propagation.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets (RollingUpdate, Recreate,
 //!   scaling, pause, revisions and rollback, history cleanup, status and conditions).
+//! - [`statefulset`]: ordered pods with stable names and claims, partitioned rolling updates;
+//!   [`history`] keeps the ControllerRevisions `kubectl rollout history/undo` read.
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -37,11 +39,13 @@ use tokio::sync::watch;
 
 pub mod deployment;
 pub mod garbagecollector;
+pub mod history;
 pub mod namespace;
 pub mod objects;
 pub mod replicaset;
 pub mod rootca;
 pub mod serviceaccount;
+pub mod statefulset;
 
 /// Errors of a reconcile; each names the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +84,7 @@ pub const IDENTITIES: &[&str] = &[
     "replicaset-controller",
     "generic-garbage-collector",
     "deployment-controller",
+    "statefulset-controller",
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -130,8 +135,22 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         informers.get::<k8s_openapi::api::apps::v1::ReplicaSet>(),
     );
     let deployments = informers.get::<k8s_openapi::api::apps::v1::Deployment>();
+    // --- apps: StatefulSets, DaemonSets and their revisions ---
+    let apps = (
+        informers.get::<k8s_openapi::api::apps::v1::StatefulSet>(),
+        informers.get::<k8s_openapi::api::apps::v1::ControllerRevision>(),
+        informers.get::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(),
+    );
+    let apps_synced = async {
+        let _ = futures::join!(
+            apps.0.wait_synced(),
+            apps.1.wait_synced(),
+            apps.2.wait_synced()
+        );
+    };
     let synced = async {
         let _ = futures::join!(
+            apps_synced,
             namespaces.wait_synced(),
             accounts.wait_synced(),
             configmaps.wait_synced(),
@@ -159,6 +178,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         replicaset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         garbagecollector::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         deployment::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        statefulset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;
