@@ -61,10 +61,24 @@ fn make_ready(s: &Server, pod: &str) {
     );
 }
 
-/// Marks every not-ready pod of `app` Ready.
+/// Acts as the kubelets: marks every not-ready pod of `app` Ready, and confirms the deletion
+/// of terminating ones (a bound pod is deleted gracefully, so it stays until its kubelet
+/// says it stopped).
 fn settle(s: &Server, app: &str) {
     for pod in pods(s, app) {
-        if !ready(&pod) && pod["metadata"]["deletionTimestamp"].is_null() {
+        if !pod["metadata"]["deletionTimestamp"].is_null() {
+            let _ = s.kubectl(
+                LATEST,
+                &[
+                    "delete",
+                    "pod",
+                    name(&pod),
+                    "--grace-period=0",
+                    "--force",
+                    "--wait=false",
+                ],
+            );
+        } else if !ready(&pod) {
             make_ready(s, name(&pod));
         }
     }
@@ -361,4 +375,223 @@ fn parallel_statefulset_creates_at_once_and_deletes_scaled_claims() {
     eventually(SOON, EVERY, "scaled down with claims", || {
         (names(&pods(&s, "web")) == ["web-0"] && claims(&s) == ["www-web-0"]).then_some(())
     });
+}
+
+/// A Ready node with room for pods, plus extra labels and taints.
+fn add_node(s: &Server, name: &str, labels: &str, taints: &str) {
+    let manifest = format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/hostname: {name}{labels}}}\nspec:\n  taints: [{taints}]\n"
+    );
+    s.ok_stdin(LATEST, &["create", "-f", "-"], Some(&manifest));
+    let res = r#"{"cpu": "4", "memory": "8Gi", "pods": "110"}"#;
+    let status = format!(
+        r#"{{"status": {{"capacity": {res}, "allocatable": {res}, "conditions": [{{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test node", "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}}]}}}}"#
+    );
+    s.ok(
+        LATEST,
+        &[
+            "patch",
+            "node",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ],
+    );
+}
+
+const DS_YAML: &str = r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: agent}
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {maxUnavailable: 1}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      nodeSelector: {role: worker}
+      containers:
+      - name: agent
+        image: agent:1
+"#;
+
+/// The node each live pod of `agent` is meant for (its pinning affinity), sorted.
+fn target_nodes(now: &[Value]) -> Vec<String> {
+    let mut n: Vec<String> = now
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    n.sort();
+    n
+}
+
+fn ds_status(s: &Server) -> Value {
+    s.json(LATEST, &["get", "ds", "agent"])["status"].clone()
+}
+
+#[test]
+fn daemonset_follows_nodes_taints_and_selectors_then_rolls_and_undoes() {
+    let s = Server::start(bin());
+    let v = LATEST;
+    add_node(&s, "w1", ", role: worker", "");
+    add_node(&s, "w2", ", role: worker", "");
+    add_node(
+        &s,
+        "t1",
+        ", role: worker",
+        "{key: dedicated, value: db, effect: NoSchedule}",
+    );
+    add_node(&s, "i1", ", role: infra", "");
+    s.ok_stdin(v, &["apply", "-f", "-"], Some(DS_YAML));
+
+    // The tainted node and the one the selector rules out get none.
+    eventually(SOON, EVERY, "pods on w1 and w2", || {
+        (target_nodes(&pods(&s, "agent")) == ["w1", "w2"]).then_some(())
+    });
+    let pod = pods(&s, "agent").remove(0);
+    let tolerations = pod["spec"]["tolerations"].to_string();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/unschedulable",
+        "node.kubernetes.io/disk-pressure",
+    ] {
+        assert!(tolerations.contains(key), "{key} missing: {tolerations}");
+    }
+    assert!(pod["metadata"]["generateName"] == "agent-");
+    // The scheduler binds them through the affinity.
+    eventually(SOON, EVERY, "pods bound to their nodes", || {
+        pods(&s, "agent")
+            .iter()
+            .all(|p| !p["spec"]["nodeName"].is_null())
+            .then_some(())
+    });
+    for p in pods(&s, "agent") {
+        assert_eq!(
+            target_nodes(std::slice::from_ref(&p))[0],
+            p["spec"]["nodeName"].as_str().unwrap()
+        );
+    }
+    settle(&s, "agent");
+    eventually(SOON, EVERY, "status", || {
+        let st = ds_status(&s);
+        (st["desiredNumberScheduled"] == 2
+            && st["currentNumberScheduled"] == 2
+            && st["numberReady"] == 2
+            && st["numberAvailable"] == 2
+            && st["updatedNumberScheduled"] == 2
+            && st["numberMisscheduled"] == 0)
+            .then_some(())
+    });
+    let out = s.ok(v, &["rollout", "status", "ds/agent", "--timeout=10s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let events = s.ok(
+        v,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=SuccessfulCreate",
+        ],
+    );
+    assert!(events.contains("Created pod: agent-"), "{events}");
+
+    // Untainting t1 admits it; relabelling w2 evicts its daemon.
+    s.ok(v, &["taint", "node", "t1", "dedicated-"]);
+    eventually(SOON, EVERY, "pod on t1", || {
+        (target_nodes(&pods(&s, "agent")) == ["t1", "w1", "w2"]).then_some(())
+    });
+    s.ok(v, &["label", "node", "w2", "role=infra", "--overwrite"]);
+    eventually(SOON, EVERY, "pod off w2", || {
+        (target_nodes(&pods(&s, "agent")) == ["t1", "w1"]).then_some(())
+    });
+    settle(&s, "agent");
+    eventually(SOON, EVERY, "two available", || {
+        (ds_status(&s)["numberAvailable"] == 2).then_some(())
+    });
+
+    // Rolling update, one node at a time (maxUnavailable 1).
+    let old_hash = revision_label(&pods(&s, "agent")[0]);
+    s.ok(v, &["set", "image", "ds/agent", "agent=agent:2"]);
+    let one_at_a_time = |now: &[Value]| {
+        let serving = now
+            .iter()
+            .filter(|p| ready(p) && p["metadata"]["deletionTimestamp"].is_null())
+            .count();
+        assert!(
+            serving >= 1,
+            "more than maxUnavailable down: {:?}",
+            names(now)
+        );
+    };
+    let image = |p: &Value| {
+        p["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let rolled = |want: &str| {
+        let want = want.to_string();
+        move |now: &[Value]| {
+            target_nodes(now) == ["t1", "w1"] && now.iter().all(|p| ready(p) && image(p) == want)
+        }
+    };
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        "rolled to agent:2",
+        || {
+            let now = pods(&s, "agent");
+            one_at_a_time(&now);
+            if rolled("agent:2")(&now) {
+                return Some(());
+            }
+            settle(&s, "agent");
+            None
+        },
+    );
+    let new_hash = revision_label(&pods(&s, "agent")[0]);
+    assert_ne!(new_hash, old_hash);
+    s.ok(v, &["rollout", "status", "ds/agent", "--timeout=10s"]);
+    let history = s.ok(v, &["rollout", "history", "ds/agent"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+
+    // Undo: back to agent:1, the first revision renumbered 3, no third revision.
+    s.ok(v, &["rollout", "undo", "ds/agent"]);
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        "rolled back",
+        || {
+            let now = pods(&s, "agent");
+            if rolled("agent:1")(&now) {
+                return Some(());
+            }
+            settle(&s, "agent");
+            None
+        },
+    );
+    assert_eq!(revision_label(&pods(&s, "agent")[0]), old_hash);
+    let revs = s.json(v, &["get", "controllerrevisions"]);
+    let mut numbers: Vec<i64> = revs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revision"].as_i64().unwrap_or(0))
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, [2, 3]);
 }

@@ -14,6 +14,8 @@
 //!   scaling, pause, revisions and rollback, history cleanup, status and conditions).
 //! - [`statefulset`]: ordered pods with stable names and claims, partitioned rolling updates;
 //!   [`history`] keeps the ControllerRevisions `kubectl rollout history/undo` read.
+//! - [`daemonset`]: one pod per eligible node (selectors, affinity, taints with the daemon
+//!   tolerations), rolling updates with maxUnavailable/maxSurge, OnDelete, revisions.
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -37,6 +39,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::{self, Action};
 use tokio::sync::watch;
 
+pub mod daemonset;
 pub mod deployment;
 pub mod garbagecollector;
 pub mod history;
@@ -85,6 +88,7 @@ pub const IDENTITIES: &[&str] = &[
     "generic-garbage-collector",
     "deployment-controller",
     "statefulset-controller",
+    "daemon-set-controller",
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -140,12 +144,16 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         informers.get::<k8s_openapi::api::apps::v1::StatefulSet>(),
         informers.get::<k8s_openapi::api::apps::v1::ControllerRevision>(),
         informers.get::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(),
+        informers.get::<k8s_openapi::api::apps::v1::DaemonSet>(),
+        informers.get::<k8s_openapi::api::core::v1::Node>(),
     );
     let apps_synced = async {
         let _ = futures::join!(
             apps.0.wait_synced(),
             apps.1.wait_synced(),
-            apps.2.wait_synced()
+            apps.2.wait_synced(),
+            apps.3.wait_synced(),
+            apps.4.wait_synced()
         );
     };
     let synced = async {
@@ -179,6 +187,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         garbagecollector::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         deployment::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         statefulset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        daemonset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;
