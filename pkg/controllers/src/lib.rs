@@ -12,6 +12,8 @@
 //!   orphan propagation.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets (RollingUpdate, Recreate,
 //!   scaling, pause, revisions and rollback, history cleanup, status and conditions).
+//! - [`endpoints`], [`endpointslice`]: each selector Service's Endpoints and EndpointSlices
+//!   (readiness, named ports, headless hostnames), with helpers in [`podendpoints`].
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -36,9 +38,12 @@ use kube::runtime::controller::{self, Action};
 use tokio::sync::watch;
 
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod garbagecollector;
 pub mod namespace;
 pub mod objects;
+pub mod podendpoints;
 pub mod replicaset;
 pub mod rootca;
 pub mod serviceaccount;
@@ -80,6 +85,8 @@ pub const IDENTITIES: &[&str] = &[
     "replicaset-controller",
     "generic-garbage-collector",
     "deployment-controller",
+    "endpoint-controller",
+    "endpointslice-controller",
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -130,6 +137,10 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         informers.get::<k8s_openapi::api::apps::v1::ReplicaSet>(),
     );
     let deployments = informers.get::<k8s_openapi::api::apps::v1::Deployment>();
+    let services = informers.get::<k8s_openapi::api::core::v1::Service>();
+    let endpoints = informers.get::<k8s_openapi::api::core::v1::Endpoints>();
+    let slices = informers.get::<k8s_openapi::api::discovery::v1::EndpointSlice>();
+    let nodes = informers.get::<k8s_openapi::api::core::v1::Node>();
     let synced = async {
         let _ = futures::join!(
             namespaces.wait_synced(),
@@ -138,6 +149,10 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             pods.wait_synced(),
             deployments.wait_synced(),
             replicasets.wait_synced(),
+            services.wait_synced(),
+            endpoints.wait_synced(),
+            slices.wait_synced(),
+            nodes.wait_synced(),
         );
     };
     tokio::select! {
@@ -159,6 +174,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         replicaset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         garbagecollector::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         deployment::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        endpoints::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        endpointslice::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;
