@@ -16,6 +16,8 @@
 //!   [`history`] keeps the ControllerRevisions `kubectl rollout history/undo` read.
 //! - [`daemonset`]: one pod per eligible node (selectors, affinity, taints with the daemon
 //!   tolerations), rolling updates with maxUnavailable/maxSurge, OnDelete, revisions.
+//! - [`endpoints`], [`endpointslice`]: each selector Service's Endpoints and EndpointSlices
+//!   (readiness, named ports, headless hostnames), with helpers in [`podendpoints`].
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -41,10 +43,13 @@ use tokio::sync::watch;
 
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod garbagecollector;
 pub mod history;
 pub mod namespace;
 pub mod objects;
+pub mod podendpoints;
 pub mod replicaset;
 pub mod rootca;
 pub mod serviceaccount;
@@ -89,6 +94,8 @@ pub const IDENTITIES: &[&str] = &[
     "deployment-controller",
     "statefulset-controller",
     "daemon-set-controller",
+    "endpoint-controller",
+    "endpointslice-controller",
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -156,6 +163,10 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             apps.4.wait_synced()
         );
     };
+    let services = informers.get::<k8s_openapi::api::core::v1::Service>();
+    let endpoints = informers.get::<k8s_openapi::api::core::v1::Endpoints>();
+    let slices = informers.get::<k8s_openapi::api::discovery::v1::EndpointSlice>();
+    let nodes = informers.get::<k8s_openapi::api::core::v1::Node>();
     let synced = async {
         let _ = futures::join!(
             apps_synced,
@@ -165,6 +176,10 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             pods.wait_synced(),
             deployments.wait_synced(),
             replicasets.wait_synced(),
+            services.wait_synced(),
+            endpoints.wait_synced(),
+            slices.wait_synced(),
+            nodes.wait_synced(),
         );
     };
     tokio::select! {
@@ -188,6 +203,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         deployment::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         statefulset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         daemonset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        endpoints::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        endpointslice::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;
