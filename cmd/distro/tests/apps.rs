@@ -98,7 +98,9 @@ fn claims(s: &Server) -> Vec<String> {
     n
 }
 
-fn sts_yaml(policy: &str, when_scaled: &str) -> String {
+/// StatefulSet `web` of 3 with claim template `www`; `retention` is both the whenScaled and
+/// the whenDeleted claim policy.
+fn sts_yaml(policy: &str, retention: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: StatefulSet
@@ -108,7 +110,7 @@ spec:
   replicas: 3
   serviceName: nginx
   podManagementPolicy: {policy}
-  persistentVolumeClaimRetentionPolicy: {{whenScaled: {when_scaled}, whenDeleted: Retain}}
+  persistentVolumeClaimRetentionPolicy: {{whenScaled: {retention}, whenDeleted: {retention}}}
   selector:
     matchLabels: {{app: web}}
   template:
@@ -333,7 +335,7 @@ fn statefulset_ordered_claims_partitioned_update_undo_and_scale_down() {
         |now| {
             let n = names(now);
             assert!(
-                !(n.contains(&"web-2".to_string()) && !n.contains(&"web-1".to_string())),
+                !n.contains(&"web-2".to_string()) || n.contains(&"web-1".to_string()),
                 "web-1 removed before web-2: {n:?}"
             );
         },
@@ -352,6 +354,11 @@ fn statefulset_ordered_claims_partitioned_update_undo_and_scale_down() {
     assert!(
         events.contains("delete Pod web-2 in StatefulSet web successful"),
         "{events}"
+    );
+    let described = s.ok(v, &["describe", "sts", "web"]);
+    assert!(
+        described.contains("SuccessfulDelete") && described.contains("Pods Status:"),
+        "{described}"
     );
 }
 
@@ -374,6 +381,11 @@ fn parallel_statefulset_creates_at_once_and_deletes_scaled_claims() {
     s.ok(v, &["scale", "sts", "web", "--replicas=1"]);
     eventually(SOON, EVERY, "scaled down with claims", || {
         (names(&pods(&s, "web")) == ["web-0"] && claims(&s) == ["www-web-0"]).then_some(())
+    });
+    // whenDeleted: Delete: the set owns its claims, so they go with it.
+    s.ok(v, &["delete", "sts", "web"]);
+    eventually(SOON, EVERY, "claims deleted with the set", || {
+        (pods(&s, "web").is_empty() && claims(&s).is_empty()).then_some(())
     });
 }
 
@@ -508,6 +520,12 @@ fn daemonset_follows_nodes_taints_and_selectors_then_rolls_and_undoes() {
         ],
     );
     assert!(events.contains("Created pod: agent-"), "{events}");
+    let described = s.ok(v, &["describe", "ds", "agent"]);
+    assert!(
+        described.contains("Desired Number of Nodes Scheduled: 2")
+            && described.contains("SuccessfulCreate"),
+        "{described}"
+    );
 
     // Untainting t1 admits it; relabelling w2 evicts its daemon.
     s.ok(v, &["taint", "node", "t1", "dedicated-"]);

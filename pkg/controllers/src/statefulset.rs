@@ -729,8 +729,9 @@ async fn delete_pod(ctx: &Ctx, set: &StatefulSet, name: &str, uid: &str) -> Resu
     }
 }
 
-/// With `whenScaled: Delete`, a condemned pod's claims become owned by the pod, so the
-/// garbage collector deletes them once the pod is gone (upstream's mechanism).
+/// With `whenScaled: Delete`, a condemned pod's claims become owned by the pod instead of the
+/// set, so the garbage collector deletes them once the pod is gone (upstream's
+/// `updateClaimOwnerRefForSetAndPod`).
 async fn release_claims_with_pod(
     ctx: &Ctx,
     set: &StatefulSet,
@@ -760,6 +761,9 @@ async fn release_claims_with_pod(
         if refs.iter().any(|r| r.uid == pod_uid) {
             continue;
         }
+        // The set lets go (its `whenDeleted` reference would keep the claim alive).
+        let set_uid = set.uid().unwrap_or_default();
+        refs.retain(|r| r.uid != set_uid);
         refs.push(OwnerReference {
             api_version: "v1".into(),
             kind: "Pod".into(),
