@@ -12,6 +12,11 @@
 //!   orphan propagation.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets (RollingUpdate, Recreate,
 //!   scaling, pause, revisions and rollback, history cleanup, status and conditions).
+//! - [`job`]: runs Jobs' pods to completion (parallelism, indexes, backoff, deadlines, pod
+//!   failure policy), counting each finished pod once through a finalizer.
+//! - [`cronjob`]: creates Jobs on cron schedules in the CronJob's time zone, with concurrency
+//!   policy, starting deadline and history limits.
+//! - [`ttlafterfinished`]: deletes finished Jobs `ttlSecondsAfterFinished` after they finished.
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -35,13 +40,16 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::{self, Action};
 use tokio::sync::watch;
 
+pub mod cronjob;
 pub mod deployment;
 pub mod garbagecollector;
+pub mod job;
 pub mod namespace;
 pub mod objects;
 pub mod replicaset;
 pub mod rootca;
 pub mod serviceaccount;
+pub mod ttlafterfinished;
 
 /// Errors of a reconcile; each names the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +88,10 @@ pub const IDENTITIES: &[&str] = &[
     "replicaset-controller",
     "generic-garbage-collector",
     "deployment-controller",
+    // --- batch ---
+    "job-controller",
+    "ttl-after-finished-controller",
+    "cronjob-controller",
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -130,6 +142,9 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         informers.get::<k8s_openapi::api::apps::v1::ReplicaSet>(),
     );
     let deployments = informers.get::<k8s_openapi::api::apps::v1::Deployment>();
+    // --- batch ---
+    let jobs = informers.get::<k8s_openapi::api::batch::v1::Job>();
+    let cronjobs = informers.get::<k8s_openapi::api::batch::v1::CronJob>();
     let synced = async {
         let _ = futures::join!(
             namespaces.wait_synced(),
@@ -138,6 +153,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             pods.wait_synced(),
             deployments.wait_synced(),
             replicasets.wait_synced(),
+            jobs.wait_synced(),     // batch
+            cronjobs.wait_synced(), // batch
         );
     };
     tokio::select! {
@@ -159,6 +176,10 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         replicaset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         garbagecollector::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         deployment::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        // --- batch ---
+        job::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        ttlafterfinished::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        cronjob::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;
