@@ -18,6 +18,11 @@
 //!   tolerations), rolling updates with maxUnavailable/maxSurge, OnDelete, revisions.
 //! - [`endpoints`], [`endpointslice`]: each selector Service's Endpoints and EndpointSlices
 //!   (readiness, named ports, headless hostnames), with helpers in [`podendpoints`].
+//! - [`job`]: runs Jobs' pods to completion (parallelism, indexes, backoff, deadlines, pod
+//!   failure policy), counting each finished pod once through a finalizer.
+//! - [`cronjob`]: creates Jobs on cron schedules in the CronJob's time zone, with concurrency
+//!   policy, starting deadline and history limits.
+//! - [`ttlafterfinished`]: deletes finished Jobs `ttlSecondsAfterFinished` after they finished.
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -41,12 +46,14 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::{self, Action};
 use tokio::sync::watch;
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
 pub mod history;
+pub mod job;
 pub mod namespace;
 pub mod objects;
 pub mod podendpoints;
@@ -54,6 +61,7 @@ pub mod replicaset;
 pub mod rootca;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod ttlafterfinished;
 
 /// Errors of a reconcile; each names the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +104,10 @@ pub const IDENTITIES: &[&str] = &[
     "daemon-set-controller",
     "endpoint-controller",
     "endpointslice-controller",
+    // --- batch ---
+    "job-controller",
+    "ttl-after-finished-controller",
+    "cronjob-controller",
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -167,6 +179,9 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
     let endpoints = informers.get::<k8s_openapi::api::core::v1::Endpoints>();
     let slices = informers.get::<k8s_openapi::api::discovery::v1::EndpointSlice>();
     let nodes = informers.get::<k8s_openapi::api::core::v1::Node>();
+    // --- batch ---
+    let jobs = informers.get::<k8s_openapi::api::batch::v1::Job>();
+    let cronjobs = informers.get::<k8s_openapi::api::batch::v1::CronJob>();
     let synced = async {
         let _ = futures::join!(
             apps_synced,
@@ -180,6 +195,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             endpoints.wait_synced(),
             slices.wait_synced(),
             nodes.wait_synced(),
+            jobs.wait_synced(),     // batch
+            cronjobs.wait_synced(), // batch
         );
     };
     tokio::select! {
@@ -205,6 +222,10 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         daemonset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         endpoints::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         endpointslice::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        // --- batch ---
+        job::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        ttlafterfinished::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        cronjob::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;
