@@ -427,7 +427,15 @@ fn ttl_deletes_finished_jobs_and_cronjobs_fire_with_history_limits() {
     });
     assert!(events(&s, "SuccessfulCreate").contains(&format!("Created job {sname}")));
 
-    // A manual run from the template, as kubectl makes it.
+    // A manual run from the template, as kubectl makes it. Start times have whole seconds and
+    // ties go by name: start it in a later second, so the scheduled run is the older one.
+    let started = eventually(SOON, EVERY, "scheduled job started", || {
+        let t = job(&s, &sname)["status"]["startTime"].as_str()?.to_string();
+        chrono::DateTime::parse_from_rfc3339(&t).ok()
+    });
+    eventually(SOON, Duration::from_millis(20), "a later second", || {
+        (chrono::Utc::now().timestamp() > started.timestamp()).then_some(())
+    });
     s.ok(V, &["create", "job", "manual", "--from=cronjob/tick"]);
     let manual = job(&s, "manual");
     assert_eq!(manual["metadata"]["ownerReferences"][0]["kind"], "CronJob");

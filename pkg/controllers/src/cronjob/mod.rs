@@ -479,12 +479,15 @@ async fn cleanup_history(ctx: &Ctx, cj: &CronJob, jobs: &[Arc<Job>]) -> Result<(
         if list.len() <= limit {
             continue;
         }
+        // Upstream's `byJobStartTime`: start time, then name.
         list.sort_by_key(|j| {
-            j.status
+            let started = j
+                .status
                 .as_ref()
                 .and_then(|s| s.start_time.as_ref())
                 .or(j.metadata.creation_timestamp.as_ref())
-                .map(|t| t.0)
+                .map(|t| t.0);
+            (started, j.name_any())
         });
         let excess = list.len() - limit;
         for j in list.iter().take(excess) {
