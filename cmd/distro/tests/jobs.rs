@@ -245,6 +245,38 @@ fn completions_parallelism_and_indexed_jobs() {
     let j = job(&s, "idx");
     assert_eq!(j["status"]["completedIndexes"], "0-2");
     assert_eq!(j["status"]["succeeded"], 3);
+
+    // Suspended: no pods and no start time until resumed.
+    apply(&s, &job_manifest("held", json!({"suspend": true})));
+    let c = wait_condition(&s, "held", "Suspended", SOON);
+    assert_eq!(c["reason"], "JobSuspended");
+    assert!(all_pods(&s, "held").is_empty());
+    assert!(job(&s, "held")["status"]["startTime"].is_null());
+    s.ok(
+        V,
+        &[
+            "patch",
+            "job",
+            "held",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"suspend":false}}"#,
+        ],
+    );
+    eventually(SOON, EVERY, "resumed with a pod", || {
+        (running_pods(&s, "held").len() == 1).then_some(())
+    });
+    let j = job(&s, "held");
+    let resumed = j["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Suspended").cloned())
+        .unwrap_or_default();
+    assert_eq!(
+        (resumed["status"].as_str(), resumed["reason"].as_str()),
+        (Some("False"), Some("JobResumed"))
+    );
+    assert!(j["status"]["startTime"].is_string());
+    assert!(events(&s, "Resumed").contains("Job resumed"));
 }
 
 #[test]
