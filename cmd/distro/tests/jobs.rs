@@ -394,6 +394,30 @@ fn ttl_deletes_finished_jobs_and_cronjobs_fire_with_history_limits() {
         all_pods(&s, "brief").is_empty().then_some(())
     });
 
+    // Foreground deletion waits for the pods, whose tracking finalizer the Job controller
+    // must release although the Job is not finished.
+    apply(
+        &s,
+        &job_manifest("doomed", json!({"parallelism": 2, "completions": 2})),
+    );
+    eventually(SOON, EVERY, "doomed pods", || {
+        (running_pods(&s, "doomed").len() == 2).then_some(())
+    });
+    s.ok(
+        V,
+        &[
+            "delete",
+            "job",
+            "doomed",
+            "--cascade=foreground",
+            "--wait=false",
+        ],
+    );
+    eventually(SOON, EVERY, "foreground deletion done", || {
+        let out = s.kubectl(V, &["get", "job", "doomed"]);
+        (!out.status.success() && all_pods(&s, "doomed").is_empty()).then_some(())
+    });
+
     apply(
         &s,
         &json!({
