@@ -513,4 +513,13 @@ fn ttl_deletes_finished_jobs_and_cronjobs_fire_with_history_limits() {
     assert!(events(&s, "SawCompletedJob")
         .contains(&format!("Saw completed job: {sname}, condition: Complete")));
     assert!(events(&s, "SuccessfulDelete").contains(&format!("Deleted job {sname}")));
+    // The manual run is reported once, as upstream's recorder folds repeats.
+    let unexpected = events(&s, "UnexpectedJob");
+    assert_eq!(
+        unexpected
+            .matches("Saw a job that the controller did not create or forgot: manual")
+            .count(),
+        1,
+        "{unexpected}"
+    );
 }

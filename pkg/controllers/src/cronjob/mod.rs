@@ -17,9 +17,9 @@
 
 pub mod schedule;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
@@ -52,6 +52,9 @@ struct Ctx {
     client: Client,
     jobs: Store<Job>,
     backoff: Backoff,
+    /// Per CronJob, the running Jobs already reported as `UnexpectedJob`: upstream's event
+    /// recorder folds repeats into one Event with a count; we report each Job once.
+    unexpected: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 /// Runs until `shutdown` resolves.
@@ -62,6 +65,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
         client: clients.writer(COMPONENT),
         jobs: jobs.store(),
         backoff: Backoff::default(),
+        unexpected: Mutex::default(),
     });
     let results = Controller::for_shared_stream(cronjobs.subscribe(), cronjobs.store())
         .watches_shared_stream(jobs.subscribe(), |job: Arc<Job>| {
@@ -176,18 +180,30 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let in_active =
         |active: &[ObjectReference], u: &str| active.iter().any(|r| r.uid.as_deref() == Some(u));
 
+    let reported = ctx
+        .unexpected
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key)
+        .unwrap_or_default();
+    let mut unexpected = HashSet::new();
     for job in &jobs {
         let juid = job.uid().unwrap_or_default();
         let found = in_active(&active, &juid);
         match finished_as(job) {
-            None if !found => events.push((
-                EventType::Warning,
-                "UnexpectedJob",
-                format!(
-                    "Saw a job that the controller did not create or forgot: {}",
-                    job.name_any()
-                ),
-            )),
+            None if !found => {
+                if !reported.contains(&juid) {
+                    events.push((
+                        EventType::Warning,
+                        "UnexpectedJob",
+                        format!(
+                            "Saw a job that the controller did not create or forgot: {}",
+                            job.name_any()
+                        ),
+                    ));
+                }
+                unexpected.insert(juid);
+            }
             None => {}
             Some(how) => {
                 if found {
@@ -212,6 +228,12 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 }
             }
         }
+    }
+    if !unexpected.is_empty() {
+        ctx.unexpected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), unexpected);
     }
     // Active entries whose Job is neither cached nor in the API went missing.
     let cached: HashSet<String> = jobs.iter().filter_map(|j| j.uid()).collect();
