@@ -384,8 +384,8 @@ async fn schedule_pass(
     }
     let ns = cj.namespace().unwrap_or_default();
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    match spec.concurrency_policy.as_deref() {
-        Some("Forbid") if !active.is_empty() => {
+    match concurrency(spec.concurrency_policy.as_deref(), active.len()) {
+        Concurrency::Skip => {
             events.push((
                 EventType::Normal,
                 "JobAlreadyActive",
@@ -393,7 +393,7 @@ async fn schedule_pass(
             ));
             return Ok(next_wait(now));
         }
-        Some("Replace") => {
+        Concurrency::ReplaceThenStart => {
             for r in std::mem::take(active) {
                 let jname = r.name.clone().unwrap_or_default();
                 if delete_job(&api, &jname, r.uid.clone()).await? {
@@ -405,7 +405,7 @@ async fn schedule_pass(
                 }
             }
         }
-        _ => {}
+        Concurrency::Start => {}
     }
     let job = job_from_template(cj, scheduled, &tz);
     let created = match api.create(&PostParams::default(), &job).await {
@@ -452,6 +452,27 @@ async fn schedule_pass(
     }
     status.last_schedule_time = Some(Time(scheduled));
     Ok(next_wait(now))
+}
+
+/// What `concurrencyPolicy` says about a due run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    /// Start it (Allow, or nothing running).
+    Start,
+    /// Skip it: Forbid with a run still going.
+    Skip,
+    /// Delete the running Jobs, then start it (Replace).
+    ReplaceThenStart,
+}
+
+/// Applies `concurrencyPolicy` (default Allow) with `active` Jobs running.
+pub fn concurrency(policy: Option<&str>, active: usize) -> Concurrency {
+    match policy {
+        _ if active == 0 => Concurrency::Start,
+        Some("Forbid") => Concurrency::Skip,
+        Some("Replace") => Concurrency::ReplaceThenStart,
+        _ => Concurrency::Start,
+    }
 }
 
 /// Deletes a Job with background propagation; false if it was already gone.
@@ -565,6 +586,19 @@ fn error_policy(cj: Arc<CronJob>, _e: &Error, ctx: Arc<Ctx>) -> Action {
 mod tests {
     use super::*;
     use k8s_openapi::api::batch::v1::{CronJobSpec, JobTemplateSpec};
+
+    #[test]
+    fn concurrency_policies() {
+        assert_eq!(concurrency(None, 3), Concurrency::Start);
+        assert_eq!(concurrency(Some("Allow"), 3), Concurrency::Start);
+        assert_eq!(concurrency(Some("Forbid"), 0), Concurrency::Start);
+        assert_eq!(concurrency(Some("Forbid"), 1), Concurrency::Skip);
+        assert_eq!(concurrency(Some("Replace"), 0), Concurrency::Start);
+        assert_eq!(
+            concurrency(Some("Replace"), 2),
+            Concurrency::ReplaceThenStart
+        );
+    }
 
     #[test]
     fn jobs_are_named_by_scheduled_minute_and_owned() {
