@@ -245,6 +245,38 @@ fn completions_parallelism_and_indexed_jobs() {
     let j = job(&s, "idx");
     assert_eq!(j["status"]["completedIndexes"], "0-2");
     assert_eq!(j["status"]["succeeded"], 3);
+
+    // Suspended: no pods and no start time until resumed.
+    apply(&s, &job_manifest("held", json!({"suspend": true})));
+    let c = wait_condition(&s, "held", "Suspended", SOON);
+    assert_eq!(c["reason"], "JobSuspended");
+    assert!(all_pods(&s, "held").is_empty());
+    assert!(job(&s, "held")["status"]["startTime"].is_null());
+    s.ok(
+        V,
+        &[
+            "patch",
+            "job",
+            "held",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"suspend":false}}"#,
+        ],
+    );
+    eventually(SOON, EVERY, "resumed with a pod", || {
+        (running_pods(&s, "held").len() == 1).then_some(())
+    });
+    let j = job(&s, "held");
+    let resumed = j["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Suspended").cloned())
+        .unwrap_or_default();
+    assert_eq!(
+        (resumed["status"].as_str(), resumed["reason"].as_str()),
+        (Some("False"), Some("JobResumed"))
+    );
+    assert!(j["status"]["startTime"].is_string());
+    assert!(events(&s, "Resumed").contains("Job resumed"));
 }
 
 #[test]
@@ -362,6 +394,30 @@ fn ttl_deletes_finished_jobs_and_cronjobs_fire_with_history_limits() {
         all_pods(&s, "brief").is_empty().then_some(())
     });
 
+    // Foreground deletion waits for the pods, whose tracking finalizer the Job controller
+    // must release although the Job is not finished.
+    apply(
+        &s,
+        &job_manifest("doomed", json!({"parallelism": 2, "completions": 2})),
+    );
+    eventually(SOON, EVERY, "doomed pods", || {
+        (running_pods(&s, "doomed").len() == 2).then_some(())
+    });
+    s.ok(
+        V,
+        &[
+            "delete",
+            "job",
+            "doomed",
+            "--cascade=foreground",
+            "--wait=false",
+        ],
+    );
+    eventually(SOON, EVERY, "foreground deletion done", || {
+        let out = s.kubectl(V, &["get", "job", "doomed"]);
+        (!out.status.success() && all_pods(&s, "doomed").is_empty()).then_some(())
+    });
+
     apply(
         &s,
         &json!({
@@ -427,7 +483,15 @@ fn ttl_deletes_finished_jobs_and_cronjobs_fire_with_history_limits() {
     });
     assert!(events(&s, "SuccessfulCreate").contains(&format!("Created job {sname}")));
 
-    // A manual run from the template, as kubectl makes it.
+    // A manual run from the template, as kubectl makes it. Start times have whole seconds and
+    // ties go by name: start it in a later second, so the scheduled run is the older one.
+    let started = eventually(SOON, EVERY, "scheduled job started", || {
+        let t = job(&s, &sname)["status"]["startTime"].as_str()?.to_string();
+        chrono::DateTime::parse_from_rfc3339(&t).ok()
+    });
+    eventually(SOON, Duration::from_millis(20), "a later second", || {
+        (chrono::Utc::now().timestamp() > started.timestamp()).then_some(())
+    });
     s.ok(V, &["create", "job", "manual", "--from=cronjob/tick"]);
     let manual = job(&s, "manual");
     assert_eq!(manual["metadata"]["ownerReferences"][0]["kind"], "CronJob");
@@ -449,4 +513,13 @@ fn ttl_deletes_finished_jobs_and_cronjobs_fire_with_history_limits() {
     assert!(events(&s, "SawCompletedJob")
         .contains(&format!("Saw completed job: {sname}, condition: Complete")));
     assert!(events(&s, "SuccessfulDelete").contains(&format!("Deleted job {sname}")));
+    // The manual run is reported once, as upstream's recorder folds repeats.
+    let unexpected = events(&s, "UnexpectedJob");
+    assert_eq!(
+        unexpected
+            .matches("Saw a job that the controller did not create or forgot: manual")
+            .count(),
+        1,
+        "{unexpected}"
+    );
 }

@@ -17,9 +17,9 @@
 
 pub mod schedule;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
@@ -52,6 +52,9 @@ struct Ctx {
     client: Client,
     jobs: Store<Job>,
     backoff: Backoff,
+    /// Per CronJob, the running Jobs already reported as `UnexpectedJob`: upstream's event
+    /// recorder folds repeats into one Event with a count; we report each Job once.
+    unexpected: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 /// Runs until `shutdown` resolves.
@@ -62,6 +65,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
         client: clients.writer(COMPONENT),
         jobs: jobs.store(),
         backoff: Backoff::default(),
+        unexpected: Mutex::default(),
     });
     let results = Controller::for_shared_stream(cronjobs.subscribe(), cronjobs.store())
         .watches_shared_stream(jobs.subscribe(), |job: Arc<Job>| {
@@ -176,18 +180,30 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let in_active =
         |active: &[ObjectReference], u: &str| active.iter().any(|r| r.uid.as_deref() == Some(u));
 
+    let reported = ctx
+        .unexpected
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key)
+        .unwrap_or_default();
+    let mut unexpected = HashSet::new();
     for job in &jobs {
         let juid = job.uid().unwrap_or_default();
         let found = in_active(&active, &juid);
         match finished_as(job) {
-            None if !found => events.push((
-                EventType::Warning,
-                "UnexpectedJob",
-                format!(
-                    "Saw a job that the controller did not create or forgot: {}",
-                    job.name_any()
-                ),
-            )),
+            None if !found => {
+                if !reported.contains(&juid) {
+                    events.push((
+                        EventType::Warning,
+                        "UnexpectedJob",
+                        format!(
+                            "Saw a job that the controller did not create or forgot: {}",
+                            job.name_any()
+                        ),
+                    ));
+                }
+                unexpected.insert(juid);
+            }
             None => {}
             Some(how) => {
                 if found {
@@ -212,6 +228,12 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 }
             }
         }
+    }
+    if !unexpected.is_empty() {
+        ctx.unexpected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), unexpected);
     }
     // Active entries whose Job is neither cached nor in the API went missing.
     let cached: HashSet<String> = jobs.iter().filter_map(|j| j.uid()).collect();
@@ -362,8 +384,8 @@ async fn schedule_pass(
     }
     let ns = cj.namespace().unwrap_or_default();
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    match spec.concurrency_policy.as_deref() {
-        Some("Forbid") if !active.is_empty() => {
+    match concurrency(spec.concurrency_policy.as_deref(), active.len()) {
+        Concurrency::Skip => {
             events.push((
                 EventType::Normal,
                 "JobAlreadyActive",
@@ -371,7 +393,7 @@ async fn schedule_pass(
             ));
             return Ok(next_wait(now));
         }
-        Some("Replace") => {
+        Concurrency::ReplaceThenStart => {
             for r in std::mem::take(active) {
                 let jname = r.name.clone().unwrap_or_default();
                 if delete_job(&api, &jname, r.uid.clone()).await? {
@@ -383,7 +405,7 @@ async fn schedule_pass(
                 }
             }
         }
-        _ => {}
+        Concurrency::Start => {}
     }
     let job = job_from_template(cj, scheduled, &tz);
     let created = match api.create(&PostParams::default(), &job).await {
@@ -430,6 +452,27 @@ async fn schedule_pass(
     }
     status.last_schedule_time = Some(Time(scheduled));
     Ok(next_wait(now))
+}
+
+/// What `concurrencyPolicy` says about a due run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    /// Start it (Allow, or nothing running).
+    Start,
+    /// Skip it: Forbid with a run still going.
+    Skip,
+    /// Delete the running Jobs, then start it (Replace).
+    ReplaceThenStart,
+}
+
+/// Applies `concurrencyPolicy` (default Allow) with `active` Jobs running.
+pub fn concurrency(policy: Option<&str>, active: usize) -> Concurrency {
+    match policy {
+        _ if active == 0 => Concurrency::Start,
+        Some("Forbid") => Concurrency::Skip,
+        Some("Replace") => Concurrency::ReplaceThenStart,
+        _ => Concurrency::Start,
+    }
 }
 
 /// Deletes a Job with background propagation; false if it was already gone.
@@ -479,12 +522,15 @@ async fn cleanup_history(ctx: &Ctx, cj: &CronJob, jobs: &[Arc<Job>]) -> Result<(
         if list.len() <= limit {
             continue;
         }
+        // Upstream's `byJobStartTime`: start time, then name.
         list.sort_by_key(|j| {
-            j.status
+            let started = j
+                .status
                 .as_ref()
                 .and_then(|s| s.start_time.as_ref())
                 .or(j.metadata.creation_timestamp.as_ref())
-                .map(|t| t.0)
+                .map(|t| t.0);
+            (started, j.name_any())
         });
         let excess = list.len() - limit;
         for j in list.iter().take(excess) {
@@ -540,6 +586,19 @@ fn error_policy(cj: Arc<CronJob>, _e: &Error, ctx: Arc<Ctx>) -> Action {
 mod tests {
     use super::*;
     use k8s_openapi::api::batch::v1::{CronJobSpec, JobTemplateSpec};
+
+    #[test]
+    fn concurrency_policies() {
+        assert_eq!(concurrency(None, 3), Concurrency::Start);
+        assert_eq!(concurrency(Some("Allow"), 3), Concurrency::Start);
+        assert_eq!(concurrency(Some("Forbid"), 0), Concurrency::Start);
+        assert_eq!(concurrency(Some("Forbid"), 1), Concurrency::Skip);
+        assert_eq!(concurrency(Some("Replace"), 0), Concurrency::Start);
+        assert_eq!(
+            concurrency(Some("Replace"), 2),
+            Concurrency::ReplaceThenStart
+        );
+    }
 
     #[test]
     fn jobs_are_named_by_scheduled_minute_and_owned() {

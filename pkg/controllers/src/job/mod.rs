@@ -563,7 +563,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let key = key(&job);
     let ns = job.namespace().unwrap_or_default();
     let uid = job.uid().unwrap_or_default();
-    if job.spec.is_none() || job.metadata.deletion_timestamp.is_some() {
+    if job.spec.is_none() {
         return Ok(Action::await_change());
     }
     let pods: Vec<Arc<Pod>> = ctx
@@ -577,8 +577,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return Ok(Action::requeue(CACHE_REQUEUE));
     }
     let pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
-    if policy::is_finished(&job) {
-        // A finished Job's leftover pods need no counting, only releasing.
+    if policy::is_finished(&job) || job.metadata.deletion_timestamp.is_some() {
+        // A finished Job's leftover pods need no counting, only releasing; so do those of a
+        // Job being deleted in the foreground, which waits for its pods to go.
         for pod in pods.iter().filter(|p| has_tracking_finalizer(p)) {
             remove_finalizer(&ctx.client, pod).await?;
             expect(&ctx, &key, Expect::Finalizer(pod.uid().unwrap_or_default()));
