@@ -382,6 +382,28 @@ fn parallel_statefulset_creates_at_once_and_deletes_scaled_claims() {
     eventually(SOON, EVERY, "scaled down with claims", || {
         (names(&pods(&s, "web")) == ["web-0"] && claims(&s) == ["www-web-0"]).then_some(())
     });
+    // Orphaned pods are adopted by a new set of the same name: no pod is replaced.
+    let before = pods(&s, "web")[0]["metadata"]["uid"].clone();
+    s.ok(v, &["delete", "sts", "web", "--cascade=orphan"]);
+    eventually(SOON, EVERY, "set gone", || {
+        let out = s.kubectl(v, &["get", "sts", "web"]);
+        (!out.status.success()).then_some(())
+    });
+    s.ok_stdin(
+        v,
+        &["apply", "-f", "-"],
+        Some(&sts_yaml("Parallel", "Delete").replace("replicas: 3", "replicas: 1")),
+    );
+    let uid = sts(&s)["metadata"]["uid"].clone();
+    eventually(SOON, EVERY, "web-0 adopted", || {
+        let now = pods(&s, "web");
+        (now.len() == 1 && now[0]["metadata"]["ownerReferences"][0]["uid"] == uid).then_some(())
+    });
+    assert_eq!(
+        pods(&s, "web")[0]["metadata"]["uid"],
+        before,
+        "adopted, not replaced"
+    );
     // whenDeleted: Delete: the set owns its claims, so they go with it.
     s.ok(v, &["delete", "sts", "web"]);
     eventually(SOON, EVERY, "claims deleted with the set", || {
