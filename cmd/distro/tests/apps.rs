@@ -634,4 +634,37 @@ fn daemonset_follows_nodes_taints_and_selectors_then_rolls_and_undoes() {
         .collect();
     numbers.sort();
     assert_eq!(numbers, [2, 3]);
+
+    // Re-created after an orphaning delete, the set adopts the pods instead of doubling them.
+    let uids = |now: &[Value]| {
+        let mut u: Vec<String> = now
+            .iter()
+            .map(|p| {
+                p["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        u.sort();
+        u
+    };
+    let before = uids(&pods(&s, "agent"));
+    s.ok(v, &["delete", "ds", "agent", "--cascade=orphan"]);
+    eventually(SOON, EVERY, "set gone", || {
+        (!s.kubectl(v, &["get", "ds", "agent"]).status.success()).then_some(())
+    });
+    s.ok_stdin(v, &["apply", "-f", "-"], Some(DS_YAML));
+    let uid = s.json(v, &["get", "ds", "agent"])["metadata"]["uid"].clone();
+    eventually(SOON, EVERY, "pods adopted", || {
+        let now = pods(&s, "agent");
+        now.iter()
+            .all(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid)
+            .then_some(())
+    });
+    settle(&s, "agent");
+    eventually(SOON, EVERY, "adopted set available", || {
+        (ds_status(&s)["numberAvailable"] == 2).then_some(())
+    });
+    assert_eq!(uids(&pods(&s, "agent")), before, "adopted, not replaced");
 }
