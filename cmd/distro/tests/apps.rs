@@ -382,6 +382,28 @@ fn parallel_statefulset_creates_at_once_and_deletes_scaled_claims() {
     eventually(SOON, EVERY, "scaled down with claims", || {
         (names(&pods(&s, "web")) == ["web-0"] && claims(&s) == ["www-web-0"]).then_some(())
     });
+    // Orphaned pods are adopted by a new set of the same name: no pod is replaced.
+    let before = pods(&s, "web")[0]["metadata"]["uid"].clone();
+    s.ok(v, &["delete", "sts", "web", "--cascade=orphan"]);
+    eventually(SOON, EVERY, "set gone", || {
+        let out = s.kubectl(v, &["get", "sts", "web"]);
+        (!out.status.success()).then_some(())
+    });
+    s.ok_stdin(
+        v,
+        &["apply", "-f", "-"],
+        Some(&sts_yaml("Parallel", "Delete").replace("replicas: 3", "replicas: 1")),
+    );
+    let uid = sts(&s)["metadata"]["uid"].clone();
+    eventually(SOON, EVERY, "web-0 adopted", || {
+        let now = pods(&s, "web");
+        (now.len() == 1 && now[0]["metadata"]["ownerReferences"][0]["uid"] == uid).then_some(())
+    });
+    assert_eq!(
+        pods(&s, "web")[0]["metadata"]["uid"],
+        before,
+        "adopted, not replaced"
+    );
     // whenDeleted: Delete: the set owns its claims, so they go with it.
     s.ok(v, &["delete", "sts", "web"]);
     eventually(SOON, EVERY, "claims deleted with the set", || {
@@ -612,4 +634,37 @@ fn daemonset_follows_nodes_taints_and_selectors_then_rolls_and_undoes() {
         .collect();
     numbers.sort();
     assert_eq!(numbers, [2, 3]);
+
+    // Re-created after an orphaning delete, the set adopts the pods instead of doubling them.
+    let uids = |now: &[Value]| {
+        let mut u: Vec<String> = now
+            .iter()
+            .map(|p| {
+                p["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        u.sort();
+        u
+    };
+    let before = uids(&pods(&s, "agent"));
+    s.ok(v, &["delete", "ds", "agent", "--cascade=orphan"]);
+    eventually(SOON, EVERY, "set gone", || {
+        (!s.kubectl(v, &["get", "ds", "agent"]).status.success()).then_some(())
+    });
+    s.ok_stdin(v, &["apply", "-f", "-"], Some(DS_YAML));
+    let uid = s.json(v, &["get", "ds", "agent"])["metadata"]["uid"].clone();
+    eventually(SOON, EVERY, "pods adopted", || {
+        let now = pods(&s, "agent");
+        now.iter()
+            .all(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid)
+            .then_some(())
+    });
+    settle(&s, "agent");
+    eventually(SOON, EVERY, "adopted set available", || {
+        (ds_status(&s)["numberAvailable"] == 2).then_some(())
+    });
+    assert_eq!(uids(&pods(&s, "agent")), before, "adopted, not replaced");
 }

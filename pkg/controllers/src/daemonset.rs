@@ -89,8 +89,11 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
         expectations: Mutex::default(),
     });
     let all = sets.store();
+    let for_orphans = sets.store();
     let results = Controller::for_shared_stream(sets.subscribe(), sets.store())
-        .watches_shared_stream(pods.subscribe(), |pod: Arc<Pod>| owner(&pod.metadata))
+        .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
+            owners_to_wake(&pod, &for_orphans)
+        })
         .watches_shared_stream(revisions.subscribe(), |r: Arc<ControllerRevision>| {
             owner(&r.metadata)
         })
@@ -105,6 +108,59 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
     crate::drive(COMPONENT, results).await;
+}
+
+/// The DaemonSets a pod change concerns: its controller, or for an orphan every set in its
+/// namespace that may adopt it.
+fn owners_to_wake(pod: &Pod, sets: &Store<DaemonSet>) -> Vec<ObjectRef<DaemonSet>> {
+    if controller_ref(&pod.metadata).is_some() {
+        return owner(&pod.metadata).into_iter().collect();
+    }
+    let ns = pod.namespace().unwrap_or_default();
+    sets.state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|s| adoptable(s, pod))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// Whether `ds` may adopt orphan `pod`: the selector matches and neither is going away
+/// (upstream's `PodControllerRefManager`).
+fn adoptable(ds: &DaemonSet, pod: &Pod) -> bool {
+    controller_ref(&pod.metadata).is_none()
+        && pod.metadata.deletion_timestamp.is_none()
+        && ds.metadata.deletion_timestamp.is_none()
+        && ds
+            .spec
+            .as_ref()
+            .is_some_and(|s| selector_matches(&s.selector, pod.metadata.labels.as_ref()))
+}
+
+/// Makes `ds` the controller of orphan `pod` (a merge patch guarded by the pod's UID);
+/// `None` if the pod changed or went meanwhile.
+async fn adopt(ctx: &Ctx, ds: &DaemonSet, pod: &Pod) -> Result<Option<Pod>, Error> {
+    let ns = ds.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let mut refs: Vec<OwnerReference> = pod.metadata.owner_references.clone().unwrap_or_default();
+    refs.push(owner_ref(ds));
+    let patch = serde_json::json!({"metadata": {"uid": pod.uid(), "ownerReferences": refs}});
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    match api
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(p) => {
+            tracing::debug!(daemonset = %key(ds), pod = %name, "adopted pod");
+            Ok(Some(p))
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 || s.code == 422 => Ok(None),
+        Err(e) => Err(Error::api(format!("adopting pod {ns}/{name}"))(e)),
+    }
 }
 
 /// The DaemonSet controlling an object, if any.
@@ -617,12 +673,17 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
         .collect();
+    let mut adopted: Vec<Pod> = Vec::new();
+    for orphan in all_pods.iter().filter(|p| adoptable(&ds, p)) {
+        adopted.extend(adopt(&ctx, &ds, orphan).await?);
+    }
     let owned: Vec<&Pod> = all_pods
         .iter()
+        .map(|p| p.as_ref())
         .filter(|p| controller_ref(&p.metadata).is_some_and(|r| r.uid == uid))
+        .chain(adopted.iter())
         .filter(|p| selector_matches(&spec.selector, p.metadata.labels.as_ref()))
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| p.as_ref())
         .collect();
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for p in &owned {

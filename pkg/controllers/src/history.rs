@@ -200,14 +200,28 @@ pub async fn ensure(
                 "reading ControllerRevision {}/{name}",
                 parent.namespace
             )))?;
-            match existing {
-                Some(r)
-                    if r.data.as_ref().map(|d| &d.0) == Some(&data)
-                        && controller_ref(&r.metadata).is_some_and(|o| o.uid == parent.uid) =>
-                {
-                    Ok(Ensured::Revision(Box::new(r)))
+            let Some(mut r) = existing.filter(|r| r.data.as_ref().map(|d| &d.0) == Some(&data))
+            else {
+                return Ok(Ensured::Collision);
+            };
+            match controller_ref(&r.metadata) {
+                Some(o) if o.uid == parent.uid => Ok(Ensured::Revision(Box::new(r))),
+                Some(_) => Ok(Ensured::Collision),
+                // An orphan of a parent deleted with `--cascade=orphan`: adopt it, as
+                // upstream's `ClaimControllerRevisions`, so the pods it labels stay current.
+                None => {
+                    r.metadata
+                        .owner_references
+                        .get_or_insert_with(Vec::new)
+                        .push(parent.owner_ref());
+                    api.replace(&name, &PostParams::default(), &r)
+                        .await
+                        .map(|r| Ensured::Revision(Box::new(r)))
+                        .map_err(Error::api(format!(
+                            "adopting ControllerRevision {}/{name}",
+                            parent.namespace
+                        )))
                 }
-                _ => Ok(Ensured::Collision),
             }
         }
         Err(e) => Err(Error::api(format!(

@@ -69,8 +69,11 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
         claims: claims.store(),
         backoff: Backoff::default(),
     });
+    let all = sets.store();
     let results = Controller::for_shared_stream(sets.subscribe(), sets.store())
-        .watches_shared_stream(pods.subscribe(), |pod: Arc<Pod>| owner(&pod.metadata))
+        .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
+            owners_to_wake(&pod, &all)
+        })
         .watches_shared_stream(revisions.subscribe(), |r: Arc<ControllerRevision>| {
             owner(&r.metadata)
         })
@@ -78,6 +81,34 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
     crate::drive(COMPONENT, results).await;
+}
+
+/// The StatefulSets a pod change concerns: its controller, or for an orphan every set in its
+/// namespace whose selector matches and whose member name it has (one may adopt it).
+fn owners_to_wake(pod: &Pod, sets: &Store<StatefulSet>) -> Vec<ObjectRef<StatefulSet>> {
+    if controller_ref(&pod.metadata).is_some() {
+        return owner(&pod.metadata).into_iter().collect();
+    }
+    let ns = pod.namespace().unwrap_or_default();
+    sets.state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|s| adoptable(s, pod))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// Whether `set` may adopt orphan `pod`: the selector matches and the name is a member's
+/// (upstream's `isMemberOf` with the `PodControllerRefManager`).
+fn adoptable(set: &StatefulSet, pod: &Pod) -> bool {
+    controller_ref(&pod.metadata).is_none()
+        && pod.metadata.deletion_timestamp.is_none()
+        && set.metadata.deletion_timestamp.is_none()
+        && ordinal(&set.name_any(), &pod.name_any()).is_some()
+        && set
+            .spec
+            .as_ref()
+            .is_some_and(|s| selector_matches(&s.selector, pod.metadata.labels.as_ref()))
 }
 
 /// The StatefulSet controlling an object, if any.
@@ -477,14 +508,23 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     };
     let uid = set.uid().unwrap_or_default();
     let set_name = set.name_any();
-    let owned: Vec<Arc<Pod>> = ctx
+    let in_ns: Vec<Arc<Pod>> = ctx
         .pods
         .state()
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .collect();
+    let mut owned: Vec<Arc<Pod>> = in_ns
+        .iter()
         .filter(|p| controller_ref(&p.metadata).is_some_and(|r| r.uid == uid))
         .filter(|p| selector_matches(&spec.selector, p.metadata.labels.as_ref()))
+        .cloned()
         .collect();
+    for orphan in in_ns.iter().filter(|p| adoptable(&set, p)) {
+        if let Some(adopted) = adopt(&ctx, &set, orphan).await? {
+            owned.push(Arc::new(adopted));
+        }
+    }
     let by_ordinal: BTreeMap<i32, &Pod> = owned
         .iter()
         .filter_map(|p| ordinal(&set_name, &p.name_any()).map(|o| (o, p.as_ref())))
@@ -585,6 +625,32 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     Ok(Action::await_change())
 }
 
+/// Makes `set` the controller of orphan `pod` (a merge patch guarded by the pod's UID);
+/// `None` if the pod changed or went meanwhile.
+async fn adopt(ctx: &Ctx, set: &StatefulSet, pod: &Pod) -> Result<Option<Pod>, Error> {
+    let ns = set.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let mut refs: Vec<OwnerReference> = pod.metadata.owner_references.clone().unwrap_or_default();
+    refs.push(owner_ref(set, true));
+    let patch = serde_json::json!({"metadata": {"uid": pod.uid(), "ownerReferences": refs}});
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    match api
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(p) => {
+            tracing::debug!(statefulset = %key(set), pod = %name, "adopted pod");
+            Ok(Some(p))
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 || s.code == 422 => Ok(None),
+        Err(e) => Err(Error::api(format!("adopting pod {ns}/{name}"))(e)),
+    }
+}
+
 /// Creates the claims of ordinal `ord` the cache lacks (upstream recreates claims deleted
 /// under a live pod too).
 async fn ensure_claims(ctx: &Ctx, set: &StatefulSet, ord: i32, pod: &Pod) -> Result<(), Error> {
@@ -592,8 +658,36 @@ async fn ensure_claims(ctx: &Ctx, set: &StatefulSet, ord: i32, pod: &Pod) -> Res
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     for claim in claims_for(set, ord) {
         let name = claim.name_any();
-        let cached = ctx.claims.get(&ObjectRef::new(&name).within(&ns)).is_some();
-        if cached {
+        if let Some(cached) = ctx.claims.get(&ObjectRef::new(&name).within(&ns)) {
+            // `whenDeleted: Delete` on a claim the set does not own yet (a policy change, or
+            // a claim orphaned with its former set): take it, as upstream's
+            // `updateClaimOwnerRefForSetAndPod`.
+            let uid = set.uid().unwrap_or_default();
+            let wanted = claim.metadata.owner_references.is_some();
+            let has = cached
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.uid == uid);
+            let in_range = ord >= start(set) && ord < start(set) + replicas(set);
+            if wanted && !has && in_range {
+                let mut live = cached.as_ref().clone();
+                live.metadata
+                    .owner_references
+                    .get_or_insert_with(Vec::new)
+                    .push(owner_ref(set, false));
+                match api.replace(&name, &PostParams::default(), &live).await {
+                    Ok(_) => {}
+                    // The cache is behind; the claim's watch event brings the next pass.
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => {
+                        return Err(Error::api(format!(
+                            "owning PersistentVolumeClaim {ns}/{name}"
+                        ))(e))
+                    }
+                }
+            }
             continue;
         }
         match api.create(&PostParams::default(), &claim).await {
