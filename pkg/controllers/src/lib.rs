@@ -14,6 +14,7 @@
 //!   scaling, pause, revisions and rollback, history cleanup, status and conditions).
 //! - [`endpoints`], [`endpointslice`]: each selector Service's Endpoints and EndpointSlices
 //!   (readiness, named ports, headless hostnames), with helpers in [`podendpoints`].
+//! - [`disruption`]: PodDisruptionBudget status, which the eviction subresource spends.
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -38,6 +39,7 @@ use kube::runtime::controller::{self, Action};
 use tokio::sync::watch;
 
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
@@ -87,6 +89,7 @@ pub const IDENTITIES: &[&str] = &[
     "deployment-controller",
     "endpoint-controller",
     "endpointslice-controller",
+    "disruption-controller",
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -141,6 +144,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
     let endpoints = informers.get::<k8s_openapi::api::core::v1::Endpoints>();
     let slices = informers.get::<k8s_openapi::api::discovery::v1::EndpointSlice>();
     let nodes = informers.get::<k8s_openapi::api::core::v1::Node>();
+    let pdbs = informers.get::<k8s_openapi::api::policy::v1::PodDisruptionBudget>();
+    let statefulsets = informers.get::<k8s_openapi::api::apps::v1::StatefulSet>();
     let synced = async {
         let _ = futures::join!(
             namespaces.wait_synced(),
@@ -153,6 +158,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             endpoints.wait_synced(),
             slices.wait_synced(),
             nodes.wait_synced(),
+            pdbs.wait_synced(),
+            statefulsets.wait_synced(),
         );
     };
     tokio::select! {
@@ -176,6 +183,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         deployment::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         endpoints::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         endpointslice::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        disruption::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;
