@@ -3,8 +3,9 @@
 //! kubectl.
 
 use std::path::Path;
+use std::time::Duration;
 
-use distro_testharness::{Server, KUBECTL_VERSIONS, LATEST};
+use distro_testharness::{eventually, Server, KUBECTL_VERSIONS, LATEST};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_distro"))
@@ -220,23 +221,21 @@ fn eviction_is_refused_by_a_budget_then_allowed() {
             "--min-available=1",
         ],
     );
-    let budget = |allowed: i64| {
-        format!(
-            r#"{{"status":{{"observedGeneration":1,"disruptionsAllowed":{allowed},"desiredHealthy":1,"currentHealthy":1,"expectedPods":1}}}}"#
+    // The disruption controller computes the budget: one healthy pod, one required.
+    let allowed = |want: i64| {
+        eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            "the budget's status",
+            || {
+                let pdb = s.json(LATEST, &["get", "pdb", "db"]);
+                (pdb["status"]["disruptionsAllowed"] == want
+                    && pdb["status"]["observedGeneration"] == 1)
+                    .then_some(())
+            },
         )
     };
-    s.ok(
-        LATEST,
-        &[
-            "patch",
-            "pdb",
-            "db",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &budget(0),
-        ],
-    );
+    allowed(0);
     let eviction = r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"victim","namespace":"default"}}"#;
     let url = "/api/v1/namespaces/default/pods/victim/eviction";
     let err = s.fails_stdin(LATEST, &["create", "--raw", url, "-f", "-"], Some(eviction));
@@ -246,27 +245,29 @@ fn eviction_is_refused_by_a_budget_then_allowed() {
     );
     assert!(s.ok(LATEST, &["get", "pod", "victim"]).contains("victim"));
 
+    // A second healthy pod: one disruption allowed, and the eviction spends it.
+    s.ok_stdin(
+        LATEST,
+        &["create", "-f", "-"],
+        Some(&pod("spare", "app: db", "default")),
+    );
     s.ok(
         LATEST,
         &[
             "patch",
-            "pdb",
-            "db",
+            "pod",
+            "spare",
             "--subresource=status",
             "--type=merge",
             "-p",
-            &budget(1),
+            r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
         ],
     );
+    allowed(1);
     s.ok_stdin(LATEST, &["create", "--raw", url, "-f", "-"], Some(eviction));
     let err = s.fails(LATEST, &["get", "pod", "victim"]);
     assert!(err.contains("not found"), "{err}");
-    let pdb = s.json(LATEST, &["get", "pdb", "db"]);
-    assert_eq!(pdb["status"]["disruptionsAllowed"], 0);
-    assert!(
-        pdb["status"]["disruptedPods"]["victim"].is_string(),
-        "{pdb}"
-    );
+    allowed(0);
 
     // `kubectl drain` evicts what runs on a node.
     s.ok_stdin(

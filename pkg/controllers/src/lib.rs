@@ -23,6 +23,7 @@
 //! - [`cronjob`]: creates Jobs on cron schedules in the CronJob's time zone, with concurrency
 //!   policy, starting deadline and history limits.
 //! - [`ttlafterfinished`]: deletes finished Jobs `ttlSecondsAfterFinished` after they finished.
+//! - [`disruption`]: PodDisruptionBudget status, which the eviction subresource spends.
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -49,6 +50,7 @@ use tokio::sync::watch;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
@@ -108,6 +110,7 @@ pub const IDENTITIES: &[&str] = &[
     "job-controller",
     "ttl-after-finished-controller",
     "cronjob-controller",
+    "disruption-controller",
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -182,6 +185,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
     // --- batch ---
     let jobs = informers.get::<k8s_openapi::api::batch::v1::Job>();
     let cronjobs = informers.get::<k8s_openapi::api::batch::v1::CronJob>();
+    let pdbs = informers.get::<k8s_openapi::api::policy::v1::PodDisruptionBudget>();
+    let statefulsets = informers.get::<k8s_openapi::api::apps::v1::StatefulSet>();
     let synced = async {
         let _ = futures::join!(
             apps_synced,
@@ -197,6 +202,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             nodes.wait_synced(),
             jobs.wait_synced(),     // batch
             cronjobs.wait_synced(), // batch
+            pdbs.wait_synced(),
+            statefulsets.wait_synced(),
         );
     };
     tokio::select! {
@@ -226,6 +233,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         job::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         ttlafterfinished::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         cronjob::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        disruption::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;

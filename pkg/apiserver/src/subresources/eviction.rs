@@ -125,8 +125,72 @@ pub(crate) async fn handle(s: &Subresources, call: &Call<'_>) -> Result<http::Re
     if !can_ignore_budget(&pod) {
         spend_budget(s, call, &pod, dopts.dry_run).await?;
     }
+    if !dopts.dry_run {
+        mark_disruption_target(s, call, name).await?;
+    }
     s.storage.delete(pods, call.ns, name, &dopts).await?;
     Ok(created_status())
+}
+
+/// Sets the pod's `DisruptionTarget` condition before it is deleted, as upstream's
+/// `addConditionAndDeletePod`, so the pod's controller (and `kubectl describe`) can tell an
+/// eviction from a crash. The transition time moves only when the condition changes.
+async fn mark_disruption_target(s: &Subresources, call: &Call<'_>, name: &str) -> Result<()> {
+    let pods = &call.def;
+    let wanted = json!({
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": "EvictionByEvictionAPI",
+        "message": "Eviction API: evicting",
+    });
+    s.storage
+        .guaranteed_update(
+            pods,
+            call.ns,
+            name,
+            Some("status"),
+            &WriteOptions::default(),
+            |current| {
+                let current =
+                    current.ok_or_else(|| Error::not_found(pods.group_resource(), name))?;
+                let mut next = current.clone();
+                if let Some(m) = next["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                Ok((with_condition(next, &wanted), Vec::new()))
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// `pod` with condition `wanted` set (upstream's `UpdatePodCondition`).
+fn with_condition(mut pod: Value, wanted: &Value) -> Value {
+    let mut conditions = pod["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let existing = conditions.iter().position(|c| c["type"] == wanted["type"]);
+    let mut cond = wanted.clone();
+    match existing {
+        Some(i) if conditions[i]["status"] == wanted["status"] => {
+            cond["lastTransitionTime"] = conditions[i]["lastTransitionTime"].clone();
+            if cond["lastTransitionTime"].is_null() {
+                cond["lastTransitionTime"] = json!(now_rfc3339());
+            }
+            conditions[i] = cond;
+        }
+        Some(i) => {
+            cond["lastTransitionTime"] = json!(now_rfc3339());
+            conditions[i] = cond;
+        }
+        None => {
+            cond["lastTransitionTime"] = json!(now_rfc3339());
+            conditions.push(cond);
+        }
+    }
+    pod["status"]["conditions"] = json!(conditions);
+    pod
 }
 
 /// Finds the one budget selecting `pod` and spends a disruption of it (retrying races).
@@ -178,9 +242,13 @@ async fn spend_budget(s: &Subresources, call: &Call<'_>, pod: &Value, dry_run: b
                     Ok((same, Vec::new()))
                 }
                 Verdict::Spend(mut next) => {
-                    // Compare-and-swap on the budget read here: a concurrent eviction re-checks.
-                    next["metadata"]["resourceVersion"] =
-                        current["metadata"]["resourceVersion"].clone();
+                    // No resourceVersion: the update compares-and-swaps on the budget read
+                    // here and, when a concurrent eviction (or the disruption controller)
+                    // wrote first, reads it again and re-checks, as upstream's retry on
+                    // conflict, so parallel evictions of a drain never overspend.
+                    if let Some(m) = next["metadata"].as_object_mut() {
+                        m.remove("resourceVersion");
+                    }
                     Ok((next, Vec::new()))
                 }
             }
@@ -234,5 +302,25 @@ mod tests {
         healthy["status"]["desiredHealthy"] = json!(1);
         assert!(matches!(check(&healthy, &unready), Ok(Verdict::Free)));
         assert!(can_ignore_budget(&json!({"status": {"phase": "Pending"}})));
+    }
+
+    #[test]
+    fn disruption_target_is_added_once() {
+        let wanted = json!({"type": "DisruptionTarget", "status": "True",
+            "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting"});
+        let pod = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        let once = with_condition(pod, &wanted);
+        let conds = once["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conds.len(), 2);
+        assert_eq!(conds[1]["reason"], "EvictionByEvictionAPI");
+        assert!(conds[1]["lastTransitionTime"].is_string());
+        let mut stamped = once.clone();
+        stamped["status"]["conditions"][1]["lastTransitionTime"] = json!("2020-01-01T00:00:00Z");
+        let twice = with_condition(stamped, &wanted);
+        assert_eq!(twice["status"]["conditions"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            twice["status"]["conditions"][1]["lastTransitionTime"], "2020-01-01T00:00:00Z",
+            "an unchanged condition keeps its transition time"
+        );
     }
 }
