@@ -12,6 +12,8 @@
 //!   orphan propagation.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets (RollingUpdate, Recreate,
 //!   scaling, pause, revisions and rollback, history cleanup, status and conditions).
+//! - [`certificates`]: approves (after a SubjectAccessReview) and signs node client
+//!   certificate requests, so nodes can join with a token.
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -35,6 +37,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::{self, Action};
 use tokio::sync::watch;
 
+pub mod certificates;
 pub mod deployment;
 pub mod garbagecollector;
 pub mod namespace;
@@ -80,6 +83,7 @@ pub const IDENTITIES: &[&str] = &[
     "replicaset-controller",
     "generic-garbage-collector",
     "deployment-controller",
+    "certificate-controller",
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -110,6 +114,9 @@ impl Clients {
 pub struct Settings {
     /// The cluster CA (PEM) the root CA publisher distributes.
     pub ca_pem: String,
+    /// The cluster CA with its key, which the certificate controller signs node client
+    /// certificates with.
+    pub ca: std::sync::Arc<distro_pki::Ca>,
 }
 
 /// Runs every controller until `shutdown` turns true, then lets in-flight reconciles
@@ -130,6 +137,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         informers.get::<k8s_openapi::api::apps::v1::ReplicaSet>(),
     );
     let deployments = informers.get::<k8s_openapi::api::apps::v1::Deployment>();
+    let csrs = informers.get::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>();
     let synced = async {
         let _ = futures::join!(
             namespaces.wait_synced(),
@@ -138,6 +146,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             pods.wait_synced(),
             deployments.wait_synced(),
             replicasets.wait_synced(),
+            csrs.wait_synced(),
         );
     };
     tokio::select! {
@@ -159,6 +168,12 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         replicaset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         garbagecollector::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         deployment::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        certificates::run(
+            clients.clone(),
+            settings.ca.clone(),
+            shutdown_signal(shutdown.clone()),
+        )
+        .boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;
