@@ -35,6 +35,8 @@ struct Cli {
 enum Command {
     /// Run the control plane (and, unless --disable-agent, a node) on this machine.
     Server(Box<ServerArgs>),
+    /// Join this machine (or simulated nodes) to a cluster as a worker node.
+    Agent(Box<AgentArgs>),
     /// Run kubectl with the admin kubeconfig of this machine's server.
     Kubectl {
         /// Arguments passed to kubectl.
@@ -146,6 +148,59 @@ struct ServerArgs {
     token: Option<String>,
 }
 
+#[derive(Args, Debug)]
+struct AgentArgs {
+    /// URL of a server to join, e.g. https://10.0.0.1:6443.
+    #[arg(
+        long,
+        alias = "server",
+        short = 's',
+        env = "DISTRO_URL",
+        help_heading = "Cluster"
+    )]
+    join: String,
+    /// Join token (the server's <data-dir>/server/token); its CA hash pins the server.
+    #[arg(long, short = 't', env = "DISTRO_TOKEN", help_heading = "Cluster")]
+    token: String,
+    /// Directory for all state.
+    #[arg(
+        long,
+        short = 'd',
+        env = "DISTRO_DATA_DIR",
+        default_value = "/var/lib/distro",
+        help_heading = "Data"
+    )]
+    data_dir: PathBuf,
+    /// Node name (default: the hostname); with --fake-nodes, the names' prefix.
+    #[arg(long, env = "DISTRO_NODE_NAME", help_heading = "Node")]
+    node_name: Option<String>,
+    /// Label to register the node with, key=value (repeatable).
+    #[arg(long = "node-label", help_heading = "Node")]
+    node_label: Vec<String>,
+    /// Taint to register the node with, key=value:Effect (repeatable).
+    #[arg(long = "node-taint", help_heading = "Node")]
+    node_taint: Vec<String>,
+    /// Container runtime: `fake` simulates pods without running them (a test tool);
+    /// `containerd` is not available yet.
+    #[arg(
+        long,
+        env = "DISTRO_RUNTIME",
+        default_value = "containerd",
+        help_heading = "Runtime"
+    )]
+    runtime: String,
+    /// Capacity a simulated node reports, e.g. cpu=4,memory=8Gi,pods=110.
+    #[arg(
+        long,
+        default_value = "cpu=4,memory=8Gi,pods=110",
+        help_heading = "Runtime"
+    )]
+    fake_capacity: String,
+    /// Serve this many simulated nodes, named <node-name>-0 … <node-name>-(N-1).
+    #[arg(long, help_heading = "Runtime")]
+    fake_nodes: Option<u32>,
+}
+
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
 const EXIT_CONFIG: u8 = 64;
 
@@ -184,8 +239,88 @@ fn main() -> ExitCode {
                     .context("distro server")
             })
         }
+        Command::Agent(args) => {
+            let config = match agent_config(*args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("distro agent: {e:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            run_async(async move {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("shutting down");
+                    let _ = tx.send(true);
+                });
+                distro_agent::run(config, rx).await.context("distro agent")
+            })
+        }
         Command::Kubectl { args } => kubectl(args),
     }
+}
+
+fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
+    match a.runtime.as_str() {
+        "fake" => {}
+        "containerd" => bail!(
+            "--runtime containerd is not yet available (the kubelet is a later issue); use --runtime fake for simulated nodes"
+        ),
+        other => bail!("--runtime {other:?} is not one of fake, containerd"),
+    }
+    let token: distro_pki::JoinToken = a
+        .token
+        .parse()
+        .with_context(|| "--token is not a join token (K10<hash>::<user>:<secret>)")?;
+    let uri: http::Uri = a
+        .join
+        .parse()
+        .with_context(|| format!("--join {:?} is not a URL", a.join))?;
+    if uri.scheme_str() != Some("https") || uri.host().is_none() {
+        bail!("--join {:?} must be an https:// URL of a server", a.join);
+    }
+    let node_name = match a.node_name {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_lowercase())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .context("no --node-name given and the hostname is unknown")?,
+    };
+    let valid_name = !node_name.is_empty()
+        && node_name.len() <= 253
+        && node_name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && node_name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && node_name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid_name {
+        bail!("--node-name {node_name:?} is not a valid node name (lowercase DNS subdomain)");
+    }
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &a.node_label {
+        let (k, v) = distro_agent::node::parse_label(l).map_err(anyhow::Error::msg)?;
+        labels.insert(k, v);
+    }
+    let taints = a
+        .node_taint
+        .iter()
+        .map(|t| distro_agent::node::parse_taint(t))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let fake_capacity =
+        distro_agent::node::parse_capacity(&a.fake_capacity).map_err(anyhow::Error::msg)?;
+    Ok(distro_agent::Config {
+        server: a.join.trim_end_matches('/').to_string(),
+        token,
+        data_dir: a.data_dir,
+        node_name,
+        labels,
+        taints,
+        fake_capacity,
+        fake_nodes: a.fake_nodes,
+    })
 }
 
 fn run_async(fut: impl std::future::Future<Output = Result<()>>) -> ExitCode {

@@ -76,6 +76,13 @@ pub trait Route: Send + Sync {
         info: &RequestInfo,
         user: &UserInfo,
     ) -> Option<Response<Body>>;
+
+    /// Whether this route serves `path` to anyone, before authentication and authorization
+    /// (k3s' `/cacerts`, which a joining node fetches before it trusts anything). Such a
+    /// request is handled as the anonymous user unless its credentials say otherwise.
+    fn public(&self, _path: &str) -> bool {
+        false
+    }
 }
 
 /// A JSON response.
@@ -109,6 +116,32 @@ fn text(code: StatusCode, s: &'static str) -> Response<Body> {
         "text/plain; charset=utf-8",
         Bytes::from_static(s.as_bytes()),
     )
+}
+
+/// Upstream's CSR `PrepareForCreate`: `spec.username`, `uid`, `groups` and `extra` are the
+/// requesting user's, whatever the body says, so approvers can trust who asked.
+fn stamp_requester(body: &mut Value, user: &UserInfo) {
+    if !body["spec"].is_object() {
+        return;
+    }
+    let spec = &mut body["spec"];
+    spec["username"] = json!(user.name);
+    spec["groups"] = json!(user.groups);
+    match user.uid.as_str() {
+        "" => {
+            if let Some(m) = spec.as_object_mut() {
+                m.remove("uid");
+            }
+        }
+        uid => spec["uid"] = json!(uid),
+    }
+    if user.extra.is_empty() {
+        if let Some(m) = spec.as_object_mut() {
+            m.remove("extra");
+        }
+    } else {
+        spec["extra"] = json!(user.extra);
+    }
 }
 
 /// Health endpoints answer anyone, as upstream's public-info paths.
@@ -150,8 +183,10 @@ impl Handler {
         if is_health(&path) {
             return text(StatusCode::OK, "ok");
         }
+        let public = self.extra.iter().any(|r| r.public(&path));
         let user = match self.authenticate(&parts.headers, peer).await {
             Some(u) => u,
+            None if public => UserInfo::anonymous(),
             None => return error_response(&Error::Unauthorized),
         };
         let body = match Limited::new(body, MAX_BODY).collect().await {
@@ -168,7 +203,9 @@ impl Handler {
             Err(e) => return error_response(&e),
         };
         if let Err(reason) = self.authorizer.authorize(&user, info) {
-            return error_response(&Error::Forbidden(forbidden_message(&user, info, &reason)));
+            if !public {
+                return error_response(&Error::Forbidden(forbidden_message(&user, info, &reason)));
+            }
         }
         for route in &self.extra {
             if let Some(r) = route.handle(&req, info, &user).await {
@@ -433,7 +470,11 @@ impl Handler {
                 Ok(resp)
             }
             "create" => {
-                let body = decode_body(req)?;
+                let mut body = decode_body(req)?;
+                if def.group == "certificates.k8s.io" && def.plural == "certificatesigningrequests"
+                {
+                    stamp_requester(&mut body, user);
+                }
                 if let Some(name) = &r.name {
                     let _ = name;
                     return Err(Error::MethodNotAllowed(

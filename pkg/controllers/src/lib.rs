@@ -24,6 +24,8 @@
 //!   policy, starting deadline and history limits.
 //! - [`ttlafterfinished`]: deletes finished Jobs `ttlSecondsAfterFinished` after they finished.
 //! - [`disruption`]: PodDisruptionBudget status, which the eviction subresource spends.
+//! - [`certificates`]: approves (after a SubjectAccessReview) and signs node client
+//!   certificate requests, so nodes can join with a token.
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -47,6 +49,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::{self, Action};
 use tokio::sync::watch;
 
+pub mod certificates;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -111,6 +114,7 @@ pub const IDENTITIES: &[&str] = &[
     "ttl-after-finished-controller",
     "cronjob-controller",
     "disruption-controller",
+    "certificate-controller",
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -141,6 +145,9 @@ impl Clients {
 pub struct Settings {
     /// The cluster CA (PEM) the root CA publisher distributes.
     pub ca_pem: String,
+    /// The cluster CA with its key, which the certificate controller signs node client
+    /// certificates with.
+    pub ca: std::sync::Arc<distro_pki::Ca>,
 }
 
 /// Runs every controller until `shutdown` turns true, then lets in-flight reconciles
@@ -187,6 +194,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
     let cronjobs = informers.get::<k8s_openapi::api::batch::v1::CronJob>();
     let pdbs = informers.get::<k8s_openapi::api::policy::v1::PodDisruptionBudget>();
     let statefulsets = informers.get::<k8s_openapi::api::apps::v1::StatefulSet>();
+    let csrs = informers.get::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>();
     let synced = async {
         let _ = futures::join!(
             apps_synced,
@@ -204,6 +212,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             cronjobs.wait_synced(), // batch
             pdbs.wait_synced(),
             statefulsets.wait_synced(),
+            csrs.wait_synced(),
         );
     };
     tokio::select! {
@@ -234,6 +243,12 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         ttlafterfinished::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         cronjob::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         disruption::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        certificates::run(
+            clients.clone(),
+            settings.ca.clone(),
+            shutdown_signal(shutdown.clone()),
+        )
+        .boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;

@@ -38,6 +38,7 @@ impl Running {
 }
 
 struct Credentials {
+    ca: Ca,
     ca_pem: String,
     manager: CertKeyPair,
     writers: Vec<(&'static str, CertKeyPair)>,
@@ -69,6 +70,7 @@ fn issue(tls: &Path) -> Result<Credentials, distro_pki::Error> {
     let scheduler = distro_pki::load_or_issue(&ca, tls, "client-kube-scheduler", &scheduler_spec)?;
     Ok(Credentials {
         ca_pem: ca.cert_pem().to_string(),
+        ca,
         manager,
         writers,
         scheduler,
@@ -111,10 +113,11 @@ pub(crate) async fn start(
         informers: Informers::new(connect(&creds.manager, "controller-manager")?),
         writers,
     };
+    let scheduler = connect(&creds.scheduler, "scheduler")?;
     let settings = distro_controllers::Settings {
         ca_pem: creds.ca_pem.clone(),
+        ca: std::sync::Arc::new(creds.ca),
     };
-    let scheduler = connect(&creds.scheduler, "scheduler")?;
     let scheduler = distro_scheduler::run(
         Informers::new(scheduler.clone()),
         scheduler,

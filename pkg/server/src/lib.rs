@@ -22,6 +22,7 @@ use tokio::sync::watch;
 mod auth;
 mod bootstrap;
 mod controllers;
+mod join;
 
 /// Everything `distro server` can be told, resolved and validated by the CLI.
 #[derive(Clone, Debug)]
@@ -86,6 +87,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Reading a file failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing a file failed.
     #[error("writing {path}: {source}")]
     Write {
@@ -116,6 +126,7 @@ struct Pki {
     admin: distro_pki::CertKeyPair,
     signer: distro_pki::TokenSigner,
     encryption: distro_pki::EncryptionKey,
+    join: JoinToken,
 }
 
 fn setup_pki(config: &Config) -> Result<Pki, Error> {
@@ -174,12 +185,14 @@ fn setup_pki(config: &Config) -> Result<Pki, Error> {
             .join("encryption.key"),
     )
     .map_err(err)?;
+    let join = join_token(&ca, config)?;
     Ok(Pki {
         ca,
         serving,
         admin,
         signer,
         encryption,
+        join,
     })
 }
 
@@ -298,14 +311,27 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         distro_apiserver::crd::Crds::start(storage.clone(), registry.clone(), openapi.clone())
             .await
             .map_err(Error::Crds)?;
+    let cacerts = Arc::new(join::CaCerts {
+        ca_pem: bytes::Bytes::from(pki.ca.cert_pem().to_string()),
+    });
+    let join_secret = Arc::new(join::JoinSecret {
+        token: pki.join.clone(),
+    });
     let handler = Arc::new(Handler {
         registry: registry.clone(),
         storage: storage.clone(),
         advertise: advertise.clone(),
-        tokens: vec![sa_tokens],
+        tokens: vec![sa_tokens, join_secret],
         authorizer,
         patch_schema: openapi.clone(),
-        extra: vec![openapi.clone(), crds, subresources, reviews, metrics_route],
+        extra: vec![
+            cacerts,
+            openapi.clone(),
+            crds,
+            subresources,
+            reviews,
+            metrics_route,
+        ],
         metrics,
     });
     let tls =
@@ -332,19 +358,19 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let ca_pem = pki.ca.cert_pem().to_string();
     let admin = pki.admin.clone();
     let token_path = config.data_dir.join("server").join("token");
-    let fixed_token = config.token.clone();
-    let ca = pki.ca;
+    let join_token = pki.join;
     tokio::task::spawn_blocking(move || -> Result<(), Error> {
+        // The token first: the kubeconfig is the "ready" signal scripts and tests wait for.
+        write_join_token(&join_token, &token_path)?;
         let credential = Credential::ClientCert {
             cert_pem: admin.cert_pem,
             key_pem: admin.key_pem,
         };
         distro_pki::write_kubeconfig(&kc, mode, "default", &url, &ca_pem, "default", &credential)
             .map_err(|source| Error::Pki {
-            dir: kc.clone(),
-            source,
-        })?;
-        write_join_token(&ca, &token_path, fixed_token.as_deref())
+                dir: kc.clone(),
+                source,
+            })
     })
     .await??;
 
@@ -356,24 +382,40 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     served.map_err(|source| Error::Listen { addr, source })
 }
 
+/// The join token: the one in `<data-dir>/server/token` if written before (so agents that
+/// joined keep working across restarts), else `--token`'s secret or a new random one, pinning
+/// the CA.
+fn join_token(ca: &Ca, config: &Config) -> Result<JoinToken, Error> {
+    let path = config.data_dir.join("server").join("token");
+    let pki_err = |source| Error::Pki {
+        dir: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return text.parse::<JoinToken>().map_err(pki_err),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Read {
+                path: path.clone(),
+                source,
+            })
+        }
+    }
+    match &config.token {
+        Some(secret) => Ok(JoinToken {
+            ca_hash: Some(ca.hash()),
+            username: distro_pki::DEFAULT_USERNAME.into(),
+            secret: secret.clone(),
+        }),
+        None => JoinToken::generate(ca, distro_pki::DEFAULT_USERNAME).map_err(pki_err),
+    }
+}
+
 /// Writes `<data-dir>/server/token` (k3s format, pinning the CA) unless it exists.
-fn write_join_token(ca: &Ca, path: &std::path::Path, fixed: Option<&str>) -> Result<(), Error> {
+fn write_join_token(token: &JoinToken, path: &std::path::Path) -> Result<(), Error> {
     if path.exists() {
         return Ok(());
     }
-    let token = match fixed {
-        Some(secret) => JoinToken {
-            ca_hash: Some(ca.hash()),
-            username: distro_pki::DEFAULT_USERNAME.into(),
-            secret: secret.into(),
-        },
-        None => {
-            JoinToken::generate(ca, distro_pki::DEFAULT_USERNAME).map_err(|source| Error::Pki {
-                dir: path.to_path_buf(),
-                source,
-            })?
-        }
-    };
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;

@@ -73,6 +73,11 @@ impl Target {
         })
     }
 
+    /// The server's URL, `https://<ip>:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.authority)
+    }
+
     /// Opens one keep-alive connection (TCP, TLS handshake, HTTP/1.1).
     ///
     /// # Errors

@@ -9,11 +9,16 @@
 //! all ConfigMaps and of a `limit=500` first page; RSS after the load. Clients authenticate with
 //! the admin client certificate from the kubeconfig the server writes.
 //!
+//! Then, unless `--skip-scale`, the simulated-node phases (`scale.rs`): a Deployment's time to
+//! Available on 10 `distro agent --runtime fake` nodes, and scheduler throughput for 3,000
+//! pods on 100 simulated nodes.
+//!
 //! Limits: the load generator shares the machine (and its cores) with the server, as wrk did
 //! for DESIGN.md's upstream figures; the table shows both processes' CPU time per phase so the
 //! split is visible.
 
 mod client;
+mod scale;
 mod server;
 
 use std::path::PathBuf;
@@ -62,6 +67,15 @@ struct Opts {
     /// want to measure: every write is fsynced before it is acknowledged.
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
+    /// Skip the simulated-node phases (Deployment on 10 nodes, 3,000 pods on 100 nodes).
+    #[arg(long)]
+    skip_scale: bool,
+    /// Simulated nodes for the scheduler phase (default 100; 10 with --quick).
+    #[arg(long)]
+    sched_nodes: Option<usize>,
+    /// Pods for the scheduler phase (default 3000; 300 with --quick).
+    #[arg(long)]
+    sched_pods: Option<usize>,
 }
 
 /// What one run does, resolved from [`Opts`].
@@ -75,6 +89,10 @@ struct Plan {
     threads: usize,
     tmp_dir: Option<PathBuf>,
     quick: bool,
+    /// Simulated nodes and replicas of the Deployment phase; `None`: skip the scale phases.
+    deploy: Option<(usize, usize)>,
+    /// Simulated nodes and pods of the scheduler phase.
+    sched: (usize, usize),
 }
 
 /// Connections per task for CREATE and GET (2 tasks × 16, as wrk -t2 for DESIGN.md's figures).
@@ -103,6 +121,11 @@ impl Plan {
             bin: o.bin,
             tmp_dir: o.tmp_dir,
             quick: o.quick,
+            deploy: (!o.skip_scale).then_some(if o.quick { (3, 20) } else { (10, 100) }),
+            sched: (
+                o.sched_nodes.unwrap_or(if o.quick { 10 } else { 100 }),
+                o.sched_pods.unwrap_or(if o.quick { 300 } else { 3000 }),
+            ),
         };
         if plan.objects == 0 || plan.list_objects == 0 || plan.threads == 0 {
             bail!("--objects, --list-objects and --threads must be at least 1");
@@ -214,6 +237,7 @@ struct Report {
     errors: u64,
     load_start: String,
     load_end: String,
+    scale: Option<scale::ScaleReport>,
 }
 
 async fn run(plan: &Plan) -> Result<Report> {
@@ -326,6 +350,25 @@ async fn run(plan: &Plan) -> Result<Report> {
     srv.check_running()?;
     let after = server::memory(srv.pid())?;
     drop(admin);
+    let scale = match plan.deploy {
+        Some(deploy) => {
+            let data = srv.data_dir();
+            Some(
+                scale::run(
+                    &plan.bin,
+                    &scale::work_dir(&data),
+                    &data,
+                    &target,
+                    plan.threads,
+                    CONNS_PER_TASK,
+                    deploy,
+                    plan.sched,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
     let exit = match srv.stop().await {
         Ok(status) if status.success() => "clean".to_string(),
         Ok(status) => format!("{status}"),
@@ -359,6 +402,7 @@ async fn run(plan: &Plan) -> Result<Report> {
         errors,
         load_start,
         load_end: load_average(),
+        scale,
     })
 }
 
@@ -455,6 +499,50 @@ fn count_items(body: &[u8]) -> Result<usize> {
         .as_array()
         .map(Vec::len)
         .ok_or_else(|| anyhow!("LIST response has no items array"))
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// The simulated-node rows.
+fn scale_rows(s: &scale::ScaleReport) -> Vec<Row> {
+    let pods = s.create.latencies_us.len();
+    let per_sec = pods as f64 / s.bound.as_secs_f64().max(1e-9);
+    vec![
+        row(
+            format!(
+                "Deployment {} replicas Available ({} sim. nodes)",
+                s.deploy_replicas, s.deploy_nodes
+            ),
+            secs(s.deploy_available),
+        )
+        .note("CREATE → availableReplicas, through RS controller, scheduler, fake kubelet"),
+        row(
+            format!("{} sim. nodes joined and Ready", s.sched_nodes),
+            secs(s.sched_join),
+        )
+        .note("one agent process: CSR per node, registration, Lease"),
+        row(format!("CREATE {pods} pods"), rate(s.create.rate())).note(format!(
+            "{} over {}",
+            secs(s.create.elapsed),
+            "2 × 16 conns"
+        )),
+        row(
+            format!("scheduler: {pods} pods on {} nodes", s.sched_nodes),
+            format!("{per_sec:.0} pods/s"),
+        )
+        .note(format!(
+            "all bound {} after the first CREATE (±{} ms polling); all Running {}",
+            secs(s.bound),
+            100,
+            secs(s.running)
+        )),
+        row(
+            format!("agent RSS ({} nodes, {pods} pods)", s.sched_nodes),
+            mb(s.agent_rss.rss),
+        ),
+    ]
 }
 
 /// One table row.
@@ -615,6 +703,9 @@ impl Report {
                 .note(format!("peak (VmHWM) {}", mb(self.after.peak))),
             row("server exit on SIGTERM", self.exit.clone()),
         ]
+        .into_iter()
+        .chain(self.scale.as_ref().map(scale_rows).into_iter().flatten())
+        .collect()
     }
 
     fn print(&self, plan: &Plan) {

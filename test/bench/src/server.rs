@@ -113,6 +113,11 @@ impl Server {
         Ok(())
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.pid

@@ -272,3 +272,137 @@ impl Drop for Server {
         }
     }
 }
+
+impl Server {
+    /// The join token the server wrote (`<data-dir>/server/token`).
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("server").join("token"))
+            .expect("the server's join token")
+            .trim()
+            .to_string()
+    }
+}
+
+/// A running `distro agent` owned by a test: its own temp data dir, stopped by PID.
+pub struct Agent {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    bin: PathBuf,
+}
+
+impl Agent {
+    /// Starts `distro agent --runtime fake` joining `server` with its token, plus `extra`
+    /// flags (e.g. `--node-name`, `--fake-nodes`). Does not wait: use [`eventually`] on what
+    /// the test expects (a Ready node), or [`Agent::wait_exit`].
+    pub fn start(bin: &Path, server: &Server, extra: &[&str]) -> Agent {
+        let url = server.server_url().expect("server URL");
+        let token = server.token();
+        Self::start_raw(bin, &url, &token, extra)
+    }
+
+    /// Like [`Agent::start`] with an explicit URL and token (e.g. a wrong one).
+    pub fn start_raw(bin: &Path, url: &str, token: &str, extra: &[&str]) -> Agent {
+        let dir = tempfile::Builder::new()
+            .prefix("distro-agent-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--config".into(),
+            dir.path().join("no-config.yaml").display().to_string(),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+            "--join".into(),
+            url.into(),
+            "--token".into(),
+            token.into(),
+            "--runtime".into(),
+            "fake".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        std::fs::write(dir.path().join("no-config.yaml"), "").expect("config file");
+        let mut a = Agent {
+            child: None,
+            dir,
+            args,
+            bin: bin.to_path_buf(),
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .env("DISTRO_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("starting distro agent");
+        self.child = Some(child);
+    }
+
+    /// The agent's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Waits for the agent to exit by itself (panics after `deadline`).
+    pub fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        eventually(deadline, Duration::from_millis(20), "agent exit", || {
+            child.try_wait().ok().flatten()
+        })
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (panics if it does not stop within 10 s).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_ref().expect("agent running");
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.wait_exit(Duration::from_secs(10))
+    }
+
+    /// Stops and starts again on the same data dir.
+    pub fn restart(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "agent did not stop cleanly: {status}\n{}",
+            self.log()
+        );
+        self.spawn();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- distro agent log ({}) ----\n{}",
+                self.dir.path().display(),
+                self.log()
+            );
+        }
+    }
+}

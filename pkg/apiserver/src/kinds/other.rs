@@ -931,10 +931,9 @@ fn pc_cells(obj: &Value) -> Vec<Value> {
 // ---------------------------------------------------------------------------------------------
 // CertificateSigningRequest
 
-/// Clears status on create.
-///
-/// Hook for the lead: upstream's `PrepareForCreate` also overwrites `spec.username`, `uid`,
-/// `groups` and `extra` with the requesting user; that needs the request's user info.
+/// Clears status on create. The rest of upstream's `PrepareForCreate` (`spec.username`,
+/// `uid`, `groups` and `extra` from the requesting user) needs the request's user, so the
+/// handler's create path does it (`handler::stamp_requester`).
 fn csr_prepare(obj: &mut Value) {
     util::remove(obj, "status");
 }

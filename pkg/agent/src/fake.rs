@@ -1,0 +1,519 @@
+//! The simulated runtime: drives pods bound to our nodes through their lifecycle without
+//! starting anything, reporting what a kubelet would.
+//!
+//! - Pending → Running and Ready at once: podIP from the node's /24, hostIP, container
+//!   statuses `running`, and a `Started` event per container.
+//! - Pods whose restart policy is `Never` or `OnFailure` exit after the annotation
+//!   [`RUN_SECONDS`] (default [`DEFAULT_RUN_SECONDS`]) with the code in [`EXIT_CODE`]
+//!   (default 0): `Succeeded`, or `Failed` for `Never`; `OnFailure` restarts a failed
+//!   container (restartCount + 1) as a kubelet would. `Always` pods run until deleted.
+//! - A terminating pod is removed at once (grace 0), as a kubelet does once its containers
+//!   are gone.
+//!
+//! All nodes of the process share one pod watch. Work per pod is level-triggered from what
+//! the watch shows, at most [`WORKERS`] API writes in flight.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distro_client::Informers;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::{Api, ResourceExt};
+use serde_json::{json, Value};
+use tokio::sync::{watch, Semaphore};
+
+use crate::node::{event, Registered};
+
+/// Annotation: seconds a `Never`/`OnFailure` pod's containers run before they exit.
+pub const RUN_SECONDS: &str = "fake.distro.io/run-seconds";
+
+/// Annotation: the exit code of a pod's containers (default 0).
+pub const EXIT_CODE: &str = "fake.distro.io/exit-code";
+
+/// How long `Never`/`OnFailure` pods run without [`RUN_SECONDS`].
+pub const DEFAULT_RUN_SECONDS: f64 = 2.0;
+
+/// API writes in flight at once: enough to start thousands of pods in seconds, bounded so a
+/// burst does not open thousands of requests.
+pub const WORKERS: usize = 32;
+
+/// What we do to a pod next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Step {
+    Start,
+    Run,
+    Remove,
+}
+
+/// Pod addresses handed out per node.
+#[derive(Default)]
+struct Pool {
+    by_uid: HashMap<String, u8>,
+    used: HashSet<u8>,
+    next: u8,
+}
+
+impl Pool {
+    /// The pod's address octet: the one it has, or a free one (2–254; .1 is the gateway).
+    fn get(&mut self, uid: &str) -> u8 {
+        if let Some(o) = self.by_uid.get(uid) {
+            return *o;
+        }
+        let mut pick = None;
+        for _ in 0..253 {
+            self.next = if self.next < 2 || self.next >= 254 {
+                2
+            } else {
+                self.next + 1
+            };
+            if !self.used.contains(&self.next) {
+                pick = Some(self.next);
+                break;
+            }
+        }
+        // A full /24 reuses addresses (a real node would refuse more than its range holds).
+        let o = pick.unwrap_or(self.next);
+        self.used.insert(o);
+        self.by_uid.insert(uid.to_string(), o);
+        o
+    }
+
+    fn release(&mut self, uid: &str) {
+        if let Some(o) = self.by_uid.remove(uid) {
+            self.used.remove(&o);
+        }
+    }
+}
+
+struct Node {
+    reg: Arc<Registered>,
+    pool: Mutex<Pool>,
+}
+
+struct Shared {
+    nodes: HashMap<String, Node>,
+    /// Steps started (and not to be repeated) per pod UID; forgotten when the pod is removed.
+    taken: Mutex<HashSet<(String, Step)>>,
+    permits: Semaphore,
+}
+
+/// Runs the simulated runtime for `nodes` until `shutdown` turns true.
+pub async fn run(nodes: Vec<Arc<Registered>>, mut shutdown: watch::Receiver<bool>) {
+    let Some(first) = nodes.first() else {
+        return;
+    };
+    let informers = Informers::new(first.client.clone());
+    let pods = informers.get::<Pod>();
+    let shared = Arc::new(Shared {
+        nodes: nodes
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    Node {
+                        reg: r.clone(),
+                        pool: Mutex::default(),
+                    },
+                )
+            })
+            .collect(),
+        taken: Mutex::default(),
+        permits: Semaphore::new(WORKERS),
+    });
+    let mut changes = std::pin::pin!(pods.subscribe());
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            pod = changes.next() => match pod {
+                Some(pod) => consider(&shared, &pod, &mut tasks),
+                None => break,
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    tasks.abort_all();
+    informers.shutdown().await;
+}
+
+fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+/// Decides the next step for `pod` and starts it unless it is under way or done.
+fn consider(shared: &Arc<Shared>, pod: &Pod, tasks: &mut tokio::task::JoinSet<()>) {
+    let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+        return;
+    };
+    if !shared.nodes.contains_key(node) {
+        return;
+    }
+    let uid = pod.uid().unwrap_or_default();
+    let step = if pod.metadata.deletion_timestamp.is_some() {
+        Step::Remove
+    } else {
+        match phase(pod) {
+            "Succeeded" | "Failed" => {
+                if let Some(n) = shared.nodes.get(node) {
+                    n.pool
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .release(&uid);
+                }
+                return;
+            }
+            "Running" if restart_policy(pod) != "Always" => Step::Run,
+            "Running" => return,
+            _ => Step::Start,
+        }
+    };
+    {
+        let mut taken = shared.taken.lock().unwrap_or_else(|e| e.into_inner());
+        if !taken.insert((uid.clone(), step)) {
+            return;
+        }
+    }
+    let (shared, pod) = (shared.clone(), pod.clone());
+    let node = node.to_string();
+    tasks.spawn(async move {
+        let result = match step {
+            Step::Start => start(&shared, &node, &pod).await,
+            Step::Run => run_to_exit(&shared, &node, &pod).await,
+            Step::Remove => remove(&shared, &node, &pod).await,
+        };
+        if let Err(e) = result {
+            tracing::warn!(pod = %pod.name_any(), ?step, error = %e, "simulated kubelet step failed; retrying on the next change");
+            // Forget the step so the next watch event (or resync) tries again.
+            let mut taken = shared.taken.lock().unwrap_or_else(|e| e.into_inner());
+            taken.remove(&(uid, step));
+        }
+    });
+}
+
+fn now() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// `conditions` with the ones named in `ours` replaced (others, e.g. from controllers, kept).
+fn merge_conditions(pod: &Pod, ours: &[Value]) -> Vec<Value> {
+    let mut out: Vec<Value> = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| !ours.iter().any(|o| o["type"] == c.type_.as_str()))
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
+    out.extend(ours.iter().cloned());
+    out
+}
+
+fn condition(t: &str, status: bool, reason: Option<&str>, now: &str) -> Value {
+    let mut c = json!({"type": t, "status": if status { "True" } else { "False" },
+                       "lastProbeTime": null, "lastTransitionTime": now});
+    if let Some(r) = reason {
+        c["reason"] = json!(r);
+    }
+    c
+}
+
+fn container_id(pod: &Pod, container: &str) -> String {
+    format!("fake://{}/{container}", pod.uid().unwrap_or_default())
+}
+
+fn image_of(c: &k8s_openapi::api::core::v1::Container) -> String {
+    c.image.clone().unwrap_or_default()
+}
+
+async fn patch_status(
+    shared: &Shared,
+    node: &str,
+    pod: &Pod,
+    body: &Value,
+) -> Result<(), kube::Error> {
+    let Some(n) = shared.nodes.get(node) else {
+        return Ok(());
+    };
+    let _permit = shared.permits.acquire().await;
+    let api: Api<Pod> = Api::namespaced(n.reg.client.clone(), &pod.namespace().unwrap_or_default());
+    match api
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: nothing to report.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reports the pod Running and Ready.
+async fn start(shared: &Shared, node: &str, pod: &Pod) -> Result<(), kube::Error> {
+    let Some(n) = shared.nodes.get(node) else {
+        return Ok(());
+    };
+    let uid = pod.uid().unwrap_or_default();
+    let octet = n.pool.lock().unwrap_or_else(|e| e.into_inner()).get(&uid);
+    let [a, b, c] = n.reg.pod_prefix;
+    let pod_ip = format!("{a}.{b}.{c}.{octet}");
+    let now = now();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let containers: Vec<Value> = spec
+        .containers
+        .iter()
+        .map(|c| {
+            json!({"name": c.name, "image": image_of(c), "imageID": format!("fake://{}", image_of(c)),
+                   "containerID": container_id(pod, &c.name), "ready": true, "started": true,
+                   "restartCount": 0, "state": {"running": {"startedAt": now}}})
+        })
+        .collect();
+    let inits: Vec<Value> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| {
+            json!({"name": c.name, "image": image_of(c), "imageID": format!("fake://{}", image_of(c)),
+                   "containerID": container_id(pod, &c.name), "ready": true, "started": false,
+                   "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                   "startedAt": now, "finishedAt": now, "containerID": container_id(pod, &c.name)}}})
+        })
+        .collect();
+    let conditions = merge_conditions(
+        pod,
+        &[
+            condition("PodReadyToStartContainers", true, None, &now),
+            condition("Initialized", true, None, &now),
+            condition("Ready", true, None, &now),
+            condition("ContainersReady", true, None, &now),
+            condition("PodScheduled", true, None, &now),
+        ],
+    );
+    let mut status = json!({
+        "phase": "Running",
+        "hostIP": n.reg.host_ip,
+        "hostIPs": [{"ip": n.reg.host_ip}],
+        "podIP": pod_ip,
+        "podIPs": [{"ip": pod_ip}],
+        "startTime": now,
+        "conditions": conditions,
+        "containerStatuses": containers,
+        "qosClass": qos_class(&spec),
+    });
+    if !inits.is_empty() {
+        status["initContainerStatuses"] = json!(inits);
+    }
+    patch_status(shared, node, pod, &json!({ "status": status })).await?;
+    for c in &spec.containers {
+        let regarding = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            uid: pod.metadata.uid.clone(),
+            field_path: Some(format!("spec.containers{{{}}}", c.name)),
+            ..Default::default()
+        };
+        event(
+            &n.reg.client,
+            node,
+            regarding,
+            "Started",
+            format!("Started container {} (simulated: nothing runs)", c.name),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Upstream's QoS class from requests and limits.
+fn qos_class(spec: &k8s_openapi::api::core::v1::PodSpec) -> &'static str {
+    let all = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in all {
+        let r = c.resources.clone().unwrap_or_default();
+        let requests = r.requests.unwrap_or_default();
+        let limits = r.limits.unwrap_or_default();
+        if !requests.is_empty() || !limits.is_empty() {
+            any = true;
+        }
+        for res in ["cpu", "memory"] {
+            match (requests.get(res), limits.get(res)) {
+                (_, None) => guaranteed = false,
+                (Some(q), Some(l)) if q != l => guaranteed = false,
+                _ => {}
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// Lets the pod's containers run for their time, then reports their exit; `OnFailure` pods
+/// that fail are restarted and run again.
+async fn run_to_exit(shared: &Shared, node: &str, pod: &Pod) -> Result<(), kube::Error> {
+    let seconds = annotation(pod, RUN_SECONDS)
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .unwrap_or(DEFAULT_RUN_SECONDS);
+    let code = annotation(pod, EXIT_CODE)
+        .and_then(|s| s.parse::<i32>().ok())
+        .unwrap_or(0);
+    let started = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
+    let elapsed = Timestamp::now()
+        .duration_since(started)
+        .as_secs_f64()
+        .max(0.0);
+    tokio::time::sleep(Duration::from_secs_f64((seconds - elapsed).max(0.0))).await;
+    let mut restarts = 0i32;
+    let spec = pod.spec.clone().unwrap_or_default();
+    loop {
+        let now = now();
+        let restart = code != 0 && restart_policy(pod) == "OnFailure";
+        let terminated = |c: &str| {
+            json!({"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                   "startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(), "finishedAt": now,
+                   "containerID": container_id(pod, c)})
+        };
+        let containers: Vec<Value> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                let mut s = json!({"name": c.name, "image": image_of(c),
+                    "imageID": format!("fake://{}", image_of(c)),
+                    "containerID": container_id(pod, &c.name)});
+                if restart {
+                    s["ready"] = json!(true);
+                    s["started"] = json!(true);
+                    s["restartCount"] = json!(restarts + 1);
+                    s["lastState"] = json!({"terminated": terminated(&c.name)});
+                    s["state"] = json!({"running": {"startedAt": now}});
+                } else {
+                    s["ready"] = json!(false);
+                    s["started"] = json!(false);
+                    s["restartCount"] = json!(restarts);
+                    s["state"] = json!({"terminated": terminated(&c.name)});
+                }
+                s
+            })
+            .collect();
+        let body = if restart {
+            json!({"status": {"containerStatuses": containers}})
+        } else {
+            let phase = if code == 0 { "Succeeded" } else { "Failed" };
+            let conditions = merge_conditions(
+                pod,
+                &[
+                    condition("PodReadyToStartContainers", false, None, &now),
+                    condition("Ready", false, Some("PodCompleted"), &now),
+                    condition("ContainersReady", false, Some("PodCompleted"), &now),
+                ],
+            );
+            json!({"status": {"phase": phase, "conditions": conditions, "containerStatuses": containers}})
+        };
+        patch_status(shared, node, pod, &body).await?;
+        if !restart {
+            if let Some(n) = shared.nodes.get(node) {
+                n.pool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .release(&pod.uid().unwrap_or_default());
+            }
+            return Ok(());
+        }
+        restarts += 1;
+        tokio::time::sleep(Duration::from_secs_f64(seconds.max(1.0))).await;
+    }
+}
+
+/// Removes a terminating pod for good (grace 0, only this incarnation), as a kubelet does
+/// once its containers are stopped.
+async fn remove(shared: &Shared, node: &str, pod: &Pod) -> Result<(), kube::Error> {
+    let Some(n) = shared.nodes.get(node) else {
+        return Ok(());
+    };
+    let uid = pod.uid().unwrap_or_default();
+    let _permit = shared.permits.acquire().await;
+    let api: Api<Pod> = Api::namespaced(n.reg.client.clone(), &pod.namespace().unwrap_or_default());
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.clone()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(&pod.name_any(), &params).await {
+        Ok(_) => {}
+        // Gone already, or a new pod of the same name: not ours to delete.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+        Err(e) => return Err(e),
+    }
+    n.pool
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .release(&uid);
+    let mut taken = shared.taken.lock().unwrap_or_else(|e| e.into_inner());
+    taken.retain(|(u, _)| *u != uid);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_hands_out_distinct_addresses_and_reuses_released_ones() {
+        let mut p = Pool::default();
+        let a = p.get("a");
+        assert_eq!(p.get("a"), a, "stable per pod");
+        let b = p.get("b");
+        assert_ne!(a, b);
+        assert!((2..=254).contains(&a) && (2..=254).contains(&b));
+        p.release("a");
+        let mut seen = HashSet::new();
+        for i in 0..252 {
+            seen.insert(p.get(&format!("x{i}")));
+        }
+        assert!(seen.contains(&a), "released address handed out again");
+        assert!(!seen.contains(&b), "b still in use");
+    }
+}

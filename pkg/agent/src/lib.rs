@@ -1,0 +1,195 @@
+//! `distro agent`: joins this machine (or, with the fake runtime, simulated machines) to a
+//! cluster and runs its node(s).
+//!
+//! # What it owns
+//! - [`join`]: trusting the server through the token's CA hash, and the node's client
+//!   certificate through the CSR API (stored under `<data-dir>/agent/`, reused on restart).
+//! - [`node`]: the Node object (labels, taints, capacity, conditions) and its Lease in
+//!   `kube-node-lease`, renewed every 10 s.
+//! - [`fake`]: the simulated runtime: pods bound to our nodes are reported Running and Ready
+//!   without starting anything, completed after a while when their restart policy allows,
+//!   and removed when deleted. It is a test tool and says so on every Node it serves.
+//!
+//! # Design
+//! Each node authenticates as itself (`system:node:<name>` in `system:nodes`), so N simulated
+//! nodes in one process hold N certificates and N clients; they share one pod watch, so 100
+//! nodes cost one watch, not 100.
+//!
+//! # Limits
+//! - Only `--runtime fake`; the containerd runtime (a real kubelet) is a later issue.
+//! - No IPAM controller yet: a node's pod range is its `spec.podCIDR` if set, else a /24 of
+//!   10.42.0.0/16 picked from the node's name, so two nodes may share a range.
+//! - Credentials are not rotated while running; a restart renews them when a third of their
+//!   lifetime is left.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use distro_pki::JoinToken;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Taint;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use tokio::sync::watch;
+
+pub mod fake;
+pub mod join;
+pub mod node;
+
+/// How many nodes join or register at once: enough to start 100 simulated nodes in a few
+/// seconds without queueing hundreds of requests at the server.
+const STARTUP_CONCURRENCY: usize = 16;
+
+/// Errors of `distro agent`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server's CA could not be fetched.
+    #[error("fetching the cluster CA from {url}/cacerts: {source}")]
+    FetchCa {
+        /// The `--join` URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server serves another CA than the token pins: the wrong server, or a forged one.
+    #[error("the server's CA does not match the token's hash; check --token / --join (the token pins {expected}, {url} serves a CA hashing to {actual})")]
+    CaMismatch {
+        /// The `--join` URL.
+        url: String,
+        /// The token's hash.
+        expected: String,
+        /// The served CA's hash.
+        actual: String,
+    },
+    /// An API request failed.
+    #[error("{step}: {source}")]
+    Api {
+        /// What we were doing.
+        step: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// A client could not be built.
+    #[error("building an API client: {0}")]
+    Client(#[source] distro_client::Error),
+    /// Key or CSR generation failed.
+    #[error("preparing the node's certificate request: {0}")]
+    Pki(#[source] distro_pki::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server refused to issue the node's certificate.
+    #[error("the certificate request {name} was {how}: {message}")]
+    CsrRefused {
+        /// The CertificateSigningRequest.
+        name: String,
+        /// "denied" or "not signed".
+        how: &'static str,
+        /// The condition's message.
+        message: String,
+    },
+    /// Nobody signed the node's certificate in time.
+    #[error("the certificate request {name} was not signed in time; is the server's certificate controller running? (kubectl get csr {name})")]
+    CsrTimeout {
+        /// The CertificateSigningRequest.
+        name: String,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("agent task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl Error {
+    fn api(step: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let step = step.into();
+        move |source| Error::Api { step, source }
+    }
+}
+
+/// Everything `distro agent` can be told, parsed and validated by the CLI.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The server's URL (`--join`).
+    pub server: String,
+    /// The join token (`--token`).
+    pub token: JoinToken,
+    /// Root of the agent's state (`<data-dir>/agent/...`).
+    pub data_dir: PathBuf,
+    /// The node's name; with [`Config::fake_nodes`], the prefix of the nodes' names.
+    pub node_name: String,
+    /// Extra node labels (`--node-label`).
+    pub labels: BTreeMap<String, String>,
+    /// Node taints (`--node-taint`), set at registration.
+    pub taints: Vec<Taint>,
+    /// What a simulated node reports as capacity (`--fake-capacity`).
+    pub fake_capacity: BTreeMap<String, Quantity>,
+    /// Serve this many simulated nodes, named `<node-name>-0` … (`--fake-nodes`); `None`:
+    /// one node named `<node-name>`.
+    pub fake_nodes: Option<u32>,
+}
+
+impl Config {
+    /// The names of the nodes this agent serves.
+    pub fn node_names(&self) -> Vec<String> {
+        match self.fake_nodes {
+            None => vec![self.node_name.clone()],
+            Some(n) => (0..n).map(|i| format!("{}-{i}", self.node_name)).collect(),
+        }
+    }
+}
+
+/// Joins and runs the node(s) until `shutdown` turns true.
+///
+/// # Errors
+/// Joining failures (CA mismatch, refused certificate, unreachable server) and registration
+/// failures; once running, failures are retried and logged.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+    let dir = config.data_dir.join("agent");
+    let ca_pem = join::trusted_ca(&config.server, &config.token).await?;
+    {
+        let (dir, ca) = (dir.clone(), ca_pem.clone());
+        tokio::task::spawn_blocking(move || {
+            join::write_private(&dir, &dir.join("server-ca.crt"), ca.as_bytes())
+        })
+        .await??;
+    }
+    let bootstrap = join::bootstrap_client(&config.server, &ca_pem, &config.token)?;
+    let names = config.node_names();
+    let nodes: Vec<(String, distro_client::Client)> = futures::stream::iter(names)
+        .map(|name| {
+            let (bootstrap, dir, ca_pem, url) = (&bootstrap, &dir, &ca_pem, &config.server);
+            async move {
+                let pair = join::node_credentials(bootstrap, dir, ca_pem, &name).await?;
+                let client = join::node_client(url, ca_pem, &name, &pair)?;
+                Ok::<_, Error>((name, client))
+            }
+        })
+        .buffered(STARTUP_CONCURRENCY)
+        .try_collect()
+        .await?;
+    tracing::info!(nodes = nodes.len(), "joined; registering");
+    let registered: Vec<node::Registered> = futures::stream::iter(nodes.into_iter().enumerate())
+        .map(|(index, (name, client))| {
+            let config = &config;
+            async move { node::register(client, config, &name, index).await }
+        })
+        .buffered(STARTUP_CONCURRENCY)
+        .try_collect()
+        .await?;
+    tracing::info!(nodes = registered.len(), "nodes registered and Ready");
+    let registered: Vec<Arc<node::Registered>> = registered.into_iter().map(Arc::new).collect();
+    let leases = node::renew_leases(registered.clone(), shutdown.clone());
+    let runtime = fake::run(registered, shutdown.clone());
+    // Both end on the shutdown signal.
+    tokio::join!(leases, runtime);
+    tracing::info!("agent stopped");
+    Ok(())
+}

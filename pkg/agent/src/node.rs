@@ -1,0 +1,521 @@
+//! The Node object and its heartbeat, as a kubelet registers and reports them: labels,
+//! taints (at registration only, as `--register-with-taints`), capacity, conditions, and a
+//! Lease in `kube-node-lease` renewed every [`LEASE_RENEW`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use distro_client::Client;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, EventSource, Node, NodeSpec, ObjectReference, Taint};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::Api;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::{Config, Error};
+
+/// Label (and annotation) marking a node as simulated: no containers run on it.
+pub const FAKE_LABEL: &str = "node.distro.io/fake";
+
+/// How often a node's Lease is renewed (upstream: a quarter of the 40 s lease duration).
+pub const LEASE_RENEW: Duration = Duration::from_secs(10);
+
+/// The Lease duration, as upstream's `nodeLeaseDurationSeconds`.
+const LEASE_DURATION_SECONDS: i32 = 40;
+
+/// How often node status is re-posted when nothing changed (upstream's
+/// `nodeStatusReportFrequency`); the Lease is the frequent heartbeat.
+const STATUS_REPORT: Duration = Duration::from_secs(300);
+
+/// Namespace of node Leases.
+const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// The kubelet version simulated nodes report.
+pub const KUBELET_VERSION: &str = "v1.33.0-distro-fake";
+
+/// A node this agent registered and serves.
+pub struct Registered {
+    /// Node name.
+    pub name: String,
+    /// The node's own client (`system:node:<name>`).
+    pub client: Client,
+    /// The node's UID (owner of its Lease).
+    pub uid: String,
+    /// The node's InternalIP, reported as pods' hostIP.
+    pub host_ip: String,
+    /// The first three octets of the node's pod /24.
+    pub pod_prefix: [u8; 3],
+}
+
+/// FNV-1a: a stable spread of node names over address ranges.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A simulated node's address: a stable pick in 100.64.0.0/10 (shared address space, never
+/// a real host here).
+fn fake_host_ip(name: &str) -> String {
+    let offset = (fnv(name) % ((1 << 22) - 2)) as u32 + 1;
+    std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(100, 64, 0, 0)) + offset).to_string()
+}
+
+/// The /24 pods of `node` get addresses from: `spec.podCIDR` when a controller set one, else
+/// one of 10.42.0.0/16 (the default cluster CIDR) picked from the name.
+fn pod_prefix(node: &Node, name: &str) -> [u8; 3] {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_deref())
+        .and_then(|c| c.strip_suffix("/24"))
+        .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+        .map(|ip| {
+            let o = ip.octets();
+            [o[0], o[1], o[2]]
+        })
+        .unwrap_or([10, 42, (fnv(name) % 256) as u8])
+}
+
+fn labels(config: &Config, name: &str) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
+        ("kubernetes.io/hostname".to_string(), name.to_string()),
+        ("kubernetes.io/os".to_string(), "linux".to_string()),
+        ("kubernetes.io/arch".to_string(), go_arch().to_string()),
+        ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
+        ("beta.kubernetes.io/arch".to_string(), go_arch().to_string()),
+        (FAKE_LABEL.to_string(), "true".to_string()),
+    ]);
+    l.extend(config.labels.clone());
+    l
+}
+
+/// Go's name of this architecture, as node labels use it.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// The conditions of a healthy node, in upstream's words.
+fn conditions(now: &str) -> serde_json::Value {
+    let c = |t: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": t, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    json!([
+        c(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available"
+        ),
+        c(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure"
+        ),
+        c(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available"
+        ),
+        c(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status"
+        ),
+    ])
+}
+
+fn now_rfc3339() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn status(config: &Config, name: &str, host_ip: &str, node: &Node) -> serde_json::Value {
+    let now = now_rfc3339();
+    // Keep transition times of conditions that do not change (a restart is not a transition).
+    let mut conds = conditions(&now);
+    let old = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    for c in conds.as_array_mut().into_iter().flatten() {
+        if let Some(prev) = old
+            .into_iter()
+            .flatten()
+            .find(|o| c["type"] == o.type_.as_str())
+        {
+            if c["status"] == prev.status.as_str() {
+                if let Some(t) = &prev.last_transition_time {
+                    c["lastTransitionTime"] = json!(t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+                }
+            }
+        }
+    }
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    json!({"status": {
+        "capacity": config.fake_capacity,
+        "allocatable": config.fake_capacity,
+        "conditions": conds,
+        "addresses": [
+            {"type": "InternalIP", "address": host_ip},
+            {"type": "Hostname", "address": name},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "nodeInfo": {
+            "machineID": format!("{:032x}", fnv(name)),
+            "systemUUID": format!("{:032x}", fnv(&format!("uuid-{name}"))),
+            "bootID": format!("{:032x}", rand::random::<u128>()),
+            "kernelVersion": kernel,
+            "osImage": "distro simulated node (no containers run)",
+            "containerRuntimeVersion": "fake://0.1.0",
+            "kubeletVersion": KUBELET_VERSION,
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": go_arch(),
+        },
+    }})
+}
+
+/// Registers node `name` (or takes over its existing Node object, as a restarted kubelet
+/// does), reports it Ready and returns it.
+///
+/// # Errors
+/// [`Error::Api`] if the Node cannot be created, read or updated.
+pub async fn register(
+    client: Client,
+    config: &Config,
+    name: &str,
+    _index: usize,
+) -> Result<Registered, Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    let host_ip = fake_host_ip(name);
+    let wanted = Node {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(labels(config, name)),
+            annotations: Some(BTreeMap::from([(
+                FAKE_LABEL.to_string(),
+                "simulated by distro agent --runtime fake: pods are reported Running without starting containers".to_string(),
+            )])),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            taints: (!config.taints.is_empty()).then(|| config.taints.clone()),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let node = match api.create(&PostParams::default(), &wanted).await {
+        Ok(n) => {
+            event(
+                &client,
+                name,
+                node_ref(name),
+                "Starting",
+                "Starting kubelet.".into(),
+            )
+            .await;
+            n
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            // Known already: keep its taints (someone may have cordoned or tainted it since),
+            // reconcile our labels.
+            let patch = json!({"metadata": {"labels": labels(config, name)}});
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api(format!("updating Node {name}")))?
+        }
+        Err(e) => return Err(Error::api(format!("registering Node {name}"))(e)),
+    };
+    let body = status(config, name, &host_ip, &node);
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .map_err(Error::api(format!("reporting the status of Node {name}")))?;
+    event(
+        &client,
+        name,
+        node_ref(name),
+        "NodeReady",
+        format!("Node {name} status is now: NodeReady"),
+    )
+    .await;
+    Ok(Registered {
+        name: name.to_string(),
+        uid: node.metadata.uid.clone().unwrap_or_default(),
+        pod_prefix: pod_prefix(&node, name),
+        host_ip,
+        client,
+    })
+}
+
+/// How events name a node (upstream uses the name as UID for node references).
+fn node_ref(name: &str) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Node".into()),
+        name: Some(name.into()),
+        uid: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+/// Records a core/v1 Event from the kubelet of `node`, best effort (failures are logged).
+pub(crate) async fn event(
+    client: &Client,
+    node: &str,
+    regarding: ObjectReference,
+    reason: &str,
+    message: String,
+) {
+    let namespace = regarding
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let now = Timestamp::now();
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}.{:x}",
+                regarding.name.as_deref().unwrap_or(node),
+                now.as_nanosecond()
+            )),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: regarding,
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some("Normal".into()),
+        source: Some(EventSource {
+            component: Some("kubelet".into()),
+            host: Some(node.into()),
+        }),
+        count: Some(1),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(node.into()),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
+        tracing::debug!(%node, %reason, error = %e, "recording an event failed");
+    }
+}
+
+/// Renews every node's Lease every [`LEASE_RENEW`] (and re-posts its status every
+/// [`STATUS_REPORT`]) until `shutdown` turns true. Nodes start at spread-out offsets so 100
+/// nodes do not renew in one burst.
+pub async fn renew_leases(nodes: Vec<Arc<Registered>>, shutdown: watch::Receiver<bool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for node in nodes {
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let offset = LEASE_RENEW.mul_f64(rand::random::<f64>());
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + offset, LEASE_RENEW);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_status = tokio::time::Instant::now();
+            // The first renewal now, not after the offset: a new node is not left without one.
+            renew(&node).await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                renew(&node).await;
+                if last_status.elapsed() >= STATUS_REPORT {
+                    last_status = tokio::time::Instant::now();
+                    heartbeat(&node).await;
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Renews (or creates) the Lease of `node`; failures are logged and retried next tick.
+async fn renew(node: &Registered) {
+    let api: Api<Lease> = Api::namespaced(node.client.clone(), LEASE_NAMESPACE);
+    let now = MicroTime(Timestamp::now());
+    let patch = json!({"spec": {
+        "holderIdentity": node.name,
+        "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+        "renewTime": now,
+    }});
+    match api
+        .patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            let lease: Lease = match serde_json::from_value(json!({
+                "metadata": {
+                    "name": node.name,
+                    "namespace": LEASE_NAMESPACE,
+                    "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node.name, "uid": node.uid}],
+                },
+                "spec": patch["spec"],
+            })) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(node = %node.name, error = %e, "building the node Lease");
+                    return;
+                }
+            };
+            if let Err(e) = api.create(&PostParams::default(), &lease).await {
+                tracing::warn!(node = %node.name, error = %e, "creating the node Lease failed; retrying");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(node = %node.name, error = %e, "renewing the node Lease failed; retrying")
+        }
+    }
+}
+
+/// Re-posts the Ready condition's heartbeat time.
+async fn heartbeat(node: &Registered) {
+    let api: Api<Node> = Api::all(node.client.clone());
+    let now = now_rfc3339();
+    let current = match api.get_status(&node.name).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(node = %node.name, error = %e, "reading node status failed");
+            return;
+        }
+    };
+    let mut conds: Vec<serde_json::Value> = current
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
+    for c in &mut conds {
+        c["lastHeartbeatTime"] = json!(now);
+    }
+    let patch = json!({"status": {"conditions": conds}});
+    if let Err(e) = api
+        .patch_status(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::warn!(node = %node.name, error = %e, "reporting node status failed");
+    }
+}
+
+/// Parses `--node-label key=value`.
+///
+/// # Errors
+/// A message naming what is wrong, for the CLI to print.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--node-label {s:?} is not key=value"))?;
+    if k.is_empty() {
+        return Err(format!("--node-label {s:?} has an empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Parses `--node-taint key=value:Effect` (or `key:Effect`).
+///
+/// # Errors
+/// A message naming what is wrong, for the CLI to print.
+pub fn parse_taint(s: &str) -> Result<Taint, String> {
+    let (kv, effect) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--node-taint {s:?} is not key=value:Effect"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!(
+            "--node-taint {s:?}: effect {effect:?} is not one of NoSchedule, PreferNoSchedule, NoExecute"
+        ));
+    }
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (kv, None),
+    };
+    if key.is_empty() {
+        return Err(format!("--node-taint {s:?} has an empty key"));
+    }
+    Ok(Taint {
+        key: key.to_string(),
+        value,
+        effect: effect.to_string(),
+        time_added: None,
+    })
+}
+
+/// Parses `--fake-capacity cpu=4,memory=8Gi,pods=110` (resources not named keep `defaults`).
+///
+/// # Errors
+/// A message naming what is wrong, for the CLI to print.
+pub fn parse_capacity(s: &str) -> Result<BTreeMap<String, Quantity>, String> {
+    let mut out = BTreeMap::from([
+        ("cpu".to_string(), Quantity("4".into())),
+        ("memory".to_string(), Quantity("8Gi".into())),
+        ("pods".to_string(), Quantity("110".into())),
+        ("ephemeral-storage".to_string(), Quantity("100Gi".into())),
+    ]);
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--fake-capacity {part:?} is not resource=quantity"))?;
+        let ok = !v.is_empty()
+            && v.chars().next().is_some_and(|c| c.is_ascii_digit())
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
+        if k.is_empty() || !ok {
+            return Err(format!(
+                "--fake-capacity {part:?} is not resource=quantity (e.g. cpu=4, memory=8Gi)"
+            ));
+        }
+        out.insert(k.to_string(), Quantity(v.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_as_k3s() {
+        assert_eq!(parse_label("a=b").unwrap(), ("a".into(), "b".into()));
+        assert!(parse_label("ab").is_err());
+        let t = parse_taint("k=v:NoSchedule").unwrap();
+        assert_eq!(
+            (t.key.as_str(), t.value.as_deref(), t.effect.as_str()),
+            ("k", Some("v"), "NoSchedule")
+        );
+        let t = parse_taint("dedicated:NoExecute").unwrap();
+        assert_eq!(
+            (t.key.as_str(), t.value, t.effect.as_str()),
+            ("dedicated", None, "NoExecute")
+        );
+        assert!(parse_taint("k=v:Sometimes").is_err());
+        assert!(parse_taint("k=v").is_err());
+        let c = parse_capacity("cpu=2,pods=30").unwrap();
+        assert_eq!(c["cpu"].0, "2");
+        assert_eq!(c["pods"].0, "30");
+        assert_eq!(c["memory"].0, "8Gi", "unnamed resources keep defaults");
+        assert!(parse_capacity("cpu").is_err());
+        assert!(parse_capacity("cpu=lots").is_err());
+    }
+
+    #[test]
+    fn addresses_are_stable_and_in_range() {
+        assert_eq!(fake_host_ip("n1"), fake_host_ip("n1"));
+        assert_ne!(fake_host_ip("n1"), fake_host_ip("n2"));
+        assert!(fake_host_ip("n1").starts_with("100."));
+        let node = Node::default();
+        assert_eq!(pod_prefix(&node, "a")[..2], [10, 42]);
+    }
+}
