@@ -12,6 +12,10 @@
 //!   orphan propagation.
 //! - [`deployment`]: rolls Deployments out through ReplicaSets (RollingUpdate, Recreate,
 //!   scaling, pause, revisions and rollback, history cleanup, status and conditions).
+//! - [`nodelifecycle`]: marks nodes whose heartbeats stop Unknown, keeps condition taints
+//!   (`not-ready`, `unreachable`, ...) in step, marks their pods not Ready.
+//! - [`tainteviction`]: deletes pods from `NoExecute`-tainted nodes after their tolerations.
+//! - [`resourcequota`]: keeps ResourceQuotas' `status.hard` and `status.used` current.
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -38,10 +42,13 @@ use tokio::sync::watch;
 pub mod deployment;
 pub mod garbagecollector;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod objects;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod rootca;
 pub mod serviceaccount;
+pub mod tainteviction;
 
 /// Errors of a reconcile; each names the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +87,9 @@ pub const IDENTITIES: &[&str] = &[
     "replicaset-controller",
     "generic-garbage-collector",
     "deployment-controller",
+    nodelifecycle::COMPONENT,
+    tainteviction::COMPONENT,
+    resourcequota::COMPONENT,
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -110,6 +120,12 @@ impl Clients {
 pub struct Settings {
     /// The cluster CA (PEM) the root CA publisher distributes.
     pub ca_pem: String,
+    /// How long a node's Lease may go unrenewed before the node lifecycle controller marks
+    /// its conditions Unknown (upstream's `--node-monitor-grace-period`).
+    pub node_monitor_grace_period: Duration,
+    /// Terminated pods the pod garbage collector keeps (upstream's
+    /// `--terminated-pod-gc-threshold`; 0 keeps all).
+    pub terminated_pod_gc_threshold: u32,
 }
 
 /// Runs every controller until `shutdown` turns true, then lets in-flight reconciles
@@ -130,6 +146,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         informers.get::<k8s_openapi::api::apps::v1::ReplicaSet>(),
     );
     let deployments = informers.get::<k8s_openapi::api::apps::v1::Deployment>();
+    let nodes = informers.get::<k8s_openapi::api::core::v1::Node>();
+    let leases = informers.get::<k8s_openapi::api::coordination::v1::Lease>();
     let synced = async {
         let _ = futures::join!(
             namespaces.wait_synced(),
@@ -138,6 +156,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             pods.wait_synced(),
             deployments.wait_synced(),
             replicasets.wait_synced(),
+            nodes.wait_synced(),
+            leases.wait_synced(),
         );
     };
     tokio::select! {
@@ -159,6 +179,14 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         replicaset::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         garbagecollector::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         deployment::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        nodelifecycle::run(
+            clients.clone(),
+            settings.node_monitor_grace_period,
+            shutdown_signal(shutdown.clone()),
+        )
+        .boxed(),
+        tainteviction::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        resourcequota::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;

@@ -82,11 +82,11 @@ fn issue(tls: &Path) -> Result<Credentials, distro_pki::Error> {
 /// [`Error::Pki`] if certificates cannot be issued, [`Error::Client`] if a client cannot be
 /// built from them.
 pub(crate) async fn start(
-    data_dir: &Path,
+    config: &crate::Config,
     url: &str,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Running, Error> {
-    let tls: PathBuf = data_dir.join("server").join("tls");
+    let tls: PathBuf = config.data_dir.join("server").join("tls");
     let dir = tls.clone();
     let creds = tokio::task::spawn_blocking(move || issue(&dir))
         .await?
@@ -113,6 +113,8 @@ pub(crate) async fn start(
     };
     let settings = distro_controllers::Settings {
         ca_pem: creds.ca_pem.clone(),
+        node_monitor_grace_period: config.node_monitor_grace_period,
+        terminated_pod_gc_threshold: config.terminated_pod_gc_threshold,
     };
     let scheduler = connect(&creds.scheduler, "scheduler")?;
     let scheduler = distro_scheduler::run(
