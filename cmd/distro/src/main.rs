@@ -146,6 +146,61 @@ struct ServerArgs {
     /// Shared secret agents use to join (generated if not set).
     #[arg(long, short = 't', env = "DISTRO_TOKEN", help_heading = "Cluster")]
     token: Option<String>,
+    /// How long a node may go without renewing its Lease before it is marked Unknown
+    /// (kube-controller-manager's flag; a Go duration such as 50s or 1m30s).
+    #[arg(
+        long,
+        env = "DISTRO_NODE_MONITOR_GRACE_PERIOD",
+        default_value = "50s",
+        value_parser = parse_go_duration,
+        help_heading = "Controllers"
+    )]
+    node_monitor_grace_period: std::time::Duration,
+    /// Terminated pods kept before the pod garbage collector deletes the oldest
+    /// (kube-controller-manager's flag; 0 keeps all).
+    #[arg(
+        long,
+        env = "DISTRO_TERMINATED_POD_GC_THRESHOLD",
+        default_value_t = 12500,
+        help_heading = "Controllers"
+    )]
+    terminated_pod_gc_threshold: u32,
+}
+
+/// Parses a Go duration as upstream's flags take it: decimal numbers with units
+/// `h`, `m`, `s`, `ms`, `us`/`µs`, `ns`, e.g. `50s`, `1m30s`, `1.5s`.
+fn parse_go_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 50s, 500ms or 1m30s");
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    std::time::Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
 #[derive(Args, Debug)]
@@ -400,6 +455,8 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
         disable: a.disable,
         disable_agent: a.disable_agent,
         token: a.token,
+        node_monitor_grace_period: a.node_monitor_grace_period,
+        terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
     })
 }
 

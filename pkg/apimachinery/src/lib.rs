@@ -30,6 +30,7 @@ pub mod fields;
 pub mod labels;
 pub mod patch;
 pub mod quantity;
+pub mod quota;
 pub mod schema;
 pub mod structural;
 pub mod validation;

@@ -26,6 +26,10 @@
 //! - [`disruption`]: PodDisruptionBudget status, which the eviction subresource spends.
 //! - [`certificates`]: approves (after a SubjectAccessReview) and signs node client
 //!   certificate requests, so nodes can join with a token.
+//! - [`nodelifecycle`]: marks nodes whose heartbeats stop Unknown, keeps condition taints
+//!   (`not-ready`, `unreachable`, ...) in step, marks their pods not Ready.
+//! - [`tainteviction`]: deletes pods from `NoExecute`-tainted nodes after their tolerations.
+//! - [`resourcequota`]: keeps ResourceQuotas' `status.hard` and `status.used` current.
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -60,12 +64,15 @@ pub mod garbagecollector;
 pub mod history;
 pub mod job;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod objects;
 pub mod podendpoints;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod rootca;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod tainteviction;
 pub mod ttlafterfinished;
 
 /// Errors of a reconcile; each names the step that failed.
@@ -115,6 +122,9 @@ pub const IDENTITIES: &[&str] = &[
     "cronjob-controller",
     "disruption-controller",
     "certificate-controller",
+    nodelifecycle::COMPONENT,
+    tainteviction::COMPONENT,
+    resourcequota::COMPONENT,
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -148,6 +158,12 @@ pub struct Settings {
     /// The cluster CA with its key, which the certificate controller signs node client
     /// certificates with.
     pub ca: std::sync::Arc<distro_pki::Ca>,
+    /// How long a node's Lease may go unrenewed before the node lifecycle controller marks
+    /// its conditions Unknown (upstream's `--node-monitor-grace-period`).
+    pub node_monitor_grace_period: Duration,
+    /// Terminated pods the pod garbage collector keeps (upstream's
+    /// `--terminated-pod-gc-threshold`; 0 keeps all).
+    pub terminated_pod_gc_threshold: u32,
 }
 
 /// Runs every controller until `shutdown` turns true, then lets in-flight reconciles
@@ -195,6 +211,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
     let pdbs = informers.get::<k8s_openapi::api::policy::v1::PodDisruptionBudget>();
     let statefulsets = informers.get::<k8s_openapi::api::apps::v1::StatefulSet>();
     let csrs = informers.get::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>();
+    let nodes = informers.get::<k8s_openapi::api::core::v1::Node>();
+    let leases = informers.get::<k8s_openapi::api::coordination::v1::Lease>();
     let synced = async {
         let _ = futures::join!(
             apps_synced,
@@ -213,6 +231,8 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             pdbs.wait_synced(),
             statefulsets.wait_synced(),
             csrs.wait_synced(),
+            nodes.wait_synced(),
+            leases.wait_synced(),
         );
     };
     tokio::select! {
@@ -249,6 +269,14 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
             shutdown_signal(shutdown.clone()),
         )
         .boxed(),
+        nodelifecycle::run(
+            clients.clone(),
+            settings.node_monitor_grace_period,
+            shutdown_signal(shutdown.clone()),
+        )
+        .boxed(),
+        tainteviction::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        resourcequota::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;

@@ -84,11 +84,11 @@ fn issue(tls: &Path) -> Result<Credentials, distro_pki::Error> {
 /// [`Error::Pki`] if certificates cannot be issued, [`Error::Client`] if a client cannot be
 /// built from them.
 pub(crate) async fn start(
-    data_dir: &Path,
+    config: &crate::Config,
     url: &str,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Running, Error> {
-    let tls: PathBuf = data_dir.join("server").join("tls");
+    let tls: PathBuf = config.data_dir.join("server").join("tls");
     let dir = tls.clone();
     let creds = tokio::task::spawn_blocking(move || issue(&dir))
         .await?
@@ -117,6 +117,8 @@ pub(crate) async fn start(
     let settings = distro_controllers::Settings {
         ca_pem: creds.ca_pem.clone(),
         ca: std::sync::Arc::new(creds.ca),
+        node_monitor_grace_period: config.node_monitor_grace_period,
+        terminated_pod_gc_threshold: config.terminated_pod_gc_threshold,
     };
     let scheduler = distro_scheduler::run(
         Informers::new(scheduler.clone()),

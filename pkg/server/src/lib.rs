@@ -55,6 +55,10 @@ pub struct Config {
     pub disable_agent: bool,
     /// A fixed join token secret (k3s `--token`); generated at first start otherwise.
     pub token: Option<String>,
+    /// How long a node's Lease may go unrenewed before its conditions turn Unknown.
+    pub node_monitor_grace_period: std::time::Duration,
+    /// Terminated pods kept before the pod garbage collector deletes the oldest (0: all).
+    pub terminated_pod_gc_threshold: u32,
 }
 
 /// Errors of server start-up.
@@ -231,8 +235,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let allocator =
         distro_apiserver::allocator::ServiceAllocator::new(&config.service_cidr, 30000..=32767)
             .map_err(|e| Error::Bootstrap(distro_apiserver::Error::BadRequest(e)))?;
-    let storage =
-        Storage::new(store.clone(), Some(transformer)).with_admission(Arc::new(allocator));
+    let storage = Storage::new(store.clone(), Some(transformer))
+        .with_admission(Arc::new(allocator))
+        .with_admission(Arc::new(
+            distro_apiserver::tolerationseconds::DefaultTolerationSeconds::default(),
+        ))
+        // LimitRanger before ResourceQuota, as upstream: quota sees defaulted requests.
+        .with_admission(Arc::new(distro_apiserver::limitrange::LimitRanger))
+        .with_admission(Arc::new(distro_apiserver::quota::ResourceQuotaAdmission));
     let registry = Arc::new(Registry::new(distro_apiserver::kinds::builtin()));
     bootstrap::ensure(&storage, &registry)
         .await
@@ -352,7 +362,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         }
     );
     // The port is bound, so the controllers' first requests wait in its backlog until we serve.
-    let controllers = controllers::start(&config.data_dir, &url, shutdown.clone()).await?;
+    let controllers = controllers::start(&config, &url, shutdown.clone()).await?;
     let kc = config.write_kubeconfig.clone();
     let mode = config.write_kubeconfig_mode;
     let ca_pem = pki.ca.cert_pem().to_string();
