@@ -19,6 +19,7 @@ pub mod list;
 pub mod metrics;
 pub mod negotiate;
 pub mod openapi;
+pub mod priority;
 pub mod protobuf;
 pub mod request;
 pub mod resources;

@@ -218,8 +218,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let allocator =
         distro_apiserver::allocator::ServiceAllocator::new(&config.service_cidr, 30000..=32767)
             .map_err(|e| Error::Bootstrap(distro_apiserver::Error::BadRequest(e)))?;
-    let storage =
-        Storage::new(store.clone(), Some(transformer)).with_admission(Arc::new(allocator));
+    let storage = Storage::new(store.clone(), Some(transformer))
+        .with_admission(Arc::new(allocator))
+        .with_admission(Arc::new(distro_apiserver::priority::PriorityAdmission));
     let registry = Arc::new(Registry::new(distro_apiserver::kinds::builtin()));
     bootstrap::ensure(&storage, &registry)
         .await
