@@ -300,3 +300,68 @@ fn priority_classes_and_preemption() {
     let log = s.log();
     assert!(!log.contains("preempting a pod failed"), "{log}");
 }
+
+#[test]
+fn controllers_and_scheduler_lead_by_leases() {
+    let mut s = Server::start(bin());
+    let v = LATEST;
+    let holder = |s: &Server, lease: &str| {
+        let out = s.kubectl(
+            v,
+            &[
+                "get",
+                "lease",
+                "-n",
+                "kube-system",
+                lease,
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+        );
+        let h = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !h.is_empty()).then_some(h)
+    };
+    let scheduler = eventually(SOON, EVERY, "kube-scheduler lease", || {
+        holder(&s, "kube-scheduler")
+    });
+    let manager = eventually(SOON, EVERY, "kube-controller-manager lease", || {
+        holder(&s, "kube-controller-manager")
+    });
+    assert!(
+        scheduler.contains('_') && manager.contains('_'),
+        "{scheduler} {manager}"
+    );
+    assert_ne!(
+        scheduler, manager,
+        "each component campaigns with its own identity"
+    );
+    let table = s.ok(v, &["get", "lease", "-n", "kube-system"]);
+    assert!(
+        table.contains("kube-scheduler") && table.contains(&scheduler),
+        "kubectl shows the holder:\n{table}"
+    );
+    let spec = s.json(v, &["get", "lease", "-n", "kube-system", "kube-scheduler"])["spec"].clone();
+    assert_eq!(spec["leaseDurationSeconds"], 15);
+
+    // The leader schedules.
+    add_node(&s, "n1", "2", "z1");
+    add_pod(&s, "first", "app: a", "", "100m");
+    assert_eq!(wait_bound(&s, "first"), "n1");
+
+    // A clean stop releases the leases, so the restarted server leads at once.
+    s.restart();
+    let started = Instant::now();
+    add_pod(&s, "second", "app: a", "", "100m");
+    assert_eq!(wait_bound(&s, "second"), "n1");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "no wait for lease expiry: {:?}",
+        started.elapsed()
+    );
+    let after = holder(&s, "kube-scheduler").expect("holder after restart");
+    assert_ne!(after, scheduler, "a new process is a new candidate");
+    let spec = s.json(v, &["get", "lease", "-n", "kube-system", "kube-scheduler"])["spec"].clone();
+    assert_eq!(spec["leaseTransitions"], 1);
+    let log = s.log();
+    assert!(!log.contains("releasing the lease failed"), "{log}");
+}
