@@ -204,6 +204,28 @@ fn priority_classes_and_preemption() {
         "{err}"
     );
 
+    let classes = s.ok(v, &["get", "priorityclass", "-o", "name"]);
+    assert!(
+        classes.contains("priorityclass.scheduling.k8s.io/system-node-critical")
+            && classes.contains("priorityclass.scheduling.k8s.io/system-cluster-critical"),
+        "built-in classes exist:\n{classes}"
+    );
+    add_pod(
+        &s,
+        "critical",
+        "app: c",
+        "  priorityClassName: system-node-critical\n",
+        "100m",
+    );
+    assert_eq!(
+        field(&s, "critical", "{.spec.priority}").as_deref(),
+        Some("2000001000")
+    );
+    s.ok(
+        v,
+        &["delete", "pod", "critical", "--grace-period=0", "--force"],
+    );
+
     add_pod(
         &s,
         "victim",
