@@ -20,6 +20,7 @@ pub mod list;
 pub mod metrics;
 pub mod negotiate;
 pub mod openapi;
+pub mod priority;
 pub mod protobuf;
 pub mod quota;
 pub mod request;

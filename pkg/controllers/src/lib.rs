@@ -39,7 +39,8 @@
 //! client of the controller's own identity, reads the shared informer client.
 //!
 //! # Limits
-//! - No leader election: one server runs them (HA control planes are future work).
+//! - Leader election is the caller's: the server runs [`run`] only while holding the
+//!   `kube-controller-manager` Lease (`distro_client::leader`).
 //! - Only the ReplicaSet and Deployment controllers record Events; the others report in
 //!   conditions and logs.
 

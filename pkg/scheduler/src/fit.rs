@@ -6,6 +6,7 @@
 //! framework does, so the `FailedScheduling` histogram counts what kubectl users expect.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
@@ -26,6 +27,9 @@ pub struct NodeInfo {
     pub pods: i64,
     /// Host ports in use: (protocol, host IP, port).
     pub ports: HashSet<(String, String, i32)>,
+    /// The pods themselves, for the plugins that look at their labels, affinities and
+    /// priorities (inter-pod affinity, topology spread, preemption).
+    pub placed: Vec<Arc<Pod>>,
 }
 
 impl NodeInfo {
@@ -37,12 +41,18 @@ impl NodeInfo {
             non_zero: (0, 0),
             pods: 0,
             ports: HashSet::new(),
+            placed: Vec::new(),
         }
     }
 
     /// Counts `pod` as running here.
     pub fn add_pod(&mut self, pod: &Pod) {
-        let r = resources::pod_requests(pod);
+        self.add_shared(Arc::new(pod.clone()));
+    }
+
+    /// Counts `pod` as running here without copying it (pods from the cache are shared).
+    pub fn add_shared(&mut self, pod: Arc<Pod>) {
+        let r = resources::pod_requests(&pod);
         let (cpu, mem) = resources::non_zero(&r);
         for (k, v) in r {
             *self.requested.entry(k).or_default() += v;
@@ -50,7 +60,24 @@ impl NodeInfo {
         self.non_zero.0 += cpu;
         self.non_zero.1 += mem;
         self.pods += 1;
-        self.ports.extend(host_ports(pod));
+        self.ports.extend(host_ports(&pod));
+        self.placed.push(pod);
+    }
+
+    /// The same node holding only the pods `keep` accepts (preemption's "what if these were
+    /// gone").
+    pub fn retain(&self, mut keep: impl FnMut(&Pod) -> bool) -> NodeInfo {
+        let mut out = NodeInfo::new(self.node.clone());
+        for p in self.placed.iter().filter(|p| keep(p)) {
+            out.add_shared(p.clone());
+        }
+        out
+    }
+
+    /// The node's labels (empty when it has none).
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.node.metadata.labels.as_ref().unwrap_or(&EMPTY)
     }
 
     fn allocatable(&self) -> Resources {
@@ -83,6 +110,18 @@ pub enum Reason {
     TooManyPods,
     /// Not enough of a resource.
     Insufficient(String),
+    /// A bound PersistentVolume's node affinity excludes the node.
+    VolumeNodeAffinity,
+    /// The node lacks a topology key of a DoNotSchedule spread constraint.
+    SpreadMissingLabel,
+    /// Placing the pod here would exceed a DoNotSchedule constraint's maxSkew.
+    Spread,
+    /// A pod already placed has required anti-affinity against the incoming pod here.
+    ExistingAntiAffinity,
+    /// The incoming pod's required pod affinity is not met here.
+    PodAffinity,
+    /// The incoming pod's required pod anti-affinity is violated here.
+    PodAntiAffinity,
 }
 
 impl std::fmt::Display for Reason {
@@ -98,17 +137,33 @@ impl std::fmt::Display for Reason {
             }
             Reason::TooManyPods => f.write_str("Too many pods"),
             Reason::Insufficient(r) => write!(f, "Insufficient {r}"),
+            Reason::VolumeNodeAffinity => f.write_str("node(s) had volume node affinity conflict"),
+            Reason::SpreadMissingLabel => f.write_str(
+                "node(s) didn't match pod topology spread constraints (missing required label)",
+            ),
+            Reason::Spread => f.write_str("node(s) didn't match pod topology spread constraints"),
+            Reason::ExistingAntiAffinity => {
+                f.write_str("node(s) didn't satisfy existing pods anti-affinity rules")
+            }
+            Reason::PodAffinity => f.write_str("node(s) didn't match pod affinity rules"),
+            Reason::PodAntiAffinity => f.write_str("node(s) didn't match pod anti-affinity rules"),
         }
     }
 }
 
 impl Reason {
     /// Whether evicting lower-priority pods could help (upstream's `Unschedulable` versus
-    /// `UnschedulableAndUnresolvable`): only resources and ports are freed by preemption.
-    fn preemption_may_help(&self) -> bool {
+    /// `UnschedulableAndUnresolvable`): evicting pods frees resources and ports, and may lift
+    /// anti-affinity and spread skew; it cannot change labels, taints or volumes.
+    pub fn preemption_may_help(&self) -> bool {
         matches!(
             self,
-            Reason::Ports | Reason::TooManyPods | Reason::Insufficient(_)
+            Reason::Ports
+                | Reason::TooManyPods
+                | Reason::Insufficient(_)
+                | Reason::Spread
+                | Reason::ExistingAntiAffinity
+                | Reason::PodAntiAffinity
         )
     }
 }
@@ -337,7 +392,7 @@ const WEIGHT_BALANCED: i64 = 1;
 const WEIGHT_AFFINITY: i64 = 2;
 const WEIGHT_TAINT: i64 = 3;
 /// Plugin scores range over 0..=100 (upstream's `MaxNodeScore`).
-const MAX_SCORE: i64 = 100;
+pub(crate) const MAX_SCORE: i64 = 100;
 
 /// Scores the feasible nodes (same order as `nodes`); higher is better.
 pub fn score(pod: &Pod, nodes: &[&NodeInfo]) -> Vec<i64> {
@@ -462,59 +517,49 @@ pub struct Diagnosis {
     pub nodes: usize,
     /// Reason → how many nodes gave it.
     pub reasons: BTreeMap<String, usize>,
-    /// Nodes where evicting pods could have made room.
-    pub preemption_may_help: usize,
+    /// Nodes where evicting pods could make room.
+    pub may_help: HashSet<String>,
+    /// A PreFilter failure that rejected every node at once (e.g. a missing claim).
+    pub prefilter: Option<String>,
 }
 
 impl Diagnosis {
-    /// Records a rejected node.
-    pub fn add(&mut self, reasons: &[Reason]) {
+    /// Records the rejection of node `name`.
+    pub fn add(&mut self, name: &str, reasons: &[Reason]) {
         self.nodes += 1;
         for r in reasons {
             *self.reasons.entry(r.to_string()).or_default() += 1;
         }
         if reasons.iter().any(Reason::preemption_may_help) {
-            self.preemption_may_help += 1;
+            self.may_help.insert(name.to_string());
         }
     }
 
     /// The message upstream puts in the `PodScheduled` condition and the `FailedScheduling`
-    /// event: the reason histogram, then what preemption found. This scheduler does not
-    /// preempt, which reads as upstream's "no victims" for nodes preemption could help.
-    pub fn message(&self, preemption_never: bool) -> String {
+    /// event: the reason histogram (or the PreFilter failure), then what preemption said
+    /// (`postfilter`, empty when preemption nominated a node).
+    pub fn message(&self, postfilter: &str) -> String {
         if self.nodes == 0 {
             return "no nodes available to schedule pods".into();
         }
         let n = self.nodes;
-        let mut histogram: Vec<String> = self
-            .reasons
-            .iter()
-            .map(|(reason, count)| format!("{count} {reason}"))
-            .collect();
-        histogram.sort();
-        let mut msg = format!("0/{n} nodes are available: {}.", histogram.join(", "));
-        if preemption_never {
-            msg.push_str(" preemption: not eligible due to preemptionPolicy=Never.");
-            return msg;
+        let detail = match &self.prefilter {
+            Some(m) => m.clone(),
+            None => {
+                let mut histogram: Vec<String> = self
+                    .reasons
+                    .iter()
+                    .map(|(reason, count)| format!("{count} {reason}"))
+                    .collect();
+                histogram.sort();
+                histogram.join(", ")
+            }
+        };
+        let mut msg = format!("0/{n} nodes are available: {detail}.");
+        if !postfilter.is_empty() {
+            msg.push(' ');
+            msg.push_str(postfilter);
         }
-        let mut preemption = Vec::new();
-        if self.preemption_may_help > 0 {
-            preemption.push(format!(
-                "{} No preemption victims found for incoming pod",
-                self.preemption_may_help
-            ));
-        }
-        let hopeless = n - self.preemption_may_help;
-        if hopeless > 0 {
-            preemption.push(format!(
-                "{hopeless} Preemption is not helpful for scheduling"
-            ));
-        }
-        preemption.sort();
-        msg.push_str(&format!(
-            " preemption: 0/{n} nodes are available: {}.",
-            preemption.join(", ")
-        ));
         msg
     }
 }

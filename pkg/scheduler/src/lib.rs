@@ -11,11 +11,17 @@
 //! a 1 s → 10 s backoff. Pods just bound are counted on their node ("assumed") until the cache
 //! shows the binding, so a burst of pods does not overfill a node.
 //!
+//! The queue hands out higher-priority pods first. A pod that fits nowhere may preempt
+//! ([`preemption`]): lower-priority victims on one node get a `DisruptionTarget` condition, a
+//! `Preempted` event and are deleted, and the pod is nominated to that node
+//! (`status.nominatedNodeName`) until they are gone.
+//!
 //! # Limits
-//! - Not implemented yet: inter-pod affinity and anti-affinity, topology spread constraints,
-//!   volume node affinity, image locality, priority ordering and preemption (the message says
-//!   no preemption victims were found), scheduling profiles and extenders.
-//! - Binding happens inline, one pod at a time; no leader election.
+//! - Not implemented: scheduling profiles and extenders, default topology spread constraints,
+//!   dynamic volume provisioning (unbound claims are refused as upstream does for immediate
+//!   binding), PodDisruptionBudgets in victim selection, reserving a nominated node against
+//!   lower-priority pods.
+//! - Binding happens inline, one pod at a time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,22 +29,33 @@ use std::time::Duration;
 
 use distro_client::{Client, Informers};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use rand::seq::SliceRandom;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+pub mod cycle;
 pub mod fit;
+pub mod image;
+pub mod interpod;
+pub mod preemption;
 pub mod queue;
 pub mod resources;
+pub mod selector;
+pub mod spread;
+pub mod volume;
 
+use cycle::{Cluster, Cycle};
 use fit::{Diagnosis, NodeInfo};
+use preemption::Candidate;
 use queue::Queue;
 
 /// The scheduler name this scheduler answers to (upstream's default profile).
@@ -83,8 +100,17 @@ pub async fn run(
     tokio::pin!(stop);
     let pods = informers.get::<Pod>();
     let nodes = informers.get::<Node>();
+    let namespaces = informers.get::<Namespace>();
+    let claims = informers.get::<PersistentVolumeClaim>();
+    let volumes = informers.get::<PersistentVolume>();
     let synced = async {
-        let _ = futures::join!(pods.wait_synced(), nodes.wait_synced());
+        let _ = futures::join!(
+            pods.wait_synced(),
+            nodes.wait_synced(),
+            namespaces.wait_synced(),
+            claims.wait_synced(),
+            volumes.wait_synced(),
+        );
     };
     tokio::select! {
         _ = synced => {}
@@ -96,10 +122,19 @@ pub async fn run(
     // Both streams are cancel-safe: `next` on an unfold stream keeps its state in the stream.
     let mut pod_events = pods.subscribe().boxed();
     let mut node_events = nodes.subscribe().boxed();
+    // Claims and volumes being bound may let a waiting pod in, as a node change does.
+    let mut volume_events = futures::stream::select(
+        claims.subscribe().map(|_| ()),
+        volumes.subscribe().map(|_| ()),
+    )
+    .boxed();
     let mut sched = Scheduler {
         client,
         pods: pods.store(),
         nodes: nodes.store(),
+        namespaces: namespaces.store(),
+        claims: claims.store(),
+        volumes: volumes.store(),
         queue: Queue::default(),
         assumed: HashMap::new(),
         events: Events {
@@ -120,6 +155,10 @@ pub async fn run(
             },
             node = node_events.next() => match node {
                 Some(_) => sched.queue.cluster_changed(),
+                None => break,
+            },
+            change = volume_events.next() => match change {
+                Some(()) => sched.queue.cluster_changed(),
                 None => break,
             },
             _ = std::future::ready(()), if due => {
@@ -143,6 +182,9 @@ struct Scheduler {
     client: Client,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    namespaces: Store<Namespace>,
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
     queue: Queue,
     /// Pods bound by us that the cache may not show bound yet: key → (pod with nodeName, when).
     assumed: HashMap<String, (Pod, Instant)>,
@@ -189,7 +231,9 @@ impl Scheduler {
         // The event carries the object; the cache tells whether it still exists.
         let current = lookup(&self.pods, &key);
         match current.as_deref() {
-            Some(p) if wants(p) => self.queue.add(&key, Instant::now()),
+            Some(p) if wants(p) => self
+                .queue
+                .add(&key, preemption::priority(p), Instant::now()),
             _ => {
                 self.queue.remove(&key);
                 // A bound pod that changed or left may have freed room.
@@ -220,18 +264,43 @@ impl Scheduler {
         });
         let bound = self.pods.state();
         let placed = bound
-            .iter()
-            .map(|p| p.as_ref())
+            .into_iter()
             .filter(|p| !terminal(p))
-            .chain(self.assumed.values().map(|(p, _)| p));
+            .chain(self.assumed.values().map(|(p, _)| Arc::new(p.clone())));
         for pod in placed {
-            if let Some(info) = node_name(pod).and_then(|n| infos.get_mut(n)) {
-                info.add_pod(pod);
+            if let Some(info) = node_name(&pod).and_then(|n| infos.get_mut(n)) {
+                info.add_shared(pod);
             }
         }
         let mut infos: Vec<NodeInfo> = infos.into_values().collect();
         infos.sort_by_key(|a| a.node.name_any());
         infos
+    }
+
+    /// Namespace labels, claims and volumes from the caches.
+    fn cluster(&self) -> Cluster {
+        let namespaces = self
+            .namespaces
+            .state()
+            .iter()
+            .map(|n| (n.name_any(), n.labels().clone()))
+            .collect();
+        let claims = self
+            .claims
+            .state()
+            .iter()
+            .map(|c| (key_of_claim(c), (**c).clone()))
+            .collect();
+        let volumes = self
+            .volumes
+            .state()
+            .iter()
+            .map(|v| (v.name_any(), (**v).clone()))
+            .collect();
+        Cluster {
+            namespaces,
+            volumes: volume::Volumes { claims, volumes },
+        }
     }
 
     /// Whether we bound this very pod (not a namesake created since) and wait for the cache.
@@ -250,15 +319,26 @@ impl Scheduler {
             }
         };
         let infos = self.snapshot();
-        let (node, result) = match decide(&pod, &infos) {
-            Ok(node) => {
+        let cluster = self.cluster();
+        let (node, result) = match decide(&pod, &infos, &cluster) {
+            Decision::Bind(node) => {
                 let r = self.bind(&pod, &node).await;
                 (Some(node), r)
             }
-            Err(message) => {
+            Decision::Unschedulable(message) => {
                 self.queue.unschedulable(key, Instant::now());
                 tracing::debug!(pod = %key, %message, "unschedulable");
-                (None, self.report_unschedulable(&pod, &message).await)
+                (None, self.report_unschedulable(&pod, &message, None).await)
+            }
+            Decision::Preempt { message, candidate } => {
+                self.queue.unschedulable(key, Instant::now());
+                tracing::debug!(pod = %key, node = %candidate.node, victims = candidate.victims.len(), "preempting");
+                self.preempt(&pod, &candidate).await;
+                let nominated = Some(candidate.node.as_str());
+                (
+                    None,
+                    self.report_unschedulable(&pod, &message, nominated).await,
+                )
             }
         };
         match (node, result) {
@@ -327,9 +407,63 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Sets `PodScheduled=False/Unschedulable` with the message (unless already so) and
-    /// records a `FailedScheduling` event.
-    async fn report_unschedulable(&mut self, pod: &Pod, message: &str) -> Result<(), Error> {
+    /// Evicts the victims of a preemption, as upstream's `PrepareCandidate`: each gets a
+    /// `DisruptionTarget` condition, is deleted, and gets a `Preempted` event. Best effort:
+    /// a victim already gone is fine, other failures are logged and the next attempt retries.
+    async fn preempt(&mut self, preemptor: &Pod, candidate: &Candidate) {
+        let uid = preemptor.metadata.uid.clone().unwrap_or_default();
+        for victim in &candidate.victims {
+            let (ns, name) = (victim.namespace().unwrap_or_default(), victim.name_any());
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            let scheduler = victim
+                .spec
+                .as_ref()
+                .and_then(|s| s.scheduler_name.clone())
+                .unwrap_or_else(|| SCHEDULER_NAME.into());
+            let patch = serde_json::json!({"status": {"conditions": [{
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": format!("{scheduler}: preempting to accommodate a higher priority pod"),
+                "lastTransitionTime": Time(Timestamp::now()),
+            }]}});
+            let result = async {
+                api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                    .await?;
+                api.delete(&name, &DeleteParams::default()).await?;
+                Ok::<_, kube::Error>(())
+            }
+            .await;
+            match result {
+                Ok(()) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                Err(e) => {
+                    tracing::warn!(victim = %format!("{ns}/{name}"), error = %e, "preempting a pod failed");
+                    continue;
+                }
+            }
+            let note = format!("Preempted by pod {uid} on node {}", candidate.node);
+            self.events
+                .publish(
+                    &self.client,
+                    victim,
+                    "Normal",
+                    "Preempted",
+                    "Preempting",
+                    &note,
+                )
+                .await;
+        }
+    }
+
+    /// Sets `PodScheduled=False/Unschedulable` with the message (unless already so) and the
+    /// nominated node of a preemption, and records a `FailedScheduling` event.
+    async fn report_unschedulable(
+        &mut self,
+        pod: &Pod,
+        message: &str,
+        nominated: Option<&str>,
+    ) -> Result<(), Error> {
         let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
         self.events
             .publish(
@@ -346,14 +480,19 @@ impl Scheduler {
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
+        let nominated_now = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref());
         if current.is_some_and(|c| {
             c.status == "False"
                 && c.reason.as_deref() == Some("Unschedulable")
                 && c.message.as_deref() == Some(message)
-        }) {
+        }) && (nominated.is_none() || nominated == nominated_now)
+        {
             return Ok(());
         }
-        let patch = serde_json::json!({"status": {"conditions": [{
+        let mut patch = serde_json::json!({"status": {"conditions": [{
             "type": "PodScheduled",
             "status": "False",
             "reason": "Unschedulable",
@@ -361,6 +500,9 @@ impl Scheduler {
             "lastProbeTime": null,
             "lastTransitionTime": Time(Timestamp::now()),
         }]}});
+        if let Some(node) = nominated {
+            patch["status"]["nominatedNodeName"] = serde_json::json!(node);
+        }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await
@@ -372,28 +514,58 @@ impl Scheduler {
     }
 }
 
-/// Picks the node for `pod` among `nodes`, or explains in upstream's words why none fits.
-///
-/// # Errors
-/// The `FailedScheduling` message when no node passes the filters.
-pub fn decide(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, String> {
+fn key_of_claim(c: &PersistentVolumeClaim) -> String {
+    format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
+}
+
+/// What one scheduling attempt decided.
+#[derive(Debug)]
+pub enum Decision {
+    /// Bind to this node.
+    Bind(String),
+    /// Nothing fits, in upstream's words (including what preemption found).
+    Unschedulable(String),
+    /// Nothing fits, but evicting `candidate`'s victims makes room: the message (without a
+    /// preemption part, as upstream's when preemption succeeds) and the candidate.
+    Preempt {
+        /// The `FailedScheduling` message.
+        message: String,
+        /// The node and its victims.
+        candidate: Candidate,
+    },
+}
+
+/// Picks the node for `pod` among `nodes`, or explains in upstream's words why none fits and
+/// whether preemption can make room.
+pub fn decide(pod: &Pod, nodes: &[NodeInfo], cluster: &Cluster) -> Decision {
+    let cycle = Cycle::new(pod, nodes, cluster);
     let mut diagnosis = Diagnosis::default();
     let mut feasible = Vec::new();
-    for info in nodes {
-        match fit::filter(pod, info) {
-            Ok(()) => feasible.push(info),
-            Err(reasons) => diagnosis.add(&reasons),
+    if let Some(message) = cycle.prefilter_error() {
+        diagnosis.nodes = nodes.len();
+        diagnosis.prefilter = Some(message.to_string());
+    } else {
+        for info in nodes {
+            match cycle.filter(info) {
+                Ok(()) => feasible.push(info),
+                Err(reasons) => diagnosis.add(&info.node.name_any(), &reasons),
+            }
         }
     }
     if feasible.is_empty() {
-        let never = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.preemption_policy.as_deref())
-            == Some("Never");
-        return Err(diagnosis.message(never));
+        let post = match preemption::ineligible(pod, nodes) {
+            Some(message) => Err(message),
+            None => preemption::find(pod, nodes, cluster, &diagnosis),
+        };
+        return match post {
+            Ok(candidate) => Decision::Preempt {
+                message: diagnosis.message(""),
+                candidate,
+            },
+            Err(post) => Decision::Unschedulable(diagnosis.message(&post)),
+        };
     }
-    let scores = fit::score(pod, &feasible);
+    let scores = cycle.score(nodes, &feasible);
     let best = scores.iter().copied().max().unwrap_or(0);
     let top: Vec<&NodeInfo> = feasible
         .iter()
@@ -405,7 +577,7 @@ pub fn decide(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, String> {
         .choose(&mut rand::thread_rng())
         .map(|n| n.node.name_any())
         .unwrap_or_default();
-    Ok(chosen)
+    Decision::Bind(chosen)
 }
 
 /// Events in events.k8s.io/v1, aggregated as upstream's recorder does: a repeat of the same
@@ -512,17 +684,25 @@ mod tests {
         .expect("pod")
     }
 
+    fn bind(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, String> {
+        match decide(pod, nodes, &Cluster::default()) {
+            Decision::Bind(n) => Ok(n),
+            Decision::Unschedulable(m) => Err(m),
+            Decision::Preempt { candidate, .. } => Err(format!("preempt on {}", candidate.node)),
+        }
+    }
+
     #[test]
     fn decide_picks_a_fitting_node_breaking_ties_at_random() {
         let nodes = [node("small", "1"), node("large", "8")];
-        assert_eq!(decide(&pod("2"), &nodes).as_deref(), Ok("large"));
+        assert_eq!(bind(&pod("2"), &nodes).as_deref(), Ok("large"));
         let twins = [node("a", "2"), node("b", "2")];
         let picks: std::collections::HashSet<String> = (0..64)
-            .filter_map(|_| decide(&pod("1"), &twins).ok())
+            .filter_map(|_| bind(&pod("1"), &twins).ok())
             .collect();
         assert_eq!(picks.len(), 2, "equal nodes are both chosen: {picks:?}");
         assert_eq!(
-            decide(&pod("16"), &nodes),
+            bind(&pod("16"), &nodes),
             Err(
                 "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are \
                  available: 2 No preemption victims found for incoming pod."

@@ -1,6 +1,7 @@
 //! The scheduling queue: pods waiting for a first attempt, backing off after a failure, or
 //! parked as unschedulable until the cluster changes (upstream's active, backoff and
-//! unschedulable queues, in one map).
+//! unschedulable queues, in one map). Among pods due, the highest `spec.priority` goes first,
+//! then the one waiting longest, as upstream's default `PrioritySort`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,6 +23,8 @@ struct Entry {
     not_before: Instant,
     /// Parked until a cluster change (or the flush interval).
     parked: bool,
+    /// The pod's priority.
+    priority: i32,
 }
 
 /// Pods to schedule, by `namespace/name`.
@@ -37,12 +40,13 @@ fn backoff(attempts: u32) -> Duration {
 }
 
 impl Queue {
-    /// Adds a pod to be tried now; a pod already queued keeps its state.
-    pub fn add(&mut self, key: &str, now: Instant) {
+    /// Adds a pod of `priority` to be tried now; a pod already queued keeps its state.
+    pub fn add(&mut self, key: &str, priority: i32, now: Instant) {
         self.entries.entry(key.to_string()).or_insert(Entry {
             attempts: 0,
             not_before: now,
             parked: false,
+            priority,
         });
     }
 
@@ -71,6 +75,7 @@ impl Queue {
             attempts: 0,
             not_before: now,
             parked,
+            priority: 0,
         });
         e.attempts = e.attempts.saturating_add(1);
         e.not_before = now + backoff(e.attempts);
@@ -92,14 +97,15 @@ impl Queue {
         }
     }
 
-    /// Takes the pod that has waited longest among those due at `now`; it stays queued (an
-    /// attempt ends with [`Queue::remove`], [`Queue::unschedulable`] or [`Queue::failed`]).
+    /// Takes the most important pod among those due at `now` (highest priority, then waiting
+    /// longest); it stays queued (an attempt ends with [`Queue::remove`],
+    /// [`Queue::unschedulable`] or [`Queue::failed`]).
     pub fn pop(&mut self, now: Instant) -> Option<String> {
         let (key, e) = self
             .entries
             .iter_mut()
             .filter(|(_, e)| Self::due(e) <= now)
-            .min_by_key(|(_, e)| Self::due(e))?;
+            .min_by_key(|(_, e)| (std::cmp::Reverse(e.priority), Self::due(e)))?;
         // Not due again until the attempt reports back.
         e.not_before = now + UNSCHEDULABLE_FLUSH * 10;
         e.parked = false;
@@ -139,8 +145,8 @@ mod tests {
     fn parked_pods_wait_for_a_cluster_change_then_their_backoff() {
         let t0 = Instant::now();
         let mut q = Queue::default();
-        q.add("ns/a", t0);
-        q.add("ns/b", t0 + Duration::from_millis(1));
+        q.add("ns/a", 0, t0);
+        q.add("ns/b", 0, t0 + Duration::from_millis(1));
         assert_eq!(q.pop(t0).as_deref(), Some("ns/a"));
         assert_eq!(q.pop(t0), None, "b is not due yet, a is in flight");
         q.unschedulable("ns/a", t0);
@@ -157,8 +163,21 @@ mod tests {
         assert_eq!(q.pop(later).as_deref(), Some("ns/a"));
         q.failed("ns/a", later);
         assert_eq!(q.next_due(), Some(later + Duration::from_secs(2)));
-        q.add("ns/a", later);
+        q.add("ns/a", 0, later);
         assert_eq!(q.len(), 1, "re-adding keeps the backoff");
         assert_eq!(q.pop(later), None);
+    }
+
+    #[test]
+    fn higher_priority_pods_go_first() {
+        let t0 = Instant::now();
+        let mut q = Queue::default();
+        q.add("ns/old-low", 0, t0);
+        q.add("ns/new-high", 1000, t0 + Duration::from_millis(5));
+        q.add("ns/new-low", 0, t0 + Duration::from_millis(5));
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(q.pop(later).as_deref(), Some("ns/new-high"));
+        assert_eq!(q.pop(later).as_deref(), Some("ns/old-low"));
+        assert_eq!(q.pop(later).as_deref(), Some("ns/new-low"));
     }
 }

@@ -11,6 +11,20 @@ use serde_json::{json, Value};
 /// Namespaces upstream clusters start with.
 const NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// The built-in PriorityClasses: name, value, description (upstream's words).
+const SYSTEM_PRIORITY_CLASSES: &[(&str, i64, &str)] = &[
+    (
+        "system-node-critical",
+        2_000_001_000,
+        "Used for system critical pods that must not be moved from their current node.",
+    ),
+    (
+        "system-cluster-critical",
+        2_000_000_000,
+        "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+    ),
+];
+
 /// The bundled RBAC bootstrap policy (compiled into the binary).
 const RBAC: &str = include_str!("../../../bundled/rbac.yaml");
 
@@ -26,6 +40,21 @@ pub async fn ensure(storage: &Storage, registry: &Registry) -> Result<(), Error>
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         match storage
             .create(&ns, None, obj, &WriteOptions::default())
+            .await
+        {
+            Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Upstream's apiserver creates the two system PriorityClasses at startup.
+    let pc = registry
+        .get("scheduling.k8s.io", "v1", "priorityclasses")
+        .ok_or(Error::NoSuchResource)?;
+    for (name, value, description) in SYSTEM_PRIORITY_CLASSES {
+        let obj = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "description": description});
+        match storage
+            .create(&pc, None, obj, &WriteOptions::default())
             .await
         {
             Ok(_) | Err(Error::AlreadyExists { .. }) => {}

@@ -7,10 +7,15 @@
 //! cluster CA issues each identity a client certificate (`<data>/server/tls/client-*.crt`),
 //! which needs no ServiceAccount objects and no token refresh. The scheduler is its own
 //! client as upstream's kube-scheduler: `system:kube-scheduler`, with its own caches.
+//!
+//! Each runs only while holding its Lease in kube-system (`kube-controller-manager`,
+//! `kube-scheduler`; [`distro_client::leader`]), taken with its own identity, so several
+//! servers can later share a cluster. Each leadership term gets fresh caches.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use distro_client::leader::{self, Election};
 use distro_client::{Endpoint, Informers};
 use distro_pki::{Ca, CertKeyPair, CertSpec, Usage};
 use tokio::sync::watch;
@@ -109,24 +114,40 @@ pub(crate) async fn start(
     for (sa, pair) in &creds.writers {
         writers.insert(*sa, connect(pair, sa)?);
     }
-    let clients = distro_controllers::Clients {
-        informers: Informers::new(connect(&creds.manager, "controller-manager")?),
-        writers,
-    };
-    let scheduler = connect(&creds.scheduler, "scheduler")?;
+    let manager = connect(&creds.manager, "controller-manager")?;
     let settings = distro_controllers::Settings {
         ca_pem: creds.ca_pem.clone(),
         ca: std::sync::Arc::new(creds.ca),
         node_monitor_grace_period: config.node_monitor_grace_period,
         terminated_pod_gc_threshold: config.terminated_pod_gc_threshold,
     };
-    let scheduler = distro_scheduler::run(
-        Informers::new(scheduler.clone()),
-        scheduler,
-        format!("{}-{node}", distro_scheduler::SCHEDULER_NAME),
+    let controllers = leader::run(
+        manager.clone(),
+        Election::new("kube-controller-manager", &node),
         shutdown.clone(),
+        move |stop| {
+            let clients = distro_controllers::Clients {
+                informers: Informers::new(manager.clone()),
+                writers: writers.clone(),
+            };
+            distro_controllers::run(clients, settings.clone(), stop)
+        },
     );
-    let controllers = distro_controllers::run(clients, settings, shutdown);
+    let scheduler = connect(&creds.scheduler, "scheduler")?;
+    let instance = format!("{}-{node}", distro_scheduler::SCHEDULER_NAME);
+    let scheduler = leader::run(
+        scheduler.clone(),
+        Election::new("kube-scheduler", &node),
+        shutdown,
+        move |stop| {
+            distro_scheduler::run(
+                Informers::new(scheduler.clone()),
+                scheduler.clone(),
+                instance.clone(),
+                stop,
+            )
+        },
+    );
     let task = tokio::spawn(async move {
         tokio::join!(controllers, scheduler);
     });

@@ -237,6 +237,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             .map_err(|e| Error::Bootstrap(distro_apiserver::Error::BadRequest(e)))?;
     let storage = Storage::new(store.clone(), Some(transformer))
         .with_admission(Arc::new(allocator))
+        .with_admission(Arc::new(distro_apiserver::priority::PriorityAdmission))
         .with_admission(Arc::new(
             distro_apiserver::tolerationseconds::DefaultTolerationSeconds::default(),
         ))
@@ -385,8 +386,21 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     .await??;
 
     tracing::info!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %config.write_kubeconfig.display(), "API server ready");
-    let served = distro_apiserver::server::serve(listener, tls, handler, shutdown).await;
-    controllers.stopped().await;
+    // The apiserver stops serving only after the controllers stopped, so that they release
+    // their Leases on the way out and a restarted server leads again at once.
+    let (serving_tx, serving_rx) = watch::channel(false);
+    let mut signal = shutdown.clone();
+    let stopping = tokio::spawn(async move {
+        let _ = signal.wait_for(|stop| *stop).await;
+        controllers.stopped().await;
+        let _ = serving_tx.send(true);
+    });
+    let served = distro_apiserver::server::serve(listener, tls, handler, serving_rx).await;
+    if *shutdown.borrow() {
+        let _ = stopping.await;
+    } else {
+        stopping.abort();
+    }
     compactor.abort();
     crd_task.abort();
     served.map_err(|source| Error::Listen { addr, source })

@@ -286,33 +286,42 @@ fn scores_prefer_free_balanced_and_preferred_nodes() {
 #[test]
 fn message_matches_upstream() {
     let mut d = Diagnosis::default();
-    d.add(&[Reason::Insufficient("cpu".into())]);
+    d.add("n", &[Reason::Insufficient("cpu".into())]);
     for _ in 0..2 {
-        d.add(&[Reason::Taint {
-            key: "node-role.kubernetes.io/control-plane".into(),
-            value: String::new(),
-        }]);
+        d.add(
+            "n",
+            &[Reason::Taint {
+                key: "node-role.kubernetes.io/control-plane".into(),
+                value: String::new(),
+            }],
+        );
     }
     assert_eq!(
-        d.message(false),
+        d.message(
+            "preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, \
+             2 Preemption is not helpful for scheduling."
+        ),
         "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint \
          {node-role.kubernetes.io/control-plane: }. preemption: 0/3 nodes are available: \
          1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling."
     );
     let mut d = Diagnosis::default();
-    d.add(&[Reason::Affinity]);
-    d.add(&[
-        Reason::Insufficient("cpu".into()),
-        Reason::Insufficient("memory".into()),
-    ]);
+    d.add("n", &[Reason::Affinity]);
+    d.add(
+        "n",
+        &[
+            Reason::Insufficient("cpu".into()),
+            Reason::Insufficient("memory".into()),
+        ],
+    );
     assert_eq!(
-        d.message(true),
+        d.message("preemption: not eligible due to preemptionPolicy=Never."),
         "0/2 nodes are available: 1 Insufficient cpu, 1 Insufficient memory, \
          1 node(s) didn't match Pod's node affinity/selector. \
          preemption: not eligible due to preemptionPolicy=Never."
     );
     assert_eq!(
-        Diagnosis::default().message(false),
+        Diagnosis::default().message(""),
         "no nodes available to schedule pods"
     );
 }
