@@ -659,24 +659,27 @@ async fn ensure_claims(ctx: &Ctx, set: &StatefulSet, ord: i32, pod: &Pod) -> Res
     for claim in claims_for(set, ord) {
         let name = claim.name_any();
         if let Some(cached) = ctx.claims.get(&ObjectRef::new(&name).within(&ns)) {
-            // `whenDeleted: Delete` on a claim the set does not own yet (a policy change, or
-            // a claim orphaned with its former set): take it, as upstream's
-            // `updateClaimOwnerRefForSetAndPod`.
+            // Ownership as upstream's `updateClaimOwnerRefForSetAndPod` for a pod in range:
+            // no reference to a (former, scaled-down) pod of this name, so the garbage
+            // collector does not take the claim from under its new pod; and with
+            // `whenDeleted: Delete` a reference to this set (a policy change, or a claim
+            // orphaned with its former set).
             let uid = set.uid().unwrap_or_default();
             let wanted = claim.metadata.owner_references.is_some();
-            let has = cached
-                .metadata
-                .owner_references
+            let refs: Vec<OwnerReference> =
+                cached.metadata.owner_references.clone().unwrap_or_default();
+            let mut fixed: Vec<OwnerReference> = refs
                 .iter()
-                .flatten()
-                .any(|r| r.uid == uid);
+                .filter(|r| !(r.kind == "Pod" && r.name == pod.name_any()))
+                .cloned()
+                .collect();
+            if wanted && !fixed.iter().any(|r| r.uid == uid) {
+                fixed.push(owner_ref(set, false));
+            }
             let in_range = ord >= start(set) && ord < start(set) + replicas(set);
-            if wanted && !has && in_range {
+            if in_range && fixed != refs {
                 let mut live = cached.as_ref().clone();
-                live.metadata
-                    .owner_references
-                    .get_or_insert_with(Vec::new)
-                    .push(owner_ref(set, false));
+                live.metadata.owner_references = (!fixed.is_empty()).then_some(fixed);
                 match api.replace(&name, &PostParams::default(), &live).await {
                     Ok(_) => {}
                     // The cache is behind; the claim's watch event brings the next pass.
