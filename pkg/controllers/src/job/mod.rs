@@ -584,6 +584,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             remove_finalizer(&ctx.client, pod).await?;
             expect(&ctx, &key, Expect::Finalizer(pod.uid().unwrap_or_default()));
         }
+        // Nothing will be created for it again: forget its failure record.
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         ctx.backoff.succeeded(&key);
         return Ok(Action::await_change());
     }
