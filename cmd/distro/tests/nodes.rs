@@ -321,3 +321,76 @@ fn scenario(s: &Server, v: u32, alive: &Mutex<BTreeSet<String>>) {
         .then_some(())
     });
 }
+
+fn bare_pod(s: &Server, name: &str, node: Option<&str>) {
+    let node = node.map_or(String::new(), |n| format!("  nodeName: {n}\n"));
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{gc: test}}}}\nspec:\n{node}  containers:\n  - {{name: c, image: busybox}}\n"
+    );
+    s.ok_stdin(LATEST, &["create", "-f", "-"], Some(&manifest));
+}
+
+fn set_phase(s: &Server, name: &str, phase: &str) {
+    let patch = format!(r#"{{"status": {{"phase": "{phase}"}}}}"#);
+    s.ok(
+        LATEST,
+        &[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+    );
+}
+
+fn gc_pods(s: &Server) -> BTreeSet<String> {
+    let list = s.json(LATEST, &["get", "pods", "-l", "gc=test"]);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn pod_gc_trims_terminated_pods_and_frees_out_of_service_nodes() {
+    let s = Server::start_with(bin(), &["--terminated-pod-gc-threshold=2"]);
+    let v = LATEST;
+    for name in ["done-1", "done-2", "done-3", "running"] {
+        bare_pod(&s, name, None);
+    }
+    for name in ["done-1", "done-2", "done-3"] {
+        set_phase(&s, name, "Succeeded");
+    }
+    set_phase(&s, "running", "Running");
+    eventually(SOON, EVERY, "terminated pods trimmed to 2", || {
+        let left = gc_pods(&s);
+        let done = left.iter().filter(|n| n.starts_with("done-")).count();
+        (done == 2).then_some(left)
+    });
+    assert!(gc_pods(&s).contains("running"), "running pods are kept");
+
+    // A terminating pod on a not-Ready, out-of-service node is force-deleted.
+    add_node(&s, "dead");
+    report_ready(&s, "dead", "False");
+    bare_pod(&s, "stuck", Some("dead"));
+    s.ok(v, &["delete", "pod", "stuck", "--wait=false"]);
+    let pod = s.json(v, &["get", "pod", "stuck"]);
+    assert!(!live(&pod), "a bound pod waits for its kubelet");
+    s.ok(
+        v,
+        &[
+            "taint",
+            "node",
+            "dead",
+            "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute",
+        ],
+    );
+    eventually(SOON, EVERY, "stuck pod force-deleted", || {
+        (!gc_pods(&s).contains("stuck")).then_some(())
+    });
+}

@@ -364,7 +364,7 @@ mod tests {
             "defaultRequest": {"cpu": "100m"},
             "max": {"cpu": "1"},
             "min": {"cpu": "50m"},
-            "maxLimitRequestRatio": {"cpu": "4"}
+            "maxLimitRequestRatio": {"cpu": "5"}
         }))]
     }
 
@@ -403,7 +403,7 @@ mod tests {
         ]}});
         assert_eq!(
             violations(&pod, &items()),
-            ["cpu max limit to request ratio per Container is 4, but provided ratio is 10.000000"]
+            ["cpu max limit to request ratio per Container is 5, but provided ratio is 10.000000"]
         );
         let pod = json!({"spec": {"containers": [
             {"resources": {"limits": {"cpu": "40m"}, "requests": {"cpu": "20m"}}}

@@ -30,6 +30,8 @@
 //!   (`not-ready`, `unreachable`, ...) in step, marks their pods not Ready.
 //! - [`tainteviction`]: deletes pods from `NoExecute`-tainted nodes after their tolerations.
 //! - [`resourcequota`]: keeps ResourceQuotas' `status.hard` and `status.used` current.
+//! - [`podgc`]: force-deletes terminated pods over the threshold, orphans of deleted nodes and
+//!   terminating pods no kubelet will finish.
 //!
 //! # Design
 //! Reconcilers are level-triggered and idempotent: each gets a namespace, reads the current
@@ -68,6 +70,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod objects;
 pub mod podendpoints;
+pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod rootca;
@@ -126,6 +129,7 @@ pub const IDENTITIES: &[&str] = &[
     nodelifecycle::COMPONENT,
     tainteviction::COMPONENT,
     resourcequota::COMPONENT,
+    podgc::COMPONENT,
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -278,6 +282,12 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         .boxed(),
         tainteviction::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         resourcequota::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        podgc::run(
+            clients.clone(),
+            settings.terminated_pod_gc_threshold,
+            shutdown_signal(shutdown.clone()),
+        )
+        .boxed(),
     ];
     tracing::info!(count = running.len(), "controllers started");
     futures::future::join_all(running).await;
