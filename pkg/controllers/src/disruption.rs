@@ -38,13 +38,18 @@ const DELETION_TIMEOUT: i64 = 2 * 60;
 /// The condition type and its reasons.
 const CONDITION: &str = "DisruptionAllowed";
 
-/// The objects the controller reads.
-struct Ctx {
-    client: Client,
-    pods: Store<Pod>,
+/// The caches of the controllers whose scale budgets count.
+struct Owners {
     replicasets: Store<ReplicaSet>,
     deployments: Store<Deployment>,
     statefulsets: Store<StatefulSet>,
+}
+
+/// The objects the controller reads and writes with.
+struct Ctx {
+    client: Client,
+    pods: Store<Pod>,
+    owners: Owners,
     backoff: Backoff,
     /// Budgets already warned about unmanaged pods (upstream's recorder would aggregate
     /// the repeats; we record once).
@@ -61,9 +66,11 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let ctx = Arc::new(Ctx {
         client: clients.writer(COMPONENT),
         pods: pods.store(),
-        replicasets: replicasets.store(),
-        deployments: deployments.store(),
-        statefulsets: statefulsets.store(),
+        owners: Owners {
+            replicasets: replicasets.store(),
+            deployments: deployments.store(),
+            statefulsets: statefulsets.store(),
+        },
         backoff: Backoff::default(),
         warned: Mutex::default(),
     });
@@ -166,7 +173,7 @@ pub enum ScaleError {
 
 /// The scale of the pods' controllers and the pods without one (upstream's
 /// `getExpectedScale`).
-fn expected_scale(ctx: &Ctx, pods: &[Arc<Pod>]) -> Result<(i32, Vec<String>), ScaleError> {
+fn expected_scale(ctx: &Owners, pods: &[Arc<Pod>]) -> Result<(i32, Vec<String>), ScaleError> {
     let mut scales: HashMap<String, i32> = HashMap::new();
     let mut unmanaged = Vec::new();
     for pod in pods {
@@ -229,7 +236,7 @@ fn expected_scale(ctx: &Ctx, pods: &[Arc<Pod>]) -> Result<(i32, Vec<String>), Sc
 
 /// `(expectedPods, desiredHealthy, unmanaged pods)` (upstream's `getExpectedPodCount`).
 fn expected_count(
-    ctx: &Ctx,
+    ctx: &Owners,
     pdb: &PodDisruptionBudget,
     pods: &[Arc<Pod>],
 ) -> Result<(i32, i32, Vec<String>), ScaleError> {
@@ -392,7 +399,7 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<Actio
         .await;
     }
     let now = Timestamp::now();
-    let (expected, desired, unmanaged) = match expected_count(&ctx, &pdb, &pods) {
+    let (expected, desired, unmanaged) = match expected_count(&ctx.owners, &pdb, &pods) {
         Ok(v) => v,
         Err(e) => {
             record_event(
@@ -497,6 +504,103 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, ReplicaSetSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::api::ObjectMeta;
+    use kube::runtime::{reflector, watcher};
+
+    fn store_of<K>(objs: Vec<K>) -> Store<K>
+    where
+        K: Resource + Clone + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        let (store, mut writer) = reflector::store::<K>();
+        for o in objs {
+            writer.apply_watcher_event(&watcher::Event::Apply(o));
+        }
+        store
+    }
+
+    fn meta(name: &str, uid: &str, owner: Option<(&str, &str, &str)>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ns".into()),
+            uid: Some(uid.into()),
+            owner_references: owner.map(|(kind, name, uid)| {
+                vec![OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: kind.into(),
+                    name: name.into(),
+                    uid: uid.into(),
+                    controller: Some(true),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn expected_pods_come_from_the_deployment_scale() {
+        // Two ReplicaSets of one Deployment (mid-rollout): the Deployment's 5 counts, once.
+        let rs = |name: &str, uid: &str, replicas: i32| ReplicaSet {
+            metadata: meta(name, uid, Some(("Deployment", "web", "d1"))),
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let ctx = Owners {
+            replicasets: store_of(vec![rs("old", "r1", 2), rs("new", "r2", 4)]),
+            deployments: store_of(vec![Deployment {
+                metadata: meta("web", "d1", None),
+                spec: Some(DeploymentSpec {
+                    replicas: Some(5),
+                    ..Default::default()
+                }),
+                status: None,
+            }]),
+            statefulsets: store_of(Vec::<StatefulSet>::new()),
+        };
+        let pod = |name: &str, owner: Option<(&str, &str, &str)>| {
+            Arc::new(Pod {
+                metadata: meta(name, name, owner),
+                ..Default::default()
+            })
+        };
+        let pods = vec![
+            pod("a", Some(("ReplicaSet", "old", "r1"))),
+            pod("b", Some(("ReplicaSet", "new", "r2"))),
+            pod("c", Some(("ReplicaSet", "new", "r2"))),
+            pod("bare", None),
+        ];
+        let mut pdb = PodDisruptionBudget {
+            spec: Some(k8s_openapi::api::policy::v1::PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::String("20%".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (expected, desired, unmanaged) = expected_count(&ctx, &pdb, &pods).unwrap();
+        assert_eq!(
+            (expected, desired, unmanaged),
+            (5, 4, vec!["bare".to_string()])
+        );
+        // An integer minAvailable counts the pods themselves.
+        pdb.spec = Some(k8s_openapi::api::policy::v1::PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(2)),
+            ..Default::default()
+        });
+        assert_eq!(expected_count(&ctx, &pdb, &pods).unwrap().0, 4);
+        // A pod whose controller is unknown makes the count fail (the budget then fails safe).
+        let lost = vec![pod("x", Some(("StatefulSet", "gone", "s1")))];
+        pdb.spec = Some(k8s_openapi::api::policy::v1::PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            ..Default::default()
+        });
+        assert!(expected_count(&ctx, &pdb, &lost).is_err());
+    }
 
     #[test]
     fn percentages_round_up() {
