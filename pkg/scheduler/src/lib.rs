@@ -244,8 +244,10 @@ impl Scheduler {
         }
     }
 
-    /// Node infos from the caches plus the pods assumed bound.
-    fn snapshot(&mut self) -> Vec<NodeInfo> {
+    /// Node infos from the caches plus the pods assumed bound, plus the pods nominated to a
+    /// node by a preemption that are at least as important as `pod` (upstream reserves room
+    /// for them, so a lesser pod does not take what a preemption freed).
+    fn snapshot(&mut self, pod: &Pod) -> Vec<NodeInfo> {
         let mut infos: HashMap<String, NodeInfo> = self
             .nodes
             .state()
@@ -262,14 +264,33 @@ impl Scheduler {
                     node_name(&p).is_none() && p.metadata.uid == assumed.metadata.uid
                 })
         });
-        let bound = self.pods.state();
-        let placed = bound
-            .into_iter()
-            .filter(|p| !terminal(p))
-            .chain(self.assumed.values().map(|(p, _)| Arc::new(p.clone())));
-        for pod in placed {
-            if let Some(info) = node_name(&pod).and_then(|n| infos.get_mut(n)) {
-                info.add_shared(pod);
+        let all = self.pods.state();
+        let me = preemption::priority(pod);
+        for p in &all {
+            let nominated = p
+                .status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.as_deref())
+                .filter(|n| !n.is_empty());
+            let place = match (node_name(p), nominated) {
+                (Some(node), _) if !terminal(p) => Some(node),
+                (None, Some(node))
+                    if wants(p)
+                        && p.metadata.uid != pod.metadata.uid
+                        && preemption::priority(p) >= me
+                        && !self.assumed.contains_key(&key_of(p)) =>
+                {
+                    Some(node)
+                }
+                _ => None,
+            };
+            if let Some(info) = place.and_then(|n| infos.get_mut(n)) {
+                info.add_shared(p.clone());
+            }
+        }
+        for (assumed, _) in self.assumed.values() {
+            if let Some(info) = node_name(assumed).and_then(|n| infos.get_mut(n)) {
+                info.add_pod(assumed);
             }
         }
         let mut infos: Vec<NodeInfo> = infos.into_values().collect();
@@ -318,7 +339,7 @@ impl Scheduler {
                 return;
             }
         };
-        let infos = self.snapshot();
+        let infos = self.snapshot(&pod);
         let cluster = self.cluster();
         let (node, result) = match decide(&pod, &infos, &cluster) {
             Decision::Bind(node) => {
@@ -444,12 +465,11 @@ impl Scheduler {
             }
             let note = format!("Preempted by pod {uid} on node {}", candidate.node);
             self.events
-                .publish(
+                .publish_related(
                     &self.client,
                     victim,
-                    "Normal",
-                    "Preempted",
-                    "Preempting",
+                    Some(preemptor),
+                    ("Normal", "Preempted", "Preempting"),
                     &note,
                 )
                 .await;
@@ -599,6 +619,20 @@ impl Events {
         action: &str,
         note: &str,
     ) {
+        self.publish_related(client, pod, None, (type_, reason, action), note)
+            .await
+    }
+
+    /// As [`Events::publish`], naming a second object (`related`), as upstream's preemption
+    /// names the preemptor on a victim's `Preempted` event.
+    async fn publish_related(
+        &mut self,
+        client: &Client,
+        pod: &Pod,
+        related: Option<&Pod>,
+        (type_, reason, action): (&str, &str, &str),
+        note: &str,
+    ) {
         let ns = pod.namespace().unwrap_or_default();
         let api: Api<Event> = Api::namespaced(client.clone(), &ns);
         let key = (key_of(pod), reason.to_string(), note.to_string());
@@ -643,6 +677,14 @@ impl Events {
                 namespace: Some(ns),
                 uid: pod.metadata.uid.clone(),
                 resource_version: pod.metadata.resource_version.clone(),
+                ..Default::default()
+            }),
+            related: related.map(|r| ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(r.name_any()),
+                namespace: r.namespace(),
+                uid: r.metadata.uid.clone(),
                 ..Default::default()
             }),
             ..Default::default()
