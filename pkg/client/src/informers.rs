@@ -39,6 +39,8 @@ pub struct Informers {
 
 struct Inner {
     by_type: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    /// Each started informer's sync flag, for [`Informers::wait_synced`].
+    synced: Vec<watch::Receiver<bool>>,
     tasks: JoinSet<()>,
 }
 
@@ -77,6 +79,7 @@ impl Informers {
             client,
             inner: Arc::new(Mutex::new(Inner {
                 by_type: HashMap::new(),
+                synced: Vec::new(),
                 tasks: JoinSet::new(),
             })),
         }
@@ -116,10 +119,27 @@ impl Informers {
         inner
             .tasks
             .spawn(run_watch(api, store, writer, changes, synced_tx));
+        inner.synced.push(informer.synced.clone());
         inner
             .by_type
             .insert(TypeId::of::<K>(), Box::new(informer.clone()));
         informer
+    }
+
+    /// Waits until every cache started so far has been filled, so components sharing these
+    /// caches start on complete state without each naming what it waits for.
+    ///
+    /// # Errors
+    /// [`Stopped`] if a watch ended before it synced.
+    pub async fn wait_synced(&self) -> Result<(), Stopped> {
+        let flags = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.synced.clone()
+        };
+        for mut flag in flags {
+            flag.wait_for(|s| *s).await.map_err(|_| Stopped)?;
+        }
+        Ok(())
     }
 
     /// Stops every watch and waits for the tasks to end.

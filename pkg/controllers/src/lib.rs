@@ -43,8 +43,10 @@
 //! # Limits
 //! - Leader election is the caller's: the server runs [`run`] only while holding the
 //!   `kube-controller-manager` Lease (`distro_client::leader`).
-//! - Only the ReplicaSet and Deployment controllers record Events; the others report in
-//!   conditions and logs.
+//! - The namespace, service account, root CA and garbage collector controllers record no
+//!   Events (upstream's record few); they report in conditions and logs.
+//! - No HorizontalPodAutoscaler controller yet: it needs the metrics API, which the kubelet
+//!   serves.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -179,67 +181,30 @@ pub struct Settings {
 /// is lost but work in flight); prefer signalling `shutdown`.
 pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver<bool>) {
     // Start reconciling only on filled caches: kube-runtime's own readiness wait wakes only
-    // one of several waiters, and every controller here shares the Namespace cache.
+    // one of several waiters, and the controllers share these caches. Every type a controller
+    // reads from the shared caches is started here, then all are waited for at once.
+    use k8s_openapi::api::{apps, batch, coordination, core, discovery, policy};
     let informers = &clients.informers;
-    let (namespaces, accounts, configmaps, pods, replicasets) = (
-        informers.get::<Namespace>(),
-        informers.get::<k8s_openapi::api::core::v1::ServiceAccount>(),
-        informers.get::<k8s_openapi::api::core::v1::ConfigMap>(),
-        informers.get::<k8s_openapi::api::core::v1::Pod>(),
-        informers.get::<k8s_openapi::api::apps::v1::ReplicaSet>(),
-    );
-    let deployments = informers.get::<k8s_openapi::api::apps::v1::Deployment>();
-    // --- apps: StatefulSets, DaemonSets and their revisions ---
-    let apps = (
-        informers.get::<k8s_openapi::api::apps::v1::StatefulSet>(),
-        informers.get::<k8s_openapi::api::apps::v1::ControllerRevision>(),
-        informers.get::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(),
-        informers.get::<k8s_openapi::api::apps::v1::DaemonSet>(),
-        informers.get::<k8s_openapi::api::core::v1::Node>(),
-    );
-    let apps_synced = async {
-        let _ = futures::join!(
-            apps.0.wait_synced(),
-            apps.1.wait_synced(),
-            apps.2.wait_synced(),
-            apps.3.wait_synced(),
-            apps.4.wait_synced()
-        );
-    };
-    let services = informers.get::<k8s_openapi::api::core::v1::Service>();
-    let endpoints = informers.get::<k8s_openapi::api::core::v1::Endpoints>();
-    let slices = informers.get::<k8s_openapi::api::discovery::v1::EndpointSlice>();
-    let nodes = informers.get::<k8s_openapi::api::core::v1::Node>();
-    // --- batch ---
-    let jobs = informers.get::<k8s_openapi::api::batch::v1::Job>();
-    let cronjobs = informers.get::<k8s_openapi::api::batch::v1::CronJob>();
-    let pdbs = informers.get::<k8s_openapi::api::policy::v1::PodDisruptionBudget>();
-    let statefulsets = informers.get::<k8s_openapi::api::apps::v1::StatefulSet>();
-    let csrs = informers.get::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>();
-    let nodes = informers.get::<k8s_openapi::api::core::v1::Node>();
-    let leases = informers.get::<k8s_openapi::api::coordination::v1::Lease>();
-    let synced = async {
-        let _ = futures::join!(
-            apps_synced,
-            namespaces.wait_synced(),
-            accounts.wait_synced(),
-            configmaps.wait_synced(),
-            pods.wait_synced(),
-            deployments.wait_synced(),
-            replicasets.wait_synced(),
-            services.wait_synced(),
-            endpoints.wait_synced(),
-            slices.wait_synced(),
-            nodes.wait_synced(),
-            jobs.wait_synced(),     // batch
-            cronjobs.wait_synced(), // batch
-            pdbs.wait_synced(),
-            statefulsets.wait_synced(),
-            csrs.wait_synced(),
-            nodes.wait_synced(),
-            leases.wait_synced(),
-        );
-    };
+    informers.get::<Namespace>();
+    informers.get::<core::v1::ServiceAccount>();
+    informers.get::<core::v1::ConfigMap>();
+    informers.get::<core::v1::Pod>();
+    informers.get::<core::v1::Node>();
+    informers.get::<core::v1::Service>();
+    informers.get::<core::v1::Endpoints>();
+    informers.get::<core::v1::PersistentVolumeClaim>();
+    informers.get::<apps::v1::ReplicaSet>();
+    informers.get::<apps::v1::Deployment>();
+    informers.get::<apps::v1::StatefulSet>();
+    informers.get::<apps::v1::DaemonSet>();
+    informers.get::<apps::v1::ControllerRevision>();
+    informers.get::<discovery::v1::EndpointSlice>();
+    informers.get::<batch::v1::Job>();
+    informers.get::<batch::v1::CronJob>();
+    informers.get::<policy::v1::PodDisruptionBudget>();
+    informers.get::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>();
+    informers.get::<coordination::v1::Lease>();
+    let synced = informers.wait_synced();
     tokio::select! {
         _ = synced => {}
         _ = shutdown_signal(shutdown.clone()) => {

@@ -99,6 +99,15 @@ impl Server {
             .arg("--write-kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--disable-agent")
+            // Nodes that tests create by hand post no heartbeats: unless a test is about node
+            // lifecycle (and sets its own), they must not turn Unknown and tainted mid-test.
+            .args(
+                (!self
+                    .extra_args
+                    .iter()
+                    .any(|a| a.starts_with("--node-monitor-grace-period")))
+                .then_some("--node-monitor-grace-period=1h"),
+            )
             .args(&self.extra_args)
             .env("DISTRO_LOG", "info")
             .stdin(Stdio::null())

@@ -258,12 +258,12 @@ pub fn pod_defaults(obj: &mut Value) {
 /// The token volume the ServiceAccount admission plugin mounts into every container.
 const SA_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// Create-time admission of Pods, as upstream's ServiceAccount, Priority and
-/// DefaultTolerationSeconds plugins, then `status.phase: Pending` and the QoS class.
+/// Create-time preparation of Pods: upstream's ServiceAccount plugin, the built-in system
+/// priority classes, then `status.phase: Pending` and the QoS class.
 ///
-/// Hooks for the lead: the ServiceAccount's own `automountServiceAccountToken: false`, the
-/// PriorityClass lookup (`priorityClassName` → `priority`, global default class) and
-/// LimitRanger need other objects and are not done here.
+/// What needs other objects is admission's (`crate::priority` for named and global-default
+/// PriorityClasses, `crate::tolerationseconds`, `crate::limitrange`, `crate::quota`). The
+/// ServiceAccount's own `automountServiceAccountToken: false` is not honoured yet.
 pub fn pod_prepare(obj: &mut Value) {
     if let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) {
         if s(&spec["serviceAccountName"]).is_empty() {
@@ -288,7 +288,6 @@ pub fn pod_prepare(obj: &mut Value) {
             }
         }
         set_default_str(spec, "preemptionPolicy", "PreemptLowerPriority");
-        add_default_tolerations(spec);
     }
     let qos = qos_class(&obj["spec"]);
     obj["status"] = json!({"phase": "Pending", "qosClass": qos});
@@ -338,28 +337,6 @@ fn mount_service_account_token(spec: &mut Value) {
                 m.push(json!({"name": name, "readOnly": true, "mountPath": SA_MOUNT_PATH}));
             }
         }
-    }
-}
-
-fn add_default_tolerations(spec: &mut Value) {
-    let mut tolerations: Vec<Value> = arr(&spec["tolerations"]).to_vec();
-    let mut changed = false;
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-    ] {
-        let covered = tolerations.iter().any(|t| {
-            let effect = s(&t["effect"]);
-            (effect.is_empty() || effect == "NoExecute")
-                && (s(&t["key"]) == key || s(&t["key"]).is_empty())
-        });
-        if !covered {
-            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
-            changed = true;
-        }
-    }
-    if changed {
-        spec["tolerations"] = json!(tolerations);
     }
 }
 
@@ -1289,9 +1266,6 @@ mod tests {
         assert_eq!(spec["volumes"][1]["configMap"]["defaultMode"], 420);
         assert!(s(&spec["volumes"][2]["name"]).starts_with("kube-api-access-"));
         assert_eq!(c["volumeMounts"][0]["mountPath"], SA_MOUNT_PATH);
-        let tol = arr(&spec["tolerations"]);
-        assert_eq!(tol.len(), 2);
-        assert_eq!(tol[0]["tolerationSeconds"], 300);
         assert_eq!(pod["status"]["phase"], "Pending");
         assert_eq!(pod["status"]["qosClass"], "Burstable"); // a cpu limit alone is not Guaranteed
                                                             // Defaults are idempotent (they run again on every update).
