@@ -506,17 +506,14 @@ fn budgets_and_drain_steps(s: &Server, v: u32, kubelet: &Kubelet) {
     let p = budget_is(s, "minAvailable 3", (3, 3, 3, 0));
     assert_eq!(condition(&p), ("False".into(), "InsufficientPods".into()));
 
-    // A DaemonSet's pod on n1 (no DaemonSet controller runs: made by hand, owned by it).
+    // A DaemonSet's pod on n1, made and bound by the DaemonSet controller and the scheduler.
     let ds = r#"{"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
         "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {"metadata": {"labels": {"app": "agent"}},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}"#;
     s.ok_stdin(v, &["create", "-f", "-"], Some(ds));
-    let ds = s.json(v, &["get", "ds", "agent"]);
-    let agent = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "agent-n1", "labels": {"app": "agent"},
-        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent",
-            "uid": ds["metadata"]["uid"], "controller": true}]},
-        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}});
-    s.ok_stdin(v, &["create", "-f", "-"], Some(&agent.to_string()));
+    let agent = eventually(SOON, EVERY, "the DaemonSet's pod bound to n1", || {
+        pods_on(s, "n1", "app=agent").pop()
+    });
     node(s, "n2");
 
     // The budget allows nothing: drain cordons, then keeps retrying the evictions.
@@ -557,12 +554,12 @@ fn budgets_and_drain_steps(s: &Server, v: u32, kubelet: &Kubelet) {
         "{stderr}"
     );
     assert!(
-        stderr.contains("ignoring DaemonSet-managed Pods: default/agent-n1"),
+        stderr.contains(&format!("ignoring DaemonSet-managed Pods: default/{agent}")),
         "{stderr}"
     );
     assert!(stdout.contains("node/n1 drained"), "{stdout}");
     assert!(pods_on(s, "n1", "app=web").is_empty());
-    assert_eq!(pods_on(s, "n1", "app=agent"), ["agent-n1"]);
+    assert_eq!(pods_on(s, "n1", "app=agent"), std::slice::from_ref(&agent));
     eventually(SOON, EVERY, "three web pods on n2", || {
         (pods_on(s, "n2", "app=web").len() == 3).then_some(())
     });

@@ -16,12 +16,16 @@
 //! `Preempted` event and are deleted, and the pod is nominated to that node
 //! (`status.nominatedNodeName`) until they are gone.
 //!
+//! Binding is asynchronous, as upstream's binding cycle: the pod is assumed on its node at
+//! once and the next pod is scheduled while the `binding` request (and its `Scheduled` event)
+//! is in flight, at most [`MAX_BINDS_IN_FLIGHT`] at a time. A failed binding forgets the
+//! assumption and retries the pod with backoff.
+//!
 //! # Limits
 //! - Not implemented: scheduling profiles and extenders, default topology spread constraints,
 //!   dynamic volume provisioning (unbound claims are refused as upstream does for immediate
-//!   binding), PodDisruptionBudgets in victim selection, reserving a nominated node against
-//!   lower-priority pods.
-//! - Binding happens inline, one pod at a time.
+//!   binding), and PodDisruptionBudgets in victim
+//!   selection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +44,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use rand::seq::SliceRandom;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub mod cycle;
@@ -67,6 +72,11 @@ const ASSUME_TTL: Duration = Duration::from_secs(30);
 
 /// Events remembered for aggregation; older ones are forgotten past this many.
 const EVENT_CACHE: usize = 4096;
+
+/// Bindings in flight at once. Each is a durable write (two, with its event), so overlapping
+/// them turns the datastore's group commit into throughput; past this many the loop stops
+/// taking pods from the queue until one finishes (backpressure on the apiserver).
+pub const MAX_BINDS_IN_FLIGHT: usize = 32;
 
 /// Errors of one scheduling attempt; each names the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +151,7 @@ pub async fn run(
             instance,
             sent: HashMap::new(),
         },
+        binds: JoinSet::new(),
     };
     tracing::info!("scheduler started");
     loop {
@@ -161,7 +172,12 @@ pub async fn run(
                 Some(()) => sched.queue.cluster_changed(),
                 None => break,
             },
-            _ = std::future::ready(()), if due => {
+            Some(done) = sched.binds.join_next(), if !sched.binds.is_empty() => {
+                if let Ok((key, uid, result)) = done {
+                    sched.bound(&key, uid, result);
+                }
+            }
+            _ = std::future::ready(()), if due && sched.binds.len() < MAX_BINDS_IN_FLIGHT => {
                 if let Some(key) = sched.queue.pop(now) {
                     sched.schedule_one(&key).await;
                 }
@@ -169,6 +185,9 @@ pub async fn run(
             _ = tokio::time::sleep_until(next.unwrap_or(now)), if next.is_some() && !due => {}
         }
     }
+    // Bindings in flight complete or fail as a whole at the apiserver; wait for them so their
+    // events are written before the caches stop.
+    while sched.binds.join_next().await.is_some() {}
     informers.shutdown().await;
     tracing::info!("scheduler stopped");
 }
@@ -189,6 +208,8 @@ struct Scheduler {
     /// Pods bound by us that the cache may not show bound yet: key → (pod with nodeName, when).
     assumed: HashMap<String, (Pod, Instant)>,
     events: Events,
+    /// Bindings in flight: each ends with (pod key, pod uid, outcome).
+    binds: JoinSet<(String, Option<String>, Result<(), Error>)>,
 }
 
 fn key_of(pod: &Pod) -> String {
@@ -341,91 +362,88 @@ impl Scheduler {
         };
         let infos = self.snapshot(&pod);
         let cluster = self.cluster();
-        let (node, result) = match decide(&pod, &infos, &cluster) {
+        let result = match decide(&pod, &infos, &cluster) {
             Decision::Bind(node) => {
-                let r = self.bind(&pod, &node).await;
-                (Some(node), r)
+                self.start_binding(key, &pod, node);
+                return;
             }
             Decision::Unschedulable(message) => {
                 self.queue.unschedulable(key, Instant::now());
                 tracing::debug!(pod = %key, %message, "unschedulable");
-                (None, self.report_unschedulable(&pod, &message, None).await)
+                self.report_unschedulable(&pod, &message, None).await
             }
             Decision::Preempt { message, candidate } => {
                 self.queue.unschedulable(key, Instant::now());
                 tracing::debug!(pod = %key, node = %candidate.node, victims = candidate.victims.len(), "preempting");
                 self.preempt(&pod, &candidate).await;
                 let nominated = Some(candidate.node.as_str());
-                (
-                    None,
-                    self.report_unschedulable(&pod, &message, nominated).await,
-                )
+                self.report_unschedulable(&pod, &message, nominated).await
             }
         };
-        match (node, result) {
-            (Some(node), Ok(())) => {
+        match result {
+            Err(Error::Api {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 404 => {
+                tracing::debug!(pod = %key, reason = %s.reason, "pod gone under the scheduler");
                 self.queue.remove(key);
-                let mut bound = (*pod).clone();
-                bound.spec.get_or_insert_with(Default::default).node_name = Some(node);
-                self.assumed
-                    .insert(key.to_string(), (bound, Instant::now()));
             }
-            (
-                _,
-                Err(Error::Api {
-                    source: kube::Error::Api(s),
-                    ..
-                }),
-            ) if s.code == 404 || (s.code == 409 && node_name(&pod).is_none()) => {
+            Err(e) => {
+                tracing::warn!(pod = %key, error = %e, "reporting an unschedulable pod failed");
+            }
+            Ok(()) => {}
+        }
+    }
+
+    /// Assumes `pod` on `node` and starts its binding in the background (upstream's assume,
+    /// then binding cycle), so the next pod is scheduled meanwhile and counts this one.
+    fn start_binding(&mut self, key: &str, pod: &Arc<Pod>, node: String) {
+        self.queue.remove(key);
+        let mut bound = (**pod).clone();
+        bound.spec.get_or_insert_with(Default::default).node_name = Some(node.clone());
+        self.assumed
+            .insert(key.to_string(), (bound, Instant::now()));
+        let (client, instance, pod, key) = (
+            self.client.clone(),
+            self.events.instance.clone(),
+            pod.clone(),
+            key.to_string(),
+        );
+        self.binds.spawn(async move {
+            let result = bind(&client, &instance, &pod, &node).await;
+            (key, pod.metadata.uid.clone(), result)
+        });
+    }
+
+    /// A binding finished: on failure the assumption is dropped and the pod retried (or
+    /// forgotten, if it was deleted or bound by someone else meanwhile).
+    fn bound(&mut self, key: &str, uid: Option<String>, result: Result<(), Error>) {
+        let Err(e) = result else { return };
+        if self
+            .assumed
+            .get(key)
+            .is_some_and(|(a, _)| a.metadata.uid == uid)
+        {
+            self.assumed.remove(key);
+        }
+        match e {
+            Error::Api {
+                source: kube::Error::Api(s),
+                ..
+            } if s.code == 404 || s.code == 409 => {
                 // Deleted, or bound by someone else meanwhile: the cache will catch up.
                 tracing::debug!(pod = %key, reason = %s.reason, "pod changed under the scheduler");
                 self.queue.remove(key);
             }
-            (Some(_), Err(e)) => {
+            e => {
                 tracing::warn!(pod = %key, error = %e, "binding failed; retrying with backoff");
-                self.queue.failed(key, Instant::now());
+                let now = Instant::now();
+                if let Some(p) = lookup(&self.pods, key).filter(|p| wants(p)) {
+                    self.queue.add(key, preemption::priority(&p), now);
+                }
+                self.queue.failed(key, now);
             }
-            (None, Err(e)) => {
-                tracing::warn!(pod = %key, error = %e, "reporting an unschedulable pod failed");
-            }
-            (None, Ok(())) => {}
         }
-    }
-
-    async fn bind(&mut self, pod: &Pod, node: &str) -> Result<(), Error> {
-        let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let binding = Binding {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(ns.clone()),
-                uid: pod.metadata.uid.clone(),
-                ..Default::default()
-            },
-            target: ObjectReference {
-                kind: Some("Node".into()),
-                name: Some(node.into()),
-                api_version: Some("v1".into()),
-                ..Default::default()
-            },
-        };
-        api.create_subresource::<_, serde_json::Value>(
-            "binding",
-            &name,
-            &PostParams::default(),
-            &binding,
-        )
-        .await
-        .map_err(|source| Error::Api {
-            step: format!("binding {ns}/{name} to {node}"),
-            source,
-        })?;
-        tracing::debug!(pod = %format!("{ns}/{name}"), %node, "bound");
-        let note = format!("Successfully assigned {ns}/{name} to {node}");
-        self.events
-            .publish(&self.client, pod, "Normal", "Scheduled", "Binding", &note)
-            .await;
-        Ok(())
     }
 
     /// Evicts the victims of a preemption, as upstream's `PrepareCandidate`: each gets a
@@ -600,6 +618,105 @@ pub fn decide(pod: &Pod, nodes: &[NodeInfo], cluster: &Cluster) -> Decision {
     Decision::Bind(chosen)
 }
 
+/// Binds `pod` to `node` through `pods/<name>/binding` and records the `Scheduled` event
+/// (one per pod, so it needs no aggregation).
+async fn bind(client: &Client, instance: &str, pod: &Pod, node: &str) -> Result<(), Error> {
+    let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            kind: Some("Node".into()),
+            name: Some(node.into()),
+            api_version: Some("v1".into()),
+            ..Default::default()
+        },
+    };
+    api.create_subresource::<_, serde_json::Value>(
+        "binding",
+        &name,
+        &PostParams::default(),
+        &binding,
+    )
+    .await
+    .map_err(|source| Error::Api {
+        step: format!("binding {ns}/{name} to {node}"),
+        source,
+    })?;
+    tracing::debug!(pod = %format!("{ns}/{name}"), %node, "bound");
+    let note = format!("Successfully assigned {ns}/{name} to {node}");
+    create_event(
+        client,
+        instance,
+        pod,
+        None,
+        ("Normal", "Scheduled", "Binding"),
+        &note,
+    )
+    .await;
+    Ok(())
+}
+
+/// Creates one events.k8s.io/v1 Event about `pod`; its name on success. Best effort: a lost
+/// event is logged, never fails the scheduling.
+async fn create_event(
+    client: &Client,
+    instance: &str,
+    pod: &Pod,
+    related: Option<&Pod>,
+    (type_, reason, action): (&str, &str, &str),
+    note: &str,
+) -> Option<String> {
+    let ns = pod.namespace().unwrap_or_default();
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let now = Timestamp::now();
+    let name = format!("{}.{:x}", pod.name_any(), now.as_nanosecond());
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(now)),
+        type_: Some(type_.into()),
+        reason: Some(reason.into()),
+        action: Some(action.into()),
+        note: Some(note.into()),
+        reporting_controller: Some(SCHEDULER_NAME.into()),
+        reporting_instance: Some(instance.to_string()),
+        regarding: Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.name_any()),
+            namespace: Some(ns),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            ..Default::default()
+        }),
+        related: related.map(|r| ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(r.name_any()),
+            namespace: r.namespace(),
+            uid: r.metadata.uid.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &event).await {
+        Ok(_) => Some(name),
+        Err(e) => {
+            tracing::warn!(pod = %key_of(pod), %reason, error = %e, "recording event failed");
+            None
+        }
+    }
+}
+
 /// Events in events.k8s.io/v1, aggregated as upstream's recorder does: a repeat of the same
 /// reason and note for the same pod bumps the series count of the first event.
 struct Events {
@@ -656,46 +773,17 @@ impl Events {
         if self.sent.len() >= EVENT_CACHE {
             self.sent.clear();
         }
-        let name = format!("{}.{:x}", pod.name_any(), now.as_nanosecond());
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(ns.clone()),
-                ..Default::default()
-            },
-            event_time: Some(MicroTime(now)),
-            type_: Some(type_.into()),
-            reason: Some(reason.into()),
-            action: Some(action.into()),
-            note: Some(note.into()),
-            reporting_controller: Some(SCHEDULER_NAME.into()),
-            reporting_instance: Some(self.instance.clone()),
-            regarding: Some(ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(pod.name_any()),
-                namespace: Some(ns),
-                uid: pod.metadata.uid.clone(),
-                resource_version: pod.metadata.resource_version.clone(),
-                ..Default::default()
-            }),
-            related: related.map(|r| ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(r.name_any()),
-                namespace: r.namespace(),
-                uid: r.metadata.uid.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        match api.create(&PostParams::default(), &event).await {
-            Ok(_) => {
-                self.sent.insert(key, (name, 1));
-            }
-            Err(e) => {
-                tracing::warn!(pod = %key_of(pod), %reason, error = %e, "recording event failed")
-            }
+        if let Some(name) = create_event(
+            client,
+            &self.instance,
+            pod,
+            related,
+            (type_, reason, action),
+            note,
+        )
+        .await
+        {
+            self.sent.insert(key, (name, 1));
         }
     }
 }
