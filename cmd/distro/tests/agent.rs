@@ -201,6 +201,21 @@ spec:
   containers: [{name: main, image: busybox}]
 "#;
 
+const JOB: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: batch}
+spec:
+  completions: 4
+  parallelism: 2
+  template:
+    metadata:
+      annotations: {fake.distro.io/run-seconds: "1"}
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: busybox}]
+"#;
+
 #[test]
 fn simulated_nodes_run_a_deployment_and_complete_pods() {
     let s = Server::start(bin());
@@ -261,4 +276,19 @@ fn simulated_nodes_run_a_deployment_and_complete_pods() {
             .then_some(())
     });
     s.ok(LATEST, &["delete", "pod", "done", "--timeout=10s"]);
+
+    // A Job runs to completion on the simulated nodes, its pods finished by them.
+    s.ok_stdin(LATEST, &["apply", "-f", "-"], Some(JOB));
+    let out = s.ok(
+        LATEST,
+        &[
+            "wait",
+            "--for=condition=Complete",
+            "job/batch",
+            "--timeout=40s",
+        ],
+    );
+    assert!(out.contains("condition met"), "{out}");
+    let job = s.json(LATEST, &["get", "job", "batch"]);
+    assert_eq!(job["status"]["succeeded"], 4, "{job}");
 }

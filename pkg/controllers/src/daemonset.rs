@@ -13,9 +13,9 @@
 //! old once the new is available ([`plan`], pure). Expectations remember our creates and
 //! deletes until the cache shows them, so a lagging cache never doubles a node's pod.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use distro_scheduler::fit;
@@ -31,9 +31,9 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
-use tokio::time::Instant;
 
 use crate::deployment::rollout::scaled;
+use crate::expectations::{Expect, PodExpectations};
 use crate::history::{self, Ensured, Parent, HASH_LABEL, POD_REVISION_LABEL};
 use crate::objects::{controller_ref, record_event, selector_matches, EventType};
 use crate::replicaset::{is_available, slow_start_batches};
@@ -49,21 +49,11 @@ pub const COMPONENT: &str = "daemonset-controller";
 /// made from.
 pub const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
 
-/// How long unmet expectations are trusted (upstream's value).
-const EXPECTATIONS_TTL: Duration = Duration::from_secs(5 * 60);
-
 /// Requeue delay while waiting for the pod cache to catch up with our own writes.
 const EXPECTATIONS_REQUEUE: Duration = Duration::from_secs(1);
 
 /// Upstream's cap on pods created or deleted in one pass (`BurstReplicas`).
 const BURST_REPLICAS: usize = 250;
-
-#[derive(Debug)]
-struct Expectations {
-    creates: HashSet<String>,
-    deletes: HashSet<String>,
-    since: Instant,
-}
 
 struct Ctx {
     client: Client,
@@ -71,7 +61,7 @@ struct Ctx {
     nodes: Store<Node>,
     revisions: Store<ControllerRevision>,
     backoff: Backoff,
-    expectations: Mutex<HashMap<String, Expectations>>,
+    expectations: PodExpectations,
 }
 
 /// Runs until `shutdown` resolves.
@@ -86,7 +76,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
         nodes: nodes.store(),
         revisions: revisions.store(),
         backoff: Backoff::default(),
-        expectations: Mutex::default(),
+        expectations: PodExpectations::default(),
     });
     let all = sets.store();
     let for_orphans = sets.store();
@@ -734,7 +724,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .unwrap_or_default();
 
     let now = Timestamp::now();
-    let satisfied = expectations_met(&ctx, &key, &all_pods);
+    let satisfied = ctx.expectations.met(&key, &all_pods);
     let mut failure = None;
     let mut requeue = None;
     if !satisfied {
@@ -789,12 +779,8 @@ async fn execute(ctx: &Ctx, ds: &DaemonSet, hash: &str, plan: Plan) -> Option<Er
     }
     let mut failure = None;
     let deletes: Vec<(String, String)> = plan.delete.into_iter().take(BURST_REPLICAS).collect();
-    expect(
-        ctx,
-        &key,
-        Vec::new(),
-        deletes.iter().map(|(_, u)| u.clone()).collect(),
-    );
+    ctx.expectations
+        .expect(&key, deletes.iter().map(|(_, u)| Expect::Delete(u.clone())));
     for (name, uid) in deletes {
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
@@ -826,10 +812,7 @@ async fn execute(ctx: &Ctx, ds: &DaemonSet, hash: &str, plan: Plan) -> Option<Er
                     format!("Error deleting: {}", api_message(&e)),
                 )
                 .await;
-                ctx.expectations
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&key);
+                ctx.expectations.forget(&key);
                 failure.get_or_insert(Error::api(format!("deleting pod {ns}/{name}"))(e));
             }
         }
@@ -879,52 +862,14 @@ async fn execute(ctx: &Ctx, ds: &DaemonSet, hash: &str, plan: Plan) -> Option<Er
                 }
             }
         }
-        expect(ctx, &key, created, Vec::new());
+        ctx.expectations
+            .expect(&key, created.into_iter().map(Expect::Create));
         if failure.is_some() {
             // Later batches would fail the same way.
             return failure;
         }
     }
     None
-}
-
-/// Whether the pod cache reflects every create and delete we made; observed ones are dropped.
-fn expectations_met(ctx: &Ctx, key: &str, pods: &[Arc<Pod>]) -> bool {
-    let mut all = ctx.expectations.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(exp) = all.get_mut(key) else {
-        return true;
-    };
-    let names: HashSet<&str> = pods
-        .iter()
-        .filter_map(|p| p.metadata.name.as_deref())
-        .collect();
-    exp.creates.retain(|n| !names.contains(n.as_str()));
-    exp.deletes.retain(|uid| {
-        pods.iter().any(|p| {
-            p.metadata.uid.as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none()
-        })
-    });
-    if (exp.creates.is_empty() && exp.deletes.is_empty()) || exp.since.elapsed() > EXPECTATIONS_TTL
-    {
-        all.remove(key);
-        return true;
-    }
-    false
-}
-
-fn expect(ctx: &Ctx, key: &str, creates: Vec<String>, deletes: Vec<String>) {
-    if creates.is_empty() && deletes.is_empty() {
-        return;
-    }
-    let mut all = ctx.expectations.lock().unwrap_or_else(|e| e.into_inner());
-    all.retain(|_, e| e.since.elapsed() <= EXPECTATIONS_TTL);
-    let exp = all.entry(key.to_string()).or_insert_with(|| Expectations {
-        creates: HashSet::new(),
-        deletes: HashSet::new(),
-        since: Instant::now(),
-    });
-    exp.creates.extend(creates);
-    exp.deletes.extend(deletes);
 }
 
 /// Writes the status with PUT (upstream's role grants only `update` on the subresource),

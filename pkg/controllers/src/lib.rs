@@ -65,6 +65,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
 pub mod job;

@@ -9,9 +9,9 @@
 //! so a lagging cache never makes it create or delete twice.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
@@ -23,8 +23,8 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
-use tokio::time::Instant;
 
+use crate::expectations::{Expect, PodExpectations};
 use crate::objects::{controller_ref, record_event, selector_matches, EventType};
 use crate::{Backoff, Clients, Error};
 
@@ -34,28 +34,14 @@ pub const COMPONENT: &str = "replicaset-controller";
 /// Upstream's cap on pods created or deleted in one pass (`BurstReplicas`).
 const BURST_REPLICAS: usize = 500;
 
-/// How long unmet expectations are trusted before the controller acts anyway: a watch event
-/// can be lost (e.g. a pod created and deleted between two relists). Upstream's value.
-const EXPECTATIONS_TTL: Duration = Duration::from_secs(5 * 60);
-
 /// Requeue delay while waiting for the pod cache to catch up with our own writes.
 const EXPECTATIONS_REQUEUE: Duration = Duration::from_secs(1);
-
-/// Writes of this controller not yet seen in the pod cache.
-#[derive(Debug)]
-struct Expectations {
-    /// Names of pods we created.
-    creates: HashSet<String>,
-    /// UIDs of pods we deleted.
-    deletes: HashSet<String>,
-    since: Instant,
-}
 
 struct Ctx {
     client: Client,
     pods: Store<Pod>,
     backoff: Backoff,
-    expectations: Mutex<HashMap<String, Expectations>>,
+    expectations: PodExpectations,
 }
 
 /// Runs until `shutdown` resolves.
@@ -66,7 +52,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
         client: clients.writer("replicaset-controller"),
         pods: pods.store(),
         backoff: Backoff::default(),
-        expectations: Mutex::default(),
+        expectations: PodExpectations::default(),
     });
     let set_store = sets.store();
     let results = Controller::for_shared_stream(sets.subscribe(), sets.store())
@@ -251,7 +237,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
         .collect();
 
-    let satisfied = expectations_met(&ctx, &key, &pods);
+    let satisfied = ctx.expectations.met(&key, &pods);
     let owned = claim(&ctx, &rs, &pods).await?;
     let active: Vec<&Pod> = owned.iter().filter(|p| is_active(p)).collect();
 
@@ -322,43 +308,6 @@ async fn update_status(
 
 fn error_policy(rs: Arc<ReplicaSet>, _e: &Error, ctx: Arc<Ctx>) -> Action {
     Action::requeue(ctx.backoff.failed(&key(&rs)))
-}
-
-/// Whether the pod cache reflects every create and delete we made; observed ones are dropped.
-fn expectations_met(ctx: &Ctx, key: &str, pods: &[Arc<Pod>]) -> bool {
-    let mut all = ctx.expectations.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(exp) = all.get_mut(key) else {
-        return true;
-    };
-    let names: HashSet<&str> = pods
-        .iter()
-        .filter_map(|p| p.metadata.name.as_deref())
-        .collect();
-    exp.creates.retain(|n| !names.contains(n.as_str()));
-    exp.deletes.retain(|uid| {
-        pods.iter().any(|p| {
-            p.metadata.uid.as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none()
-        })
-    });
-    if (exp.creates.is_empty() && exp.deletes.is_empty()) || exp.since.elapsed() > EXPECTATIONS_TTL
-    {
-        all.remove(key);
-        return true;
-    }
-    false
-}
-
-fn expect(ctx: &Ctx, key: &str, creates: Vec<String>, deletes: Vec<String>) {
-    let mut all = ctx.expectations.lock().unwrap_or_else(|e| e.into_inner());
-    // Entries of sets deleted meanwhile are never read again: drop the stale ones here.
-    all.retain(|_, e| e.since.elapsed() <= EXPECTATIONS_TTL);
-    let exp = all.entry(key.to_string()).or_insert_with(|| Expectations {
-        creates: HashSet::new(),
-        deletes: HashSet::new(),
-        since: Instant::now(),
-    });
-    exp.creates.extend(creates);
-    exp.deletes.extend(deletes);
 }
 
 /// Adopts matching orphans and releases owned pods that no longer match (upstream's
@@ -499,7 +448,8 @@ async fn manage(ctx: &Ctx, rs: &ReplicaSet, active: &[&Pod]) -> Option<Error> {
                     }
                 }
             }
-            expect(ctx, &key, created, Vec::new());
+            ctx.expectations
+                .expect(&key, created.into_iter().map(Expect::Create));
             if let Some(e) = failure {
                 // Later batches are skipped: they would fail the same way.
                 return Some(Error::api(format!("creating pods for ReplicaSet {key}"))(e));
@@ -516,11 +466,9 @@ async fn manage(ctx: &Ctx, rs: &ReplicaSet, active: &[&Pod]) -> Option<Error> {
         let mut victims: Vec<&Pod> = active.to_vec();
         victims.sort_by(|a, b| deletion_order(a, b, &colocated));
         victims.truncate(n);
-        expect(
-            ctx,
+        ctx.expectations.expect(
             &key,
-            Vec::new(),
-            victims.iter().filter_map(|p| p.uid()).collect(),
+            victims.iter().filter_map(|p| p.uid()).map(Expect::Delete),
         );
         let results = futures::future::join_all(victims.iter().map(|p| {
             let dp = DeleteParams {
@@ -566,10 +514,7 @@ async fn manage(ctx: &Ctx, rs: &ReplicaSet, active: &[&Pod]) -> Option<Error> {
         }
         if let Some(e) = failure {
             // The failed deletes will not show up in the cache: stop waiting for them.
-            ctx.expectations
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            ctx.expectations.forget(&key);
             return Some(Error::api(format!("deleting pods of ReplicaSet {key}"))(e));
         }
     }

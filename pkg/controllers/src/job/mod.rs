@@ -24,7 +24,7 @@
 
 pub mod policy;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,8 +39,8 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tokio::time::Instant;
 
+use crate::expectations::{Expect, PodExpectations};
 use crate::objects::{controller_ref, record_event, EventType};
 use crate::{Backoff, Clients, Error};
 use policy::{reason, FailureAction, COMPLETION_INDEX, TRACKING_FINALIZER};
@@ -51,23 +51,8 @@ pub const COMPONENT: &str = "job-controller";
 /// Upstream's cap on pods created or deleted in one pass.
 const BURST: usize = 500;
 
-/// How long unmet expectations are trusted (upstream's value).
-const EXPECTATIONS_TTL: Duration = Duration::from_secs(5 * 60);
-
 /// Requeue delay while the caches catch up with our own writes.
 const CACHE_REQUEUE: Duration = Duration::from_millis(500);
-
-/// Writes of this controller not yet seen in the pod cache.
-#[derive(Debug)]
-struct Expectations {
-    /// Names of pods we created.
-    creates: HashSet<String>,
-    /// UIDs of pods we deleted.
-    deletes: HashSet<String>,
-    /// UIDs of pods whose tracking finalizer we removed.
-    finalizers: HashSet<String>,
-    since: Instant,
-}
 
 /// Consecutive pod failures of a Job since its last success (upstream's backoff record).
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +65,7 @@ struct Ctx {
     client: Client,
     pods: Store<Pod>,
     backoff: Backoff,
-    expectations: Mutex<HashMap<String, Expectations>>,
+    expectations: PodExpectations,
     /// Resource version of our last status write per Job.
     written: Mutex<HashMap<String, u64>>,
     failures: Mutex<HashMap<String, FailureRecord>>,
@@ -95,7 +80,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
         client: client.clone(),
         pods: pods.store(),
         backoff: Backoff::default(),
-        expectations: Mutex::default(),
+        expectations: PodExpectations::with_finalizer(TRACKING_FINALIZER),
         written: Mutex::default(),
         failures: Mutex::default(),
     });
@@ -573,7 +558,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
         .filter(|p| controller_ref(&p.metadata).is_some_and(|r| r.uid == uid))
         .collect();
-    if !expectations_met(&ctx, &key, &pods) || !cache_current(&ctx, &key, &job) {
+    if !ctx.expectations.met(&key, &pods) || !cache_current(&ctx, &key, &job) {
         return Ok(Action::requeue(CACHE_REQUEUE));
     }
     let pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
@@ -582,7 +567,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         // Job being deleted in the foreground, which waits for its pods to go.
         for pod in pods.iter().filter(|p| has_tracking_finalizer(p)) {
             remove_finalizer(&ctx.client, pod).await?;
-            expect(&ctx, &key, Expect::Finalizer(pod.uid().unwrap_or_default()));
+            ctx.expectations
+                .expect(&key, [Expect::Finalizer(pod.uid().unwrap_or_default())]);
         }
         // Nothing will be created for it again: forget its failure record.
         ctx.failures
@@ -714,7 +700,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     // Only counted pods are released: their uids are in the status now.
     for pod in &t.release {
         remove_finalizer(&ctx.client, pod).await?;
-        expect(&ctx, &key, Expect::Finalizer(pod.uid().unwrap_or_default()));
+        ctx.expectations
+            .expect(&key, [Expect::Finalizer(pod.uid().unwrap_or_default())]);
     }
     if let Some(e) = manage_err {
         return Err(e);
@@ -859,7 +846,7 @@ async fn manage(
                         format!("Created pod: {name}"),
                     )
                     .await;
-                    expect(ctx, &key, Expect::Create(name));
+                    ctx.expectations.expect(&key, [Expect::Create(name)]);
                     created_total += 1;
                 }
                 Err(e) if crate::namespace_closed(&e) => {}
@@ -891,7 +878,8 @@ async fn delete_pods(ctx: &Ctx, job: &Job, pods: &[&Pod]) -> Result<(), Error> {
     let key = key(job);
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
     for p in pods {
-        expect(ctx, &key, Expect::Delete(p.uid().unwrap_or_default()));
+        ctx.expectations
+            .expect(&key, [Expect::Delete(p.uid().unwrap_or_default())]);
     }
     let results = futures::future::join_all(pods.iter().map(|p| {
         let dp = DeleteParams {
@@ -936,10 +924,7 @@ async fn delete_pods(ctx: &Ctx, job: &Job, pods: &[&Pod]) -> Result<(), Error> {
         }
     }
     if let Some(e) = failure {
-        ctx.expectations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        ctx.expectations.forget(&key);
         return Err(Error::api(format!("deleting pods of Job {key}"))(e));
     }
     Ok(())
@@ -996,53 +981,6 @@ fn cache_current(ctx: &Ctx, key: &str, job: &Job) -> bool {
 
 fn error_policy(job: Arc<Job>, _e: &Error, ctx: Arc<Ctx>) -> Action {
     Action::requeue(ctx.backoff.failed(&key(&job)))
-}
-
-enum Expect {
-    Create(String),
-    Delete(String),
-    Finalizer(String),
-}
-
-fn expect(ctx: &Ctx, key: &str, what: Expect) {
-    let mut all = ctx.expectations.lock().unwrap_or_else(|e| e.into_inner());
-    all.retain(|_, e| e.since.elapsed() <= EXPECTATIONS_TTL);
-    let exp = all.entry(key.to_string()).or_insert_with(|| Expectations {
-        creates: HashSet::new(),
-        deletes: HashSet::new(),
-        finalizers: HashSet::new(),
-        since: Instant::now(),
-    });
-    match what {
-        Expect::Create(n) => exp.creates.insert(n),
-        Expect::Delete(u) => exp.deletes.insert(u),
-        Expect::Finalizer(u) => exp.finalizers.insert(u),
-    };
-}
-
-/// Whether the pod cache reflects our writes; observed ones are dropped.
-fn expectations_met(ctx: &Ctx, key: &str, pods: &[Arc<Pod>]) -> bool {
-    let mut all = ctx.expectations.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(exp) = all.get_mut(key) else {
-        return true;
-    };
-    let by_name: BTreeMap<&str, &Pod> = pods
-        .iter()
-        .filter_map(|p| Some((p.metadata.name.as_deref()?, p.as_ref())))
-        .collect();
-    let by_uid = |uid: &str| pods.iter().find(|p| p.metadata.uid.as_deref() == Some(uid));
-    exp.creates.retain(|n| !by_name.contains_key(n.as_str()));
-    exp.deletes
-        .retain(|u| by_uid(u).is_some_and(|p| p.metadata.deletion_timestamp.is_none()));
-    exp.finalizers
-        .retain(|u| by_uid(u).is_some_and(|p| has_tracking_finalizer(p)));
-    if (exp.creates.is_empty() && exp.deletes.is_empty() && exp.finalizers.is_empty())
-        || exp.since.elapsed() > EXPECTATIONS_TTL
-    {
-        all.remove(key);
-        return true;
-    }
-    false
 }
 
 #[cfg(test)]
