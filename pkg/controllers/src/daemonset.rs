@@ -35,7 +35,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::deployment::rollout::scaled;
 use crate::expectations::{Expect, PodExpectations};
 use crate::history::{self, Ensured, Parent, HASH_LABEL, POD_REVISION_LABEL};
-use crate::objects::{controller_ref, record_event, selector_matches, EventType};
+use crate::objects::{adopt_pod, controller_ref, record_event, selector_matches, EventType};
 use crate::replicaset::{is_available, slow_start_batches};
 use crate::{Backoff, Clients, Error};
 
@@ -125,32 +125,6 @@ fn adoptable(ds: &DaemonSet, pod: &Pod) -> bool {
             .spec
             .as_ref()
             .is_some_and(|s| selector_matches(&s.selector, pod.metadata.labels.as_ref()))
-}
-
-/// Makes `ds` the controller of orphan `pod` (a merge patch guarded by the pod's UID);
-/// `None` if the pod changed or went meanwhile.
-async fn adopt(ctx: &Ctx, ds: &DaemonSet, pod: &Pod) -> Result<Option<Pod>, Error> {
-    let ns = ds.namespace().unwrap_or_default();
-    let name = pod.name_any();
-    let mut refs: Vec<OwnerReference> = pod.metadata.owner_references.clone().unwrap_or_default();
-    refs.push(owner_ref(ds));
-    let patch = serde_json::json!({"metadata": {"uid": pod.uid(), "ownerReferences": refs}});
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    match api
-        .patch(
-            &name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(p) => {
-            tracing::debug!(daemonset = %key(ds), pod = %name, "adopted pod");
-            Ok(Some(p))
-        }
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 || s.code == 422 => Ok(None),
-        Err(e) => Err(Error::api(format!("adopting pod {ns}/{name}"))(e)),
-    }
 }
 
 /// The DaemonSet controlling an object, if any.
@@ -665,7 +639,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .collect();
     let mut adopted: Vec<Pod> = Vec::new();
     for orphan in all_pods.iter().filter(|p| adoptable(&ds, p)) {
-        adopted.extend(adopt(&ctx, &ds, orphan).await?);
+        adopted.extend(adopt_pod(&ctx.client, owner_ref(&ds), orphan).await?);
     }
     let owned: Vec<&Pod> = all_pods
         .iter()

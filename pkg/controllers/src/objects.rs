@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 /// Whether `selector` selects `labels`: every matchLabels pair and every matchExpression
@@ -42,6 +42,34 @@ pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .iter()
         .flatten()
         .find(|r| r.controller == Some(true))
+}
+
+/// Makes `owner` the controller of orphan `pod` (upstream's `PodControllerRefManager.AdoptPod`):
+/// a merge patch guarded by the pod's UID, so a namesake created meanwhile is never taken.
+/// `None` if the pod changed or went meanwhile (404, 409, 422), which the next pass sees.
+pub async fn adopt_pod(
+    client: &Client,
+    owner: OwnerReference,
+    pod: &Pod,
+) -> Result<Option<Pod>, crate::Error> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
+    let by = format!("{} {}", owner.kind, owner.name);
+    refs.push(owner);
+    let patch = serde_json::json!({"metadata": {"uid": pod.metadata.uid, "ownerReferences": refs}});
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(p) => {
+            tracing::debug!(owner = %by, pod = %format!("{ns}/{name}"), "adopted pod");
+            Ok(Some(p))
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 || s.code == 422 => Ok(None),
+        Err(e) => Err(crate::Error::api(format!("adopting pod {ns}/{name}"))(e)),
+    }
 }
 
 /// The event types upstream uses.

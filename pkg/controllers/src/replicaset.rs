@@ -25,7 +25,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::expectations::{Expect, PodExpectations};
-use crate::objects::{controller_ref, record_event, selector_matches, EventType};
+use crate::objects::{adopt_pod, controller_ref, record_event, selector_matches, EventType};
 use crate::{Backoff, Clients, Error};
 
 /// The name events and logs are reported under, as upstream.
@@ -374,21 +374,7 @@ async fn claim(ctx: &Ctx, rs: &ReplicaSet, pods: &[Arc<Pod>]) -> Result<Vec<Pod>
                 if may_adopt != Some(true) {
                     continue;
                 }
-                let mut refs: Vec<OwnerReference> =
-                    pod.metadata.owner_references.clone().unwrap_or_default();
-                refs.push(owner_ref(rs));
-                let patch = json!({"metadata": {"uid": pod.uid(), "ownerReferences": refs}});
-                match api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(p) => {
-                        tracing::debug!(replicaset = %key(rs), pod = %name, "adopted pod");
-                        owned.push(p);
-                    }
-                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => {}
-                    Err(e) => return Err(Error::api(format!("adopting pod {ns}/{name}"))(e)),
-                }
+                owned.extend(adopt_pod(&ctx.client, owner_ref(rs), pod).await?);
             }
         }
     }

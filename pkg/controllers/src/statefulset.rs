@@ -32,7 +32,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
 use crate::history::{self, Ensured, Parent, POD_REVISION_LABEL};
-use crate::objects::{controller_ref, record_event, selector_matches, EventType};
+use crate::objects::{adopt_pod, controller_ref, record_event, selector_matches, EventType};
 use crate::replicaset::is_available;
 use crate::{Backoff, Clients, Error};
 
@@ -521,7 +521,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         .cloned()
         .collect();
     for orphan in in_ns.iter().filter(|p| adoptable(&set, p)) {
-        if let Some(adopted) = adopt(&ctx, &set, orphan).await? {
+        if let Some(adopted) = adopt_pod(&ctx.client, owner_ref(&set, true), orphan).await? {
             owned.push(Arc::new(adopted));
         }
     }
@@ -623,32 +623,6 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     Ok(Action::await_change())
-}
-
-/// Makes `set` the controller of orphan `pod` (a merge patch guarded by the pod's UID);
-/// `None` if the pod changed or went meanwhile.
-async fn adopt(ctx: &Ctx, set: &StatefulSet, pod: &Pod) -> Result<Option<Pod>, Error> {
-    let ns = set.namespace().unwrap_or_default();
-    let name = pod.name_any();
-    let mut refs: Vec<OwnerReference> = pod.metadata.owner_references.clone().unwrap_or_default();
-    refs.push(owner_ref(set, true));
-    let patch = serde_json::json!({"metadata": {"uid": pod.uid(), "ownerReferences": refs}});
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    match api
-        .patch(
-            &name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(p) => {
-            tracing::debug!(statefulset = %key(set), pod = %name, "adopted pod");
-            Ok(Some(p))
-        }
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 || s.code == 422 => Ok(None),
-        Err(e) => Err(Error::api(format!("adopting pod {ns}/{name}"))(e)),
-    }
 }
 
 /// Creates the claims of ordinal `ord` the cache lacks (upstream recreates claims deleted
