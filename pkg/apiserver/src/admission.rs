@@ -26,34 +26,39 @@ pub trait Admission: Send + Sync {
         dry_run: bool,
     ) -> Result<()>;
 
-    /// Admits an update of `old` to `obj`.
+    /// Admits an update of `old` to `obj`. By default updates pass unchanged (steps that
+    /// default or check on create only, as upstream's).
     async fn update(
         &self,
-        store: &Arc<dyn Datastore>,
-        def: &ResourceDef,
-        obj: &mut Value,
-        old: &Value,
-        dry_run: bool,
-    ) -> Result<()>;
+        _store: &Arc<dyn Datastore>,
+        _def: &ResourceDef,
+        _obj: &mut Value,
+        _old: &Value,
+        _dry_run: bool,
+    ) -> Result<()> {
+        Ok(())
+    }
 
     /// The write of `obj` that [`Admission::create`] or [`Admission::update`] admitted did
     /// not happen; `old` is the object it would have replaced. Release what `obj` holds and
-    /// `old` does not.
+    /// `old` does not. By default nothing is held.
     async fn aborted(
         &self,
-        store: &Arc<dyn Datastore>,
-        def: &ResourceDef,
-        obj: &Value,
-        old: Option<&Value>,
-    );
+        _store: &Arc<dyn Datastore>,
+        _def: &ResourceDef,
+        _obj: &Value,
+        _old: Option<&Value>,
+    ) {
+    }
 
     /// `old` was replaced by `new` (`None`: deleted). Release what `old` held and `new`
-    /// does not.
+    /// does not. By default nothing is held.
     async fn committed(
         &self,
-        store: &Arc<dyn Datastore>,
-        def: &ResourceDef,
-        old: &Value,
-        new: Option<&Value>,
-    );
+        _store: &Arc<dyn Datastore>,
+        _def: &ResourceDef,
+        _old: &Value,
+        _new: Option<&Value>,
+    ) {
+    }
 }

@@ -322,35 +322,6 @@ impl Admission for LimitRanger {
             "pods \"{shown}\" is forbidden: {msg}"
         )))
     }
-
-    async fn update(
-        &self,
-        _store: &Arc<dyn Datastore>,
-        _def: &ResourceDef,
-        _obj: &mut Value,
-        _old: &Value,
-        _dry_run: bool,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    async fn aborted(
-        &self,
-        _store: &Arc<dyn Datastore>,
-        _def: &ResourceDef,
-        _obj: &Value,
-        _old: Option<&Value>,
-    ) {
-    }
-
-    async fn committed(
-        &self,
-        _store: &Arc<dyn Datastore>,
-        _def: &ResourceDef,
-        _old: &Value,
-        _new: Option<&Value>,
-    ) {
-    }
 }
 
 #[cfg(test)]

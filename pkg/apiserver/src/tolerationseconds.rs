@@ -82,36 +82,6 @@ impl Admission for DefaultTolerationSeconds {
         }
         Ok(())
     }
-
-    async fn update(
-        &self,
-        _store: &Arc<dyn Datastore>,
-        _def: &ResourceDef,
-        _obj: &mut Value,
-        _old: &Value,
-        _dry_run: bool,
-    ) -> Result<()> {
-        // Upstream defaults on create only: tolerations of a running pod are the user's.
-        Ok(())
-    }
-
-    async fn aborted(
-        &self,
-        _store: &Arc<dyn Datastore>,
-        _def: &ResourceDef,
-        _obj: &Value,
-        _old: Option<&Value>,
-    ) {
-    }
-
-    async fn committed(
-        &self,
-        _store: &Arc<dyn Datastore>,
-        _def: &ResourceDef,
-        _old: &Value,
-        _new: Option<&Value>,
-    ) {
-    }
 }
 
 #[cfg(test)]
