@@ -53,17 +53,10 @@ impl NodeInfo {
     /// Counts `pod` as running here without copying it (pods from the cache are shared).
     pub fn add_shared(&mut self, pod: Arc<Pod>) {
         let r = resources::pod_requests(&pod);
-        let non_zero = resources::non_zero(&r);
-        self.add_counted(pod, &r, non_zero);
-    }
-
-    /// As [`NodeInfo::add_shared`], with the pod's requests already worked out (the scheduler
-    /// remembers them per pod instead of parsing every pod's quantities for every decision).
-    pub fn add_counted(&mut self, pod: Arc<Pod>, requests: &Resources, non_zero: (i64, i64)) {
-        for (k, v) in requests {
-            *self.requested.entry(k.clone()).or_default() += v;
+        let (cpu, mem) = resources::non_zero(&r);
+        for (k, v) in r {
+            *self.requested.entry(k).or_default() += v;
         }
-        let (cpu, mem) = non_zero;
         self.non_zero.0 += cpu;
         self.non_zero.1 += mem;
         self.pods += 1;

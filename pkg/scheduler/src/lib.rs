@@ -147,7 +147,6 @@ pub async fn run(
         volumes: volumes.store(),
         queue: Queue::default(),
         assumed: HashMap::new(),
-        requests: HashMap::new(),
         events: Events {
             instance,
             sent: HashMap::new(),
@@ -208,25 +207,13 @@ struct Scheduler {
     queue: Queue,
     /// Pods bound by us that the cache may not show bound yet: key → (pod with nodeName, when).
     assumed: HashMap<String, (Pod, Instant)>,
-    /// Each cached pod's requests by uid, with the resourceVersion they were read at: parsing
-    /// every pod's quantities for every decision was most of a decision's cost.
-    requests: HashMap<String, Counted>,
     events: Events,
     /// Bindings in flight: each ends with (pod key, pod uid, outcome).
     binds: JoinSet<(String, Option<String>, Result<(), Error>)>,
 }
 
-/// A pod's requests as a node counts them: (resourceVersion, requests, scoring requests).
-type Counted = (Option<String>, resources::Resources, (i64, i64));
-
 fn key_of(pod: &Pod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
-}
-
-fn counted(pod: &Pod) -> Counted {
-    let r = resources::pod_requests(pod);
-    let non_zero = resources::non_zero(&r);
-    (pod.metadata.resource_version.clone(), r, non_zero)
 }
 
 fn lookup(store: &Store<Pod>, key: &str) -> Option<Arc<Pod>> {
@@ -299,14 +286,6 @@ impl Scheduler {
                 })
         });
         let all = self.pods.state();
-        if self.requests.len() > 2 * all.len() + 1024 {
-            // Forget pods gone from the cache.
-            let live: std::collections::HashSet<&str> = all
-                .iter()
-                .filter_map(|p| p.metadata.uid.as_deref())
-                .collect();
-            self.requests.retain(|uid, _| live.contains(uid.as_str()));
-        }
         let me = preemption::priority(pod);
         for p in &all {
             let nominated = p
@@ -327,18 +306,7 @@ impl Scheduler {
                 _ => None,
             };
             if let Some(info) = place.and_then(|n| infos.get_mut(n)) {
-                let uid = p.metadata.uid.clone().unwrap_or_default();
-                let version = &p.metadata.resource_version;
-                let counted = self
-                    .requests
-                    .entry(uid)
-                    .and_modify(|c| {
-                        if &c.0 != version {
-                            *c = counted(p);
-                        }
-                    })
-                    .or_insert_with(|| counted(p));
-                info.add_counted(p.clone(), &counted.1, counted.2);
+                info.add_shared(p.clone());
             }
         }
         for (assumed, _) in self.assumed.values() {
