@@ -35,7 +35,9 @@ use kube::{Api, Client, ResourceExt};
 use crate::deployment::rollout::scaled;
 use crate::expectations::{Expect, PodExpectations};
 use crate::history::{self, Ensured, Parent, HASH_LABEL, POD_REVISION_LABEL};
-use crate::objects::{adopt_pod, controller_ref, record_event, selector_matches, EventType};
+use crate::objects::{
+    adopt_pod, api_message, controller_ref, record_event, selector_matches, EventType,
+};
 use crate::replicaset::{is_available, slow_start_batches};
 use crate::{Backoff, Clients, Error};
 
@@ -614,13 +616,6 @@ pub fn pod_for(ds: &DaemonSet, template: &PodTemplateSpec, node: &str) -> Pod {
         },
         spec: Some(spec),
         status: None,
-    }
-}
-
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
     }
 }
 

@@ -23,7 +23,7 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
-use crate::objects::{record_event, EventType};
+use crate::objects::{api_message, record_event, EventType};
 use crate::podendpoints::{
     self, find_port, format_trigger_time, headless, hostname, pod_ready, publish_not_ready,
     should_publish, Membership, TriggerTimes, HEADLESS_LABEL, TRIGGER_TIME_ANNOTATION,
@@ -375,10 +375,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         // reports these as failures too; they resolve themselves, so no Event here.
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(Action::requeue(CONFLICT_REQUEUE)),
         Err(e) => {
-            let message = match &e {
-                kube::Error::Api(s) => s.message.clone(),
-                other => other.to_string(),
-            };
+            let message = api_message(&e);
             let (reason, text) = if create {
                 (
                     "FailedToCreateEndpoint",

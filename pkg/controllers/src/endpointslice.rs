@@ -26,7 +26,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use tokio::time::Instant;
 
-use crate::objects::{record_event, EventType};
+use crate::objects::{api_message, record_event, EventType};
 use crate::podendpoints::{
     self, find_port, format_trigger_time, headless, hostname, pod_ready, publish_not_ready,
     should_publish, Membership, TriggerTimes, HEADLESS_LABEL, TRIGGER_TIME_ANNOTATION,
@@ -511,10 +511,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             let conflict = matches!(&e, kube::Error::Api(s) if s.code == 409);
             let closing = crate::namespace_closed(&e);
             if !conflict && !closing {
-                let message = match &e {
-                    kube::Error::Api(s) => s.message.clone(),
-                    other => other.to_string(),
-                };
+                let message = api_message(&e);
                 record_event(
                     &ctx.client,
                     COMPONENT,

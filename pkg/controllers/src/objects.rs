@@ -72,6 +72,15 @@ pub async fn adopt_pod(
     }
 }
 
+/// An API error as Events quote it: the apiserver's own message for a Status, else the
+/// error itself (as upstream's controllers put `err.Error()` in their Events).
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// The event types upstream uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {

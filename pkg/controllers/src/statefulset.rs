@@ -32,7 +32,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
 use crate::history::{self, Ensured, Parent, POD_REVISION_LABEL};
-use crate::objects::{adopt_pod, controller_ref, record_event, selector_matches, EventType};
+use crate::objects::{
+    adopt_pod, api_message, controller_ref, record_event, selector_matches, EventType,
+};
 use crate::replicaset::is_available;
 use crate::{Backoff, Clients, Error};
 
@@ -491,13 +493,6 @@ pub fn claims_for(set: &StatefulSet, ord: i32) -> Vec<PersistentVolumeClaim> {
             }
         })
         .collect()
-}
-
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
-    }
 }
 
 async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {

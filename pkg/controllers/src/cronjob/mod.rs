@@ -33,7 +33,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
 use crate::job::policy;
-use crate::objects::{controller_ref, record_event, EventType};
+use crate::objects::{api_message, controller_ref, record_event, EventType};
 use crate::{Backoff, Clients, Error};
 
 /// The controller's identity and the component its Events name.
@@ -549,13 +549,6 @@ async fn cleanup_history(ctx: &Ctx, cj: &CronJob, jobs: &[Arc<Job>]) -> Result<(
         }
     }
     Ok(())
-}
-
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// Writes the status with PUT on the cached object; a stale cache conflicts and the pass is

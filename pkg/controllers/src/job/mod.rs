@@ -41,7 +41,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::expectations::{Expect, PodExpectations};
-use crate::objects::{controller_ref, record_event, EventType};
+use crate::objects::{api_message, controller_ref, record_event, EventType};
 use crate::{Backoff, Clients, Error};
 use policy::{reason, FailureAction, COMPLETION_INDEX, TRACKING_FINALIZER};
 
@@ -928,13 +928,6 @@ async fn delete_pods(ctx: &Ctx, job: &Job, pods: &[&Pod]) -> Result<(), Error> {
         return Err(Error::api(format!("deleting pods of Job {key}"))(e));
     }
     Ok(())
-}
-
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// Writes the status with PUT on the cached object: a stale cache conflicts and the pass is
