@@ -282,14 +282,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            run_async(async move {
-                let (tx, rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    wait_for_signal().await;
-                    tracing::info!("shutting down");
-                    let _ = tx.send(true);
-                });
-                distro_server::run(config, rx)
+            run_until_signal(|stop| async move {
+                distro_server::run(config, stop)
                     .await
                     .context("distro server")
             })
@@ -302,14 +296,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            run_async(async move {
-                let (tx, rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    wait_for_signal().await;
-                    tracing::info!("shutting down");
-                    let _ = tx.send(true);
-                });
-                distro_agent::run(config, rx).await.context("distro agent")
+            run_until_signal(|stop| async move {
+                distro_agent::run(config, stop)
+                    .await
+                    .context("distro agent")
             })
         }
         Command::Kubectl { args } => kubectl(args),
@@ -375,6 +365,23 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         taints,
         fake_capacity,
         fake_nodes: a.fake_nodes,
+    })
+}
+
+/// Runs a long-lived command whose shutdown flag turns true on SIGTERM or SIGINT.
+fn run_until_signal<F, Fut>(command: F) -> ExitCode
+where
+    F: FnOnce(tokio::sync::watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    run_async(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            let _ = tx.send(true);
+        });
+        command(rx).await
     })
 }
 
