@@ -36,7 +36,8 @@ use crate::deployment::rollout::scaled;
 use crate::expectations::{Expect, PodExpectations};
 use crate::history::{self, Ensured, Parent, HASH_LABEL, POD_REVISION_LABEL};
 use crate::objects::{
-    adopt_pod, api_message, controller_ref, record_event, selector_matches, EventType,
+    adopt_pod, api_message, controller_of, controller_ref, owners_to_wake, record_event,
+    selector_matches, EventType,
 };
 use crate::replicaset::{is_available, slow_start_batches};
 use crate::{Backoff, Clients, Error};
@@ -84,10 +85,10 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let for_orphans = sets.store();
     let results = Controller::for_shared_stream(sets.subscribe(), sets.store())
         .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
-            owners_to_wake(&pod, &for_orphans)
+            owners_to_wake(&pod, &for_orphans, adoptable)
         })
         .watches_shared_stream(revisions.subscribe(), |r: Arc<ControllerRevision>| {
-            owner(&r.metadata)
+            controller_of::<DaemonSet>(&r.metadata)
         })
         // A node change (labels, taints, a new node) may concern every DaemonSet.
         .watches_shared_stream(nodes.subscribe(), move |_: Arc<Node>| {
@@ -102,21 +103,6 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     crate::drive(COMPONENT, results).await;
 }
 
-/// The DaemonSets a pod change concerns: its controller, or for an orphan every set in its
-/// namespace that may adopt it.
-fn owners_to_wake(pod: &Pod, sets: &Store<DaemonSet>) -> Vec<ObjectRef<DaemonSet>> {
-    if controller_ref(&pod.metadata).is_some() {
-        return owner(&pod.metadata).into_iter().collect();
-    }
-    let ns = pod.namespace().unwrap_or_default();
-    sets.state()
-        .iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|s| adoptable(s, pod))
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
-        .collect()
-}
-
 /// Whether `ds` may adopt orphan `pod`: the selector matches and neither is going away
 /// (upstream's `PodControllerRefManager`).
 fn adoptable(ds: &DaemonSet, pod: &Pod) -> bool {
@@ -127,13 +113,6 @@ fn adoptable(ds: &DaemonSet, pod: &Pod) -> bool {
             .spec
             .as_ref()
             .is_some_and(|s| selector_matches(&s.selector, pod.metadata.labels.as_ref()))
-}
-
-/// The DaemonSet controlling an object, if any.
-fn owner(meta: &ObjectMeta) -> Option<ObjectRef<DaemonSet>> {
-    let r = controller_ref(meta)?;
-    (r.kind == "DaemonSet" && r.api_version.starts_with("apps/"))
-        .then(|| ObjectRef::new(&r.name).within(meta.namespace.as_deref().unwrap_or_default()))
 }
 
 fn key(ds: &DaemonSet) -> String {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
 /// Whether `selector` selects `labels`: every matchLabels pair and every matchExpression
@@ -70,6 +71,46 @@ pub async fn adopt_pod(
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 || s.code == 422 => Ok(None),
         Err(e) => Err(crate::Error::api(format!("adopting pod {ns}/{name}"))(e)),
     }
+}
+
+/// The object of kind `K` that controls `meta`'s object, if any (its controller reference names
+/// `K`'s kind in `K`'s API group).
+pub fn controller_of<K>(meta: &ObjectMeta) -> Option<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let r = controller_ref(meta)?;
+    let group = K::group(&());
+    let same_group = match r.api_version.split_once('/') {
+        Some((g, _)) => g == group,
+        None => group.is_empty(),
+    };
+    (r.kind == K::kind(&()) && same_group)
+        .then(|| ObjectRef::new(&r.name).within(meta.namespace.as_deref().unwrap_or_default()))
+}
+
+/// The controllers of kind `K` a pod change concerns: its controller if it has one (a
+/// controller of another kind means none of ours), else every `K` in its namespace that
+/// `may_adopt` the orphan (one of them will).
+pub fn owners_to_wake<K>(
+    pod: &Pod,
+    controllers: &Store<K>,
+    may_adopt: impl Fn(&K, &Pod) -> bool,
+) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    if controller_ref(&pod.metadata).is_some() {
+        return controller_of::<K>(&pod.metadata).into_iter().collect();
+    }
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    controllers
+        .state()
+        .iter()
+        .filter(|c| c.meta().namespace.as_deref() == Some(ns))
+        .filter(|c| may_adopt(c, pod))
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
 }
 
 /// An API error as Events quote it: the apiserver's own message for a Status, else the

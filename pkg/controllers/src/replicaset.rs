@@ -20,12 +20,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::expectations::{Expect, PodExpectations};
-use crate::objects::{adopt_pod, controller_ref, record_event, selector_matches, EventType};
+use crate::objects::{
+    adopt_pod, controller_ref, owners_to_wake, record_event, selector_matches, EventType,
+};
 use crate::{Backoff, Clients, Error};
 
 /// The name events and logs are reported under, as upstream.
@@ -57,35 +59,17 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let set_store = sets.store();
     let results = Controller::for_shared_stream(sets.subscribe(), sets.store())
         .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
-            owners_to_wake(&pod, &set_store)
+            // An orphan wakes every set whose selector matches: one of them may adopt it.
+            owners_to_wake(&pod, &set_store, |rs: &ReplicaSet, pod| {
+                rs.spec
+                    .as_ref()
+                    .is_some_and(|s| selector_matches(&s.selector, pod.metadata.labels.as_ref()))
+            })
         })
         .with_config(Config::default().concurrency(4))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
     crate::drive(COMPONENT, results).await;
-}
-
-/// The ReplicaSets a pod change concerns: its controller if it has one (a foreign controller
-/// means none of ours), else every ReplicaSet in its namespace whose selector matches (one of
-/// them may adopt it).
-fn owners_to_wake(pod: &Pod, sets: &Store<ReplicaSet>) -> Vec<ObjectRef<ReplicaSet>> {
-    let ns = pod.namespace().unwrap_or_default();
-    if let Some(owner) = controller_ref(&pod.metadata) {
-        if owner.kind == "ReplicaSet" && owner.api_version.starts_with("apps/") {
-            return vec![ObjectRef::new(&owner.name).within(&ns)];
-        }
-        return Vec::new();
-    }
-    sets.state()
-        .iter()
-        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|rs| {
-            rs.spec
-                .as_ref()
-                .is_some_and(|s| selector_matches(&s.selector, pod.metadata.labels.as_ref()))
-        })
-        .map(|rs| ObjectRef::from_obj(rs.as_ref()))
-        .collect()
 }
 
 fn key(rs: &ReplicaSet) -> String {

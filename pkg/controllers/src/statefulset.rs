@@ -33,7 +33,8 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::history::{self, Ensured, Parent, POD_REVISION_LABEL};
 use crate::objects::{
-    adopt_pod, api_message, controller_ref, record_event, selector_matches, EventType,
+    adopt_pod, api_message, controller_of, controller_ref, owners_to_wake, record_event,
+    selector_matches, EventType,
 };
 use crate::replicaset::is_available;
 use crate::{Backoff, Clients, Error};
@@ -74,30 +75,15 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let all = sets.store();
     let results = Controller::for_shared_stream(sets.subscribe(), sets.store())
         .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
-            owners_to_wake(&pod, &all)
+            owners_to_wake(&pod, &all, adoptable)
         })
         .watches_shared_stream(revisions.subscribe(), |r: Arc<ControllerRevision>| {
-            owner(&r.metadata)
+            controller_of::<StatefulSet>(&r.metadata)
         })
         .with_config(Config::default().concurrency(4))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
     crate::drive(COMPONENT, results).await;
-}
-
-/// The StatefulSets a pod change concerns: its controller, or for an orphan every set in its
-/// namespace whose selector matches and whose member name it has (one may adopt it).
-fn owners_to_wake(pod: &Pod, sets: &Store<StatefulSet>) -> Vec<ObjectRef<StatefulSet>> {
-    if controller_ref(&pod.metadata).is_some() {
-        return owner(&pod.metadata).into_iter().collect();
-    }
-    let ns = pod.namespace().unwrap_or_default();
-    sets.state()
-        .iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|s| adoptable(s, pod))
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
-        .collect()
 }
 
 /// Whether `set` may adopt orphan `pod`: the selector matches and the name is a member's
@@ -111,13 +97,6 @@ fn adoptable(set: &StatefulSet, pod: &Pod) -> bool {
             .spec
             .as_ref()
             .is_some_and(|s| selector_matches(&s.selector, pod.metadata.labels.as_ref()))
-}
-
-/// The StatefulSet controlling an object, if any.
-fn owner(meta: &ObjectMeta) -> Option<ObjectRef<StatefulSet>> {
-    let r = controller_ref(meta)?;
-    (r.kind == "StatefulSet" && r.api_version.starts_with("apps/"))
-        .then(|| ObjectRef::new(&r.name).within(meta.namespace.as_deref().unwrap_or_default()))
 }
 
 fn key(set: &StatefulSet) -> String {
