@@ -1,0 +1,52 @@
+//! Pod volumes: the directories the kubelet bind-mounts into a pod's containers.
+//!
+//! # Design
+//! Layout as upstream: `<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>`. Projected
+//! content (configMap, secret, downwardAPI, projected) goes through the [`AtomicWriter`], so a
+//! change of a source reaches running containers as one atomic `..data` symlink swap.
+//! Everything this module reads about the cluster comes in through a seam the kubelet fills
+//! from its caches; it never talks to the API itself.
+
+pub mod atomic_writer;
+pub mod ownership;
+
+use std::path::PathBuf;
+
+pub use atomic_writer::{AtomicWriter, FileProjection, Payload};
+
+/// Why setting up, updating or tearing down a volume failed. Messages that users see on pod
+/// events follow upstream's wording.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An `items[].path` (or downward API path) upstream would reject.
+    #[error("{message}")]
+    InvalidPath {
+        /// The path as given.
+        path: String,
+        /// Upstream's message.
+        message: String,
+    },
+    /// A filesystem step failed.
+    #[error("{step} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        step: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Wraps an `io::Error` with the step and path it failed at.
+pub(crate) fn io_err<'a>(
+    step: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        step,
+        path: path.to_path_buf(),
+        source,
+    }
+}
