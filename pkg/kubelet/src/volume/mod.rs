@@ -8,7 +8,9 @@
 //! from its caches; it never talks to the API itself.
 
 pub mod atomic_writer;
+pub mod downward;
 pub mod ownership;
+pub mod token;
 
 use std::path::PathBuf;
 
@@ -25,6 +27,20 @@ pub enum Error {
         path: String,
         /// Upstream's message.
         message: String,
+    },
+    /// A downward API item could not be resolved (upstream's message).
+    #[error("{0}")]
+    DownwardApi(String),
+    /// The token source failed and no unexpired token was cached.
+    #[error("failed to fetch token: {source}")]
+    Token {
+        /// The pod's namespace.
+        namespace: String,
+        /// The service account asked for.
+        service_account: String,
+        /// What the source said.
+        #[source]
+        source: token::TokenSourceError,
     },
     /// A filesystem step failed.
     #[error("{step} {}: {source}", path.display())]
