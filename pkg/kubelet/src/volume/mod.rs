@@ -9,12 +9,18 @@
 
 pub mod atomic_writer;
 pub mod downward;
+pub mod host_path;
+pub mod mount;
 pub mod ownership;
+pub mod payload;
+pub mod sources;
 pub mod token;
 
 use std::path::PathBuf;
 
 pub use atomic_writer::{AtomicWriter, FileProjection, Payload};
+pub use sources::{StaticSources, VolumeSources};
+pub use token::{Clock, IssuedToken, SystemClock, TokenManager, TokenRequestSpec, TokenSource};
 
 /// Why setting up, updating or tearing down a volume failed. Messages that users see on pod
 /// events follow upstream's wording.
@@ -27,6 +33,41 @@ pub enum Error {
         path: String,
         /// Upstream's message.
         message: String,
+    },
+    /// A ConfigMap or Secret a volume needs does not exist and the volume is not optional.
+    #[error("{resource} \"{name}\" not found")]
+    NotFound {
+        /// `configmaps` or `secrets`, as upstream's API error names them.
+        resource: &'static str,
+        /// The object's name.
+        name: String,
+    },
+    /// An item names a key its ConfigMap or Secret lacks (upstream's message).
+    #[error("{0}")]
+    MissingKey(String),
+    /// Several sources of one projected volume failed.
+    #[error("[{}]", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))]
+    Aggregate(Vec<Error>),
+    /// A hostPath is not of its declared `type` (upstream's message).
+    #[error("{0}")]
+    HostPathType(String),
+    /// A tmpfs could not be mounted.
+    #[error("mount tmpfs at {}: {source}", path.display())]
+    Mount {
+        /// The mount point.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A mount under a pod's volumes stayed busy.
+    #[error("unmount {}: {source}", path.display())]
+    Unmount {
+        /// The mount point.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
     },
     /// A downward API item could not be resolved (upstream's message).
     #[error("{0}")]
