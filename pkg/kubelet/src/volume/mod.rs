@@ -9,7 +9,9 @@
 
 pub mod atomic_writer;
 pub mod downward;
+pub mod empty_dir;
 pub mod host_path;
+pub mod manager;
 pub mod mount;
 pub mod ownership;
 pub mod payload;
@@ -19,6 +21,7 @@ pub mod token;
 use std::path::PathBuf;
 
 pub use atomic_writer::{AtomicWriter, FileProjection, Payload};
+pub use manager::{MountedVolume, VolumeManager, VolumeUsage};
 pub use sources::{StaticSources, VolumeSources};
 pub use token::{Clock, IssuedToken, SystemClock, TokenManager, TokenRequestSpec, TokenSource};
 
@@ -26,6 +29,24 @@ pub use token::{Clock, IssuedToken, SystemClock, TokenManager, TokenRequestSpec,
 /// events follow upstream's wording.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Setting up one volume of a pod failed; the message is the event upstream records.
+    #[error("MountVolume.SetUp failed for volume \"{name}\" : {source}")]
+    Volume {
+        /// `spec.volumes[].name`.
+        name: String,
+        /// What failed.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A volume type, medium or pod this module does not handle.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A persistentVolumeClaim is not usable yet (upstream's messages).
+    #[error("{0}")]
+    Claim(String),
+    /// A blocking volume task panicked or was cancelled.
+    #[error("volume task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
     /// An `items[].path` (or downward API path) upstream would reject.
     #[error("{message}")]
     InvalidPath {
@@ -51,8 +72,8 @@ pub enum Error {
     /// A hostPath is not of its declared `type` (upstream's message).
     #[error("{0}")]
     HostPathType(String),
-    /// A tmpfs could not be mounted.
-    #[error("mount tmpfs at {}: {source}", path.display())]
+    /// A tmpfs or bind mount could not be made.
+    #[error("mount at {}: {source}", path.display())]
     Mount {
         /// The mount point.
         path: PathBuf,

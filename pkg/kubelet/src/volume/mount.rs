@@ -101,6 +101,18 @@ pub fn mount_tmpfs(dir: &Path, size_bytes: Option<u64>) -> Result<(), Error> {
     })
 }
 
+/// Bind-mounts `source` onto `target`, as upstream's local volume plugin exposes a local PV
+/// inside the pod's directory.
+///
+/// # Errors
+/// [`Error::Mount`] with the OS error.
+pub fn bind_mount(source: &Path, target: &Path) -> Result<(), Error> {
+    mount(source, target, "", MountFlags::BIND, None).map_err(|e| Error::Mount {
+        path: target.to_path_buf(),
+        source: e.into(),
+    })
+}
+
 /// Unmounts everything mounted at or below `dir`, deepest first, so the directory can be
 /// removed without touching the contents of a mounted filesystem.
 ///
