@@ -140,6 +140,32 @@ impl VolumeManager {
         self.root.join("pods").join(pod_uid).join("volumes")
     }
 
+    /// Uids of the pods that have volume state on disk, so the kubelet can
+    /// [`teardown`](Self::teardown) pods that disappeared while it was not running.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the pods directory cannot be listed (a missing one is empty).
+    pub async fn pods_on_disk(&self) -> Result<Vec<String>, Error> {
+        let pods = self.root.join("pods");
+        blocking(move || {
+            let entries = match fs::read_dir(&pods) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io_err("list pods", &pods)(e)),
+            };
+            let mut out = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(io_err("list pods", &pods))?;
+                if entry.path().join("volumes").is_dir() {
+                    out.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
     /// Prepares every volume of `pod`, in spec order, and says where each one is.
     ///
     /// Safe to call again over existing state (after a restart or a failed attempt).
@@ -163,6 +189,7 @@ impl VolumeManager {
             let host_path = blocking(move || apply(plan).map(|(p, _)| p))
                 .await
                 .map_err(wrap)?;
+            tracing::debug!(pod_uid = uid, volume = %volume.name, path = %host_path.display(), "volume set up");
             out.push(MountedVolume {
                 name: volume.name.clone(),
                 host_path,
@@ -202,7 +229,12 @@ impl VolumeManager {
             }
             .await;
             match result {
-                Ok(c) => changed |= c,
+                Ok(c) => {
+                    if c {
+                        tracing::debug!(pod_uid = uid, volume = %volume.name, "volume content updated");
+                    }
+                    changed |= c;
+                }
                 Err(e) => errors.push(Error::Volume {
                     name: volume.name.clone(),
                     source: Box::new(e),
@@ -285,6 +317,7 @@ impl VolumeManager {
         })
         .await?;
         self.tokens.forget_pod(pod_uid);
+        tracing::debug!(pod_uid, "volumes torn down");
         Ok(())
     }
 
@@ -612,5 +645,85 @@ fn remove_on_device(path: &Path, dev: u64) -> Result<(), Error> {
     match fs::remove_dir(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", path)(e)),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::sources::StaticSources;
+    use crate::volume::token::tests::setup;
+    use crate::volume::token::Clock;
+    use k8s_openapi::api::core::v1::ProjectedVolumeSource;
+    use k8s_openapi::api::core::v1::{PodSpec, ServiceAccountTokenProjection, VolumeProjection};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::time::Duration;
+
+    /// Unmounts what the test mounted even when an assertion fails.
+    struct Guard(PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = unmount_all_under(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn update_rotates_the_token_when_due() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: projected volumes live on tmpfs, which needs root");
+            return;
+        }
+        let (clock, _source, tokens) = setup();
+        let root = tempfile::tempdir().unwrap();
+        let manager = VolumeManager::new(root.path(), Arc::new(tokens));
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                uid: Some("uid-rotate".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                volumes: Some(vec![Volume {
+                    name: "tok".into(),
+                    projected: Some(ProjectedVolumeSource {
+                        default_mode: None,
+                        sources: Some(vec![VolumeProjection {
+                            service_account_token: Some(ServiceAccountTokenProjection {
+                                path: "token".into(),
+                                expiration_seconds: Some(600),
+                                audience: Some("vault".into()),
+                            }),
+                            ..Default::default()
+                        }]),
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sources = StaticSources::default();
+        let _guard = Guard(manager.pod_volumes_dir("uid-rotate"));
+        let mounted = manager.setup(&pod, &sources).await.unwrap();
+        let token = mounted[0].host_path.join("token");
+        assert_eq!(fs::read_to_string(&token).unwrap(), "token-1");
+        let due = manager.tokens().next_refresh("uid-rotate").unwrap();
+        assert_eq!(due, clock.now() + Duration::from_secs(480));
+        clock.advance(Duration::from_secs(480));
+        assert!(
+            !manager.update(&pod, &sources).await.unwrap(),
+            "not yet due"
+        );
+        clock.advance(Duration::from_secs(1));
+        assert!(manager.update(&pod, &sources).await.unwrap());
+        assert_eq!(fs::read_to_string(&token).unwrap(), "token-2");
+        assert_eq!(
+            manager.pods_on_disk().await.unwrap(),
+            vec!["uid-rotate".to_string()]
+        );
+        manager.teardown("uid-rotate").await.unwrap();
+        assert!(manager.pods_on_disk().await.unwrap().is_empty());
+        assert_eq!(manager.tokens().next_refresh("uid-rotate"), None);
     }
 }

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 pub use atomic_writer::{AtomicWriter, FileProjection, Payload};
 pub use manager::{MountedVolume, VolumeManager, VolumeUsage};
-pub use sources::{StaticSources, VolumeSources};
+pub use sources::{referenced_sources, SourceRefs, StaticSources, VolumeSources};
 pub use token::{Clock, IssuedToken, SystemClock, TokenManager, TokenRequestSpec, TokenSource};
 
 /// Why setting up, updating or tearing down a volume failed. Messages that users see on pod
