@@ -219,13 +219,13 @@ impl VolumeManager {
             }
             let result = async {
                 let (plan, _) = self.plan(pod, uid, volume, sources).await?;
-                let Plan::Projection { dir, .. } = &plan else {
-                    return Ok(false);
-                };
-                if !dir.is_dir() {
-                    return Ok(false);
-                }
-                blocking(move || apply(plan).map(|(_, changed)| changed)).await
+                blocking(move || match &plan {
+                    Plan::Projection { dir, .. } if dir.is_dir() => {
+                        apply(plan).map(|(_, changed)| changed)
+                    }
+                    _ => Ok(false),
+                })
+                .await
             }
             .await;
             match result {

@@ -4,8 +4,43 @@
 //! Layout as upstream: `<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>`. Projected
 //! content (configMap, secret, downwardAPI, projected) goes through the [`AtomicWriter`], so a
 //! change of a source reaches running containers as one atomic `..data` symlink swap.
-//! Everything this module reads about the cluster comes in through a seam the kubelet fills
-//! from its caches; it never talks to the API itself.
+//! Secrets, projected volumes and `medium: Memory` emptyDirs live on tmpfs, as upstream.
+//! Everything this module reads about the cluster comes in through [`VolumeSources`] (the
+//! kubelet's caches) and [`TokenSource`] (its TokenRequest call); it never talks to the API.
+//!
+//! The kubelet's side of the contract:
+//! - before starting a pod's containers, [`VolumeManager::setup`]; bind-mount each
+//!   [`MountedVolume::host_path`], read-only if [`MountedVolume::read_only`] or the
+//!   `volumeMount` says so; on error record a `FailedMount` event with the error's message
+//!   and retry later;
+//! - when a ConfigMap or Secret in [`referenced_sources`] changes, when the pod's labels or
+//!   annotations change, and at [`TokenManager::next_refresh`], call
+//!   [`VolumeManager::update`] (a no-op when nothing changed);
+//! - when the pod is gone (also for [`VolumeManager::pods_on_disk`] uids it no longer
+//!   knows after a restart), [`VolumeManager::teardown`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use distro_kubelet::volume::{StaticSources, SystemClock, TokenManager, TokenSource, VolumeManager};
+//!
+//! # async fn run(pod: k8s_openapi::api::core::v1::Pod, tokens: Arc<dyn TokenSource>) -> Result<(), distro_kubelet::volume::Error> {
+//! let sources = StaticSources::default();
+//! let manager = VolumeManager::new(
+//!     "/var/lib/distro/agent/kubelet",
+//!     Arc::new(TokenManager::new(tokens, Arc::new(SystemClock))),
+//! );
+//! for volume in manager.setup(&pod, &sources).await? {
+//!     println!("{} -> {} (ro: {})", volume.name, volume.host_path.display(), volume.read_only);
+//! }
+//! manager.update(&pod, &sources).await?;
+//! manager.teardown(pod.metadata.uid.as_deref().unwrap_or_default()).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Limits
+//! See [`manager`] (unsupported volume types, fsGroupChangePolicy, sizeLimit enforcement) and
+//! [`token`] (no refresh jitter).
 
 pub mod atomic_writer;
 pub mod downward;

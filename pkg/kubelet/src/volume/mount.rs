@@ -74,11 +74,17 @@ pub fn mounts() -> Result<Vec<MountInfo>, Error> {
 /// # Errors
 /// [`Error::Io`] when mountinfo cannot be read.
 pub fn mounted_fs_type(path: &Path) -> Result<Option<String>, Error> {
+    let path = resolved(path);
     Ok(mounts()?
         .into_iter()
         .rev()
-        .find(|m| m.mount_point == path)
+        .find(|m| m.mount_point == *path)
         .map(|m| m.fs_type))
+}
+
+/// mountinfo lists paths with symlinks resolved (`/tmp` may be one); compare likewise.
+fn resolved(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Mounts a tmpfs at `dir` with `size=` when a size is given, as upstream's emptyDir does
@@ -119,10 +125,11 @@ pub fn bind_mount(source: &Path, target: &Path) -> Result<(), Error> {
 /// # Errors
 /// [`Error::Unmount`] naming the first mount point that stayed busy.
 pub fn unmount_all_under(dir: &Path) -> Result<(), Error> {
+    let dir = resolved(dir);
     let mut points: Vec<PathBuf> = mounts()?
         .into_iter()
         .map(|m| m.mount_point)
-        .filter(|p| p.starts_with(dir))
+        .filter(|p| p.starts_with(&dir))
         .collect();
     // Deepest first; a path mounted twice appears twice and is unmounted twice.
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
