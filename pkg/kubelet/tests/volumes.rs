@@ -564,3 +564,45 @@ async fn local_pv_is_bind_mounted() {
         "teardown unmounts, never deletes the PV's data"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_of_one_pod_leave_one_consistent_version() {
+    let fx = Fixture::new("uid-race");
+    let mut cm = volume("cfg");
+    cm.config_map = Some(ConfigMapVolumeSource {
+        name: "cfg".into(),
+        ..Default::default()
+    });
+    let p = pod(&fx.uid, vec![cm]);
+    let mut sources = StaticSources::default();
+    sources.put_config_map(config_map(&[("k", "v0")]));
+    fx.manager.setup(&p, &sources).await.unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 1..=16 {
+        let manager = fx.manager.clone();
+        let p = p.clone();
+        let mut sources = sources.clone();
+        sources.put_config_map(config_map(&[
+            ("k", &format!("v{i}")),
+            ("n", &i.to_string()),
+        ]));
+        tasks.spawn(async move { manager.update(&p, &sources).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let dir = fx.volumes().join("kubernetes.io~configmap/cfg");
+    let n: u32 = fs::read_to_string(dir.join("n")).unwrap().parse().unwrap();
+    assert_eq!(fs::read_to_string(dir.join("k")).unwrap(), format!("v{n}"));
+    let versions: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("..2"))
+        .collect();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!(
+        fs::read_link(dir.join("..data")).unwrap().to_string_lossy(),
+        versions[0]
+    );
+}

@@ -17,6 +17,7 @@
 //!   persistentVolumeClaim / ephemeral volumes bound to `local` or `hostPath` PVs are
 //!   supported; other types fail setup with a clear message.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -113,11 +114,20 @@ enum Plan {
     },
 }
 
+/// Per-pod locks: setup, update and teardown of one pod never interleave.
+type PodLocks = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
 /// Sets up, updates and tears down pod volumes under `<root>/pods/<uid>/volumes`.
+///
+/// # Guarantees
+/// Calls for the same pod are serialised (the pod worker's setup and a watch-triggered
+/// update may race; two atomic writes into one directory must not), calls for different pods
+/// run concurrently. Clones share the locks and the token cache.
 #[derive(Debug, Clone)]
 pub struct VolumeManager {
     root: PathBuf,
     tokens: Arc<TokenManager>,
+    locks: Arc<PodLocks>,
 }
 
 impl VolumeManager {
@@ -127,7 +137,17 @@ impl VolumeManager {
         Self {
             root: root.into(),
             tokens,
+            locks: Arc::default(),
         }
+    }
+
+    /// Waits for exclusive use of pod `uid`'s volumes.
+    async fn lock_pod(&self, uid: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(uid.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     /// The token manager, so the kubelet can ask when a pod's tokens need refreshing.
@@ -179,6 +199,7 @@ impl VolumeManager {
         sources: &dyn VolumeSources,
     ) -> Result<Vec<MountedVolume>, Error> {
         let uid = pod_uid(pod)?;
+        let _pod = self.lock_pod(uid).await;
         let mut out = Vec::new();
         for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
             let wrap = |e: Error| Error::Volume {
@@ -207,6 +228,7 @@ impl VolumeManager {
     /// Every failing volume is tried and reported ([`Error::Aggregate`] when several).
     pub async fn update(&self, pod: &Pod, sources: &dyn VolumeSources) -> Result<bool, Error> {
         let uid = pod_uid(pod)?;
+        let _pod = self.lock_pod(uid).await;
         let mut changed = false;
         let mut errors = Vec::new();
         for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
@@ -294,6 +316,7 @@ impl VolumeManager {
     /// [`Error::Unmount`] for a busy mount, [`Error::Io`] for a removal that failed.
     pub async fn teardown(&self, pod_uid: &str) -> Result<(), Error> {
         validate_uid(pod_uid)?;
+        let guard = self.lock_pod(pod_uid).await;
         let volumes = self.pod_volumes_dir(pod_uid);
         blocking(move || {
             if fs::symlink_metadata(&volumes).is_err() {
@@ -317,6 +340,17 @@ impl VolumeManager {
         })
         .await?;
         self.tokens.forget_pod(pod_uid);
+        {
+            // Drop the pod's lock entry unless another call is already waiting on it.
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            drop(guard);
+            if locks
+                .get(pod_uid)
+                .is_some_and(|l| Arc::strong_count(l) == 1)
+            {
+                locks.remove(pod_uid);
+            }
+        }
         tracing::debug!(pod_uid, "volumes torn down");
         Ok(())
     }
