@@ -553,4 +553,22 @@ mod tests {
         assert_eq!(ts_dirs(dir), vec![data_target(dir)]);
         assert!(fs::symlink_metadata(dir.join(NEW_DATA_DIR_NAME)).is_err());
     }
+
+    #[test]
+    fn fs_user_owns_the_file() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: chown needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let w = AtomicWriter::new(tmp.path());
+        let mut file = FileProjection::new("jwt", 0o600);
+        file.fs_user = Some(1234);
+        let p = Payload::from([("token".to_string(), file)]);
+        assert!(w.write(&p, None).unwrap());
+        let meta = fs::metadata(tmp.path().join("token")).unwrap();
+        assert_eq!(meta.uid(), 1234);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(!w.write(&p, None).unwrap());
+    }
 }

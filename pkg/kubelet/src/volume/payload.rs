@@ -511,4 +511,31 @@ mod tests {
             "[configmaps \"kube-root-ca.crt\" not found, secrets \"nope\" not found]"
         );
     }
+
+    #[test]
+    fn fs_user_only_when_every_container_runs_as_one_user() {
+        let with = |pod_user: Option<i64>, users: &[Option<i64>]| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "spec": {
+                    "securityContext": {"runAsUser": pod_user},
+                    "containers": users.iter().enumerate().map(|(i, u)| serde_json::json!({
+                        "name": format!("c{i}"),
+                        "securityContext": {"runAsUser": u},
+                    })).collect::<Vec<_>>(),
+                }
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            fs_user_from(&with(None, &[Some(1000), Some(1000)])),
+            Some(1000)
+        );
+        assert_eq!(
+            fs_user_from(&with(Some(1000), &[None, Some(1000)])),
+            Some(1000)
+        );
+        assert_eq!(fs_user_from(&with(None, &[Some(1000), Some(1001)])), None);
+        assert_eq!(fs_user_from(&with(None, &[Some(1000), None])), None);
+        assert_eq!(fs_user_from(&with(Some(5), &[])), None);
+    }
 }
