@@ -606,3 +606,52 @@ async fn concurrent_updates_of_one_pod_leave_one_consistent_version() {
         versions[0]
     );
 }
+
+#[tokio::test]
+async fn ephemeral_volume_uses_the_pods_own_claim() {
+    let fx = Fixture::new("uid-ephemeral");
+    let data = fx.root.path().join("eph-data");
+    let mut sources = StaticSources::default();
+    bound_claim(
+        &mut sources,
+        PersistentVolumeSpec {
+            host_path: Some(HostPathVolumeSource {
+                path: data.to_string_lossy().into_owned(),
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            ..Default::default()
+        },
+    );
+    // The claim of volume "pvc" of pod "web" is named "web-pvc"; re-key the fixture claim.
+    let mut claim = (*sources.claims["ns/pvc"]).clone();
+    claim.metadata.name = Some("web-pvc".into());
+    let mut eph = volume("pvc");
+    eph.ephemeral = Some(Default::default());
+    let p = pod(&fx.uid, vec![eph]);
+
+    sources.put_claim(claim.clone());
+    let err = fx
+        .manager
+        .setup(&p, &sources)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "MountVolume.SetUp failed for volume \"pvc\" : PVC ns/web-pvc was not created for pod ns/web (pod is not owner)"
+    );
+
+    claim.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: "web".into(),
+            uid: fx.uid.clone(),
+            controller: Some(true),
+            ..Default::default()
+        },
+    ]);
+    sources.put_claim(claim);
+    let mounted = fx.manager.setup(&p, &sources).await.unwrap();
+    assert_eq!(mounted[0].host_path, data);
+}

@@ -185,14 +185,6 @@ impl AtomicWriter {
             new_ts_name = Some(name);
         }
 
-        for name in &user_visible {
-            let visible = self.target_dir.join(name);
-            if fs::symlink_metadata(&visible).is_err() {
-                symlink(Path::new(DATA_DIR_NAME).join(name), &visible)
-                    .map_err(io_err("create a user-visible symlink", &visible))?;
-            }
-        }
-
         if let Some(name) = &new_ts_name {
             let tmp = self.target_dir.join(NEW_DATA_DIR_NAME);
             match fs::remove_file(&tmp) {
@@ -202,6 +194,15 @@ impl AtomicWriter {
             }
             symlink(name, &tmp).map_err(io_err("create the ..data_tmp symlink", &tmp))?;
             fs::rename(&tmp, &data_link).map_err(io_err("swap the ..data symlink", &data_link))?;
+        }
+
+        // After the swap, so a new top-level name never dangles.
+        for name in &user_visible {
+            let visible = self.target_dir.join(name);
+            if fs::symlink_metadata(&visible).is_err() {
+                symlink(Path::new(DATA_DIR_NAME).join(name), &visible)
+                    .map_err(io_err("create a user-visible symlink", &visible))?;
+            }
         }
 
         for path in &to_remove {

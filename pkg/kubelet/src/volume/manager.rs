@@ -458,15 +458,18 @@ impl VolumeManager {
             return Ok((plan, false));
         }
         let claim = if let Some(c) = &volume.persistent_volume_claim {
-            Some((c.claim_name.clone(), c.read_only.unwrap_or(false)))
+            Some((c.claim_name.clone(), c.read_only.unwrap_or(false), false))
         } else if volume.ephemeral.is_some() {
-            // Generic ephemeral volumes are claims named `<pod>-<volume>`.
+            // Generic ephemeral volumes are claims named `<pod>-<volume>`, owned by the pod.
             let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-            Some((format!("{pod_name}-{}", volume.name), false))
+            Some((format!("{pod_name}-{}", volume.name), false, true))
         } else {
             None
         };
-        if let Some((claim_name, read_only)) = claim {
+        if let Some((claim_name, read_only, ephemeral)) = claim {
+            if ephemeral {
+                ephemeral_claim_is_for_pod(sources, pod, namespace, &claim_name)?;
+            }
             let pv = bound_volume(sources, namespace, &claim_name)?;
             let pv_name = pv.metadata.name.clone().unwrap_or_default();
             let spec = pv.spec.as_ref();
@@ -490,6 +493,34 @@ impl VolumeManager {
         }
         Err(Error::Unsupported("volume type is not supported".into()))
     }
+}
+
+/// Upstream refuses a generic ephemeral volume whose claim the pod does not control (a
+/// same-named claim made by someone else must not be used).
+fn ephemeral_claim_is_for_pod(
+    sources: &dyn VolumeSources,
+    pod: &Pod,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let Some(claim) = sources.persistent_volume_claim(namespace, name) else {
+        // bound_volume reports the missing claim.
+        return Ok(());
+    };
+    let pod_uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let owned = claim
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && r.uid == pod_uid);
+    if owned {
+        return Ok(());
+    }
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    Err(Error::Claim(format!(
+        "PVC {namespace}/{name} was not created for pod {namespace}/{pod_name} (pod is not owner)"
+    )))
 }
 
 /// The PV bound to claim `namespace/name`, with upstream's messages for each way binding can
