@@ -1,0 +1,28 @@
+//! Pod translation: from a Pod (k8s-openapi) to CRI sandbox and container configs, from CRI
+//! statuses back to the Pod's `status`, and the sync decisions in between.
+//!
+//! # Design
+//! Everything here is a pure function over k8s-openapi and CRI (`distro_cri::api`) values:
+//! no IO, no clock (times are arguments), so every upstream rule is pinned by a unit test and
+//! the sync loop that calls containerd stays small. Behaviour follows upstream's kubelet
+//! (`kuberuntime_sandbox.go`, `kuberuntime_container.go`, `kubelet_pods.go`, `status`), since
+//! users read the results in kubectl.
+
+pub mod env;
+pub mod error;
+pub mod expansion;
+
+pub use error::ConfigError;
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// A pod as upstream's `format.Pod` prints it in messages: `name_namespace(uid)`.
+pub fn format_pod(pod: &Pod) -> String {
+    let m = &pod.metadata;
+    format!(
+        "{}_{}({})",
+        m.name.as_deref().unwrap_or(""),
+        m.namespace.as_deref().unwrap_or(""),
+        m.uid.as_deref().unwrap_or("")
+    )
+}
