@@ -106,4 +106,7 @@ pub enum ConfigError {
         /// The container's name.
         container: String,
     },
+    /// `seccompProfile.type: Localhost` without `localhostProfile`.
+    #[error("localhostProfile must be set if seccompProfile type is Localhost.")]
+    SeccompLocalhostMissing,
 }

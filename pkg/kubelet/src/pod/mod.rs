@@ -8,9 +8,14 @@
 //! (`kuberuntime_sandbox.go`, `kuberuntime_container.go`, `kubelet_pods.go`, `status`), since
 //! users read the results in kubectl.
 
+pub mod dns;
 pub mod env;
 pub mod error;
 pub mod expansion;
+pub mod hosts;
+pub mod resources;
+pub mod sandbox;
+pub mod security;
 
 pub use error::ConfigError;
 
