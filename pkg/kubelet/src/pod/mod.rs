@@ -15,8 +15,10 @@ pub mod error;
 pub mod expansion;
 pub mod hosts;
 pub mod resources;
+pub mod runtime;
 pub mod sandbox;
 pub mod security;
+pub mod status;
 
 pub use error::ConfigError;
 
