@@ -82,6 +82,14 @@ impl Backoff {
         since(event_time, now) < entry.backoff
     }
 
+    /// Whether `key` must still wait at `now`, measured from its last step (upstream's
+    /// `IsInBackOffSinceUpdate`, used for image pulls, which have no event time of their own).
+    pub fn is_in_backoff_since_update(&self, key: &str, now: Timestamp) -> bool {
+        self.entries
+            .get(key)
+            .is_some_and(|e| since(e.last_update, now) < e.backoff)
+    }
+
     /// Drops keys whose last step is older than twice the cap, so deleted pods do not leak
     /// entries (upstream's periodic `GC`).
     pub fn gc(&mut self, now: Timestamp) {
@@ -165,6 +173,9 @@ mod tests {
         assert!(b.is_in_backoff_since("k", t(12), t(31)));
         assert!(!b.is_in_backoff_since("k", t(12), t(32)));
         assert!(!b.is_in_backoff_since("other", t(12), t(13)));
+        assert!(b.is_in_backoff_since_update("k", t(31)));
+        assert!(!b.is_in_backoff_since_update("k", t(32)));
+        assert!(!b.is_in_backoff_since_update("other", t(0)));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! (`kuberuntime_sandbox.go`, `kuberuntime_container.go`, `kubelet_pods.go`, `status`), since
 //! users read the results in kubectl.
 
+pub mod actions;
 pub mod container;
 pub mod dns;
 pub mod env;
