@@ -196,7 +196,22 @@ fn value_from(
         return field_value(pod, f, ctx).map(Some);
     }
     if let Some(r) = &from.resource_field_ref {
-        return resource_value(container, r, ctx.node_allocatable).map(Some);
+        // `containerName` points at another container of the pod (downward API volumes use
+        // it; in env it may name the container itself).
+        let target = match r.container_name.as_deref().filter(|n| !n.is_empty()) {
+            None => container,
+            Some(name) => pod
+                .spec
+                .iter()
+                .flat_map(|s| {
+                    s.containers
+                        .iter()
+                        .chain(s.init_containers.iter().flatten())
+                })
+                .find(|c| c.name == name)
+                .ok_or_else(|| ConfigError::ContainerNotFound(name.to_string()))?,
+        };
+        return resource_value(target, r, ctx.node_allocatable).map(Some);
     }
     if let Some(r) = &from.config_map_key_ref {
         let optional = r.optional == Some(true);
@@ -258,6 +273,10 @@ pub fn field_value(
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
+        "spec.terminationGracePeriodSeconds" => spec
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .to_string(),
         "status.hostIP" => ctx.host_ips.first().cloned().unwrap_or_default(),
         "status.hostIPs" => ctx.host_ips.join(","),
         "status.podIP" => ctx.pod_ips.first().cloned().unwrap_or_default(),
@@ -770,6 +789,7 @@ mod tests {
             ("metadata.labels", "app=\"web\"\nb=\"say \\\"hi\\\"\""),
             ("spec.nodeName", "node-a"),
             ("spec.serviceAccountName", "sa"),
+            ("spec.terminationGracePeriodSeconds", "30"),
             ("status.podIP", "10.42.0.5"),
             ("status.podIPs", "10.42.0.5,fd00::5"),
             ("status.hostIP", "192.168.1.2"),
@@ -839,6 +859,46 @@ mod tests {
         assert_eq!(
             r("limits.gpu", None).unwrap_err().to_string(),
             "unsupported container resource : limits.gpu"
+        );
+    }
+
+    #[test]
+    fn resource_ref_to_another_container() {
+        let mut p = pod(None);
+        let sidecar = Container {
+            name: "side".into(),
+            resources: Some(ResourceRequirements {
+                limits: Some([("memory".to_string(), ApiQuantity("32Mi".into()))].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        p.spec.as_mut().unwrap().containers.push(sidecar);
+        let r = |name: &str| EnvVarSource {
+            resource_field_ref: Some(ResourceFieldSelector {
+                container_name: Some(name.into()),
+                resource: "limits.memory".into(),
+                divisor: Some(ApiQuantity("1Mi".into())),
+            }),
+            ..Default::default()
+        };
+        let c = Container {
+            name: "main".into(),
+            env: Some(vec![from("SIDE_MEM", r("side"))]),
+            ..Default::default()
+        };
+        let e = run(&p, &c, &Objects::default(), &[]).unwrap();
+        assert_eq!(get(&e, "SIDE_MEM"), Some("32"));
+        let c = Container {
+            name: "main".into(),
+            env: Some(vec![from("X", r("nope"))]),
+            ..Default::default()
+        };
+        assert_eq!(
+            run(&p, &c, &Objects::default(), &[])
+                .unwrap_err()
+                .to_string(),
+            "container nope not found"
         );
     }
 

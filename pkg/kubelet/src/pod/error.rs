@@ -109,4 +109,27 @@ pub enum ConfigError {
     /// `seccompProfile.type: Localhost` without `localhostProfile`.
     #[error("localhostProfile must be set if seccompProfile type is Localhost.")]
     SeccompLocalhostMissing,
+    /// A `resourceFieldRef.containerName` that names no container of the pod.
+    #[error("container {0} not found")]
+    ContainerNotFound(String),
+    /// A `volumeMount` names a volume the volume manager did not prepare.
+    #[error("cannot find volume {volume:?} to mount into container {container:?}")]
+    VolumeNotFound {
+        /// The volume's name.
+        volume: String,
+        /// The container's name.
+        container: String,
+    },
+    /// `subPath` (after expansion) is absolute.
+    #[error("error SubPath `{0}` must not be an absolute path")]
+    SubPathAbsolute(String),
+    /// `subPath` (after expansion) climbs out of the volume.
+    #[error("unable to provision SubPath `{0}`: must not contain '..'")]
+    SubPathBacksteps(String),
+    /// `subPathExpr` references variables that are unset or empty.
+    #[error("missing value for {0}")]
+    SubPathMissingVars(String),
+    /// A `mountPropagation` value the kubelet does not know.
+    #[error("invalid MountPropagation mode: {0:?}")]
+    MountPropagation(String),
 }

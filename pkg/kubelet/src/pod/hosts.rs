@@ -31,14 +31,11 @@ pub fn pod_hosts_file(
     out
 }
 
-/// The hosts file of a hostNetwork pod: the node's own file, marked as managed, plus the
-/// `hostAliases`.
+/// The hosts file of a hostNetwork pod: the node's own file verbatim, marked as managed,
+/// plus the `hostAliases` (upstream adds no newline of its own between the two).
 pub fn host_network_hosts_file(node_hosts: &str, aliases: &[HostAlias]) -> String {
     let mut out = String::from("# Kubernetes-managed hosts file (host network).\n");
     out.push_str(node_hosts);
-    if !node_hosts.is_empty() && !node_hosts.ends_with('\n') {
-        out.push('\n');
-    }
     out.push_str(&alias_entries(aliases));
     out
 }
@@ -99,7 +96,7 @@ fd00::4\tweb-0.web.shop.svc.cluster.local\tweb-0\n\
         let f = host_network_hosts_file("127.0.0.1 localhost\n192.168.1.2 node", &aliases);
         assert_eq!(
             f,
-            "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n192.168.1.2 node\n\n# Entries added by HostAliases.\n1.2.3.4\tx\n"
+            "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n192.168.1.2 node\n# Entries added by HostAliases.\n1.2.3.4\tx\n"
         );
     }
 }

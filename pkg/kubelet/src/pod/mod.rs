@@ -15,6 +15,7 @@ pub mod env;
 pub mod error;
 pub mod expansion;
 pub mod hosts;
+pub mod mounts;
 pub mod resources;
 pub mod runtime;
 pub mod sandbox;

@@ -41,6 +41,9 @@ pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
 /// Waiting reason when the runtime refused to create or start the container.
 pub const RUN_CONTAINER_ERROR: &str = "RunContainerError";
 
+/// Terminated reason of a container that vanished while running.
+pub const CONTAINER_STATUS_UNKNOWN: &str = "ContainerStatusUnknown";
+
 /// Upstream caps a termination message read from file at 4 KiB...
 pub const MAX_TERMINATION_MESSAGE: usize = 4096;
 /// ...and one taken from the log at 2 KiB and 80 lines.
@@ -200,6 +203,31 @@ fn container_statuses(
                 .filter(|i| !i.is_empty())
                 .unwrap_or(st.image.clone());
             st.image_id = cur.image_ref.clone();
+            // A container that was running and is now unknown to the runtime is reported as
+            // terminated (upstream's ContainerStatusUnknown), counting one more restart.
+            let was_running = old
+                .iter()
+                .find(|o| o.name == st.name)
+                .and_then(|o| o.state.as_ref())
+                .is_some_and(|s| s.running.is_some());
+            if runtime::state(cur) == ContainerState::ContainerUnknown && was_running {
+                st.state = Some(ApiState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 137,
+                        reason: Some(CONTAINER_STATUS_UNKNOWN.into()),
+                        message: Some(
+                            "The container could not be located when the pod was terminated".into(),
+                        ),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                st.restart_count = old
+                    .iter()
+                    .find(|o| o.name == st.name)
+                    .map_or(0, |o| o.restart_count)
+                    + 1;
+            }
             if let Some(prev) = seen.next() {
                 let prev_id = format!("{}://{}", inputs.runtime_name, prev.id);
                 st.last_state = Some(convert_state(prev, &prev_id, inputs));
@@ -1200,6 +1228,43 @@ mod tests {
             .as_ref()
             .unwrap()
             .running
+            .is_some());
+    }
+
+    #[test]
+    fn running_container_gone_unknown() {
+        let mut p = pod("Always", &["app"], &[]);
+        p.status = Some(PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                name: "app".into(),
+                restart_count: 4,
+                state: Some(ApiState {
+                    running: Some(ContainerStateRunning::default()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        let rt = RuntimePod::new(
+            vec![sandbox(true)],
+            vec![ctr("app", 4, ContainerState::ContainerUnknown, 0, "")],
+        );
+        let s = World::new().status(&p, &rt);
+        let c = cs(&s, "app");
+        let term = c.state.clone().unwrap().terminated.unwrap();
+        assert_eq!(
+            (term.exit_code, term.reason.as_deref()),
+            (137, Some(CONTAINER_STATUS_UNKNOWN))
+        );
+        assert_eq!(c.restart_count, 5);
+        // Unknown without having been running: just waiting.
+        p.status = None;
+        assert!(cs(&World::new().status(&p, &rt), "app")
+            .state
+            .clone()
+            .unwrap()
+            .waiting
             .is_some());
     }
 
