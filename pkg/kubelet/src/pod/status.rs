@@ -186,6 +186,47 @@ fn container_statuses(
         })
         .collect();
 
+    // A container that was running and has vanished from the runtime (removed, or the
+    // runtime lost it) is shown as stopped, not as waiting to be created, so the pod does
+    // not fall back to Pending.
+    for st in out.iter_mut() {
+        let gone = !runtime
+            .containers
+            .iter()
+            .any(|c| container_name(c) == st.name);
+        let was_running = old
+            .iter()
+            .find(|o| o.name == st.name)
+            .and_then(|o| o.state.as_ref())
+            .is_some_and(|s| s.running.is_some());
+        let default_waiting = st
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .is_some_and(|w| w.reason.as_deref() == Some(default_reason));
+        let has_last = st
+            .last_state
+            .as_ref()
+            .is_some_and(|l| l.terminated.is_some());
+        if gone && was_running && default_waiting && !has_last {
+            st.last_state = Some(ApiState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 137,
+                    reason: Some(CONTAINER_STATUS_UNKNOWN.into()),
+                    message: Some(
+                        "The container could not be located when the pod was deleted.  The container used to be Running"
+                            .into(),
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            if pod.metadata.deletion_timestamp.is_none() {
+                st.restart_count += 1;
+            }
+        }
+    }
+
     for st in out.iter_mut() {
         let mut seen = runtime
             .containers
@@ -280,6 +321,10 @@ fn container_statuses(
         } else {
             started && probe_ready
         };
+    }
+    // Upstream lists init containers in spec order and the others by name.
+    if !init {
+        out.sort_by(|a, b| a.name.cmp(&b.name));
     }
     out
 }
@@ -399,25 +444,17 @@ pub fn phase(
     let spec = pod.spec.clone().unwrap_or_default();
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");
     let (mut pending_init, mut failed_init) = (0, 0);
-    for c in spec.init_containers.iter().flatten() {
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| !is_sidecar(c))
+    {
         let Some(s) = find(init_statuses, &c.name) else {
             pending_init += 1;
             continue;
         };
         let st = state_of(s);
-        if is_sidecar(c) {
-            let pending = if st.running.is_some() {
-                s.started != Some(true)
-            } else if st.terminated.is_some() {
-                true
-            } else if st.waiting.is_some() {
-                last_terminated(s).is_none()
-            } else {
-                true
-            };
-            pending_init += usize::from(pending);
-            continue;
-        }
         if st.running.is_some() {
             pending_init += 1;
         } else if let Some(term) = &st.terminated {
@@ -432,6 +469,34 @@ pub fn phase(
         }
     }
     let (mut unknown, mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0, 0);
+    // Sidecars count like regular containers, except that a stopped one is ignored.
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| is_sidecar(c))
+    {
+        let Some(s) = find(init_statuses, &c.name) else {
+            unknown += 1;
+            continue;
+        };
+        let st = state_of(s);
+        let stopped_once =
+            st.terminated.is_some() || (st.waiting.is_some() && last_terminated(s).is_some());
+        if stopped_once {
+            continue; // a stopped (or restarting) sidecar does not decide the phase
+        }
+        if st.running.is_some() {
+            pending_init += usize::from(s.started != Some(true));
+            running += 1;
+        } else if st.waiting.is_some() {
+            pending_init += 1;
+            waiting += 1;
+        } else {
+            pending_init += 1;
+            unknown += 1;
+        }
+    }
     for c in &spec.containers {
         let Some(s) = find(statuses, &c.name) else {
             unknown += 1;
@@ -745,8 +810,9 @@ pub fn pod_status(pod: &Pod, runtime: &RuntimePod, inputs: &StatusInputs<'_>) ->
         container_statuses: Some(statuses),
         ephemeral_container_statuses: old.ephemeral_container_statuses.clone(),
         nominated_node_name: old.nominated_node_name.clone(),
-        message: old.message.clone(),
-        reason: old.reason.clone(),
+        // The reason and message belong to the phase: kept only while it stays the same.
+        message: old.message.clone().filter(|_| old_phase == phase),
+        reason: old.reason.clone().filter(|_| old_phase == phase),
         ..Default::default()
     }
 }
@@ -1266,6 +1332,94 @@ mod tests {
             .unwrap()
             .waiting
             .is_some());
+    }
+
+    #[test]
+    fn vanished_running_container_is_stopped_not_pending() {
+        let mut p = pod("Always", &["zeta", "alpha"], &[]);
+        let running = ApiState {
+            running: Some(ContainerStateRunning::default()),
+            ..Default::default()
+        };
+        p.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            reason: Some("Old".into()),
+            container_statuses: Some(vec![
+                ContainerStatus {
+                    name: "zeta".into(),
+                    restart_count: 1,
+                    state: Some(running.clone()),
+                    ..Default::default()
+                },
+                ContainerStatus {
+                    name: "alpha".into(),
+                    state: Some(running),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        });
+        let rt = RuntimePod::new(
+            vec![sandbox(true)],
+            vec![ctr("alpha", 0, ContainerState::ContainerRunning, 0, "")],
+        );
+        let s = World::new().status(&p, &rt);
+        let names: Vec<_> = s
+            .container_statuses
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["alpha", "zeta"], "sorted by name");
+        let z = cs(&s, "zeta");
+        let last = z.last_state.clone().unwrap().terminated.unwrap();
+        assert_eq!(
+            (last.exit_code, last.reason.as_deref()),
+            (137, Some(CONTAINER_STATUS_UNKNOWN))
+        );
+        assert_eq!(z.restart_count, 2);
+        assert_eq!(s.phase.as_deref(), Some("Running"), "stopped, not waiting");
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("Old"),
+            "reason kept while the phase holds"
+        );
+    }
+
+    #[test]
+    fn sidecars_and_phase() {
+        let mut p = pod("Always", &["app"], &["side"]);
+        p.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[0].restart_policy =
+            Some("Always".into());
+        let rt = RuntimePod::new(
+            vec![sandbox(true)],
+            vec![ctr("side", 0, ContainerState::ContainerRunning, 0, "")],
+        );
+        let s = World::new().status(&p, &rt);
+        assert_eq!(s.phase.as_deref(), Some("Pending"), "app not started yet");
+        assert!(
+            cs(&s, "side").ready,
+            "a running sidecar is ready like a regular container"
+        );
+        let rt = RuntimePod::new(
+            vec![sandbox(true)],
+            vec![
+                ctr("side", 0, ContainerState::ContainerExited, 1, "Error"),
+                ctr("app", 1, ContainerState::ContainerRunning, 0, ""),
+            ],
+        );
+        let s = World::new().status(&p, &rt);
+        assert_eq!(
+            s.phase.as_deref(),
+            Some("Running"),
+            "a stopped sidecar does not decide the phase"
+        );
+        assert_eq!(cond(&s, "Initialized").status, "True");
+        let cr = cond(&s, "ContainersReady");
+        assert_eq!(
+            cr.message.as_deref(),
+            Some("containers with unready status: [side]")
+        );
     }
 
     #[test]
