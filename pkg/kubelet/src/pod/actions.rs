@@ -237,7 +237,7 @@ pub fn compute_pod_actions(pod: &Pod, rt: &RuntimePod, probes: &ProbeFailures) -
                         id: s.id.clone(),
                         name: container_name(s).to_string(),
                         message:
-                            "Init container is in \"Unknown\" state, try killing it before restart"
+                            "Init container is in \"unknown\" state, try killing it before restart"
                                 .into(),
                         reason: KillReason::Unknown,
                     });
@@ -271,7 +271,7 @@ pub fn compute_pod_actions(pod: &Pod, rt: &RuntimePod, probes: &ProbeFailures) -
                     a.containers_to_kill.push(KillContainer {
                         id: s.id.clone(),
                         name: c.name.clone(),
-                        message: "Container is in \"Unknown\" state, try killing it before restart"
+                        message: "Container is in \"unknown\" state, try killing it before restart"
                             .into(),
                         reason: KillReason::Unknown,
                     });
@@ -604,6 +604,10 @@ mod tests {
                 a.containers_to_kill[0].reason
             ),
             (&[0][..], KillReason::Unknown)
+        );
+        assert_eq!(
+            a.containers_to_kill[0].message,
+            "Container is in \"unknown\" state, try killing it before restart"
         );
     }
 
