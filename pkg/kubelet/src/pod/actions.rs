@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use distro_cri::api::{ContainerState, ContainerStatus, NamespaceMode, PodSandboxState};
+use distro_cri::api::{ContainerState, ContainerStatus};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::jiff::Timestamp;
 
@@ -75,43 +75,6 @@ pub struct ProbeFailures {
     pub liveness: HashSet<String>,
     /// Containers whose startup probe failed.
     pub startup: HashSet<String>,
-}
-
-/// Upstream `podSandboxChanged`: (needs a new sandbox, attempt, current sandbox ID).
-fn sandbox_changed(pod: &Pod, rt: &RuntimePod) -> (bool, u32, Option<String>) {
-    let Some(latest) = rt.latest_sandbox() else {
-        return (true, 0, None);
-    };
-    let attempt = latest.metadata.as_ref().map_or(0, |m| m.attempt);
-    let ready =
-        |s: &distro_cri::api::PodSandboxStatus| s.state == PodSandboxState::SandboxReady as i32;
-    let id = Some(latest.id.clone());
-    if rt.sandboxes.iter().filter(|s| ready(s)).count() > 1 || !ready(latest) {
-        return (true, attempt + 1, id);
-    }
-    let host_network = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.host_network)
-        .unwrap_or(false);
-    let want = if host_network {
-        NamespaceMode::Node
-    } else {
-        NamespaceMode::Pod
-    } as i32;
-    let have = latest
-        .linux
-        .as_ref()
-        .and_then(|l| l.namespaces.as_ref())
-        .and_then(|n| n.options.as_ref())
-        .map(|o| o.network);
-    if have.is_some_and(|h| h != want) {
-        return (true, attempt + 1, None);
-    }
-    if !host_network && latest.network.as_ref().is_some_and(|n| n.ip.is_empty()) {
-        return (true, attempt + 1, id);
-    }
-    (false, attempt, id)
 }
 
 fn exited_ok(s: &ContainerStatus) -> bool {
@@ -182,7 +145,7 @@ pub fn compute_pod_actions(pod: &Pod, rt: &RuntimePod, probes: &ProbeFailures) -
     let spec = pod.spec.clone().unwrap_or_default();
     let policy = restart_policy(pod);
     let restart_on_failure = policy != "Never";
-    let (create, attempt, sandbox_id) = sandbox_changed(pod, rt);
+    let (create, attempt, sandbox_id) = runtime::sandbox_changed(pod, rt);
     let mut a = PodActions {
         kill_pod: create,
         create_sandbox: create,
@@ -390,7 +353,8 @@ mod tests {
     use super::*;
     use crate::pod::container::{ANNOTATION_HASH, ANNOTATION_RESTART_COUNT};
     use distro_cri::api::{
-        ContainerMetadata, PodSandboxMetadata, PodSandboxNetworkStatus, PodSandboxStatus,
+        ContainerMetadata, PodSandboxMetadata, PodSandboxNetworkStatus, PodSandboxState,
+        PodSandboxStatus,
     };
     use k8s_openapi::api::core::v1::PodSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};

@@ -1,7 +1,9 @@
 //! What the runtime has for one pod: its CRI sandbox and container statuses, newest first,
 //! with the lookups upstream's `kubecontainer.PodStatus` offers.
 
-use distro_cri::api::{ContainerState, ContainerStatus, PodSandboxState, PodSandboxStatus};
+use distro_cri::api::{
+    ContainerState, ContainerStatus, NamespaceMode, PodSandboxState, PodSandboxStatus,
+};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::jiff::Timestamp;
 
@@ -125,4 +127,43 @@ pub fn should_container_be_restarted(
             _ => true,
         },
     }
+}
+
+/// Upstream `PodSandboxChanged`: (needs a new sandbox, attempt, current sandbox ID). A new
+/// one is needed when there is none, several are ready, the newest is not ready, its network
+/// namespace mode no longer matches `hostNetwork`, or it has no IP on the pod network.
+pub fn sandbox_changed(pod: &Pod, rt: &RuntimePod) -> (bool, u32, Option<String>) {
+    let Some(latest) = rt.latest_sandbox() else {
+        return (true, 0, None);
+    };
+    let attempt = latest.metadata.as_ref().map_or(0, |m| m.attempt);
+    let ready =
+        |s: &distro_cri::api::PodSandboxStatus| s.state == PodSandboxState::SandboxReady as i32;
+    let id = Some(latest.id.clone());
+    if rt.sandboxes.iter().filter(|s| ready(s)).count() > 1 || !ready(latest) {
+        return (true, attempt + 1, id);
+    }
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let want = if host_network {
+        NamespaceMode::Node
+    } else {
+        NamespaceMode::Pod
+    } as i32;
+    let have = latest
+        .linux
+        .as_ref()
+        .and_then(|l| l.namespaces.as_ref())
+        .and_then(|n| n.options.as_ref())
+        .map(|o| o.network);
+    if have.is_some_and(|h| h != want) {
+        return (true, attempt + 1, None);
+    }
+    if !host_network && latest.network.as_ref().is_some_and(|n| n.ip.is_empty()) {
+        return (true, attempt + 1, id);
+    }
+    (false, attempt, id)
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use distro_cri::api::{ContainerState, ContainerStatus as CriStatus, PodSandboxState};
+use distro_cri::api::{ContainerState, ContainerStatus as CriStatus};
 use k8s_openapi::api::core::v1::{
     Container, ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
@@ -758,10 +758,8 @@ pub fn pod_status(pod: &Pod, runtime: &RuntimePod, inputs: &StatusInputs<'_>) ->
     } else {
         runtime.pod_ips()
     };
-    let sandbox_ready = runtime
-        .latest_sandbox()
-        .is_some_and(|s| s.state == PodSandboxState::SandboxReady as i32)
-        && (host_network || !runtime.pod_ips().is_empty());
+    // Upstream: ready to start containers exactly when no new sandbox is needed.
+    let sandbox_ready = !runtime::sandbox_changed(pod, runtime).0;
 
     let others: Vec<PodCondition> = old
         .conditions
@@ -821,7 +819,8 @@ pub fn pod_status(pod: &Pod, runtime: &RuntimePod, inputs: &StatusInputs<'_>) ->
 mod tests {
     use super::*;
     use distro_cri::api::{
-        ContainerMetadata, ImageSpec, PodSandboxMetadata, PodSandboxNetworkStatus, PodSandboxStatus,
+        ContainerMetadata, ImageSpec, PodSandboxMetadata, PodSandboxNetworkStatus, PodSandboxState,
+        PodSandboxStatus,
     };
     use k8s_openapi::api::core::v1::{PodReadinessGate, PodSpec, Probe};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
