@@ -21,6 +21,8 @@ pub mod runtime;
 pub mod sandbox;
 pub mod security;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
 pub use error::ConfigError;
 

@@ -60,6 +60,49 @@ pub struct WaitingReason {
     pub message: String,
 }
 
+impl WaitingReason {
+    /// A container whose config could not be made (upstream `CreateContainerConfigError`,
+    /// with the error's text as message).
+    pub fn config_error(err: &super::ConfigError) -> Self {
+        WaitingReason {
+            reason: CREATE_CONTAINER_CONFIG_ERROR.into(),
+            message: err.to_string(),
+        }
+    }
+
+    /// A container waiting out its restart backoff; `message` from [`crash_loop_message`].
+    pub fn crash_loop(message: String) -> Self {
+        WaitingReason {
+            reason: CRASH_LOOP_BACK_OFF.into(),
+            message,
+        }
+    }
+
+    /// A failed pull; `message` is the runtime's error.
+    pub fn image_pull(message: String) -> Self {
+        WaitingReason {
+            reason: ERR_IMAGE_PULL.into(),
+            message,
+        }
+    }
+
+    /// A pull waiting out its backoff; `message` from `actions::image_pull_backoff`.
+    pub fn image_pull_backoff(message: String) -> Self {
+        WaitingReason {
+            reason: IMAGE_PULL_BACK_OFF.into(),
+            message,
+        }
+    }
+
+    /// The runtime refused to create or start the container.
+    pub fn run_error(message: String) -> Self {
+        WaitingReason {
+            reason: RUN_CONTAINER_ERROR.into(),
+            message,
+        }
+    }
+}
+
 /// Upstream's CrashLoopBackOff message.
 pub fn crash_loop_message(backoff: Duration, container: &str, pod: &Pod) -> String {
     format!(
