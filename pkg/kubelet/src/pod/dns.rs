@@ -53,15 +53,50 @@ pub struct ClusterDns {
     pub domain: String,
 }
 
-/// Problems worth an Event (upstream records them as warnings on the pod).
+/// Longest search entry upstream keeps (glibc aborts on longer ones).
+pub const MAX_SEARCH_ENTRY: usize = 253;
+
+/// Problems worth a Warning Event on the pod; `Display` is upstream's message and
+/// [`DnsWarning::reason`] its Event reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsWarning {
-    /// ClusterFirst was asked but no cluster DNS is configured.
-    MissingClusterDns,
+    /// ClusterFirst was asked but no cluster DNS is configured (the policy asked for).
+    MissingClusterDns(String),
     /// Nameservers beyond three were dropped; the applied line follows.
     NameserversExceeded(String),
     /// Search entries beyond the limits were dropped; the applied line follows.
     SearchExceeded(String),
+}
+
+impl DnsWarning {
+    /// The Event reason upstream uses.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DnsWarning::MissingClusterDns(_) => "MissingClusterDNS",
+            DnsWarning::NameserversExceeded(_) | DnsWarning::SearchExceeded(_) => {
+                "DNSConfigForming"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for DnsWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnsWarning::MissingClusterDns(policy) => write!(
+                f,
+                "kubelet does not have ClusterDNS IP configured and cannot create Pod using {policy:?} policy. Falling back to \"Default\" policy."
+            ),
+            DnsWarning::NameserversExceeded(line) => write!(
+                f,
+                "Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver line is: {line}"
+            ),
+            DnsWarning::SearchExceeded(line) => write!(
+                f,
+                "Search Line limits were exceeded, some search paths have been omitted, the applied search line is: {line}"
+            ),
+        }
+    }
 }
 
 /// The resolver for `pod`, plus warnings.
@@ -81,7 +116,7 @@ pub fn pod_dns(pod: &Pod, cluster: &ClusterDns, host: &HostDns) -> (DnsConfig, V
         _ => Some(false), // "Default"
     };
     if cluster_first == Some(true) && cluster.servers.is_empty() {
-        warnings.push(DnsWarning::MissingClusterDns);
+        warnings.push(DnsWarning::MissingClusterDns(policy.to_string()));
         cluster_first = Some(false);
     }
     let mut cfg = match cluster_first {
@@ -141,6 +176,9 @@ pub fn pod_dns(pod: &Pod, cluster: &ClusterDns, host: &HostDns) -> (DnsConfig, V
         cfg.searches.truncate(MAX_SEARCH_PATHS);
         exceeded = true;
     }
+    let before = cfg.searches.len();
+    cfg.searches.retain(|s| s.len() <= MAX_SEARCH_ENTRY);
+    exceeded |= cfg.searches.len() != before;
     let mut line_len = cfg.searches.join(" ").len();
     while line_len > MAX_SEARCH_CHARS {
         let Some(last) = cfg.searches.pop() else {
@@ -246,7 +284,15 @@ mod tests {
             },
             &host(),
         );
-        assert_eq!(w, vec![DnsWarning::MissingClusterDns]);
+        assert_eq!(
+            w,
+            vec![DnsWarning::MissingClusterDns("ClusterFirst".into())]
+        );
+        assert_eq!(
+            w[0].to_string(),
+            "kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" policy. Falling back to \"Default\" policy."
+        );
+        assert_eq!(w[0].reason(), "MissingClusterDNS");
         assert_eq!(c.servers, vec!["192.168.1.1", "1.1.1.1"]);
     }
 
@@ -314,5 +360,18 @@ mod tests {
         let (c, _) = pod_dns(&pod(Some("None"), false, Some(pc)), &cluster(), &host());
         assert_eq!(c.searches.len(), 8);
         assert!(c.searches.join(" ").len() <= MAX_SEARCH_CHARS);
+
+        // One entry over 253 characters is dropped on its own.
+        let pc = PodDNSConfig {
+            searches: Some(vec!["ok.example".into(), "y".repeat(254), "also.ok".into()]),
+            ..Default::default()
+        };
+        let (c, w) = pod_dns(&pod(Some("None"), false, Some(pc)), &cluster(), &host());
+        assert_eq!(c.searches, vec!["ok.example", "also.ok"]);
+        assert_eq!(
+            w[0].to_string(),
+            "Search Line limits were exceeded, some search paths have been omitted, the applied search line is: ok.example also.ok"
+        );
+        assert_eq!(w[0].reason(), "DNSConfigForming");
     }
 }
