@@ -56,7 +56,9 @@ pub fn linux_resources(
 }
 
 /// Upstream's OOM score adjustment for a container: node-critical and Guaranteed -997,
-/// BestEffort 1000, Burstable `1000 - 1000*request/capacity` kept within 3..=999.
+/// BestEffort 1000, Burstable `1000 - 1000*request/capacity` kept within 3..=999; a sidecar
+/// scores no higher than the regular container with the smallest memory request, so it is
+/// not killed before the containers it serves.
 ///
 /// When `restrict_negative` (the node refuses negative scores, e.g. root without
 /// CAP_SYS_RESOURCE) the result is never below 0, matching containerd's
@@ -68,22 +70,37 @@ pub fn oom_score_adj(
     restrict_negative: bool,
 ) -> i64 {
     let spec = pod.spec.clone().unwrap_or_default();
-    let score = if is_critical(pod, &spec) {
+    let score = if is_node_critical(pod, &spec) {
         -997
     } else {
         match qos::pod_qos(&spec) {
             QosClass::Guaranteed => -997,
             QosClass::BestEffort => 1000,
             QosClass::Burstable => {
-                let request = qos::request(container, "memory").map_or(0, |q| q.value());
-                let capacity = memory_capacity.max(1);
-                let adj = 1000 - ((1000i128 * i128::from(request)) / i128::from(capacity)) as i64;
-                if adj < 3 {
+                let capacity = i128::from(memory_capacity.max(1));
+                let adj = |request: i64| 1000 - ((1000 * i128::from(request)) / capacity) as i64;
+                let mut score = adj(qos::request(container, "memory").map_or(0, |q| q.value()));
+                let is_sidecar = container.restart_policy.as_deref() == Some("Always")
+                    && spec
+                        .init_containers
+                        .iter()
+                        .flatten()
+                        .any(|c| c.name == container.name);
+                if is_sidecar {
+                    let min_regular = spec
+                        .containers
+                        .iter()
+                        .map(|c| qos::request(c, "memory").map_or(0, |q| q.value()))
+                        .min()
+                        .unwrap_or(0);
+                    score = score.min(adj(min_regular));
+                }
+                if score < 3 {
                     3
-                } else if adj == 1000 {
+                } else if score == 1000 {
                     999
                 } else {
-                    adj
+                    score
                 }
             }
         }
@@ -95,14 +112,16 @@ pub fn oom_score_adj(
     }
 }
 
-/// Static and mirror pods and system-critical priorities are node-critical upstream.
-fn is_critical(pod: &Pod, spec: &PodSpec) -> bool {
+/// Upstream `IsNodeCriticalPod`: a critical pod (static, mirror, or priority of at least
+/// system-cluster-critical) whose priority class is `system-node-critical`.
+fn is_node_critical(pod: &Pod, spec: &PodSpec) -> bool {
     let annotated = pod.metadata.annotations.as_ref().is_some_and(|a| {
         a.contains_key("kubernetes.io/config.mirror")
             || a.get("kubernetes.io/config.source")
                 .is_some_and(|s| s != "api")
     });
-    annotated || spec.priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY)
+    let critical = annotated || spec.priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY);
+    critical && spec.priority_class_name.as_deref() == Some("system-node-critical")
 }
 
 /// The container's resources and OOM score.
@@ -279,10 +298,19 @@ mod tests {
             oom_score_adj(&pod(vec![tiny.clone()]), &tiny, 4 * GI, false),
             999
         );
-        // Critical priority wins over BestEffort.
+        // Node-critical wins over BestEffort; cluster-critical alone does not.
         let mut p = pod(vec![c(&[], &[])]);
         p.spec.as_mut().unwrap().priority = Some(2_000_001_000);
+        assert_eq!(oom_score_adj(&p, &c(&[], &[]), GI, false), 1000);
+        p.spec.as_mut().unwrap().priority_class_name = Some("system-node-critical".into());
         assert_eq!(oom_score_adj(&p, &c(&[], &[]), GI, false), -997);
+        // A sidecar asking for little scores like the smallest regular container.
+        let mut side = c(&[("memory", "1Mi")], &[]);
+        side.name = "side".into();
+        side.restart_policy = Some("Always".into());
+        let mut p = pod(vec![c(&[("memory", "1Gi")], &[])]);
+        p.spec.as_mut().unwrap().init_containers = Some(vec![side.clone()]);
+        assert_eq!(oom_score_adj(&p, &side, 4 * GI, false), 750);
     }
 
     #[test]
