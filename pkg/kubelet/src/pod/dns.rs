@@ -56,6 +56,16 @@ pub struct ClusterDns {
 /// Longest search entry upstream keeps (glibc aborts on longer ones).
 pub const MAX_SEARCH_ENTRY: usize = 253;
 
+impl Default for ClusterDns {
+    /// distro's defaults, the same as k3s's: `10.43.0.10`, `cluster.local`.
+    fn default() -> Self {
+        ClusterDns {
+            servers: vec!["10.43.0.10".into()],
+            domain: "cluster.local".into(),
+        }
+    }
+}
+
 /// Problems worth a Warning Event on the pod; `Display` is upstream's message and
 /// [`DnsWarning::reason`] its Event reason.
 #[derive(Debug, Clone, PartialEq, Eq)]

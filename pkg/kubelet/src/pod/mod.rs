@@ -7,6 +7,19 @@
 //! the sync loop that calls containerd stays small. Behaviour follows upstream's kubelet
 //! (`kuberuntime_sandbox.go`, `kuberuntime_container.go`, `kubelet_pods.go`, `status`), since
 //! users read the results in kubectl.
+//!
+//! The sync loop calls, per pod: [`actions::compute_pod_actions`] on the runtime's state
+//! ([`runtime::RuntimePod`]); for a new sandbox [`sandbox::sandbox_config`] (plus the hosts
+//! file from [`hosts`]); per container start [`actions::container_backoff`], then
+//! [`container::container_config`] (environment from [`env`](mod@env), mounts from [`mounts`],
+//! resources from [`resources`], security from [`security`]); and last
+//! [`status::pod_status`] with the waiting reasons the steps recorded.
+//!
+//! # Limits
+//! - Sidecars count as started once running (upstream waits for their startup probe).
+//! - No in-place resize, user namespaces, AppArmor, SELinux labels, hugepages, devices or
+//!   ephemeral containers in the generated configs.
+//! - Environment variables come out in first-definition order (upstream's is random).
 
 pub mod actions;
 pub mod container;
