@@ -115,6 +115,15 @@ fn since(from: Timestamp, to: Timestamp) -> Duration {
     d.try_into().unwrap_or(Duration::ZERO)
 }
 
+/// The wall clock as a timestamp, the time base of CRI's reported times and of these
+/// backoffs. (k8s-openapi's jiff is built without `std`, so `Timestamp::now` is absent.)
+pub fn wall_clock_now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_nanosecond(since_epoch.as_nanos() as i128).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
 /// A duration as Go's `time.Duration.String()` prints it (`10s`, `1m20s`, `5m0s`), which is
 /// what upstream's CrashLoopBackOff message shows.
 pub fn go_duration(d: Duration) -> String {
@@ -205,6 +214,16 @@ mod tests {
         assert_eq!(b.get("new"), INITIAL);
         b.reset("new");
         assert_eq!(b.get("new"), Duration::ZERO);
+    }
+
+    #[test]
+    fn wall_clock_is_now() {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let now = wall_clock_now().as_second();
+        assert!((before..=before + 5).contains(&now), "{now} vs {before}");
     }
 
     #[test]

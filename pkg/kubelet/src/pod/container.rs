@@ -59,6 +59,33 @@ pub fn log_path(container_name: &str, restart_count: u32) -> String {
     format!("{container_name}/{restart_count}.log")
 }
 
+/// Creates the empty file one container attempt writes its termination message to, at
+/// `<pod_dir>/containers/<container>/<attempt>-<unique>`, world-writable as upstream makes it
+/// (0666 regardless of umask), so a container running as any user can write it.
+///
+/// # Blocking
+/// Touches the disk: call it from `spawn_blocking`.
+///
+/// # Errors
+/// Creating the directory or file, or setting its mode.
+pub fn create_termination_log(
+    pod_dir: &std::path::Path,
+    container_name: &str,
+    restart_count: u32,
+) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = pod_dir.join("containers").join(container_name);
+    std::fs::create_dir_all(&dir)?;
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let path = dir.join(format!("{restart_count}-{unique:x}"));
+    std::fs::File::create(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(path)
+}
+
 /// Node-level settings the container translation depends on.
 #[derive(Debug, Clone)]
 pub struct ContainerSettings {
@@ -461,6 +488,21 @@ mod tests {
             build(&p, &inputs),
             Err(ConfigError::ImageRunsAsRoot { .. })
         ));
+    }
+
+    #[test]
+    fn termination_log_file_is_world_writable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = create_termination_log(dir.path(), "web", 0).unwrap();
+        let b = create_termination_log(dir.path(), "web", 1).unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with(dir.path().join("containers/web")));
+        assert_eq!(
+            std::fs::metadata(&a).unwrap().permissions().mode() & 0o777,
+            0o666
+        );
+        assert_eq!(std::fs::read(&b).unwrap(), b"");
     }
 
     #[test]
