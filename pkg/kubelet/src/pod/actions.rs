@@ -340,6 +340,88 @@ pub fn record_pull_failure(backoff: &mut Backoff, pod: &Pod, image: &str, now: T
     backoff.next(&image_backoff_key(pod, image), now, now);
 }
 
+/// What to do about a container's image before creating it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageDecision {
+    /// Pull it (first checking [`image_pull_backoff`]).
+    Pull,
+    /// Use the image already on the node; the message is upstream's Pulled event.
+    Present(String),
+    /// `imagePullPolicy: Never` and the image is absent: reason ErrImageNeverPull, this message.
+    NeverPull(String),
+}
+
+/// The effective pull policy: the field, else the API's default (Always for `:latest` or an
+/// untagged, undigested reference; IfNotPresent otherwise).
+pub fn pull_policy(container: &Container) -> &str {
+    if let Some(p) = container
+        .image_pull_policy
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        return p;
+    }
+    let image = container.image.as_deref().unwrap_or("");
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    // A tag is what follows the last ':' after the last '/' (a registry port is not a tag).
+    let name = image.rsplit('/').next().unwrap_or(image);
+    match name.rsplit_once(':') {
+        Some((_, tag)) if tag != "latest" => "IfNotPresent",
+        _ => "Always",
+    }
+}
+
+/// Upstream `shouldPullImage` with its event and error messages.
+pub fn image_decision(container: &Container, image_present: bool) -> ImageDecision {
+    let image = container.image.as_deref().unwrap_or("");
+    match (pull_policy(container), image_present) {
+        ("Never", false) => ImageDecision::NeverPull(format!(
+            "Container image {image:?} is not present with pull policy of Never"
+        )),
+        ("Never" | "IfNotPresent", true) => ImageDecision::Present(format!(
+            "Container image {image:?} already present on machine"
+        )),
+        _ => ImageDecision::Pull,
+    }
+}
+
+/// Upstream's floor on the time a container gets to stop.
+pub const MIN_GRACE_PERIOD_SECONDS: i64 = 2;
+
+/// Seconds a container gets between SIGTERM and SIGKILL (upstream
+/// `setTerminationGracePeriod`): the deletion's grace period, else a failed probe's own
+/// `terminationGracePeriodSeconds`, else the pod's (default 30).
+pub fn termination_grace_period(
+    pod: &Pod,
+    container: &Container,
+    reason: Option<KillReason>,
+) -> i64 {
+    if let Some(g) = pod.metadata.deletion_grace_period_seconds {
+        return g;
+    }
+    let probe = match reason {
+        Some(KillReason::LivenessProbe) => container.liveness_probe.as_ref(),
+        Some(KillReason::StartupProbe) => container.startup_probe.as_ref(),
+        _ => None,
+    };
+    if let Some(g) = probe.and_then(|p| p.termination_grace_period_seconds) {
+        return g;
+    }
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+}
+
+/// The stop timeout to pass to CRI: what is left of `grace` after a preStop hook ran for
+/// `hook_seconds` (0 without a hook; upstream runs the hook only when `grace > 0`), never
+/// under 2 s, so no container is SIGKILLed without a chance to exit.
+pub fn grace_after_pre_stop(grace: i64, hook_seconds: i64) -> i64 {
+    (grace - hook_seconds).max(MIN_GRACE_PERIOD_SECONDS)
+}
+
 /// Events name the pod as upstream does in its messages.
 pub fn backoff_event_message(pod: &Pod, container: &str) -> String {
     format!(
@@ -723,6 +805,76 @@ mod tests {
             backoff_event_message(&p, "a"),
             "Back-off restarting failed container a in pod p_ns(u)"
         );
+    }
+
+    #[test]
+    fn pull_policies_and_decisions() {
+        let c = |image: &str, policy: Option<&str>| Container {
+            name: "c".into(),
+            image: Some(image.into()),
+            image_pull_policy: policy.map(Into::into),
+            ..Default::default()
+        };
+        for (image, want) in [
+            ("busybox", "Always"),
+            ("busybox:latest", "Always"),
+            ("busybox:1.36", "IfNotPresent"),
+            ("localhost:5000/busybox", "Always"),
+            ("localhost:5000/busybox:1.0", "IfNotPresent"),
+            ("busybox@sha256:abcd", "IfNotPresent"),
+        ] {
+            assert_eq!(pull_policy(&c(image, None)), want, "{image}");
+        }
+        assert_eq!(pull_policy(&c("busybox", Some("Never"))), "Never");
+        assert_eq!(
+            image_decision(&c("busybox:1", None), false),
+            ImageDecision::Pull
+        );
+        assert_eq!(
+            image_decision(&c("busybox:1", None), true),
+            ImageDecision::Present(
+                "Container image \"busybox:1\" already present on machine".into()
+            )
+        );
+        assert_eq!(
+            image_decision(&c("busybox:1", Some("Always")), true),
+            ImageDecision::Pull
+        );
+        assert_eq!(
+            image_decision(&c("busybox:1", Some("Never")), false),
+            ImageDecision::NeverPull(
+                "Container image \"busybox:1\" is not present with pull policy of Never".into()
+            )
+        );
+    }
+
+    #[test]
+    fn grace_periods() {
+        use k8s_openapi::api::core::v1::Probe;
+        let mut p = pod("Always", &["a"], &[]);
+        let mut c = spec_container("a");
+        assert_eq!(termination_grace_period(&p, &c, None), 30);
+        p.spec.as_mut().unwrap().termination_grace_period_seconds = Some(60);
+        c.liveness_probe = Some(Probe {
+            termination_grace_period_seconds: Some(5),
+            ..Default::default()
+        });
+        assert_eq!(termination_grace_period(&p, &c, None), 60);
+        assert_eq!(
+            termination_grace_period(&p, &c, Some(KillReason::LivenessProbe)),
+            5
+        );
+        assert_eq!(
+            termination_grace_period(&p, &c, Some(KillReason::StartupProbe)),
+            60
+        );
+        p.metadata.deletion_grace_period_seconds = Some(0);
+        assert_eq!(
+            termination_grace_period(&p, &c, Some(KillReason::LivenessProbe)),
+            0
+        );
+        assert_eq!(grace_after_pre_stop(30, 10), 20);
+        assert_eq!(grace_after_pre_stop(30, 29), 2);
     }
 
     #[test]

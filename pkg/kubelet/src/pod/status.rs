@@ -38,6 +38,8 @@ pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
 pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
 /// Waiting reason when the container config cannot be made (see `ConfigError`).
 pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
+/// Waiting reason when `imagePullPolicy: Never` and the image is absent.
+pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
 /// Waiting reason when the runtime refused to create or start the container.
 pub const RUN_CONTAINER_ERROR: &str = "RunContainerError";
 
