@@ -3,8 +3,8 @@
 //! image-pull backoff checks the sync loop applies before each start.
 //!
 //! # Limits
-//! Sidecars (init containers with `restartPolicy: Always`) count as started once running;
-//! upstream also waits for their startup probe. In-place resize is not planned here.
+//! In-place resize is not planned here; a sidecar that fails during initialization is
+//! restarted like any init container rather than by upstream's separate sidecar path.
 
 use std::collections::HashSet;
 
@@ -75,6 +75,9 @@ pub struct ProbeFailures {
     pub liveness: HashSet<String>,
     /// Containers whose startup probe failed.
     pub startup: HashSet<String>,
+    /// Running containers with a startup probe that has not succeeded yet: a sidecar in
+    /// this set holds back the init containers after it.
+    pub not_started: HashSet<String>,
 }
 
 fn exited_ok(s: &ContainerStatus) -> bool {
@@ -100,8 +103,9 @@ enum Init<'a> {
     Next(usize, Option<&'a ContainerStatus>),
 }
 
-/// Upstream `findNextInitContainerToRun`, with sidecars counted done once running.
-fn next_init<'a>(pod: &Pod, rt: &'a RuntimePod) -> Init<'a> {
+/// Upstream `findNextInitContainerToRun`; a sidecar counts as done once it has started
+/// (running, and its startup probe, if any, succeeded).
+fn next_init<'a>(pod: &Pod, rt: &'a RuntimePod, not_started: &HashSet<String>) -> Init<'a> {
     let spec = pod.spec.as_ref();
     let inits = spec
         .and_then(|s| s.init_containers.as_deref())
@@ -121,10 +125,13 @@ fn next_init<'a>(pod: &Pod, rt: &'a RuntimePod) -> Init<'a> {
             return Init::Next(i, None);
         };
         if is_sidecar(c) {
-            if runtime::state(s) == ContainerState::ContainerRunning {
-                continue;
+            if runtime::state(s) != ContainerState::ContainerRunning {
+                return Init::Next(i, None);
             }
-            return Init::Next(i, None);
+            if not_started.contains(&s.id) {
+                return Init::InProgress;
+            }
+            continue;
         }
         if exited_ok(s) {
             continue;
@@ -175,7 +182,7 @@ pub fn compute_pod_actions(pod: &Pod, rt: &RuntimePod, probes: &ProbeFailures) -
             .filter(|(_, c)| !(policy == "OnFailure" && rt.latest(&c.name).is_some_and(exited_ok)))
             .map(|(i, _)| i)
             .collect();
-        if to_start.is_empty() && matches!(next_init(pod, rt), Init::Done) {
+        if to_start.is_empty() && matches!(next_init(pod, rt, &probes.not_started), Init::Done) {
             a.create_sandbox = false;
             return a;
         }
@@ -187,7 +194,7 @@ pub fn compute_pod_actions(pod: &Pod, rt: &RuntimePod, probes: &ProbeFailures) -
         return a;
     }
 
-    match next_init(pod, rt) {
+    match next_init(pod, rt, &probes.not_started) {
         Init::InProgress => return a,
         Init::Next(i, failed) => {
             if failed.is_some() && !restart_on_failure {
@@ -620,7 +627,7 @@ mod tests {
         let rt = ready(vec![ctr("a", 0, Running, 0)]);
         let probes = ProbeFailures {
             liveness: ["a-0".to_string()].into(),
-            startup: HashSet::new(),
+            ..Default::default()
         };
         let a = compute_pod_actions(&pod("Always", &["a"], &[]), &rt, &probes);
         assert_eq!(
@@ -634,8 +641,8 @@ mod tests {
         );
         assert!(a.containers_to_start.is_empty() && a.kill_pod);
         let probes = ProbeFailures {
-            liveness: HashSet::new(),
             startup: ["a-0".to_string()].into(),
+            ..Default::default()
         };
         let a = compute_pod_actions(&pod("Always", &["a"], &[]), &rt, &probes);
         assert_eq!(a.containers_to_kill[0].reason, KillReason::StartupProbe);

@@ -16,7 +16,8 @@
 //! [`status::pod_status`] with the waiting reasons the steps recorded.
 //!
 //! # Limits
-//! - Sidecars count as started once running (upstream waits for their startup probe).
+//! - Sidecars follow the classic init-container path (upstream has a separate one that also
+//!   restarts them during initialization).
 //! - No in-place resize, user namespaces, AppArmor, SELinux labels, hugepages, devices or
 //!   ephemeral containers in the generated configs.
 //! - Environment variables come out in first-definition order (upstream's is random).
