@@ -16,8 +16,8 @@
 //! [`status::pod_status`] with the waiting reasons the steps recorded.
 //!
 //! # Limits
-//! - Sidecars follow the classic init-container path (upstream has a separate one that also
-//!   restarts them during initialization).
+//! - Sidecars ride the classic init-container path, extended (upstream 1.29+ has a dedicated
+//!   one); edge cases such as a sidecar dying while a later init container runs may differ.
 //! - No in-place resize, user namespaces, AppArmor, SELinux labels, hugepages, devices or
 //!   ephemeral containers in the generated configs.
 //! - Environment variables come out in first-definition order (upstream's is random).
