@@ -7,3 +7,6 @@
 //! nodes too.
 
 pub mod volume;
+pub mod backoff;
+pub mod pod;
+pub mod qos;
