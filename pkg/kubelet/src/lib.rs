@@ -6,7 +6,7 @@
 //! `distro-agent` reuses the API server part, so metrics and `kubectl top` work on simulated
 //! nodes too.
 
-pub mod volume;
 pub mod backoff;
 pub mod pod;
 pub mod qos;
+pub mod volume;

@@ -8,24 +8,13 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 
 use distro_cri::api::{Mount, MountPropagation};
 use k8s_openapi::api::core::v1::Container;
 
 use super::expansion::expand;
 use super::ConfigError;
-
-/// A volume the volume manager has set up on the host for this pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreparedVolume {
-    /// Where the volume's content is on the host.
-    pub host_path: PathBuf,
-    /// The volume itself is read-only (e.g. configMap, secret, projected).
-    pub read_only: bool,
-    /// The volume is managed by the kubelet and should be SELinux-relabelled.
-    pub selinux_relabel: bool,
-}
+use crate::volume::MountedVolume;
 
 /// Upstream `translateMountPropagation`.
 fn propagation(mode: Option<&str>) -> Result<MountPropagation, ConfigError> {
@@ -60,26 +49,27 @@ fn expand_sub_path(expr: &str, env: &HashMap<&str, &str>) -> Result<String, Conf
     }
 }
 
-/// The CRI mounts for `container`'s `volumeMounts`, in order. `env` is the container's
-/// resolved environment (for `subPathExpr`).
+/// The CRI mounts for `container`'s `volumeMounts`, in order, over the volumes
+/// [`crate::volume::VolumeManager::setup`] prepared. `env` is the container's resolved
+/// environment (for `subPathExpr`).
 ///
 /// # Errors
 /// A volume that was not prepared, a bad `subPath`, missing `subPathExpr` variables, or an
 /// unknown propagation mode: all `CreateContainerConfigError`.
 pub fn volume_mounts(
     container: &Container,
-    volumes: &HashMap<String, PreparedVolume>,
+    volumes: &[MountedVolume],
     env: &[(String, String)],
 ) -> Result<Vec<Mount>, ConfigError> {
     let env: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut out = Vec::new();
     for m in container.volume_mounts.iter().flatten() {
-        let vol = volumes
-            .get(&m.name)
-            .ok_or_else(|| ConfigError::VolumeNotFound {
+        let vol = volumes.iter().find(|v| v.name == m.name).ok_or_else(|| {
+            ConfigError::VolumeNotFound {
                 volume: m.name.clone(),
                 container: container.name.clone(),
-            })?;
+            }
+        })?;
         let sub_path = match m.sub_path_expr.as_deref().filter(|e| !e.is_empty()) {
             Some(expr) => expand_sub_path(expr, &env)?,
             None => m.sub_path.clone().unwrap_or_default(),
@@ -103,7 +93,6 @@ pub fn volume_mounts(
             container_path,
             host_path: host_path.to_string_lossy().into_owned(),
             readonly: m.read_only.unwrap_or(false) || vol.read_only,
-            selinux_relabel: vol.selinux_relabel,
             propagation: propagation(m.mount_propagation.as_deref())? as i32,
             ..Default::default()
         });
@@ -116,25 +105,19 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::VolumeMount;
 
-    fn vols() -> HashMap<String, PreparedVolume> {
-        HashMap::from([
-            (
-                "data".to_string(),
-                PreparedVolume {
-                    host_path: "/pods/u/volumes/data".into(),
-                    read_only: false,
-                    selinux_relabel: true,
-                },
-            ),
-            (
-                "cfg".to_string(),
-                PreparedVolume {
-                    host_path: "/pods/u/volumes/cfg".into(),
-                    read_only: true,
-                    selinux_relabel: true,
-                },
-            ),
-        ])
+    fn vols() -> Vec<MountedVolume> {
+        vec![
+            MountedVolume {
+                name: "data".into(),
+                host_path: "/pods/u/volumes/data".into(),
+                read_only: false,
+            },
+            MountedVolume {
+                name: "cfg".into(),
+                host_path: "/pods/u/volumes/cfg".into(),
+                read_only: true,
+            },
+        ]
     }
 
     fn vm(name: &str, path: &str) -> VolumeMount {
