@@ -1,0 +1,18 @@
+//! distro's pod network.
+//!
+//! Owns how a pod gets its network on a node. Today that is the CNI plugin ([`cni`]): the
+//! distro binary is multi-call, and containerd runs it as `<bin_dir>/distro` with
+//! `CNI_COMMAND` set. The plugin does in one program what k3s chains from the reference
+//! plugins (`bridge` + `host-local` + `portmap`): a veth per pod on a node bridge, addresses
+//! from the node's podCIDR kept as one file per IP, masquerade to outside the cluster, and
+//! hostPort DNAT in one nftables table that distro owns.
+//!
+//! # Limits
+//! - IPv4 only: `podCIDRv6` is accepted in the config but ADD refuses it with an
+//!   "unsupported field" error until dual-stack lands.
+//! - The overlay between nodes (VXLAN) and the service proxy are later modules.
+
+pub mod cni;
+mod error;
+
+pub use error::Error;
