@@ -1,0 +1,366 @@
+//! Integration tests (root): the distro binary run as a CNI plugin, as containerd runs it,
+//! against real network namespaces, a real bridge and real nftables. Every namespace, bridge,
+//! nft table and file is named uniquely per test and removed when the test ends.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_distro"))
+}
+
+fn random() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"))
+}
+
+/// One test's network world: a temp data dir, a bridge, an nft table and namespaces, all
+/// unique, all removed on drop.
+struct World {
+    tag: String,
+    bridge: String,
+    table: String,
+    cidr: String,
+    prefix: String,
+    dir: tempfile::TempDir,
+    netns: Vec<String>,
+}
+
+impl World {
+    fn new(prefix_len: u8) -> World {
+        let r = random();
+        let tag = format!("{:08x}", r as u32);
+        // 10.240.0.0/12 is this test's private range; the third and second octets come from
+        // the random tag so parallel tests do not share a subnet.
+        let prefix = format!("10.{}.{}", 240 + (r >> 32) % 16, (r >> 40) % 256);
+        World {
+            bridge: format!("dt{tag}"),
+            table: format!("dt-{tag}"),
+            cidr: format!("{prefix}.0/{prefix_len}"),
+            prefix,
+            dir: tempfile::tempdir().unwrap(),
+            netns: Vec::new(),
+            tag,
+        }
+    }
+
+    fn netns(&mut self, n: usize) -> String {
+        let name = format!("dt-{}-{n}", self.tag);
+        let out = run("ip", &["netns", "add", &name]);
+        assert!(
+            out.status.success(),
+            "ip netns add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.netns.push(name.clone());
+        name
+    }
+
+    fn conf(&self) -> Value {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": format!("dt-{}", self.tag),
+            "type": "distro",
+            "bridge": self.bridge,
+            "podCIDR": self.cidr,
+            "clusterCIDR": self.cidr,
+            "mtu": 1400,
+            "dataDir": self.dir.path(),
+            "nftTable": self.table,
+        })
+    }
+
+    fn ipam_dir(&self) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join("ipam")
+            .join(format!("dt-{}", self.tag))
+    }
+
+    /// Runs the plugin; returns the exit success and the parsed stdout (Null when empty).
+    fn cni(&self, command: &str, id: &str, netns: Option<&str>, conf: &Value) -> (bool, Value) {
+        let mut cmd = Command::new(bin());
+        cmd.env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/opt/cni/bin")
+            .env("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(ns) = netns {
+            cmd.env("CNI_NETNS", format!("/var/run/netns/{ns}"));
+        }
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let value = if stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&stdout)
+                .unwrap_or_else(|e| panic!("plugin printed non-JSON {stdout:?}: {e}"))
+        };
+        (out.status.success(), value)
+    }
+
+    fn add(&self, id: &str, netns: &str) -> Value {
+        let (ok, v) = self.cni("ADD", id, Some(netns), &self.conf());
+        assert!(ok, "ADD {id} failed: {v}");
+        v
+    }
+
+    fn ping(&self, netns: &str, ip: &str) -> bool {
+        run(
+            "ip",
+            &["netns", "exec", netns, "busybox", "ping", "-c1", "-W1", ip],
+        )
+        .status
+        .success()
+    }
+
+    fn link_exists(&self, name: &str) -> bool {
+        run("ip", &["link", "show", name]).status.success()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for ns in &self.netns {
+            let _ = run("ip", &["netns", "del", ns]);
+        }
+        let _ = run("ip", &["link", "del", &self.bridge]);
+        let _ = run("nft", &["delete", "table", "inet", &self.table]);
+    }
+}
+
+fn address_of(result: &Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn add_connects_two_pods_idempotently_and_del_cleans_up() {
+    let mut w = World::new(24);
+    let (a, b) = (w.netns(1), w.netns(2));
+    let id_a = format!("ctr-a-{}", w.tag);
+    let id_b = format!("ctr-b-{}", w.tag);
+    let ra = w.add(&id_a, &a);
+    let rb = w.add(&id_b, &b);
+
+    // The result is a spec 1.0.0 result: bridge, host veth, container interface in the sandbox.
+    let gw = format!("{}.1", w.prefix);
+    assert_eq!(ra["cniVersion"], "1.0.0");
+    assert_eq!(ra["interfaces"][0]["name"], w.bridge.as_str());
+    assert_eq!(ra["interfaces"][2]["name"], "eth0");
+    assert_eq!(
+        ra["interfaces"][2]["sandbox"],
+        format!("/var/run/netns/{a}")
+    );
+    for i in ra["interfaces"].as_array().unwrap() {
+        assert_eq!(i["mac"].as_str().unwrap().len(), 17, "{i}");
+    }
+    assert_eq!(ra["ips"][0]["gateway"], gw.as_str());
+    assert_eq!(ra["ips"][0]["interface"], 2);
+    assert!(
+        ra["ips"][0].get("version").is_none(),
+        "1.0.0 results carry no ip version"
+    );
+    assert_eq!(ra["routes"], json!([{ "dst": "0.0.0.0/0", "gw": gw }]));
+    assert!(ra["ips"][0]["address"].as_str().unwrap().ends_with("/24"));
+    let (ip_a, ip_b) = (address_of(&ra), address_of(&rb));
+    assert_ne!(ip_a, ip_b);
+    assert_ne!(ip_a, gw);
+
+    // The pods reach each other and the gateway; MTU and lo are set in the namespace.
+    assert!(w.ping(&a, &ip_b), "pod a cannot ping pod b");
+    assert!(w.ping(&b, &ip_a), "pod b cannot ping pod a");
+    assert!(w.ping(&a, &gw), "pod a cannot ping the gateway");
+    let link = run(
+        "ip",
+        &["netns", "exec", &a, "ip", "-j", "link", "show", "eth0"],
+    );
+    let link: Value = serde_json::from_slice(&link.stdout).unwrap();
+    assert_eq!(link[0]["mtu"], 1400);
+    let lo = run(
+        "ip",
+        &["netns", "exec", &a, "ip", "-j", "link", "show", "lo"],
+    );
+    assert!(
+        String::from_utf8_lossy(&lo.stdout).contains("\"UP\""),
+        "lo is down"
+    );
+    let host_veth = ra["interfaces"][1]["name"].as_str().unwrap().to_string();
+    let port = run("ip", &["-j", "-d", "link", "show", &host_veth]);
+    let port: Value = serde_json::from_slice(&port.stdout).unwrap();
+    assert_eq!(port[0]["master"], w.bridge.as_str());
+    assert_eq!(port[0]["linkinfo"]["info_slave_data"]["hairpin"], true);
+
+    // CHECK passes against the result it gave.
+    let mut conf = w.conf();
+    conf["prevResult"] = ra.clone();
+    let (ok, out) = w.cni("CHECK", &id_a, Some(&a), &conf);
+    assert!(ok, "CHECK failed: {out}");
+
+    // A repeated ADD keeps the address and still works.
+    let again = w.add(&id_a, &a);
+    assert_eq!(address_of(&again), ip_a);
+    assert!(
+        w.ping(&a, &ip_b),
+        "pod a lost connectivity after a repeated ADD"
+    );
+
+    // DEL releases the address and removes the veth; a second DEL succeeds too.
+    assert!(w.ipam_dir().join(&ip_b).exists());
+    let (ok, out) = w.cni("DEL", &id_b, Some(&b), &w.conf());
+    assert!(ok && out.is_null(), "DEL printed {out}");
+    assert!(
+        !w.ipam_dir().join(&ip_b).exists(),
+        "DEL kept the reservation"
+    );
+    assert!(!w.link_exists(rb["interfaces"][1]["name"].as_str().unwrap()));
+    assert!(
+        !run("ip", &["netns", "exec", &b, "ip", "link", "show", "eth0"])
+            .status
+            .success()
+    );
+    let (ok, out) = w.cni("DEL", &id_b, Some(&b), &w.conf());
+    assert!(ok, "second DEL failed: {out}");
+    // CHECK after the interface is gone fails with the spec's error JSON.
+    let mut conf = w.conf();
+    conf["prevResult"] = rb.clone();
+    let (ok, out) = w.cni("CHECK", &id_b, Some(&b), &conf);
+    assert!(
+        !ok && out["code"].as_u64().is_some() && out["msg"].as_str().is_some(),
+        "{out}"
+    );
+
+    // DEL of a container whose namespace is already gone succeeds and frees its address.
+    let ns = w.netns.remove(0);
+    run("ip", &["netns", "del", &ns]);
+    let (ok, out) = w.cni("DEL", &id_a, Some(&a), &w.conf());
+    assert!(ok, "DEL without a namespace failed: {out}");
+    assert!(!w.ipam_dir().join(&ip_a).exists());
+    assert!(!w.link_exists(&host_veth));
+}
+
+#[test]
+fn released_addresses_are_reused_and_a_full_range_is_an_error() {
+    // A /30 has exactly one pod address (.2): the gateway takes .1.
+    let mut w = World::new(30);
+    let (a, b) = (w.netns(1), w.netns(2));
+    let ra = w.add("first", &a);
+    assert_eq!(address_of(&ra), format!("{}.2", w.prefix));
+    let (ok, err) = w.cni("ADD", "second", Some(&b), &w.conf());
+    assert!(!ok);
+    assert_eq!(err["code"], 999, "{err}");
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no IP addresses available"),
+        "{err}"
+    );
+    // The failed ADD left no interface behind in its namespace.
+    assert!(
+        !run("ip", &["netns", "exec", &b, "ip", "link", "show", "eth0"])
+            .status
+            .success()
+    );
+    let (ok, _) = w.cni("DEL", "first", Some(&a), &w.conf());
+    assert!(ok);
+    let rb = w.add("second", &b);
+    assert_eq!(
+        address_of(&rb),
+        format!("{}.2", w.prefix),
+        "the released address was not reused"
+    );
+    let (ok, _) = w.cni("DEL", "second", Some(&b), &w.conf());
+    assert!(ok);
+}
+
+#[test]
+fn version_and_errors_follow_the_spec() {
+    let w = World::new(24);
+    let (ok, v) = w.cni("VERSION", "", None, &json!({ "cniVersion": "1.0.0" }));
+    assert!(ok, "{v}");
+    assert_eq!(v["cniVersion"], "1.0.0");
+    let versions: Vec<&str> = v["supportedVersions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        versions.contains(&"1.0.0") && versions.contains(&"0.4.0"),
+        "{v}"
+    );
+
+    // A podCIDR too small for any pod: invalid network config (7) with a clear message.
+    let mut conf = w.conf();
+    conf["podCIDR"] = json!("10.9.9.0/31");
+    let (ok, err) = w.cni("ADD", "x", Some("nonexistent"), &conf);
+    assert!(!ok);
+    assert_eq!(err["code"], 7, "{err}");
+    assert_eq!(err["cniVersion"], "1.0.0");
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains("podCIDR 10.9.9.0/31 is too small"),
+        "{err}"
+    );
+
+    // Not JSON: failed to decode content (6).
+    let mut cmd = Command::new(bin());
+    cmd.env_clear()
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "x")
+        .env("CNI_NETNS", "/var/run/netns/none")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/x")
+        .stdin(Stdio::null());
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["code"], 6, "{err}");
+
+    // A version the plugin does not speak (1), a missing variable (4).
+    let mut conf = w.conf();
+    conf["cniVersion"] = json!("9.9.9");
+    let (ok, err) = w.cni("ADD", "x", Some("none"), &conf);
+    assert!(!ok);
+    assert_eq!(err["code"], 1, "{err}");
+    let (ok, err) = w.cni("ADD", "x", None, &w.conf());
+    assert!(!ok);
+    assert_eq!(err["code"], 4, "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("CNI_NETNS"), "{err}");
+
+    // DEL of something never added succeeds.
+    let (ok, out) = w.cni("DEL", "never-added", None, &w.conf());
+    assert!(ok, "{out}");
+}
