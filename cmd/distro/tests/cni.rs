@@ -6,7 +6,8 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -37,6 +38,7 @@ struct World {
     prefix: String,
     dir: tempfile::TempDir,
     netns: Vec<String>,
+    links: Vec<String>,
 }
 
 impl World {
@@ -53,6 +55,7 @@ impl World {
             prefix,
             dir: tempfile::tempdir().unwrap(),
             netns: Vec::new(),
+            links: Vec::new(),
             tag,
         }
     }
@@ -148,7 +151,9 @@ impl Drop for World {
         for ns in &self.netns {
             let _ = run("ip", &["netns", "del", ns]);
         }
-        let _ = run("ip", &["link", "del", &self.bridge]);
+        for link in self.links.iter().chain([&self.bridge]) {
+            let _ = run("ip", &["link", "del", link]);
+        }
         let _ = run("nft", &["delete", "table", "inet", &self.table]);
     }
 }
@@ -363,4 +368,174 @@ fn version_and_errors_follow_the_spec() {
     // DEL of something never added succeeds.
     let (ok, out) = w.cni("DEL", "never-added", None, &w.conf());
     assert!(ok, "{out}");
+}
+
+/// A process this test started, killed by PID on drop.
+struct Started(Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` every 100 ms until it returns true or `deadline` passes.
+fn eventually(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An HTTP GET with `busybox nc` from the host (`ns` None) or a namespace; the response
+/// body on success. (busybox-static's wget crashes resolving names, nc does not resolve.)
+fn fetch(ns: Option<&str>, host: &str, port: u16) -> Option<String> {
+    let port = port.to_string();
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(ns) = ns {
+        args.extend(["netns", "exec", ns]);
+    }
+    args.extend(["busybox", "nc", "-w", "2", host, &port]);
+    let mut cmd = if ns.is_some() {
+        Command::new("ip")
+    } else {
+        Command::new(args.remove(0))
+    };
+    let mut child = cmd
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then(|| body.to_string())
+}
+
+#[test]
+fn host_port_reaches_the_pod_and_traffic_leaving_the_cluster_is_masqueraded() {
+    let mut w = World::new(24);
+    let (a, b) = (w.netns(1), w.netns(2));
+    let gw = format!("{}.1", w.prefix);
+    let host_port = 20000 + (random() % 20000) as u16;
+    let mut conf = w.conf();
+    conf["runtimeConfig"] = json!({ "portMappings": [
+        { "hostPort": host_port, "containerPort": 8080, "protocol": "tcp" },
+    ]});
+    let (ok, ra) = w.cni("ADD", "web", Some(&a), &conf);
+    assert!(ok, "ADD with a hostPort failed: {ra}");
+    w.add("client", &b);
+
+    let www = w.dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let body = format!("pong-{}", w.tag);
+    std::fs::write(www.join("index.html"), &body).unwrap();
+    let _httpd = Started(
+        Command::new("ip")
+            .args([
+                "netns", "exec", &a, "busybox", "httpd", "-f", "-p", "8080", "-h",
+            ])
+            .arg(&www)
+            .spawn()
+            .unwrap(),
+    );
+    let pod_ip = address_of(&ra);
+    let answered = eventually(Duration::from_secs(10), || {
+        fetch(Some(&b), &pod_ip, 8080).as_deref() == Some(body.as_str())
+    });
+    assert!(
+        answered,
+        "httpd in the pod never answered on its own address"
+    );
+
+    // From the node via localhost and via the node's address, and from another pod via the
+    // node's address: all DNAT to the pod.
+    for (ns, host) in [
+        (None, "127.0.0.1"),
+        (None, gw.as_str()),
+        (Some(b.as_str()), gw.as_str()),
+    ] {
+        let got = fetch(ns, host, host_port);
+        assert_eq!(
+            got.as_deref(),
+            Some(body.as_str()),
+            "hostPort via {host}:{host_port} from {ns:?}"
+        );
+    }
+
+    // Traffic to outside the cluster CIDR leaves with the node's address: the "outside"
+    // namespace has no route back to the pod CIDR, so only a masqueraded ping is answered.
+    let outside = w.netns(3);
+    let link = format!("do{}", w.tag);
+    w.links.push(link.clone());
+    let peer = format!("dp{}", w.tag);
+    let r = (random() % 64) as u8 * 4;
+    let (host_ip, out_ip) = (format!("100.127.{r}.1"), format!("100.127.{r}.2"));
+    for args in [
+        vec!["link", "add", &link, "type", "veth", "peer", "name", &peer],
+        vec!["link", "set", &peer, "netns", &outside],
+        vec!["addr", "add", &format!("{host_ip}/30"), "dev", &link],
+        vec!["link", "set", &link, "up"],
+        vec![
+            "-n",
+            &outside,
+            "addr",
+            "add",
+            &format!("{out_ip}/30"),
+            "dev",
+            &peer,
+        ],
+        vec!["-n", &outside, "link", "set", &peer, "up"],
+    ] {
+        let out = run("ip", &args);
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        w.ping(&a, &out_ip),
+        "pod cannot reach outside the cluster CIDR (masquerade)"
+    );
+    let table = run("nft", &["list", "table", "inet", &w.table]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.contains(&format!("tcp dport {host_port} dnat ip to")),
+        "{table}"
+    );
+
+    // DEL removes the mapping (and only the container's rules).
+    let (ok, out) = w.cni("DEL", "web", Some(&a), &w.conf());
+    assert!(ok, "{out}");
+    let table = run("nft", &["list", "table", "inet", &w.table]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        !table.contains(&format!("dport {host_port}")),
+        "DEL left the hostPort rule: {table}"
+    );
+    assert!(
+        table.contains("masquerade comment \"distro-cni masquerade"),
+        "{table}"
+    );
+    assert_eq!(
+        fetch(None, "127.0.0.1", host_port),
+        None,
+        "hostPort still answers after DEL"
+    );
 }

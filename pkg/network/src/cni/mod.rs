@@ -9,6 +9,7 @@
 pub mod config;
 pub mod ipam;
 mod netlink;
+mod nft;
 mod plugin;
 mod sysctl;
 pub mod types;

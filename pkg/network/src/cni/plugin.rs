@@ -1,4 +1,4 @@
-//! ADD, DEL and CHECK: the bridge + host-local work for one container interface.
+//! ADD, DEL and CHECK: the bridge + host-local + portmap work for one container interface.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::config::NetConf;
 use super::ipam::Store;
 use super::netlink;
+use super::nft;
 use super::types::{CniResult, Dns, Interface, IpConfig, Route};
 use super::Args;
 use crate::error::{Error, Result};
@@ -51,6 +52,7 @@ pub(crate) fn add(conf: &NetConf, args: &Args) -> Result<CniResult> {
             let _ = store.release(&args.container_id, &args.ifname);
             let (host, _) = veth_names(&args.container_id, &args.ifname);
             let _ = netlink::on_host(async |h| netlink::delete_link(&h, &host).await);
+            let _ = nft::del(&conf.data_dir, &conf.nft_table, &args.container_id);
             Err(e)
         }
     }
@@ -89,6 +91,24 @@ fn setup(
             .await
     })?;
     super::sysctl::enable_forwarding()?;
+    let mappings = &conf.runtime_config.port_mappings;
+    if !mappings.is_empty() {
+        super::sysctl::enable_route_localnet(&conf.bridge)?;
+    }
+    let cluster = conf.cluster_cidr.unwrap_or(conf.pod_cidr);
+    nft::add(
+        &conf.data_dir,
+        &nft::Desired {
+            table: &conf.nft_table,
+            bridge: &conf.bridge,
+            masq: conf
+                .ip_masq
+                .then(|| (conf.pod_cidr.trunc(), cluster.trunc())),
+            container_id: &args.container_id,
+            pod_ip: ip,
+            mappings,
+        },
+    )?;
 
     let mut routes = Vec::new();
     if let Some(gw) = default_gw {
@@ -134,6 +154,7 @@ fn setup(
 /// # Errors
 /// Only failures to remove something that does exist.
 pub(crate) fn del(conf: &NetConf, args: &Args) -> Result<()> {
+    nft::del(&conf.data_dir, &conf.nft_table, &args.container_id)?;
     ipam(conf).release(&args.container_id, &args.ifname)?;
     if let Some(netns) = args.netns.as_deref().filter(|p| !p.as_os_str().is_empty()) {
         let inside = netlink::open_netns(netns).and_then(|ns| {

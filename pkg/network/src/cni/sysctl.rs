@@ -18,3 +18,12 @@ fn ensure(path: &str, value: &str) -> Result<()> {
 pub(crate) fn enable_forwarding() -> Result<()> {
     ensure("/proc/sys/net/ipv4/ip_forward", "1")
 }
+
+/// Lets DNAT-ed packets from 127.0.0.1 leave through `bridge` (hostPort from localhost), as
+/// the reference portmap plugin does.
+pub(crate) fn enable_route_localnet(bridge: &str) -> Result<()> {
+    ensure(
+        &format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
+        "1",
+    )
+}
