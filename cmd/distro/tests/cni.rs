@@ -224,6 +224,9 @@ fn add_connects_two_pods_idempotently_and_del_cleans_up() {
     let port: Value = serde_json::from_slice(&port.stdout).unwrap();
     assert_eq!(port[0]["master"], w.bridge.as_str());
     assert_eq!(port[0]["linkinfo"]["info_slave_data"]["hairpin"], true);
+    // The bridge keeps the MAC it was created with while ports come and go.
+    let bridge_mac = ra["interfaces"][0]["mac"].clone();
+    assert_eq!(rb["interfaces"][0]["mac"], bridge_mac);
 
     // CHECK passes against the result it gave.
     let mut conf = w.conf();
@@ -243,6 +246,9 @@ fn add_connects_two_pods_idempotently_and_del_cleans_up() {
     assert!(w.ipam_dir().join(&ip_b).exists());
     let (ok, out) = w.cni("DEL", &id_b, Some(&b), &w.conf());
     assert!(ok && out.is_null(), "DEL printed {out}");
+    let br = run("ip", &["-j", "link", "show", &w.bridge]);
+    let br: Value = serde_json::from_slice(&br.stdout).unwrap();
+    assert_eq!(br[0]["address"], bridge_mac, "the gateway MAC changed");
     assert!(
         !w.ipam_dir().join(&ip_b).exists(),
         "DEL kept the reservation"

@@ -175,7 +175,9 @@ pub(crate) async fn ensure_bridge(
     let link = match link_by_name(h, name).await? {
         Some(l) => l,
         None => {
-            let mut b = LinkBridge::new(name).up();
+            // A bridge without an explicit MAC takes the lowest MAC of its ports, so the pods'
+            // gateway MAC would change as pods come and go and their ARP caches go stale.
+            let mut b = LinkBridge::new(name).address(bridge_mac(name)).up();
             if let Some(m) = mtu {
                 b = b.mtu(m);
             }
@@ -207,6 +209,15 @@ pub(crate) async fn ensure_bridge(
         .await
         .map_err(nl(format!("setting bridge {name} up")))?;
     Ok(link)
+}
+
+/// A stable, locally administered unicast MAC for a bridge, from its name.
+pub(crate) fn bridge_mac(name: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    let mut mac = digest[..6].to_vec();
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
 }
 
 /// Deletes the link called `name` if it exists.
@@ -380,5 +391,17 @@ pub(crate) fn is_gone(e: &Error) -> bool {
         }
         Error::Netlink { source, .. } => matches!(errno(source), Some(ENODEV) | Some(ESRCH)),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bridge_mac_is_stable_local_unicast() {
+        let mac = super::bridge_mac("cni0");
+        assert_eq!(mac, super::bridge_mac("cni0"));
+        assert_ne!(mac, super::bridge_mac("cni1"));
+        assert_eq!(mac.len(), 6);
+        assert_eq!(mac[0] & 0x03, 0x02, "locally administered, unicast");
     }
 }
