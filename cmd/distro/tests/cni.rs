@@ -7,6 +7,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -47,7 +48,10 @@ impl World {
         let tag = format!("{:08x}", r as u32);
         // 10.240.0.0/12 is this test's private range; the third and second octets come from
         // the random tag so parallel tests do not share a subnet.
-        let prefix = format!("10.{}.{}", 240 + (r >> 32) % 16, (r >> 40) % 256);
+        // The counter keeps the tests of one run apart even if the random parts collide.
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let idx = ((r >> 32) % 512) * 8 + COUNTER.fetch_add(1, Ordering::Relaxed) % 8;
+        let prefix = format!("10.{}.{}", 240 + idx / 256, idx % 256);
         World {
             bridge: format!("dt{tag}"),
             table: format!("dt-{tag}"),
@@ -132,13 +136,16 @@ impl World {
         v
     }
 
+    /// Pings until answered, for up to 5 s (the first packets may wait on ARP).
     fn ping(&self, netns: &str, ip: &str) -> bool {
-        run(
-            "ip",
-            &["netns", "exec", netns, "busybox", "ping", "-c1", "-W1", ip],
-        )
-        .status
-        .success()
+        eventually(Duration::from_secs(5), || {
+            run(
+                "ip",
+                &["netns", "exec", netns, "busybox", "ping", "-c1", "-W1", ip],
+            )
+            .status
+            .success()
+        })
     }
 
     fn link_exists(&self, name: &str) -> bool {
@@ -421,12 +428,12 @@ fn fetch(ns: Option<&str>, host: &str, port: u16) -> Option<String> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    child
+    // nc exits at once when nothing listens yet; the caller polls, so a closed pipe is fine.
+    let _ = child
         .stdin
         .take()
         .unwrap()
-        .write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .unwrap();
+        .write_all(b"GET / HTTP/1.0\r\n\r\n");
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
@@ -544,4 +551,136 @@ fn host_port_reaches_the_pod_and_traffic_leaving_the_cluster_is_masqueraded() {
         None,
         "hostPort still answers after DEL"
     );
+}
+
+#[test]
+fn dual_stack_pods_get_both_families_and_ipv6_host_ports() {
+    let mut w = World::new(24);
+    let (a, b) = (w.netns(1), w.netns(2));
+    let r = random();
+    // fd00::/8 unique local addresses, random /64 per test (the VM's own fd00::/64 is avoided).
+    let v6 = format!(
+        "fd{:02x}:{:x}:{:x}:1",
+        1 + (r % 254),
+        (r >> 8) & 0xffff,
+        (r >> 24) & 0xffff
+    );
+    let gw6 = format!("{v6}::1");
+    let host_port = 20000 + (random() % 20000) as u16;
+    let mut conf = w.conf();
+    conf["podCIDRv6"] = json!(format!("{v6}::/64"));
+    conf["runtimeConfig"] = json!({ "portMappings": [
+        { "hostPort": host_port, "containerPort": 8080, "protocol": "tcp" },
+    ]});
+    let (ok, ra) = w.cni("ADD", "web6", Some(&a), &conf);
+    assert!(ok, "dual-stack ADD failed: {ra}");
+    let mut plain = conf.clone();
+    plain["runtimeConfig"] = json!({});
+    let (ok, rb) = w.cni("ADD", "client6", Some(&b), &plain);
+    assert!(ok, "dual-stack ADD failed: {rb}");
+
+    let ips = ra["ips"].as_array().unwrap();
+    assert_eq!(ips.len(), 2, "{ra}");
+    assert!(
+        ips[1]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{v6}::")),
+        "{ra}"
+    );
+    assert!(ips[1]["address"].as_str().unwrap().ends_with("/64"));
+    assert_eq!(ips[1]["gateway"], gw6.as_str());
+    assert!(
+        ra["routes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "dst": "::/0", "gw": gw6 })),
+        "{ra}"
+    );
+    let ip6_of = |r: &Value| {
+        r["ips"][1]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (a6, b6) = (ip6_of(&ra), ip6_of(&rb));
+    assert_ne!(a6, b6);
+
+    let ping6 = |ns: &str, ip: &str| {
+        run(
+            "ip",
+            &["netns", "exec", ns, "busybox", "ping6", "-c1", "-W1", ip],
+        )
+        .status
+        .success()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || ping6(&b, &a6)),
+        "pod b cannot ping pod a over IPv6"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || ping6(&a, &gw6)),
+        "pod a cannot ping its IPv6 gateway"
+    );
+
+    // CHECK verifies both addresses.
+    let mut check = plain.clone();
+    check["prevResult"] = ra.clone();
+    let (ok, out) = w.cni("CHECK", "web6", Some(&a), &check);
+    assert!(ok, "CHECK failed: {out}");
+
+    // The hostPort DNATs over IPv6 too: pod b reaches pod a through the node's IPv6 gateway.
+    let www = w.dir.path().join("www6");
+    std::fs::create_dir_all(&www).unwrap();
+    let body = format!("pong6-{}", w.tag);
+    std::fs::write(www.join("index.html"), &body).unwrap();
+    let _httpd = Started(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &a,
+                "busybox",
+                "httpd",
+                "-f",
+                "-p",
+                "[::]:8080",
+                "-h",
+            ])
+            .arg(&www)
+            .spawn()
+            .unwrap(),
+    );
+    let answered = eventually(Duration::from_secs(10), || {
+        fetch(Some(&b), &a6, 8080).as_deref() == Some(body.as_str())
+    });
+    assert!(
+        answered,
+        "httpd in the pod never answered on its IPv6 address"
+    );
+    assert_eq!(
+        fetch(Some(&b), &gw6, host_port).as_deref(),
+        Some(body.as_str()),
+        "IPv6 hostPort"
+    );
+    assert_eq!(
+        fetch(Some(&b), &format!("{}.1", w.prefix), host_port).as_deref(),
+        Some(body.as_str()),
+        "IPv4 hostPort"
+    );
+
+    // DEL releases both families' addresses.
+    for (id, ns) in [("web6", &a), ("client6", &b)] {
+        let (ok, out) = w.cni("DEL", id, Some(ns), &plain);
+        assert!(ok, "{out}");
+    }
+    let left: Vec<String> = std::fs::read_dir(w.ipam_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    assert!(left.is_empty(), "reservations left after DEL: {left:?}");
 }

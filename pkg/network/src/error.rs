@@ -33,9 +33,6 @@ pub enum Error {
     /// The network config decodes but a field is unusable.
     #[error("invalid network configuration: {0}")]
     InvalidConfig(String),
-    /// The config asks for something this plugin does not do yet.
-    #[error("unsupported field in network configuration: {0}")]
-    Unsupported(String),
     /// A file or directory operation failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -93,7 +90,6 @@ impl Error {
     pub fn cni_code(&self) -> u32 {
         match self {
             Error::IncompatibleVersion { .. } => 1,
-            Error::Unsupported(_) => 2,
             Error::MissingEnv(_) | Error::InvalidEnv { .. } => 4,
             Error::Io { .. } | Error::Netns { .. } | Error::Netlink { .. } => 5,
             Error::Decode(_) => 6,

@@ -8,8 +8,9 @@
 //! hostPort DNAT in one nftables table that distro owns.
 //!
 //! # Limits
-//! - IPv4 only: `podCIDRv6` is accepted in the config but ADD refuses it with an
-//!   "unsupported field" error until dual-stack lands.
+//! - IPv6 (dual-stack) pods get an address, routes, masquerade and hostPorts, but a hostPort
+//!   is not reachable from `::1` (the kernel has no `route_localnet` for IPv6, as with the
+//!   reference portmap).
 //! - The overlay between nodes (VXLAN) and the service proxy are later modules.
 
 pub mod cni;

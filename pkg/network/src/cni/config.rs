@@ -5,7 +5,7 @@
 //! `hairpinMode`, `isDefaultGateway`) and k3s' flannel-generated config elsewhere, so users'
 //! habits carry over.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -41,9 +41,12 @@ pub struct NetConf {
     /// The node's IPv4 pod CIDR; the bridge takes its first address as the pods' gateway.
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Ipv4Net,
-    /// The node's IPv6 pod CIDR (dual-stack, not implemented yet: ADD refuses it).
+    /// The node's IPv6 pod CIDR on a dual-stack node: pods get an address from it too.
     #[serde(rename = "podCIDRv6", default)]
     pub pod_cidr_v6: Option<Ipv6Net>,
+    /// The cluster's IPv6 pod CIDR, not masqueraded (defaults to `podCIDRv6`).
+    #[serde(rename = "clusterCIDRv6", default)]
+    pub cluster_cidr_v6: Option<Ipv6Net>,
     /// Traffic from pods to this CIDR is not masqueraded (pod-to-pod keeps its source).
     #[serde(rename = "clusterCIDR", default)]
     pub cluster_cidr: Option<Ipv4Net>,
@@ -157,6 +160,13 @@ impl NetConf {
                 self.pod_cidr
             )));
         }
+        if let Some(v6) = self.pod_cidr_v6 {
+            if v6.prefix_len() > 126 {
+                return Err(Error::InvalidConfig(format!(
+                    "podCIDRv6 {v6} is too small: it needs a gateway and at least one pod address (/126 or larger)"
+                )));
+            }
+        }
         if let Some(mtu) = self.mtu {
             if !(68..=65535).contains(&mtu) {
                 return Err(Error::InvalidConfig(format!(
@@ -185,6 +195,12 @@ impl NetConf {
     /// The pods' gateway: the first address of the pod CIDR, held by the bridge.
     pub fn gateway(&self) -> Ipv4Addr {
         first_host(self.pod_cidr)
+    }
+
+    /// The pods' IPv6 gateway on a dual-stack node: the first address of `podCIDRv6`.
+    pub fn gateway_v6(&self) -> Option<Ipv6Addr> {
+        self.pod_cidr_v6
+            .map(|net| Ipv6Addr::from(u128::from(net.network()).wrapping_add(1)))
     }
 }
 
@@ -252,6 +268,8 @@ pub struct NodeNetwork {
     pub pod_cidr_v6: Option<Ipv6Net>,
     /// The cluster's pod CIDR, not masqueraded.
     pub cluster_cidr: Ipv4Net,
+    /// The cluster's IPv6 pod CIDR, for dual-stack clusters.
+    pub cluster_cidr_v6: Option<Ipv6Net>,
     /// MTU for pod interfaces (the overlay's MTU once it exists).
     pub mtu: Option<u32>,
     /// IPAM state directory, e.g. `<data-dir>/agent/cni`.
@@ -276,6 +294,9 @@ pub fn render_conflist(node: &NodeNetwork) -> serde_json::Value {
     });
     if let Some(v6) = node.pod_cidr_v6 {
         plugin["podCIDRv6"] = json!(v6.to_string());
+    }
+    if let Some(v6) = node.cluster_cidr_v6 {
+        plugin["clusterCIDRv6"] = json!(v6.to_string());
     }
     if let Some(mtu) = node.mtu {
         plugin["mtu"] = json!(mtu);
@@ -303,7 +324,7 @@ mod tests {
     use super::*;
 
     fn conf(extra: &str) -> Result<NetConf> {
-        let cidr = if extra.contains("podCIDR") {
+        let cidr = if extra.contains(r#""podCIDR""#) {
             ""
         } else {
             r#","podCIDR":"10.42.0.0/24""#
@@ -329,6 +350,7 @@ mod tests {
             (r#","podCIDR":"10.42.0.0/31""#, 7),
             (r#","bridge":"a-bridge-name-too-long""#, 7),
             (r#","mtu":10"#, 7),
+            (r#","podCIDRv6":"fd00::/127""#, 7),
             (r#","nftTable":"x y""#, 7),
             (
                 r#","runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80}]}"#,
@@ -360,8 +382,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node = NodeNetwork {
             pod_cidr: "10.42.3.0/24".parse().unwrap(),
-            pod_cidr_v6: None,
+            pod_cidr_v6: Some("fd42:0:0:3::/64".parse().unwrap()),
             cluster_cidr: "10.42.0.0/16".parse().unwrap(),
+            cluster_cidr_v6: Some("fd42::/56".parse().unwrap()),
             mtu: Some(1450),
             data_dir: dir.path().join("cni"),
             bridge: "cni0".into(),
@@ -380,5 +403,7 @@ mod tests {
         assert_eq!(c.cluster_cidr, Some(node.cluster_cidr));
         assert_eq!(c.mtu, Some(1450));
         assert_eq!(c.data_dir, node.data_dir);
+        assert_eq!(c.gateway_v6(), Some("fd42:0:0:3::1".parse().unwrap()));
+        assert_eq!(c.cluster_cidr_v6, node.cluster_cidr_v6);
     }
 }

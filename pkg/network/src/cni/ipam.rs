@@ -4,6 +4,8 @@
 //! address under `<dataDir>/ipam/<network>/`, holding `<containerID>\r\n<ifname>`, and
 //! `last_reserved_ip.0` remembers where the previous allocation ended so addresses are handed
 //! out round-robin (a just-released address is not reused at once while others are free).
+//! An IPv6 range of a dual-stack node shares the directory and keeps its own
+//! `last_reserved_ip.1`, as host-local does for a second range set.
 //! Every operation holds an exclusive `flock` on `<dir>/lock`, so concurrent plugin processes
 //! never hand out one address twice, and state survives restarts because it is only files.
 //!
@@ -12,22 +14,21 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Error, Result};
 
-const LAST_RESERVED: &str = "last_reserved_ip.0";
 const LOCK: &str = "lock";
 
 /// The reservations of one network in one directory.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
-    range: Ipv4Net,
+    range: IpNet,
 }
 
 /// The lock held for the duration of one operation; dropping it unlocks.
@@ -41,13 +42,43 @@ fn owned_by(content: &str, owner: &str) -> bool {
 }
 
 impl Store {
-    /// A store for `network` under `<data_dir>/ipam/`, allocating from `range` minus its network
-    /// address, its first address (the gateway) and its broadcast address.
-    pub fn new(data_dir: &Path, network: &str, range: Ipv4Net) -> Self {
+    /// A store for `network` under `<data_dir>/ipam/`, allocating from `range` (IPv4 or IPv6)
+    /// minus its network address, its first address (the gateway) and its last address (the
+    /// IPv4 broadcast address; kept symmetric for IPv6).
+    pub fn new(data_dir: &Path, network: &str, range: impl Into<IpNet>) -> Self {
         Store {
             dir: data_dir.join("ipam").join(network),
-            range,
+            range: range.into().trunc(),
         }
+    }
+
+    fn v4(&self) -> bool {
+        matches!(self.range, IpNet::V4(_))
+    }
+
+    fn to_u128(ip: IpAddr) -> u128 {
+        match ip {
+            IpAddr::V4(v) => u32::from(v).into(),
+            IpAddr::V6(v) => u128::from(v),
+        }
+    }
+
+    fn addr_at(&self, v: u128) -> IpAddr {
+        if self.v4() {
+            // In range by construction: IPv4 bounds never exceed u32.
+            IpAddr::V4(Ipv4Addr::from(u32::try_from(v).unwrap_or(u32::MAX)))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(v))
+        }
+    }
+
+    /// host-local's per-range-set "where did I stop" file: `.0` for IPv4, `.1` for IPv6.
+    fn last_reserved(&self) -> PathBuf {
+        self.dir.join(if self.v4() {
+            "last_reserved_ip.0"
+        } else {
+            "last_reserved_ip.1"
+        })
     }
 
     /// The directory holding the reservations.
@@ -70,12 +101,12 @@ impl Store {
             .map_err(|(_, errno)| Error::io("locking", &path, errno.into()))
     }
 
-    /// First and last assignable address (as u32).
-    fn bounds(&self) -> (u32, u32) {
-        let net = u32::from(self.range.network());
-        let bcast = u32::from(self.range.broadcast());
-        // Skip the network address and the gateway; keep off the broadcast address.
-        (net + 2, bcast - 1)
+    /// First and last assignable address.
+    fn bounds(&self) -> (u128, u128) {
+        let net = Self::to_u128(self.range.network());
+        let last = Self::to_u128(self.range.broadcast());
+        // Skip the network address and the gateway; keep off the last (broadcast) address.
+        (net + 2, last - 1)
     }
 
     fn owner(id: &str, ifname: &str) -> String {
@@ -86,13 +117,13 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Io`] if the directory cannot be read.
-    pub fn get(&self, id: &str, ifname: &str) -> Result<Option<Ipv4Addr>> {
+    pub fn get(&self, id: &str, ifname: &str) -> Result<Option<IpAddr>> {
         let _lock = self.lock()?;
         Ok(self.find(&Self::owner(id, ifname))?.into_iter().next())
     }
 
     /// Reservations whose file content is `owner`, in directory order.
-    fn find(&self, owner: &str) -> Result<Vec<Ipv4Addr>> {
+    fn find(&self, owner: &str) -> Result<Vec<IpAddr>> {
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| Error::io("reading IPAM directory", &self.dir, e))?;
         let mut found = Vec::new();
@@ -101,7 +132,8 @@ impl Store {
             let Some(ip) = entry
                 .file_name()
                 .to_str()
-                .and_then(|n| n.parse::<Ipv4Addr>().ok())
+                .and_then(|n| n.parse::<IpAddr>().ok())
+                .filter(|ip| self.range.contains(ip))
             else {
                 continue;
             };
@@ -119,25 +151,25 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::RangeFull`] when every address is taken; [`Error::Io`] on file errors.
-    pub fn allocate(&self, id: &str, ifname: &str) -> Result<Ipv4Addr> {
+    pub fn allocate(&self, id: &str, ifname: &str) -> Result<IpAddr> {
         let _lock = self.lock()?;
         let owner = Self::owner(id, ifname);
         if let Some(ip) = self.find(&owner)?.into_iter().next() {
             return Ok(ip);
         }
         let (first, last) = self.bounds();
-        let last_path = self.dir.join(LAST_RESERVED);
+        let last_path = self.last_reserved();
         let start = std::fs::read_to_string(&last_path)
             .ok()
-            .and_then(|s| s.trim().parse::<Ipv4Addr>().ok())
-            .map(u32::from)
+            .and_then(|s| s.trim().parse::<IpAddr>().ok())
+            .map(Self::to_u128)
             .filter(|ip| (first..=last).contains(ip))
             .map(|ip| if ip == last { first } else { ip + 1 })
             .unwrap_or(first);
         let size = last - first + 1;
         for i in 0..size {
             let candidate = first + (start - first + i) % size;
-            let ip = Ipv4Addr::from(candidate);
+            let ip = self.addr_at(candidate);
             let path = self.dir.join(ip.to_string());
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut f) => {
@@ -153,7 +185,7 @@ impl Store {
             }
         }
         Err(Error::RangeFull {
-            range: format!("{}-{}", Ipv4Addr::from(first), Ipv4Addr::from(last)),
+            range: format!("{}-{}", self.addr_at(first), self.addr_at(last)),
         })
     }
 
@@ -161,7 +193,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Io`] when a reservation file cannot be removed.
-    pub fn release(&self, id: &str, ifname: &str) -> Result<Vec<Ipv4Addr>> {
+    pub fn release(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
         if !self.dir.exists() {
             return Ok(Vec::new());
         }
@@ -184,7 +216,7 @@ mod tests {
     use super::*;
 
     fn store(dir: &Path, cidr: &str) -> Store {
-        Store::new(dir, "net", cidr.parse().unwrap())
+        Store::new(dir, "net", cidr.parse::<IpNet>().unwrap())
     }
 
     #[test]
@@ -193,8 +225,8 @@ mod tests {
         let s = store(tmp.path(), "10.99.0.0/24");
         let a = s.allocate("c1", "eth0").unwrap();
         let b = s.allocate("c2", "eth0").unwrap();
-        assert_eq!(a, Ipv4Addr::new(10, 99, 0, 2));
-        assert_eq!(b, Ipv4Addr::new(10, 99, 0, 3));
+        assert_eq!(a, IpAddr::from([10, 99, 0, 2]));
+        assert_eq!(b, IpAddr::from([10, 99, 0, 3]));
         let content = std::fs::read_to_string(s.dir().join("10.99.0.2")).unwrap();
         assert_eq!(content, "c1\r\neth0");
     }
@@ -221,8 +253,8 @@ mod tests {
         let ips: Vec<_> = (0..5)
             .map(|i| s.allocate(&format!("c{i}"), "eth0").unwrap())
             .collect();
-        assert_eq!(ips.first(), Some(&Ipv4Addr::new(10, 99, 0, 2)));
-        assert_eq!(ips.last(), Some(&Ipv4Addr::new(10, 99, 0, 6)));
+        assert_eq!(ips.first(), Some(&IpAddr::from([10, 99, 0, 2])));
+        assert_eq!(ips.last(), Some(&IpAddr::from([10, 99, 0, 6])));
         let err = s.allocate("c5", "eth0").unwrap_err();
         assert!(matches!(err, Error::RangeFull { .. }), "{err}");
         assert!(err.to_string().contains("10.99.0.2-10.99.0.6"));
@@ -230,8 +262,28 @@ mod tests {
         // The only free address is handed out after wrapping around.
         assert_eq!(
             s.allocate("c6", "eth0").unwrap(),
-            Ipv4Addr::new(10, 99, 0, 3)
+            IpAddr::from([10, 99, 0, 3])
         );
+    }
+
+    #[test]
+    fn ipv6_range_shares_the_directory_with_its_own_cursor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v4 = store(tmp.path(), "10.99.0.0/24");
+        let v6 = store(tmp.path(), "fd12:3456::/64");
+        let a4 = v4.allocate("c1", "eth0").unwrap();
+        let a6 = v6.allocate("c1", "eth0").unwrap();
+        assert_eq!(a6, "fd12:3456::2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            v6.allocate("c2", "eth0").unwrap(),
+            "fd12:3456::3".parse::<IpAddr>().unwrap()
+        );
+        assert!(v6.dir().join("last_reserved_ip.1").exists());
+        // Each family only sees its own reservations.
+        assert_eq!(v4.get("c1", "eth0").unwrap(), Some(a4));
+        assert_eq!(v6.get("c1", "eth0").unwrap(), Some(a6));
+        assert_eq!(v6.release("c1", "eth0").unwrap(), vec![a6]);
+        assert_eq!(v4.get("c1", "eth0").unwrap(), Some(a4));
     }
 
     #[test]
@@ -261,7 +313,7 @@ mod tests {
                 })
             })
             .collect();
-        let mut all: Vec<Ipv4Addr> = handles
+        let mut all: Vec<IpAddr> = handles
             .into_iter()
             .flat_map(|h| h.join().unwrap())
             .collect();

@@ -6,13 +6,13 @@
 //! and the process' other threads stay in the host's.
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use futures::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use nix::sched::{setns, CloneFlags};
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
@@ -138,8 +138,8 @@ pub(crate) fn controller(link: &LinkMessage) -> Option<u32> {
     })
 }
 
-/// IPv4 addresses with prefix length on a link.
-pub(crate) async fn addresses(h: &Handle, index: u32) -> Result<Vec<Ipv4Net>> {
+/// Addresses (both families) with prefix length on a link.
+pub(crate) async fn addresses(h: &Handle, index: u32) -> Result<Vec<IpNet>> {
     let msgs: Vec<_> = h
         .address()
         .get()
@@ -153,9 +153,7 @@ pub(crate) async fn addresses(h: &Handle, index: u32) -> Result<Vec<Ipv4Net>> {
         .filter(|m| m.header.index == index)
         .flat_map(|m| {
             m.attributes.iter().filter_map(move |a| match a {
-                AddressAttribute::Address(IpAddr::V4(ip)) => {
-                    Ipv4Net::new(*ip, m.header.prefix_len).ok()
-                }
+                AddressAttribute::Address(ip) => IpNet::new(*ip, m.header.prefix_len).ok(),
                 _ => None,
             })
         })
@@ -170,7 +168,7 @@ pub(crate) async fn ensure_bridge(
     h: &Handle,
     name: &str,
     mtu: Option<u32>,
-    gateway: Ipv4Net,
+    gateways: &[IpNet],
 ) -> Result<LinkMessage> {
     let link = match link_by_name(h, name).await? {
         Some(l) => l,
@@ -194,14 +192,9 @@ pub(crate) async fn ensure_bridge(
         )));
     }
     let index = link.header.index;
-    if !addresses(h, index).await?.contains(&gateway) {
-        exists_ok(
-            h.address()
-                .add(index, IpAddr::V4(gateway.addr()), gateway.prefix_len())
-                .execute()
-                .await,
-        )
-        .map_err(nl(format!("adding {gateway} to bridge {name}")))?;
+    let have = addresses(h, index).await?;
+    for gateway in gateways.iter().filter(|g| !have.contains(g)) {
+        add_address(h, index, *gateway, name).await?;
     }
     h.link()
         .set(LinkUnspec::new_with_index(index).up().build())
@@ -209,6 +202,18 @@ pub(crate) async fn ensure_bridge(
         .await
         .map_err(nl(format!("setting bridge {name} up")))?;
     Ok(link)
+}
+
+/// Adds an address (already present is fine). IPv6 addresses skip duplicate address
+/// detection: they are unique by IPAM, and DAD would leave them unusable for a second or two.
+async fn add_address(h: &Handle, index: u32, net: IpNet, link: &str) -> Result<()> {
+    let mut req = h.address().add(index, net.addr(), net.prefix_len());
+    if net.addr().is_ipv6() {
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    exists_ok(req.execute().await).map_err(nl(format!("adding {net} to {link}")))
 }
 
 /// A stable, locally administered unicast MAC for a bridge, from its name.
@@ -299,8 +304,9 @@ pub(crate) async fn configure_pod_side(
     peer: &str,
     ifname: &str,
     mtu: Option<u32>,
-    address: Ipv4Net,
+    addresses: &[IpNet],
     default_gw: Option<Ipv4Addr>,
+    default_gw6: Option<Ipv6Addr>,
 ) -> Result<LinkMessage> {
     if link_by_name(h, ifname).await?.is_some() {
         return Err(Error::Link(format!(
@@ -327,13 +333,9 @@ pub(crate) async fn configure_pod_side(
         .execute()
         .await
         .map_err(nl(format!("setting {ifname} up")))?;
-    exists_ok(
-        h.address()
-            .add(index, IpAddr::V4(address.addr()), address.prefix_len())
-            .execute()
-            .await,
-    )
-    .map_err(nl(format!("adding {address} to {ifname}")))?;
+    for address in addresses {
+        add_address(h, index, *address, ifname).await?;
+    }
     if let Some(lo) = link_by_name(h, "lo").await? {
         h.link()
             .set(LinkUnspec::new_with_index(lo.header.index).up().build())
@@ -343,6 +345,14 @@ pub(crate) async fn configure_pod_side(
     }
     if let Some(gw) = default_gw {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gw)
+            .output_interface(index)
+            .build();
+        exists_ok(h.route().add(route).execute().await)
+            .map_err(nl(format!("adding default route via {gw}")))?;
+    }
+    if let Some(gw) = default_gw6 {
+        let route = RouteMessageBuilder::<Ipv6Addr>::new()
             .gateway(gw)
             .output_interface(index)
             .build();

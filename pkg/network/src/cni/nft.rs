@@ -20,16 +20,17 @@
 //! transaction, so the table is never seen half-changed, and no other table is ever touched.
 //! A lock file in the data dir serialises list-then-change between concurrent plugin calls.
 //!
-//! # Limits
-//! IPv4 only (the pod addresses are IPv4 today).
+//! A dual-stack node gets the same rules for IPv6 (`ip6`), except from `::1`: the kernel has
+//! no `route_localnet` for IPv6, so, as with the reference portmap, localhost reaches
+//! hostPorts over IPv4 only.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
@@ -56,10 +57,14 @@ pub(crate) struct Desired<'a> {
     pub bridge: &'a str,
     /// `(podCIDR, clusterCIDR)` when masquerading.
     pub masq: Option<(Ipv4Net, Ipv4Net)>,
+    /// `(podCIDRv6, clusterCIDRv6)` when masquerading a dual-stack node.
+    pub masq6: Option<(Ipv6Net, Ipv6Net)>,
     /// Container id (the per-container rules' comment).
     pub container_id: &'a str,
     /// The pod's address.
     pub pod_ip: Ipv4Addr,
+    /// The pod's IPv6 address on a dual-stack node.
+    pub pod_ip6: Option<Ipv6Addr>,
     /// The pod's hostPorts.
     pub mappings: &'a [PortMapping],
 }
@@ -111,30 +116,50 @@ pub(crate) fn render_add(d: &Desired<'_>, existing: Option<&[RuleRef]>) -> Strin
             ));
         }
     }
+    if let Some((pod, cluster)) = d.masq6 {
+        let comment = format!("{} v6", masq_comment(d.bridge));
+        if !existing.iter().any(|r| r.comment == comment) {
+            s.push_str(&format!(
+                "add rule inet {t} postrouting ip6 saddr {pod} ip6 daddr != {{ {cluster}, ff00::/8 }} masquerade comment \"{comment}\"\n"
+            ));
+        }
+    }
     s.push_str(&delete_script(t, existing, d.container_id));
     let id = d.container_id;
-    let ip = d.pod_ip;
-    let mut any = false;
+    let (ip, ip6) = (d.pod_ip, d.pod_ip6);
+    let (mut any4, mut any6) = (false, false);
     for pm in d.mappings {
-        let daddr = match pm.host_ip() {
-            Some(IpAddr::V4(h)) => format!("ip daddr {h} "),
-            // An IPv6 hostIP cannot reach an IPv4 pod (the reference portmap skips it too).
-            Some(IpAddr::V6(_)) => continue,
-            None => String::new(),
+        let (proto, hp, cp) = (pm.proto(), pm.host_port, pm.container_port);
+        let (v4, v6) = match pm.host_ip() {
+            Some(IpAddr::V4(h)) => (Some(format!("ip daddr {h} ")), None),
+            Some(IpAddr::V6(h)) => (None, Some(format!("ip6 daddr {h} "))),
+            None => (Some(String::new()), Some(String::new())),
         };
-        any = true;
-        s.push_str(&format!(
-            "add rule inet {t} hostports {daddr}{proto} dport {hp} dnat ip to {ip}:{cp} comment \"{id}\"\n",
-            proto = pm.proto(),
-            hp = pm.host_port,
-            cp = pm.container_port,
-        ));
+        if let Some(daddr) = v4 {
+            any4 = true;
+            s.push_str(&format!(
+                "add rule inet {t} hostports {daddr}{proto} dport {hp} dnat ip to {ip}:{cp} comment \"{id}\"\n"
+            ));
+        }
+        // A mapping reaches the pod's IPv6 address only when it has one (the reference
+        // portmap skips mappings whose family the pod lacks).
+        if let (Some(daddr), Some(ip6)) = (v6, ip6) {
+            any6 = true;
+            s.push_str(&format!(
+                "add rule inet {t} hostports {daddr}{proto} dport {hp} dnat ip6 to [{ip6}]:{cp} comment \"{id}\"\n"
+            ));
+        }
     }
-    if any {
+    if any4 {
         // Localhost clients (with route_localnet) and the pod reaching itself through its
         // own hostPort (hairpin) need their source rewritten so replies come back through us.
         s.push_str(&format!(
             "add rule inet {t} postrouting ip saddr {{ 127.0.0.0/8, {ip} }} ip daddr {ip} masquerade comment \"{id}\"\n"
+        ));
+    }
+    if let (true, Some(ip6)) = (any6, ip6) {
+        s.push_str(&format!(
+            "add rule inet {t} postrouting ip6 saddr {ip6} ip6 daddr {ip6} masquerade comment \"{id}\"\n"
         ));
     }
     s
@@ -254,7 +279,7 @@ fn lock(data_dir: &Path) -> Result<Flock<File>> {
 /// # Errors
 /// [`Error::Nft`] when nft is missing or refuses the change (nothing is half-applied).
 pub(crate) fn add(data_dir: &Path, d: &Desired<'_>) -> Result<()> {
-    if d.masq.is_none() && d.mappings.is_empty() {
+    if d.masq.is_none() && d.masq6.is_none() && d.mappings.is_empty() {
         return Ok(());
     }
     let _lock = lock(data_dir)?;
@@ -300,6 +325,8 @@ mod tests {
             )),
             container_id: "abc",
             pod_ip: Ipv4Addr::new(10, 42, 0, 5),
+            pod_ip6: None,
+            masq6: None,
             mappings,
         }
     }
@@ -330,6 +357,32 @@ mod tests {
         assert!(s.contains(
             "ip saddr { 127.0.0.0/8, 10.42.0.5 } ip daddr 10.42.0.5 masquerade comment \"abc\""
         ));
+    }
+
+    #[test]
+    fn dual_stack_pods_get_ipv6_rules_too() {
+        let maps = [
+            pm(8080, 80, "", ""),
+            pm(53, 53, "udp", "fd00::9"),
+            pm(54, 54, "udp", "10.0.0.9"),
+        ];
+        let mut d = desired(&maps);
+        d.pod_ip6 = Some("fd42::5".parse().unwrap());
+        d.masq6 = Some(("fd42::/64".parse().unwrap(), "fd42::/56".parse().unwrap()));
+        let s = render_add(&d, Some(&[]));
+        assert!(s.contains("ip6 saddr fd42::/64 ip6 daddr != { fd42::/56, ff00::/8 } masquerade"));
+        assert!(s.contains("hostports tcp dport 8080 dnat ip to 10.42.0.5:80 comment"));
+        assert!(s.contains("hostports tcp dport 8080 dnat ip6 to [fd42::5]:80 comment"));
+        assert!(s.contains("hostports ip6 daddr fd00::9 udp dport 53 dnat ip6 to [fd42::5]:53"));
+        assert!(
+            !s.contains("dport 53 dnat ip to"),
+            "an IPv6 hostIP gets no IPv4 rule"
+        );
+        assert!(
+            !s.contains("dport 54 dnat ip6"),
+            "an IPv4 hostIP gets no IPv6 rule"
+        );
+        assert!(s.contains("ip6 saddr fd42::5 ip6 daddr fd42::5 masquerade"));
     }
 
     #[test]

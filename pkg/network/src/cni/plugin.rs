@@ -1,9 +1,9 @@
 //! ADD, DEL and CHECK: the bridge + host-local + portmap work for one container interface.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 use super::config::NetConf;
@@ -26,8 +26,47 @@ fn ipam(conf: &NetConf) -> Store {
     Store::new(&conf.data_dir, &conf.name, conf.pod_cidr)
 }
 
+/// The IPv6 store of a dual-stack node (same directory, own cursor).
+fn ipam6(conf: &NetConf) -> Option<Store> {
+    conf.pod_cidr_v6
+        .map(|v6| Store::new(&conf.data_dir, &conf.name, v6))
+}
+
 fn netns_of(args: &Args) -> Result<&Path> {
     args.netns.as_deref().ok_or(Error::MissingEnv("CNI_NETNS"))
+}
+
+/// The pod's addresses: IPv4, and IPv6 on a dual-stack node.
+struct Addresses {
+    v4: Ipv4Addr,
+    v6: Option<Ipv6Addr>,
+}
+
+fn allocate(conf: &NetConf, args: &Args) -> Result<Addresses> {
+    let (id, ifname) = (&args.container_id, &args.ifname);
+    let IpAddr::V4(v4) = ipam(conf).allocate(id, ifname)? else {
+        return Err(Error::Link(
+            "IPAM returned an IPv6 address for the IPv4 range".into(),
+        ));
+    };
+    let v6 = match ipam6(conf).map(|s| s.allocate(id, ifname)).transpose()? {
+        Some(IpAddr::V6(v6)) => Some(v6),
+        Some(IpAddr::V4(_)) => {
+            return Err(Error::Link(
+                "IPAM returned an IPv4 address for the IPv6 range".into(),
+            ))
+        }
+        None => None,
+    };
+    Ok(Addresses { v4, v6 })
+}
+
+fn release(conf: &NetConf, args: &Args) -> Result<()> {
+    ipam(conf).release(&args.container_id, &args.ifname)?;
+    if let Some(s) = ipam6(conf) {
+        s.release(&args.container_id, &args.ifname)?;
+    }
+    Ok(())
 }
 
 /// ADD: address, bridge, veth, routes; returns the result to print.
@@ -36,26 +75,21 @@ fn netns_of(args: &Args) -> Result<&Path> {
 /// Any failure after the address was reserved releases it again, so a failed ADD leaks nothing
 /// a later DEL would not also clean.
 pub(crate) fn add(conf: &NetConf, args: &Args) -> Result<CniResult> {
-    if conf.pod_cidr_v6.is_some() {
-        return Err(Error::Unsupported(
-            "podCIDRv6: dual-stack pod addresses are not implemented yet".into(),
-        ));
-    }
     let netns = netns_of(args)?;
     let ns = netlink::open_netns(netns)?;
-    let store = ipam(conf);
-    let ip = store.allocate(&args.container_id, &args.ifname)?;
-    match setup(conf, args, netns, &ns, ip) {
-        Ok(result) => Ok(result),
-        Err(e) => {
-            // Best effort: the reservation and veth must not outlive a failed ADD.
-            let _ = store.release(&args.container_id, &args.ifname);
-            let (host, _) = veth_names(&args.container_id, &args.ifname);
-            let _ = netlink::on_host(async |h| netlink::delete_link(&h, &host).await);
-            let _ = nft::del(&conf.data_dir, &conf.nft_table, &args.container_id);
-            Err(e)
-        }
+    let result = allocate(conf, args).and_then(|ips| setup(conf, args, netns, &ns, &ips));
+    if result.is_err() {
+        // Best effort: the reservations, veth and rules must not outlive a failed ADD.
+        let _ = release(conf, args);
+        let (host, _) = veth_names(&args.container_id, &args.ifname);
+        let _ = netlink::on_host(async |h| netlink::delete_link(&h, &host).await);
+        let _ = nft::del(&conf.data_dir, &conf.nft_table, &args.container_id);
     }
+    result
+}
+
+fn net(ip: IpAddr, prefix: u8) -> Result<IpNet> {
+    IpNet::new(ip, prefix).map_err(|e| Error::InvalidConfig(e.to_string()))
 }
 
 fn setup(
@@ -63,16 +97,21 @@ fn setup(
     args: &Args,
     netns: &Path,
     ns: &std::fs::File,
-    ip: Ipv4Addr,
+    ips: &Addresses,
 ) -> Result<CniResult> {
     let gw = conf.gateway();
+    let gw6 = conf.gateway_v6();
     let prefix = conf.pod_cidr.prefix_len();
-    let gw_net = Ipv4Net::new(gw, prefix).map_err(|e| Error::InvalidConfig(e.to_string()))?;
-    let address = Ipv4Net::new(ip, prefix).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    let mut gateways = vec![net(gw.into(), prefix)?];
+    let mut addresses = vec![net(ips.v4.into(), prefix)?];
+    if let (Some(v6), Some(gw6), Some(cidr6)) = (ips.v6, gw6, conf.pod_cidr_v6) {
+        gateways.push(net(gw6.into(), cidr6.prefix_len())?);
+        addresses.push(net(v6.into(), cidr6.prefix_len())?);
+    }
     let (host_name, peer_name) = veth_names(&args.container_id, &args.ifname);
 
     let (bridge, host) = netlink::on_host(async |h| {
-        let bridge = netlink::ensure_bridge(&h, &conf.bridge, conf.mtu, gw_net).await?;
+        let bridge = netlink::ensure_bridge(&h, &conf.bridge, conf.mtu, &gateways).await?;
         let host = netlink::create_veth(
             &h,
             &host_name,
@@ -86,16 +125,32 @@ fn setup(
         Ok((bridge, host))
     })?;
     let default_gw = conf.is_default_gateway.then_some(gw);
+    let default_gw6 = gw6.filter(|_| conf.is_default_gateway);
     let pod = netlink::in_netns(netns, ns, async |h| {
-        netlink::configure_pod_side(&h, &peer_name, &args.ifname, conf.mtu, address, default_gw)
-            .await
+        netlink::configure_pod_side(
+            &h,
+            &peer_name,
+            &args.ifname,
+            conf.mtu,
+            &addresses,
+            default_gw,
+            default_gw6,
+        )
+        .await
     })?;
     super::sysctl::enable_forwarding()?;
+    if ips.v6.is_some() {
+        super::sysctl::enable_forwarding_v6()?;
+    }
     let mappings = &conf.runtime_config.port_mappings;
     if !mappings.is_empty() {
         super::sysctl::enable_route_localnet(&conf.bridge)?;
     }
     let cluster = conf.cluster_cidr.unwrap_or(conf.pod_cidr);
+    let masq6 = conf.pod_cidr_v6.map(|pod6| {
+        let cluster6 = conf.cluster_cidr_v6.unwrap_or(pod6);
+        (pod6.trunc(), cluster6.trunc())
+    });
     nft::add(
         &conf.data_dir,
         &nft::Desired {
@@ -104,8 +159,10 @@ fn setup(
             masq: conf
                 .ip_masq
                 .then(|| (conf.pod_cidr.trunc(), cluster.trunc())),
+            masq6: masq6.filter(|_| conf.ip_masq),
             container_id: &args.container_id,
-            pod_ip: ip,
+            pod_ip: ips.v4,
+            pod_ip6: ips.v6,
             mappings,
         },
     )?;
@@ -117,6 +174,19 @@ fn setup(
             gw: Some(gw.to_string()),
         });
     }
+    if let Some(gw) = default_gw6 {
+        routes.push(Route {
+            dst: "::/0".into(),
+            gw: Some(gw.to_string()),
+        });
+    }
+    let gateways_of = |a: &IpNet| {
+        if a.addr().is_ipv4() {
+            gw.to_string()
+        } else {
+            gw6.map(|g| g.to_string()).unwrap_or_default()
+        }
+    };
     Ok(CniResult {
         cni_version: conf.cni_version.clone(),
         interfaces: vec![
@@ -136,12 +206,15 @@ fn setup(
                 sandbox: Some(netns.display().to_string()),
             },
         ],
-        ips: vec![IpConfig {
-            version: None,
-            address: address.to_string(),
-            gateway: Some(gw.to_string()),
-            interface: Some(2),
-        }],
+        ips: addresses
+            .iter()
+            .map(|a| IpConfig {
+                version: None,
+                address: a.to_string(),
+                gateway: Some(gateways_of(a)),
+                interface: Some(2),
+            })
+            .collect(),
         routes,
         dns: Dns::default(),
     }
@@ -155,7 +228,7 @@ fn setup(
 /// Only failures to remove something that does exist.
 pub(crate) fn del(conf: &NetConf, args: &Args) -> Result<()> {
     nft::del(&conf.data_dir, &conf.nft_table, &args.container_id)?;
-    ipam(conf).release(&args.container_id, &args.ifname)?;
+    release(conf, args)?;
     if let Some(netns) = args.netns.as_deref().filter(|p| !p.as_os_str().is_empty()) {
         let inside = netlink::open_netns(netns).and_then(|ns| {
             netlink::in_netns(netns, &ns, async |h| {
@@ -198,15 +271,21 @@ pub(crate) fn check(conf: &NetConf, args: &Args) -> Result<()> {
                 args.ifname
             ))
         })?;
-    let want: Vec<Ipv4Net> = prev
+    let want: Vec<IpNet> = prev
         .ips
         .iter()
         .filter(|ip| ip.interface == Some(iface_index))
         .filter_map(|ip| ip.address.parse().ok())
         .collect();
-    let reserved = ipam(conf).get(&args.container_id, &args.ifname)?;
+    let reserved = [
+        ipam(conf).get(&args.container_id, &args.ifname)?,
+        ipam6(conf)
+            .map(|s| s.get(&args.container_id, &args.ifname))
+            .transpose()?
+            .flatten(),
+    ];
     for net in &want {
-        if reserved != Some(net.addr()) {
+        if !reserved.contains(&Some(net.addr())) {
             return Err(Error::Check(format!(
                 "address {} is not reserved for container {} in {}",
                 net.addr(),

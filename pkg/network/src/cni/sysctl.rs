@@ -19,6 +19,11 @@ pub(crate) fn enable_forwarding() -> Result<()> {
     ensure("/proc/sys/net/ipv4/ip_forward", "1")
 }
 
+/// Turns on IPv6 forwarding for a dual-stack node.
+pub(crate) fn enable_forwarding_v6() -> Result<()> {
+    ensure("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+}
+
 /// Lets DNAT-ed packets from 127.0.0.1 leave through `bridge` (hostPort from localhost), as
 /// the reference portmap plugin does.
 pub(crate) fn enable_route_localnet(bridge: &str) -> Result<()> {
