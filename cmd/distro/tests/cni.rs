@@ -684,3 +684,44 @@ fn dual_stack_pods_get_both_families_and_ipv6_host_ports() {
         .collect();
     assert!(left.is_empty(), "reservations left after DEL: {left:?}");
 }
+
+#[test]
+fn concurrent_adds_on_a_fresh_node_all_succeed_with_distinct_addresses() {
+    let mut w = World::new(24);
+    let names: Vec<String> = (1..=6).map(|n| w.netns(n)).collect();
+    // Six plugin processes at once race to create the bridge, the nft table and reservations.
+    let results: Vec<(bool, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let w = &w;
+                s.spawn(move || w.cni("ADD", &format!("par-{i}"), Some(ns), &w.conf()))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut addrs: Vec<String> = results
+        .iter()
+        .map(|(ok, v)| {
+            assert!(ok, "concurrent ADD failed: {v}");
+            address_of(v)
+        })
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 6, "addresses handed out twice: {addrs:?}");
+    let table = run("nft", &["list", "table", "inet", &w.table]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert_eq!(table.matches("jump hostports").count(), 2, "{table}");
+    assert_eq!(table.matches("distro-cni masquerade").count(), 1, "{table}");
+    let last = address_of(&results[5].1);
+    assert!(
+        w.ping(&names[0], &last),
+        "pod 0 cannot reach pod 5 at {last}"
+    );
+    for (i, ns) in names.iter().enumerate() {
+        let (ok, out) = w.cni("DEL", &format!("par-{i}"), Some(ns), &w.conf());
+        assert!(ok, "{out}");
+    }
+}
