@@ -18,6 +18,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub use config::{write_conflist, NodeNetwork};
+
 use config::NetConf;
 use types::{ErrorReply, VersionReply, SUPPORTED_VERSIONS};
 
