@@ -373,6 +373,10 @@ fn version_and_errors_follow_the_spec() {
     let (ok, err) = w.cni("ADD", "x", Some("none"), &conf);
     assert!(!ok);
     assert_eq!(err["code"], 1, "{err}");
+    assert_eq!(
+        err["msg"],
+        r#"incompatible CNI versions; config is "9.9.9", plugin supports ["0.3.0" "0.3.1" "0.4.0" "1.0.0"]"#
+    );
     let (ok, err) = w.cni("ADD", "x", None, &w.conf());
     assert!(!ok);
     assert_eq!(err["code"], 4, "{err}");

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The config's `cniVersion` is not one this plugin speaks.
-    #[error("incompatible CNI versions; config is {config:?}, plugin supports {supported:?}")]
+    // Worded as libcni words it, so searches for the message find the same answers.
+    #[error("incompatible CNI versions; config is {config:?}, plugin supports [{}]", quoted(.supported))]
     IncompatibleVersion {
         /// Version asked for by the config.
         config: String,
@@ -105,6 +106,15 @@ impl Error {
             source,
         }
     }
+}
+
+/// `"a" "b"`: a version list as Go's `%q` prints it in libcni's message.
+fn quoted(versions: &[&str]) -> String {
+    versions
+        .iter()
+        .map(|v| format!("{v:?}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Shorthand used across the crate.
