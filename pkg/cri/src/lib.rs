@@ -10,10 +10,12 @@
 //! - [`registries`]: k3s's `registries.yaml`, rendered as containerd `hosts.toml` and auth.
 //! - [`host`]: probes of this machine (cgroups, overlayfs, negative oom scores).
 //! - [`client`]: the connection, readiness wait and typed CRI helpers.
+//! - [`import`]: air-gap image tarballs loaded into containerd for CRI.
 
 pub mod client;
 pub mod containerd;
 pub mod host;
+pub mod import;
 pub mod registries;
 
 use std::path::PathBuf;
