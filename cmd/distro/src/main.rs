@@ -43,6 +43,18 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Report what this machine lacks to run a node (containerd, runc, cgroups, kernel
+    /// features), with fixes; exits non-zero when something required is missing.
+    CheckConfig {
+        /// Data directory (a test overlay is mounted under it).
+        #[arg(
+            long,
+            short = 'd',
+            env = "DISTRO_DATA_DIR",
+            default_value = "/var/lib/distro"
+        )]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -303,6 +315,15 @@ fn main() -> ExitCode {
             })
         }
         Command::Kubectl { args } => kubectl(args),
+        Command::CheckConfig { data_dir } => {
+            let report = distro_cri::check::run(&data_dir);
+            print!("{report}");
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 
