@@ -12,6 +12,7 @@
 //! - [`check`]: `distro check-config`, the report of what this machine lacks.
 //! - [`client`]: the connection, readiness wait and typed CRI helpers.
 //! - [`import`]: air-gap image tarballs loaded into containerd for CRI.
+//! - [`runtime`]: all of the above in one start/stop for a node.
 
 pub mod check;
 pub mod client;
@@ -19,6 +20,7 @@ pub mod containerd;
 pub mod host;
 pub mod import;
 pub mod registries;
+pub mod runtime;
 
 use std::path::PathBuf;
 use std::time::Duration;

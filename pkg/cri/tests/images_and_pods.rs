@@ -180,3 +180,53 @@ async fn imported_images_run_a_pod_and_containers_survive_containerd_restarts() 
     );
     node.cleanup().await;
 }
+
+/// The node runtime in one call: the images dir is imported at start, and a tarball added
+/// later is picked up by the watcher. Runs beside the test above: two containerds on one
+/// machine must not collide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_runtime_imports_at_start_and_when_a_tarball_is_added() {
+    let dir = tempfile::Builder::new()
+        .prefix("distro-rt-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let built = dir.path().join("built");
+    build_images(&built);
+    let data = dir.path().join("data");
+    let images = data.join("agent/images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::copy(built.join("pause.tar"), images.join("pause.tar")).unwrap();
+
+    let mut config = distro_cri::runtime::RuntimeConfig::new(data.clone()).unwrap();
+    config.run_root = dir.path().join("run");
+    config.registries_file = dir.path().join("registries.yaml");
+    config.import_every = Duration::from_millis(200);
+    let rt = distro_cri::runtime::NodeRuntime::start(config)
+        .await
+        .unwrap();
+    let state = rt.paths.state.clone();
+    assert_eq!(
+        rt.first_import.imported,
+        vec![DEFAULT_PAUSE_IMAGE.to_string()]
+    );
+    assert!(rt.cri.image_status(BUSYBOX).await.unwrap().is_none());
+
+    // Copied in under a temporary name and renamed, as an operator should; the watcher
+    // imports it.
+    std::fs::copy(built.join("busybox.tar"), images.join(".busybox.tar.part")).unwrap();
+    std::fs::rename(images.join(".busybox.tar.part"), images.join("busybox.tar")).unwrap();
+    let cri = rt.cri.clone();
+    eventually(20, "the added tarball to be imported", || async {
+        cri.image_status(BUSYBOX).await.unwrap()
+    })
+    .await;
+
+    let pid = rt.containerd_pid().unwrap();
+    rt.stop().await.unwrap();
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err(),
+        "containerd stopped"
+    );
+    common::unmount_under(dir.path());
+    common::unmount_under(&state);
+}
