@@ -35,12 +35,7 @@ impl Node {
         prepare_images(&paths.images);
         let p = paths.clone();
         let settings = tokio::task::spawn_blocking(move || {
-            Settings::detect(
-                &p,
-                containerd::DEFAULT_PAUSE_IMAGE,
-                &registries,
-            )
-            .unwrap()
+            Settings::detect(&p, containerd::DEFAULT_PAUSE_IMAGE, &registries).unwrap()
         })
         .await
         .unwrap();
