@@ -16,7 +16,8 @@
 //! nodes cost one watch, not 100.
 //!
 //! # Limits
-//! - Only `--runtime fake`; the containerd runtime (a real kubelet) is a later issue.
+//! - `--runtime containerd` starts containerd and imports images ([`containerd`]) but
+//!   registers no Node until the kubelet is wired in.
 //! - No IPAM controller yet: a node's pod range is its `spec.podCIDR` if set, else a /24 of
 //!   10.42.0.0/16 picked from the node's name, so two nodes may share a range.
 //! - Credentials are not rotated while running; a restart renews them when a third of their
@@ -32,6 +33,7 @@ use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio::sync::watch;
 
+pub mod containerd;
 pub mod fake;
 pub mod join;
 pub mod node;
@@ -102,6 +104,9 @@ pub enum Error {
         /// The CertificateSigningRequest.
         name: String,
     },
+    /// containerd could not be set up, started or reached.
+    #[error("container runtime: {0}")]
+    Runtime(#[source] distro_cri::Error),
     /// A blocking task panicked or was cancelled.
     #[error("agent task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -134,6 +139,9 @@ pub struct Config {
     /// Serve this many simulated nodes, named `<node-name>-0` … (`--fake-nodes`); `None`:
     /// one node named `<node-name>`.
     pub fake_nodes: Option<u32>,
+    /// `--runtime containerd`: the supervised containerd's settings; `None` for the fake
+    /// runtime.
+    pub containerd: Option<distro_cri::runtime::RuntimeConfig>,
 }
 
 impl Config {
@@ -152,6 +160,9 @@ impl Config {
 /// Joining failures (CA mismatch, refused certificate, unreachable server) and registration
 /// failures; once running, failures are retried and logged.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+    if let Some(runtime) = config.containerd.clone() {
+        return containerd::run(config, runtime, shutdown).await;
+    }
     let dir = config.data_dir.join("agent");
     let ca_pem = join::trusted_ca(&config.server, &config.token).await?;
     {

@@ -302,7 +302,7 @@ pub struct Agent {
 
 impl Agent {
     /// Starts `distro agent --runtime fake` joining `server` with its token, plus `extra`
-    /// flags (e.g. `--node-name`, `--fake-nodes`). Does not wait: use [`eventually`] on what
+    /// flags (e.g. `--node-name`, `--fake-nodes`, or `--runtime containerd`). Does not wait: use [`eventually`] on what
     /// the test expects (a Ready node), or [`Agent::wait_exit`].
     pub fn start(bin: &Path, server: &Server, extra: &[&str]) -> Agent {
         let url = server.server_url().expect("server URL");
@@ -326,9 +326,11 @@ impl Agent {
             url.into(),
             "--token".into(),
             token.into(),
-            "--runtime".into(),
-            "fake".into(),
         ];
+        // The fake runtime unless the test names one.
+        if !extra.contains(&"--runtime") {
+            args.extend(["--runtime".into(), "fake".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::write(dir.path().join("no-config.yaml"), "").expect("config file");
         let mut a = Agent {
