@@ -19,6 +19,10 @@ use distro_pki::{Ca, CertSpec, Credential, JoinToken, Usage};
 use distro_store::Datastore;
 use tokio::sync::watch;
 
+/// The horizontal pod autoscaler's settings, re-exported so `cmd/distro` can fill them from
+/// its flags without depending on the controllers crate.
+pub use distro_controllers::hpa::Settings as HpaSettings;
+
 mod auth;
 mod bootstrap;
 mod controllers;
@@ -59,6 +63,8 @@ pub struct Config {
     pub node_monitor_grace_period: std::time::Duration,
     /// Terminated pods kept before the pod garbage collector deletes the oldest (0: all).
     pub terminated_pod_gc_threshold: u32,
+    /// The horizontal pod autoscaler's sync period, downscale stabilisation and tolerance.
+    pub hpa: HpaSettings,
 }
 
 /// Errors of server start-up.
