@@ -38,6 +38,7 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::objects::EventType;
 use crate::{Backoff, Clients, Error};
@@ -84,6 +85,8 @@ struct Ctx {
     calc: Calculator,
     targets: metrics::Targets,
     histories: Mutex<HashMap<String, History>>,
+    /// When each HPA was last synced, to sync each at most once per period.
+    last_synced: Mutex<HashMap<String, Instant>>,
     events: Recorder,
     backoff: Backoff,
 }
@@ -109,6 +112,7 @@ pub async fn run(
         },
         targets: metrics::Targets::default(),
         histories: Mutex::new(HashMap::new()),
+        last_synced: Mutex::new(HashMap::new()),
         events: Recorder::default(),
         backoff: Backoff::default(),
     });
@@ -162,6 +166,16 @@ impl Ctx {
             .await;
     }
 
+    fn last_sync(&self, key: &str) -> Option<Instant> {
+        let m = self.last_synced.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(key).copied()
+    }
+
+    fn synced(&self, key: &str) {
+        let mut m = self.last_synced.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(key.to_string(), Instant::now());
+    }
+
     /// Forgets the history of deleted HPAs.
     fn prune(&self) {
         let live: std::collections::HashSet<String> =
@@ -170,15 +184,45 @@ impl Ctx {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|k, _| live.contains(k));
+        self.last_synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| live.contains(k));
         self.events.retain(&|k| live.contains(k));
     }
 }
 
+/// Reconciles an HPA at most once per sync period, as upstream's rate-limited queue does:
+/// its own status writes (and any other change) would otherwise re-run it at once, scaling
+/// again before the new pods report. Failures the HPA reports itself (conditions, Events)
+/// are logged at debug only; API errors are retried with backoff.
 async fn reconcile(obj: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    ctx.prune();
     let k = key(&obj);
+    let period = ctx.settings.sync_period;
+    let last = ctx.last_sync(&k);
+    if let Some(elapsed) = last.map(|t| t.elapsed()) {
+        // A little slack, so the periodic requeue itself is never deferred.
+        if elapsed < period.mul_f64(0.9) {
+            return Ok(Action::requeue(period - elapsed));
+        }
+    }
+    ctx.prune();
+    match sync(&obj, &ctx).await {
+        Ok(()) => {}
+        Err(Error::Autoscaling(e)) => {
+            tracing::debug!(hpa = %k, error = %e, "autoscaling failed; reported on the HPA");
+        }
+        Err(e) => return Err(e),
+    }
+    ctx.synced(&k);
+    ctx.backoff.succeeded(&k);
+    Ok(Action::requeue(period))
+}
+
+async fn sync(obj: &HorizontalPodAutoscaler, ctx: &Ctx) -> Result<(), Error> {
+    let k = key(obj);
     let ns = obj.namespace().unwrap_or_default();
-    let mut hpa = obj.as_ref().clone();
+    let mut hpa = obj.clone();
     let original = hpa.status.clone();
     let spec = hpa.spec.clone().unwrap_or_default();
     let target = &spec.scale_target_ref;
@@ -222,7 +266,7 @@ async fn reconcile(obj: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
             );
             let status = hpa.status.get_or_insert_with(Default::default);
             status.conditions = Some(conditions);
-            update_status(&ctx, &ns, &mut hpa, original).await?;
+            update_status(ctx, &ns, &mut hpa, original).await?;
             return Err(Error::Autoscaling(e));
         }
     };
@@ -263,7 +307,7 @@ async fn reconcile(obj: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
         desired = min;
         rescale = true;
     } else {
-        let proposal = compute(&ctx, &hpa, &scale, current, &mut conditions, now).await;
+        let proposal = compute(ctx, &hpa, &scale, current, &mut conditions, now).await;
         let proposal = match proposal {
             Ok(p) => p,
             Err((statuses, e)) => {
@@ -271,7 +315,7 @@ async fn reconcile(obj: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
                 status.current_replicas = Some(current);
                 status.current_metrics = (!statuses.is_empty()).then_some(statuses);
                 status.conditions = Some(conditions);
-                update_status(&ctx, &ns, &mut hpa, original).await?;
+                update_status(ctx, &ns, &mut hpa, original).await?;
                 ctx.warn(&hpa, "FailedComputeMetricsReplicas", e.clone())
                     .await;
                 return Err(Error::Autoscaling(format!(
@@ -354,7 +398,7 @@ async fn reconcile(obj: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
                 status.current_replicas = Some(current);
                 status.current_metrics = (!statuses.is_empty()).then_some(statuses);
                 status.conditions = Some(conditions);
-                update_status(&ctx, &ns, &mut hpa, original).await?;
+                update_status(ctx, &ns, &mut hpa, original).await?;
                 return Err(Error::Autoscaling(format!(
                     "failed to rescale {reference}: {msg}"
                 )));
@@ -395,13 +439,12 @@ async fn reconcile(obj: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
         current_metrics: (!statuses.is_empty()).then_some(statuses),
         conditions: Some(conditions),
     });
-    update_status(&ctx, &ns, &mut hpa, original).await?;
+    update_status(ctx, &ns, &mut hpa, original).await?;
     if let Some(e) = failure {
         // Some metrics failed but others scaled: report, and retry on the next period.
         return Err(Error::Autoscaling(e));
     }
-    ctx.backoff.succeeded(&k);
-    Ok(Action::requeue(ctx.settings.sync_period))
+    Ok(())
 }
 
 /// Writes the status if it changed.
