@@ -135,6 +135,7 @@ fn error_policy(hpa: Arc<HorizontalPodAutoscaler>, _e: &Error, ctx: Arc<Ctx>) ->
 }
 
 /// Why one metric could not give a proposal: the condition reason and the error.
+#[derive(Debug)]
 struct MetricFailure {
     reason: &'static str,
     error: String,
@@ -536,19 +537,16 @@ async fn compute(
         .unwrap_or_default();
     let mut statuses = vec![MetricStatus::default(); specs.len()];
     let mut fetched: Option<Result<Vec<Value>, String>> = None;
-    let mut best: Option<(i32, String)> = None;
-    let mut failures: Vec<MetricFailure> = Vec::new();
+    let mut results = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         match evaluate(ctx, spec, &ns, &selector, &pods, current, &mut fetched, now).await {
             Ok((replicas, name, status)) => {
                 statuses[i] = status;
-                if best.as_ref().is_none_or(|(r, _)| replicas > *r) {
-                    best = Some((replicas, name));
-                }
+                results.push(Ok((replicas, name)));
             }
             Err(f) => {
                 ctx.warn(hpa, f.reason, f.error.clone()).await;
-                failures.push(f);
+                results.push(Err(f));
             }
         }
     }
@@ -557,10 +555,30 @@ async fn compute(
     } else {
         statuses
     };
-    let invalid = failures.len();
-    if let Some(first) = failures.first() {
-        let below = best.as_ref().is_none_or(|(r, _)| *r < current);
-        if invalid >= specs.len() || below {
+    match combine(&results, current) {
+        Combined::Scale {
+            replicas,
+            metric,
+            partial,
+        } => {
+            set_condition(
+                conditions,
+                "ScalingActive",
+                true,
+                "ValidMetricFound",
+                format!("the HPA was able to successfully calculate a replica count from {metric}"),
+                now,
+            );
+            Ok((
+                Proposal {
+                    replicas,
+                    metric,
+                    statuses,
+                },
+                partial.map(|f| f.error.clone()),
+            ))
+        }
+        Combined::Invalid { first, invalid } => {
             set_condition(
                 conditions,
                 "ScalingActive",
@@ -572,40 +590,67 @@ async fn compute(
                 ),
                 now,
             );
-            return Err((
+            Err((
                 statuses,
                 format!(
                     "invalid metrics ({invalid} invalid out of {}), first error is: {}",
-                    specs.len(),
+                    results.len(),
                     first.error
                 ),
-            ));
+            ))
         }
-    }
-    let Some((replicas, metric)) = best else {
         // No metrics at all (the apiserver defaults one, so only a stored legacy object).
-        return Err((
+        Combined::NoMetrics => Err((
             statuses,
             "no metrics to compute a replica count from".into(),
-        ));
-    };
-    set_condition(
-        conditions,
-        "ScalingActive",
-        true,
-        "ValidMetricFound",
-        format!("the HPA was able to successfully calculate a replica count from {metric}"),
-        now,
-    );
-    let partial = failures.first().map(|f| f.error.clone());
-    Ok((
-        Proposal {
+        )),
+    }
+}
+
+/// What the metrics decide together.
+#[derive(Debug)]
+enum Combined<'a> {
+    /// Scale to the largest proposal; `partial` is the first failed metric, if any.
+    Scale {
+        replicas: i32,
+        metric: String,
+        partial: Option<&'a MetricFailure>,
+    },
+    /// Do not scale: every metric failed, or some did and the rest would scale down.
+    Invalid {
+        first: &'a MetricFailure,
+        invalid: usize,
+    },
+    /// The HPA has no metrics.
+    NoMetrics,
+}
+
+/// Upstream's rule in `computeReplicasForMetrics`: the largest proposal wins, but failed
+/// metrics block scaling unless the valid ones scale up (data missing must not shrink).
+fn combine(results: &[Result<(i32, String), MetricFailure>], current: i32) -> Combined<'_> {
+    let mut best: Option<(i32, &String)> = None;
+    for (replicas, name) in results.iter().flatten() {
+        if best.is_none_or(|(r, _)| *replicas > r) {
+            best = Some((*replicas, name));
+        }
+    }
+    let failures: Vec<&MetricFailure> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    if let Some(first) = failures.first() {
+        if failures.len() >= results.len() || best.is_none_or(|(r, _)| r < current) {
+            return Combined::Invalid {
+                first,
+                invalid: failures.len(),
+            };
+        }
+    }
+    match best {
+        Some((replicas, metric)) => Combined::Scale {
             replicas,
-            metric,
-            statuses,
+            metric: metric.clone(),
+            partial: failures.first().copied(),
         },
-        partial,
-    ))
+        None => Combined::NoMetrics,
+    }
 }
 
 /// One metric's proposal: replicas, the name events quote, and its status.
@@ -779,4 +824,56 @@ fn average_value(target: &MetricTarget) -> Option<i64> {
     distro_apimachinery::quantity::Quantity::parse(&q.0)
         .ok()
         .map(|q| q.milli_value())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fail(error: &str) -> Result<(i32, String), MetricFailure> {
+        Err(MetricFailure {
+            reason: "FailedGetResourceMetric",
+            error: error.into(),
+        })
+    }
+
+    fn ok(replicas: i32, name: &str) -> Result<(i32, String), MetricFailure> {
+        Ok((replicas, name.into()))
+    }
+
+    #[test]
+    fn the_largest_proposal_wins() {
+        let r = [ok(3, "cpu"), ok(5, "memory"), ok(4, "cpu")];
+        match combine(&r, 2) {
+            Combined::Scale {
+                replicas,
+                metric,
+                partial,
+            } => {
+                assert_eq!((replicas, metric.as_str()), (5, "memory"));
+                assert!(partial.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn failed_metrics_block_scaling_down_but_not_up() {
+        let up = [fail("a"), ok(6, "cpu")];
+        assert!(matches!(
+            combine(&up, 4),
+            Combined::Scale { replicas: 6, partial: Some(f), .. } if f.error == "a"
+        ));
+        let down = [ok(2, "cpu"), fail("b")];
+        assert!(matches!(
+            combine(&down, 4),
+            Combined::Invalid { first, invalid: 1 } if first.error == "b"
+        ));
+        let all = [fail("c"), fail("d")];
+        assert!(matches!(
+            combine(&all, 4),
+            Combined::Invalid { first, invalid: 2 } if first.error == "c"
+        ));
+        assert!(matches!(combine(&[], 4), Combined::NoMetrics));
+    }
 }
