@@ -254,6 +254,10 @@ struct AgentArgs {
     /// Serve this many simulated nodes, named <node-name>-0 … <node-name>-(N-1).
     #[arg(long, help_heading = "Runtime")]
     fake_nodes: Option<u32>,
+    /// Port of the kubelet HTTPS API (0: any free port); with --fake-nodes every node
+    /// gets its own free port.
+    #[arg(long, default_value_t = 10250, help_heading = "Node")]
+    kubelet_port: u16,
 }
 
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
@@ -365,6 +369,7 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         taints,
         fake_capacity,
         fake_nodes: a.fake_nodes,
+        kubelet_port: a.kubelet_port,
     })
 }
 
