@@ -165,6 +165,16 @@ struct ServerArgs {
         help_heading = "Controllers"
     )]
     terminated_pod_gc_threshold: u32,
+    /// How often resource metrics are scraped from every Ready node's kubelet for
+    /// metrics.k8s.io (`kubectl top`, autoscaling), as metrics-server's --metric-resolution.
+    #[arg(
+        long,
+        env = "DISTRO_METRICS_RESOLUTION",
+        default_value = "15s",
+        value_parser = parse_go_duration,
+        help_heading = "Metrics"
+    )]
+    metrics_resolution: std::time::Duration,
 }
 
 /// Parses a Go duration as upstream's flags take it: decimal numbers with units
@@ -469,6 +479,7 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
         token: a.token,
         node_monitor_grace_period: a.node_monitor_grace_period,
         terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
+        metrics_resolution: a.metrics_resolution,
     })
 }
 
