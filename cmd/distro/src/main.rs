@@ -194,6 +194,16 @@ struct ServerArgs {
         help_heading = "Controllers"
     )]
     horizontal_pod_autoscaler_tolerance: f64,
+    /// How often resource metrics are scraped from every Ready node's kubelet for
+    /// metrics.k8s.io (`kubectl top`, autoscaling), as metrics-server's --metric-resolution.
+    #[arg(
+        long,
+        env = "DISTRO_METRICS_RESOLUTION",
+        default_value = "15s",
+        value_parser = parse_go_duration,
+        help_heading = "Metrics"
+    )]
+    metrics_resolution: std::time::Duration,
 }
 
 /// Parses a Go duration as upstream's flags take it: decimal numbers with units
@@ -283,6 +293,10 @@ struct AgentArgs {
     /// Serve this many simulated nodes, named <node-name>-0 … <node-name>-(N-1).
     #[arg(long, help_heading = "Runtime")]
     fake_nodes: Option<u32>,
+    /// Port of the kubelet HTTPS API (0: any free port); with --fake-nodes every node
+    /// gets its own free port.
+    #[arg(long, default_value_t = 10250, help_heading = "Node")]
+    kubelet_port: u16,
 }
 
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
@@ -394,6 +408,7 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         taints,
         fake_capacity,
         fake_nodes: a.fake_nodes,
+        kubelet_port: a.kubelet_port,
     })
 }
 
@@ -505,6 +520,7 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
             downscale_stabilization: a.horizontal_pod_autoscaler_downscale_stabilization,
             tolerance: a.horizontal_pod_autoscaler_tolerance,
         },
+        metrics_resolution: a.metrics_resolution,
     })
 }
 

@@ -5,3 +5,5 @@
 //! the API server proxies logs, exec and metrics through. The simulated runtime in
 //! `distro-agent` reuses the API server part, so metrics and `kubectl top` work on simulated
 //! nodes too.
+
+pub mod server;

@@ -328,6 +328,8 @@ impl Agent {
             token.into(),
             "--runtime".into(),
             "fake".into(),
+            // Tests run agents side by side: each kubelet API on a free port.
+            "--kubelet-port=0".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::write(dir.path().join("no-config.yaml"), "").expect("config file");

@@ -1,0 +1,101 @@
+//! Resource metrics in the server: the metrics.k8s.io kinds in the registry, their route,
+//! and the scraper (`distro_metrics`), unless `--disable metrics-server`.
+//!
+//! The scraper reaches kubelets with the API server's kubelet client certificate
+//! (`<data>/server/tls/client-kube-apiserver-kubelet-client.crt`, user
+//! `kube-apiserver-kubelet-client`, as kubeadm names upstream's), bound by the bundled RBAC to
+//! `system:kubelet-api-admin` and `system:metrics-server`; it lists nodes and pods as that
+//! same user.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use distro_apiserver::handler::Route;
+use distro_apiserver::resources::Registry;
+use distro_client::Endpoint;
+use distro_pki::{Ca, CertSpec, Usage};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{Config, Error};
+
+/// The user the API server's kubelet client certificate names.
+pub(crate) const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
+/// What `--disable` takes to turn resource metrics off (k3s' name for its bundled one).
+const DISABLE_NAME: &str = "metrics-server";
+
+/// The metrics pipeline, or nothing when disabled.
+pub(crate) struct ResourceMetrics {
+    points: Option<Arc<distro_metrics::Points>>,
+}
+
+/// Registers the metrics.k8s.io kinds (before the OpenAPI document is built from the
+/// registry) unless disabled.
+pub(crate) fn register(config: &Config, registry: &Registry) -> ResourceMetrics {
+    if config.disable.iter().any(|d| d == DISABLE_NAME) {
+        return ResourceMetrics { points: None };
+    }
+    for def in distro_metrics::api::resource_defs() {
+        registry.add(Arc::new(def));
+    }
+    ResourceMetrics {
+        points: Some(Arc::default()),
+    }
+}
+
+impl ResourceMetrics {
+    /// The API route, if enabled.
+    pub(crate) fn route(&self) -> Option<Arc<dyn Route>> {
+        let points = self.points.clone()?;
+        Some(Arc::new(distro_metrics::api::MetricsApi { points }))
+    }
+
+    /// Issues (or loads) the kubelet client certificate and starts scraping `url`'s nodes.
+    ///
+    /// # Errors
+    /// [`Error::Pki`] if the certificate cannot be issued, [`Error::Client`] if no client can
+    /// be built from it.
+    pub(crate) async fn start(
+        &self,
+        config: &Config,
+        url: &str,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Option<JoinHandle<()>>, Error> {
+        let Some(points) = self.points.clone() else {
+            return Ok(None);
+        };
+        let tls: PathBuf = config.data_dir.join("server").join("tls");
+        let dir = tls.clone();
+        let (ca_pem, pair) = tokio::task::spawn_blocking(move || {
+            let ca = Ca::load_or_create(&dir, "server-ca", "distro-server-ca")?;
+            let spec = CertSpec::new(KUBELET_CLIENT_USER, Usage::Client);
+            let pair = distro_pki::load_or_issue(
+                &ca,
+                &dir,
+                "client-kube-apiserver-kubelet-client",
+                &spec,
+            )?;
+            Ok::<_, distro_pki::Error>((ca.cert_pem().to_string(), pair))
+        })
+        .await?
+        .map_err(|source| Error::Pki {
+            dir: tls.clone(),
+            source,
+        })?;
+        let client = distro_client::connect(
+            &Endpoint::with_cert(url, ca_pem, &pair),
+            &distro_client::user_agent("metrics", "server"),
+        )
+        .map_err(Error::Client)?;
+        let kubelet_tls = distro_metrics::scrape::kubelet_tls(&pair.cert_pem, &pair.key_pem)
+            .map_err(Error::Metrics)?;
+        let scraper = distro_metrics::scrape::Scraper {
+            client,
+            tls: kubelet_tls,
+            resolution: config.metrics_resolution,
+            points,
+        };
+        Ok(Some(tokio::spawn(scraper.run(shutdown))))
+    }
+}
