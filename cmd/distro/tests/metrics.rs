@@ -146,6 +146,22 @@ fn kubectl_top_shows_annotated_usage_and_follows_changes() {
         out.contains("PodMetrics") && out.contains("NodeMetrics"),
         "{out}"
     );
+    // As k3s: the group has its APIService, Available (served in-process: Local).
+    let out = s.ok(
+        LATEST,
+        &[
+            "get",
+            "apiservice",
+            "v1beta1.metrics.k8s.io",
+            "--no-headers",
+        ],
+    );
+    let cols: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        cols[..3],
+        ["v1beta1.metrics.k8s.io", "Local", "True"],
+        "{out}"
+    );
 
     s.ok(
         LATEST,
