@@ -161,6 +161,8 @@ fn kubectl_top_shows_annotated_usage_and_follows_changes() {
         );
         assert_eq!(out.trim(), "yes", "{user}");
     }
+    let out = s.ok(LATEST, &["explain", "podmetrics.containers"]);
+    assert!(out.contains("Container name"), "{out}");
     // As k3s: the group has its APIService, Available (served in-process: Local).
     let out = s.ok(
         LATEST,
