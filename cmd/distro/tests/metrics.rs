@@ -146,6 +146,39 @@ fn kubectl_top_shows_annotated_usage_and_follows_changes() {
         out.contains("PodMetrics") && out.contains("NodeMetrics"),
         "{out}"
     );
+    // kubectl get shows metrics-server's table.
+    let out = s.ok(LATEST, &["get", "podmetrics", "web", "--no-headers"]);
+    let cols: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(cols[..3], ["web", "250m", "64Mi"], "{out}");
+    // The HPA controller's identity may read the API (and so may view/edit/admin).
+    for user in [
+        "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+        "system:kube-controller-manager",
+    ] {
+        let out = s.ok(
+            LATEST,
+            &["auth", "can-i", "list", "pods.metrics.k8s.io", "--as", user],
+        );
+        assert_eq!(out.trim(), "yes", "{user}");
+    }
+    let out = s.ok(LATEST, &["explain", "podmetrics.containers"]);
+    assert!(out.contains("Container name"), "{out}");
+    // As k3s: the group has its APIService, Available (served in-process: Local).
+    let out = s.ok(
+        LATEST,
+        &[
+            "get",
+            "apiservice",
+            "v1beta1.metrics.k8s.io",
+            "--no-headers",
+        ],
+    );
+    let cols: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        cols[..3],
+        ["v1beta1.metrics.k8s.io", "Local", "True"],
+        "{out}"
+    );
 
     s.ok(
         LATEST,

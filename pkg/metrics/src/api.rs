@@ -14,8 +14,10 @@ use distro_apimachinery::labels::Selector;
 use distro_apimachinery::quantity::{Format, Quantity};
 use distro_apiserver::authn::UserInfo;
 use distro_apiserver::handler::{error_response, json_response, Body, Route};
+use distro_apiserver::negotiate::{negotiate, Want};
 use distro_apiserver::request::{parse_query, RequestInfo};
 use distro_apiserver::resources::{ResourceDef, Strategy};
+use distro_apiserver::table::{self, Column, IncludeObject};
 use distro_apiserver::Error as ApiError;
 use http::{Request, Response, StatusCode};
 use k8s_openapi::jiff::Timestamp;
@@ -217,6 +219,60 @@ impl MetricsApi {
     }
 }
 
+/// The sum of `quantities` (canonical form), `0` if none parse.
+fn sum(quantities: impl Iterator<Item = Option<String>>, format: Format) -> String {
+    let nanos: i128 = quantities
+        .flatten()
+        .filter_map(|q| Quantity::parse(&q).ok())
+        .map(|q| q.nanos())
+        .sum();
+    Quantity::from_nanos(nanos, format).canonical()
+}
+
+/// metrics-server's table (`kubectl get podmetrics`): Name, CPU, Memory, Window; a pod's
+/// row shows its containers' sum.
+fn as_table(v: &Value, include: IncludeObject) -> Value {
+    let items: Vec<&Value> = match v["items"].as_array() {
+        Some(items) => items.iter().collect(),
+        None => vec![v],
+    };
+    let usages = |item: &Value| -> Vec<Value> {
+        match item["containers"].as_array() {
+            Some(cs) => cs.iter().map(|c| c["usage"].clone()).collect(),
+            None => vec![item["usage"].clone()],
+        }
+    };
+    let rows = items
+        .iter()
+        .map(|item| {
+            let u = usages(item);
+            let get = |k: &'static str| u.iter().map(move |u| u[k].as_str().map(String::from));
+            table::row(
+                vec![
+                    item["metadata"]["name"].clone(),
+                    json!(sum(get("cpu"), Format::DecimalSI)),
+                    json!(sum(get("memory"), Format::BinarySI)),
+                    item["window"].clone(),
+                ],
+                item,
+                include,
+            )
+        })
+        .collect();
+    let columns = [
+        Column::name(),
+        Column::new("CPU", "CPU usage"),
+        Column::new("Memory", "Memory usage"),
+        Column::new("Window", "Interval over which the usage was measured"),
+    ];
+    let meta = if v["items"].is_array() {
+        v["metadata"].clone()
+    } else {
+        json!({})
+    };
+    table::table(&columns, rows, meta)
+}
+
 #[async_trait::async_trait]
 impl Route for MetricsApi {
     async fn handle(
@@ -240,8 +296,21 @@ impl Route for MetricsApi {
             "pods" => self.pods(r.namespace.as_deref(), r.name.as_deref(), &filter),
             _ => Err(ApiError::NoSuchResource),
         });
+        let accept = req
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
         Some(match result {
-            Ok(v) => json_response(StatusCode::OK, &v),
+            Ok(v) => match negotiate(accept) {
+                Want::Table(_) => json_response(
+                    StatusCode::OK,
+                    &as_table(
+                        &v,
+                        IncludeObject::parse(query.get("includeObject").map(String::as_str)),
+                    ),
+                ),
+                _ => json_response(StatusCode::OK, &v),
+            },
             Err(e) => error_response(&e),
         })
     }
@@ -330,6 +399,13 @@ mod tests {
         let node = api.nodes(Some("n1"), &filter(&[])).unwrap();
         assert_eq!(node["usage"]["memory"], "64Mi");
         assert_eq!(node["window"], "1s");
+        let t = as_table(&list, IncludeObject::Metadata);
+        assert_eq!(t["kind"], "Table");
+        assert_eq!(t["rows"][0]["cells"], json!(["p", "250m", "64Mi", "15s"]));
+        assert_eq!(
+            as_table(&node, IncludeObject::None)["rows"][0]["cells"][1],
+            "250m"
+        );
         assert!(Filter::parse(
             &[("fieldSelector".to_string(), "spec.nodeName=x".to_string())]
                 .into_iter()

@@ -261,6 +261,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     bootstrap::ensure(&storage, &registry)
         .await
         .map_err(Error::Bootstrap)?;
+    resource_metrics
+        .ensure_apiservice(&storage, &registry)
+        .await
+        .map_err(Error::Bootstrap)?;
 
     let addr = SocketAddr::new(config.bind_address, config.https_port);
     let listener = tokio::net::TcpListener::bind(addr)

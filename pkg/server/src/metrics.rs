@@ -12,8 +12,10 @@ use std::sync::Arc;
 
 use distro_apiserver::handler::Route;
 use distro_apiserver::resources::Registry;
+use distro_apiserver::rest::{Storage, WriteOptions};
 use distro_client::Endpoint;
 use distro_pki::{Ca, CertSpec, Usage};
+use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -45,6 +47,70 @@ pub(crate) fn register(config: &Config, registry: &Registry) -> ResourceMetrics 
 }
 
 impl ResourceMetrics {
+    /// Creates the APIService `v1beta1.metrics.k8s.io` (as k3s' bundled metrics-server has)
+    /// and reports it Available: the group is served in this process, so it is `Local`, as
+    /// upstream's APIServices of built-in groups.
+    ///
+    /// # Errors
+    /// Storage errors other than "already exists".
+    pub(crate) async fn ensure_apiservice(
+        &self,
+        storage: &Storage,
+        registry: &Registry,
+    ) -> Result<(), distro_apiserver::Error> {
+        if self.points.is_none() {
+            return Ok(());
+        }
+        let def = registry
+            .get("apiregistration.k8s.io", "v1", "apiservices")
+            .ok_or(distro_apiserver::Error::NoSuchResource)?;
+        let name = format!("{}.{}", distro_metrics::VERSION, distro_metrics::GROUP);
+        let obj = json!({
+            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": name, "labels": {"k8s-app": "metrics-server"}},
+            "spec": {"group": distro_metrics::GROUP, "version": distro_metrics::VERSION,
+                     "groupPriorityMinimum": 100, "versionPriority": 100},
+        });
+        match storage
+            .create(&def, None, obj, &WriteOptions::default())
+            .await
+        {
+            Ok(_) | Err(distro_apiserver::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let now = k8s_openapi::jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        storage
+            .guaranteed_update(
+                &def,
+                None,
+                &name,
+                Some("status"),
+                &WriteOptions::default(),
+                |current| {
+                    let mut obj = current
+                        .cloned()
+                        .ok_or(distro_apiserver::Error::NoSuchResource)?;
+                    let available = obj["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Available" && c["status"] == "True");
+                    if !available {
+                        obj["status"] = json!({"conditions": [{
+                            "type": "Available", "status": "True", "reason": "Local",
+                            "message": "Local APIServices are always available",
+                            "lastTransitionTime": now,
+                        }]});
+                    }
+                    Ok((obj, Vec::new()))
+                },
+            )
+            .await
+            .map(|_| ())
+    }
+
     /// The API route, if enabled.
     pub(crate) fn route(&self) -> Option<Arc<dyn Route>> {
         let points = self.points.clone()?;
