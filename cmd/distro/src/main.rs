@@ -177,6 +177,45 @@ struct ServerArgs {
         help_heading = "Controllers"
     )]
     terminated_pod_gc_threshold: u32,
+    /// How often the horizontal pod autoscaler reconciles each HPA
+    /// (kube-controller-manager's flag).
+    #[arg(
+        long,
+        env = "DISTRO_HORIZONTAL_POD_AUTOSCALER_SYNC_PERIOD",
+        default_value = "15s",
+        value_parser = parse_go_duration,
+        help_heading = "Controllers"
+    )]
+    horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How long the autoscaler keeps the highest recent recommendation before scaling down
+    /// (kube-controller-manager's flag; HPAs' spec.behavior may set their own).
+    #[arg(
+        long,
+        env = "DISTRO_HORIZONTAL_POD_AUTOSCALER_DOWNSCALE_STABILIZATION",
+        default_value = "5m",
+        value_parser = parse_go_duration,
+        help_heading = "Controllers"
+    )]
+    horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
+    /// Minimum change (from 1.0) in the desired-to-actual metrics ratio for the autoscaler
+    /// to scale (kube-controller-manager's flag).
+    #[arg(
+        long,
+        env = "DISTRO_HORIZONTAL_POD_AUTOSCALER_TOLERANCE",
+        default_value_t = 0.1,
+        help_heading = "Controllers"
+    )]
+    horizontal_pod_autoscaler_tolerance: f64,
+    /// How often resource metrics are scraped from every Ready node's kubelet for
+    /// metrics.k8s.io (`kubectl top`, autoscaling), as metrics-server's --metric-resolution.
+    #[arg(
+        long,
+        env = "DISTRO_METRICS_RESOLUTION",
+        default_value = "15s",
+        value_parser = parse_go_duration,
+        help_heading = "Metrics"
+    )]
+    metrics_resolution: std::time::Duration,
 }
 
 /// Parses a Go duration as upstream's flags take it: decimal numbers with units
@@ -277,6 +316,10 @@ struct AgentArgs {
         help_heading = "Runtime"
     )]
     private_registry: PathBuf,
+    /// Port of the kubelet HTTPS API (0: any free port); with --fake-nodes every node
+    /// gets its own free port.
+    #[arg(long, default_value_t = 10250, help_heading = "Node")]
+    kubelet_port: u16,
 }
 
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
@@ -406,6 +449,7 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         fake_capacity,
         fake_nodes: a.fake_nodes,
         containerd,
+        kubelet_port: a.kubelet_port,
     })
 }
 
@@ -475,6 +519,13 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
             mode
         );
     }
+    if a.horizontal_pod_autoscaler_sync_period.is_zero() {
+        bail!("--horizontal-pod-autoscaler-sync-period must be greater than 0");
+    }
+    let tolerance = a.horizontal_pod_autoscaler_tolerance;
+    if tolerance.is_nan() || tolerance < 0.0 {
+        bail!("--horizontal-pod-autoscaler-tolerance must not be negative");
+    }
     for (flag, value) in [
         ("--cluster-cidr", &a.cluster_cidr),
         ("--service-cidr", &a.service_cidr),
@@ -505,6 +556,12 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
         token: a.token,
         node_monitor_grace_period: a.node_monitor_grace_period,
         terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
+        hpa: distro_server::HpaSettings {
+            sync_period: a.horizontal_pod_autoscaler_sync_period,
+            downscale_stabilization: a.horizontal_pod_autoscaler_downscale_stabilization,
+            tolerance: a.horizontal_pod_autoscaler_tolerance,
+        },
+        metrics_resolution: a.metrics_resolution,
     })
 }
 

@@ -12,6 +12,9 @@
 //!
 //! All nodes of the process share one pod watch. Work per pod is level-triggered from what
 //! the watch shows, at most [`WORKERS`] API writes in flight.
+//!
+//! Each node also serves the kubelet API ([`crate::kubelet`]) with its pods and their
+//! simulated usage ([`crate::usage`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -96,19 +99,47 @@ struct Node {
 
 struct Shared {
     nodes: HashMap<String, Node>,
+    usage: Arc<crate::usage::Usage>,
     /// Steps started (and not to be repeated) per pod UID; forgotten when the pod is removed.
     taken: Mutex<HashSet<(String, Step)>>,
     permits: Semaphore,
 }
 
-/// Runs the simulated runtime for `nodes` until `shutdown` turns true.
-pub async fn run(nodes: Vec<Arc<Registered>>, mut shutdown: watch::Receiver<bool>) {
+/// Runs the simulated runtime for `nodes`, and their kubelet APIs on `listeners`, until
+/// `shutdown` turns true.
+pub async fn run(
+    nodes: Vec<Arc<Registered>>,
+    listeners: Vec<crate::kubelet::Listener>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let Some(first) = nodes.first() else {
         return;
     };
     let informers = Informers::new(first.client.clone());
     let pods = informers.get::<Pod>();
+    let usage = Arc::new(crate::usage::Usage::default());
+    let mut servers = tokio::task::JoinSet::new();
+    for l in listeners {
+        let Some(reg) = nodes.iter().find(|r| r.name == l.node) else {
+            continue;
+        };
+        let api = Arc::new(distro_kubelet::server::KubeletApi {
+            provider: Arc::new(crate::kubelet::FakeNode {
+                node: l.node.clone(),
+                pods: pods.store(),
+                usage: usage.clone(),
+            }),
+            authorizer: distro_kubelet::server::SarAuthorizer::new(reg.client.clone(), &l.node),
+        });
+        servers.spawn(distro_kubelet::server::serve(
+            l.listener,
+            l.tls,
+            api,
+            shutdown.clone(),
+        ));
+    }
     let shared = Arc::new(Shared {
+        usage,
         nodes: nodes
             .iter()
             .map(|r| {
@@ -137,6 +168,7 @@ pub async fn run(nodes: Vec<Arc<Registered>>, mut shutdown: watch::Receiver<bool
         }
     }
     tasks.abort_all();
+    while servers.join_next().await.is_some() {}
     informers.shutdown().await;
 }
 
@@ -161,6 +193,10 @@ fn consider(shared: &Arc<Shared>, pod: &Pod, tasks: &mut tokio::task::JoinSet<()
     };
     if !shared.nodes.contains_key(node) {
         return;
+    }
+    if phase(pod) == "Running" {
+        // A changed usage annotation takes effect from now, not from the next scrape.
+        shared.usage.observe(pod, node, Timestamp::now());
     }
     let uid = pod.uid().unwrap_or_default();
     let step = if pod.metadata.deletion_timestamp.is_some() {

@@ -36,7 +36,9 @@ use tokio::sync::watch;
 pub mod containerd;
 pub mod fake;
 pub mod join;
+pub mod kubelet;
 pub mod node;
+pub mod usage;
 
 /// How many nodes join or register at once: enough to start 100 simulated nodes in a few
 /// seconds without queueing hundreds of requests at the server.
@@ -110,6 +112,9 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("agent task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The kubelet API could not be set up (address, port, certificate).
+    #[error("serving the kubelet API: {0}")]
+    Kubelet(String),
 }
 
 impl Error {
@@ -142,6 +147,9 @@ pub struct Config {
     /// `--runtime containerd`: the supervised containerd's settings; `None` for the fake
     /// runtime.
     pub containerd: Option<distro_cri::runtime::RuntimeConfig>,
+    /// Port of the kubelet API (`--kubelet-port`); with [`Config::fake_nodes`] every node
+    /// listens on a free port instead, so N nodes on one address do not collide.
+    pub kubelet_port: u16,
 }
 
 impl Config {
@@ -187,18 +195,29 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         .try_collect()
         .await?;
     tracing::info!(nodes = nodes.len(), "joined; registering");
-    let registered: Vec<node::Registered> = futures::stream::iter(nodes.into_iter().enumerate())
-        .map(|(index, (name, client))| {
-            let config = &config;
-            async move { node::register(client, config, &name, index).await }
-        })
-        .buffered(STARTUP_CONCURRENCY)
-        .try_collect()
-        .await?;
+    let node_ip = kubelet::node_ip(&config.server).await?;
+    let port = if config.fake_nodes.is_some() {
+        0
+    } else {
+        config.kubelet_port
+    };
+    let mut listeners = Vec::with_capacity(nodes.len());
+    for (name, _) in &nodes {
+        listeners.push(kubelet::Listener::bind(name, node_ip, port, &ca_pem).await?);
+    }
+    let registered: Vec<node::Registered> =
+        futures::stream::iter(nodes.into_iter().zip(&listeners))
+            .map(|((name, client), listener)| {
+                let config = &config;
+                async move { node::register(client, config, &name, listener.addr).await }
+            })
+            .buffered(STARTUP_CONCURRENCY)
+            .try_collect()
+            .await?;
     tracing::info!(nodes = registered.len(), "nodes registered and Ready");
     let registered: Vec<Arc<node::Registered>> = registered.into_iter().map(Arc::new).collect();
     let leases = node::renew_leases(registered.clone(), shutdown.clone());
-    let runtime = fake::run(registered, shutdown.clone());
+    let runtime = fake::run(registered, listeners, shutdown.clone());
     // Both end on the shutdown signal.
     tokio::join!(leases, runtime);
     tracing::info!("agent stopped");

@@ -46,7 +46,8 @@ pub struct Registered {
     pub client: Client,
     /// The node's UID (owner of its Lease).
     pub uid: String,
-    /// The node's InternalIP, reported as pods' hostIP.
+    /// The node's InternalIP, reported as pods' hostIP: the address its kubelet API listens
+    /// on, so the server can reach it.
     pub host_ip: String,
     /// The first three octets of the node's pod /24.
     pub pod_prefix: [u8; 3],
@@ -57,13 +58,6 @@ fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// A simulated node's address: a stable pick in 100.64.0.0/10 (shared address space, never
-/// a real host here).
-fn fake_host_ip(name: &str) -> String {
-    let offset = (fnv(name) % ((1 << 22) - 2)) as u32 + 1;
-    std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(100, 64, 0, 0)) + offset).to_string()
 }
 
 /// The /24 pods of `node` get addresses from: `spec.podCIDR` when a controller set one, else
@@ -141,7 +135,13 @@ fn now_rfc3339() -> String {
     Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-fn status(config: &Config, name: &str, host_ip: &str, node: &Node) -> serde_json::Value {
+fn status(
+    config: &Config,
+    name: &str,
+    kubelet: std::net::SocketAddr,
+    node: &Node,
+) -> serde_json::Value {
+    let host_ip = kubelet.ip().to_string();
     let now = now_rfc3339();
     // Keep transition times of conditions that do not change (a restart is not a transition).
     let mut conds = conditions(&now);
@@ -170,7 +170,7 @@ fn status(config: &Config, name: &str, host_ip: &str, node: &Node) -> serde_json
             {"type": "InternalIP", "address": host_ip},
             {"type": "Hostname", "address": name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port()}},
         "nodeInfo": {
             "machineID": format!("{:032x}", fnv(name)),
             "systemUUID": format!("{:032x}", fnv(&format!("uuid-{name}"))),
@@ -195,10 +195,10 @@ pub async fn register(
     client: Client,
     config: &Config,
     name: &str,
-    _index: usize,
+    kubelet: std::net::SocketAddr,
 ) -> Result<Registered, Error> {
     let api: Api<Node> = Api::all(client.clone());
-    let host_ip = fake_host_ip(name);
+    let host_ip = kubelet.ip().to_string();
     let wanted = Node {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -237,7 +237,7 @@ pub async fn register(
         }
         Err(e) => return Err(Error::api(format!("registering Node {name}"))(e)),
     };
-    let body = status(config, name, &host_ip, &node);
+    let body = status(config, name, kubelet, &node);
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
         .await
         .map_err(Error::api(format!("reporting the status of Node {name}")))?;
@@ -512,9 +512,6 @@ mod tests {
 
     #[test]
     fn addresses_are_stable_and_in_range() {
-        assert_eq!(fake_host_ip("n1"), fake_host_ip("n1"));
-        assert_ne!(fake_host_ip("n1"), fake_host_ip("n2"));
-        assert!(fake_host_ip("n1").starts_with("100."));
         let node = Node::default();
         assert_eq!(pod_prefix(&node, "a")[..2], [10, 42]);
     }

@@ -30,6 +30,8 @@
 //!   (`not-ready`, `unreachable`, ...) in step, marks their pods not Ready.
 //! - [`tainteviction`]: deletes pods from `NoExecute`-tainted nodes after their tolerations.
 //! - [`resourcequota`]: keeps ResourceQuotas' `status.hard` and `status.used` current.
+//! - [`hpa`]: scales HorizontalPodAutoscalers' targets from resource metrics
+//!   (`metrics.k8s.io`), with upstream's stabilisation and scaling policies.
 //! - [`podgc`]: force-deletes terminated pods over the threshold, orphans of deleted nodes and
 //!   terminating pods no kubelet will finish.
 //!
@@ -45,8 +47,6 @@
 //!   `kube-controller-manager` Lease (`distro_client::leader`).
 //! - The namespace, service account, root CA and garbage collector controllers record no
 //!   Events (upstream's record few); they report in conditions and logs.
-//! - No HorizontalPodAutoscaler controller yet: it needs the metrics API, which the kubelet
-//!   serves.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -68,6 +68,7 @@ pub mod endpointslice;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
+pub mod hpa;
 pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
@@ -100,6 +101,10 @@ pub enum Error {
     /// Deleting some of a namespace's content failed.
     #[error("deleting namespace content: {0}")]
     Content(String),
+    /// An autoscaler could not get its target's scale, compute from its metrics or rescale
+    /// (upstream's message, also in its Events).
+    #[error("{0}")]
+    Autoscaling(String),
 }
 
 impl Error {
@@ -133,6 +138,7 @@ pub const IDENTITIES: &[&str] = &[
     tainteviction::COMPONENT,
     resourcequota::COMPONENT,
     podgc::COMPONENT,
+    hpa::COMPONENT,
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -172,6 +178,8 @@ pub struct Settings {
     /// Terminated pods the pod garbage collector keeps (upstream's
     /// `--terminated-pod-gc-threshold`; 0 keeps all).
     pub terminated_pod_gc_threshold: u32,
+    /// The horizontal pod autoscaler's sync period, stabilisation and tolerance.
+    pub hpa: hpa::Settings,
 }
 
 /// Runs every controller until `shutdown` turns true, then lets in-flight reconciles
@@ -205,6 +213,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
     informers.get::<policy::v1::PodDisruptionBudget>();
     informers.get::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>();
     informers.get::<coordination::v1::Lease>();
+    informers.get::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>();
     let synced = informers.wait_synced();
     tokio::select! {
         _ = synced => {}
@@ -251,6 +260,12 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         podgc::run(
             clients.clone(),
             settings.terminated_pod_gc_threshold,
+            shutdown_signal(shutdown.clone()),
+        )
+        .boxed(),
+        hpa::run(
+            clients.clone(),
+            settings.hpa,
             shutdown_signal(shutdown.clone()),
         )
         .boxed(),

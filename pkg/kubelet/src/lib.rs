@@ -9,4 +9,5 @@
 pub mod backoff;
 pub mod pod;
 pub mod qos;
+pub mod server;
 pub mod volume;

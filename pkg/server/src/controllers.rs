@@ -120,6 +120,7 @@ pub(crate) async fn start(
         ca: std::sync::Arc::new(creds.ca),
         node_monitor_grace_period: config.node_monitor_grace_period,
         terminated_pod_gc_threshold: config.terminated_pod_gc_threshold,
+        hpa: config.hpa,
     };
     let controllers = leader::run(
         manager.clone(),

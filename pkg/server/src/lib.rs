@@ -19,10 +19,15 @@ use distro_pki::{Ca, CertSpec, Credential, JoinToken, Usage};
 use distro_store::Datastore;
 use tokio::sync::watch;
 
+/// The horizontal pod autoscaler's settings, re-exported so `cmd/distro` can fill them from
+/// its flags without depending on the controllers crate.
+pub use distro_controllers::hpa::Settings as HpaSettings;
+
 mod auth;
 mod bootstrap;
 mod controllers;
 mod join;
+mod metrics;
 
 /// Everything `distro server` can be told, resolved and validated by the CLI.
 #[derive(Clone, Debug)]
@@ -59,6 +64,10 @@ pub struct Config {
     pub node_monitor_grace_period: std::time::Duration,
     /// Terminated pods kept before the pod garbage collector deletes the oldest (0: all).
     pub terminated_pod_gc_threshold: u32,
+    /// The horizontal pod autoscaler's sync period, downscale stabilisation and tolerance.
+    pub hpa: HpaSettings,
+    /// How often kubelets are scraped for metrics.k8s.io (`--metrics-resolution`).
+    pub metrics_resolution: std::time::Duration,
 }
 
 /// Errors of server start-up.
@@ -121,6 +130,9 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The resource metrics pipeline could not be set up.
+    #[error("setting up resource metrics")]
+    Metrics(#[source] distro_metrics::Error),
 }
 
 /// The files and keys the control plane works with.
@@ -245,7 +257,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         .with_admission(Arc::new(distro_apiserver::limitrange::LimitRanger))
         .with_admission(Arc::new(distro_apiserver::quota::ResourceQuotaAdmission));
     let registry = Arc::new(Registry::new(distro_apiserver::kinds::builtin()));
+    let resource_metrics = metrics::register(&config, &registry);
     bootstrap::ensure(&storage, &registry)
+        .await
+        .map_err(Error::Bootstrap)?;
+    resource_metrics
+        .ensure_apiservice(&storage, &registry)
         .await
         .map_err(Error::Bootstrap)?;
 
@@ -336,13 +353,16 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         authorizer,
         patch_schema: openapi.clone(),
         extra: vec![
-            cacerts,
+            cacerts as Arc<dyn distro_apiserver::handler::Route>,
             openapi.clone(),
             crds,
             subresources,
             reviews,
             metrics_route,
-        ],
+        ]
+        .into_iter()
+        .chain(resource_metrics.route())
+        .collect(),
         metrics,
     });
     let tls =
@@ -364,6 +384,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     );
     // The port is bound, so the controllers' first requests wait in its backlog until we serve.
     let controllers = controllers::start(&config, &url, shutdown.clone()).await?;
+    let scraper = resource_metrics
+        .start(&config, &url, shutdown.clone())
+        .await?;
     let kc = config.write_kubeconfig.clone();
     let mode = config.write_kubeconfig_mode;
     let ca_pem = pki.ca.cert_pem().to_string();
@@ -403,6 +426,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     }
     compactor.abort();
     crd_task.abort();
+    if let Some(s) = scraper {
+        s.abort();
+    }
     served.map_err(|source| Error::Listen { addr, source })
 }
 

@@ -331,6 +331,10 @@ impl Agent {
         if !extra.contains(&"--runtime") {
             args.extend(["--runtime".into(), "fake".into()]);
         }
+        // Tests run agents side by side: each kubelet API on a free port.
+        if !extra.iter().any(|a| a.starts_with("--kubelet-port")) {
+            args.push("--kubelet-port=0".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::write(dir.path().join("no-config.yaml"), "").expect("config file");
         let mut a = Agent {

@@ -269,6 +269,7 @@ macro_rules! entry {
     };
 }
 
+pub mod apiregistration;
 pub mod apps;
 pub mod batch;
 pub mod core;
@@ -289,5 +290,6 @@ pub fn builtin() -> Vec<ResourceDef> {
     entries.extend(rbac::entries());
     entries.extend(storage::entries());
     entries.extend(other::entries());
+    entries.extend(apiregistration::entries());
     entries.into_iter().map(Entry::into_def).collect()
 }

@@ -13,6 +13,7 @@ use k8s_openapi::api::{
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::version::Info;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
@@ -102,6 +103,7 @@ const TYPES: &[AddFn] = &[
     add::<authz::SelfSubjectAccessReview>,
     add::<authz::SelfSubjectRulesReview>,
     add::<authz::SubjectAccessReview>,
+    add::<apiregistration::APIService>,
     add::<meta::Status>,
     add::<meta::DeleteOptions>,
     add::<meta::WatchEvent<serde_json::Value>>,
@@ -142,7 +144,45 @@ pub(crate) fn builtin_definitions() -> Map<String, Value> {
             v1,
         );
     }
+    metrics_definitions(&mut defs);
     defs
+}
+
+/// metrics.k8s.io (served in-process by distro-metrics): k8s-openapi has no types for it, so
+/// the schemas of metrics-server's PodMetrics and NodeMetrics are written out here.
+fn metrics_definitions(defs: &mut Map<String, Value>) {
+    let meta = json!({"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"});
+    let quantity = json!({"$ref": format!("#/definitions/{QUANTITY}")});
+    let usage = json!({"type": "object", "additionalProperties": quantity,
+        "description": "The memory and CPU usage."});
+    let common = |what: &str| {
+        json!({
+            "apiVersion": {"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."},
+            "kind": {"type": "string", "description": "Kind is a string value representing the REST resource this object represents."},
+            "metadata": meta,
+            "timestamp": {"type": "string", "format": "date-time",
+                "description": format!("The following fields define time interval from which metrics were collected from the interval [Timestamp-Window, Timestamp] ({what}).")},
+            "window": {"type": "string", "description": "The length of the interval."},
+        })
+    };
+    let mut node = common("node");
+    node["usage"] = usage.clone();
+    let mut pod = common("pod");
+    pod["containers"] = json!({"type": "array", "description": "Metrics for all containers are collected within the same time window.",
+    "items": {"type": "object", "required": ["name", "usage"], "properties": {
+        "name": {"type": "string", "description": "Container name corresponding to the one from pod.spec.containers."},
+        "usage": usage,
+    }}});
+    defs.insert(
+        "io.k8s.metrics.pkg.apis.metrics.v1beta1.NodeMetrics".into(),
+        json!({"description": "NodeMetrics sets resource usage metrics of a node.", "type": "object",
+               "required": ["timestamp", "window", "usage"], "properties": node}),
+    );
+    defs.insert(
+        "io.k8s.metrics.pkg.apis.metrics.v1beta1.PodMetrics".into(),
+        json!({"description": "PodMetrics sets resource usage metrics of a pod.", "type": "object",
+               "required": ["timestamp", "window", "containers"], "properties": pod}),
+    );
 }
 
 /// Rewrites what k8s-openapi models differently from upstream's published OpenAPI.

@@ -199,7 +199,7 @@ fn field(expr: &str, min: u32, max: u32, names: &[&str]) -> Result<(u64, bool), 
 }
 
 /// Go's `time.ParseDuration` for the units cron users write (h, m, s, ms), e.g. `1h30m`.
-fn parse_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     let mut total = 0f64;
     let mut rest = s;
     if rest.is_empty() {

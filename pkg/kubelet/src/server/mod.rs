@@ -1,0 +1,276 @@
+//! The kubelet HTTPS API (port 10250): `/healthz`, `/pods`, `/stats/summary` and
+//! `/metrics/resource`, behind upstream's authentication and authorization.
+//!
+//! # Design
+//! The server knows nothing of how pods run: a runtime implements [`Provider`] (the pods
+//! bound to this node, their resource statistics), so the simulated runtime of `distro agent
+//! --runtime fake` and the real kubelet serve the same API. Callers authenticate with a
+//! client certificate of the cluster CA and are authorized by SubjectAccessReview
+//! ([`auth`]): 401 without a certificate, 403 with upstream's message when denied.
+//!
+//! # Limits
+//! - Bearer tokens are not accepted (upstream also reviews them through TokenReview).
+//! - `/containerLogs`, `/exec`, `/attach`, `/portForward`, `/metrics`, `/metrics/cadvisor`
+//!   and `/spec` are not served yet (404).
+//! - The serving certificate is the caller's to provide; [`self_signed`] makes one as
+//!   upstream's kubelet does without `--tls-cert-file`.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use k8s_openapi::api::core::v1::Pod;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+pub mod auth;
+pub mod stats;
+
+pub use auth::{Attributes, SarAuthorizer, User};
+pub use stats::Summary;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of the kubelet API server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A certificate or key could not be made or read.
+    #[error("kubelet serving TLS: {0}")]
+    Tls(String),
+    /// The API server could not be asked whether a request is allowed.
+    #[error("authorizing a kubelet API request through a SubjectAccessReview: {0}")]
+    Authorize(#[source] kube::Error),
+}
+
+/// What a runtime tells the kubelet API.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// The pods bound to this node, as the runtime knows them (`/pods`).
+    async fn pods(&self) -> Vec<Pod>;
+
+    /// Resource usage of the node and its running pods, sampled now (`/stats/summary`,
+    /// `/metrics/resource`).
+    async fn summary(&self) -> Summary;
+}
+
+/// A certificate and key (PEM).
+#[derive(Clone, Debug)]
+pub struct ServingCert {
+    /// Certificate chain, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM.
+    pub key_pem: String,
+}
+
+/// A self-signed serving certificate for `node` reachable at `ips`, as upstream's kubelet
+/// generates when given none (`<host>@<timestamp>` there; the node name here).
+///
+/// # Errors
+/// [`Error::Tls`] if key generation fails.
+pub fn self_signed(node: &str, ips: &[IpAddr]) -> Result<ServingCert, Error> {
+    let mut sans: Vec<String> = vec![node.to_string()];
+    sans.extend(ips.iter().map(IpAddr::to_string));
+    let c = rcgen::generate_simple_self_signed(sans).map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(ServingCert {
+        cert_pem: c.cert.pem(),
+        key_pem: c.key_pair.serialize_pem(),
+    })
+}
+
+/// The server's TLS: `serving` as certificate, client certificates of `client_ca_pem` asked
+/// for but not required (a request without one is answered 401, as upstream).
+///
+/// # Errors
+/// [`Error::Tls`] for unreadable PEM or a CA rustls refuses.
+pub fn tls_config(
+    serving: &ServingCert,
+    client_ca_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let tls = |e: &dyn std::fmt::Display| Error::Tls(e.to_string());
+    let chain: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut serving.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls(&e))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut serving.key_pem.as_bytes())
+        .map_err(|e| tls(&e))?
+        .ok_or_else(|| Error::Tls("no private key in the serving key PEM".into()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut client_ca_pem.as_bytes()) {
+        roots.add(c.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| tls(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// One node's kubelet API.
+pub struct KubeletApi {
+    /// The runtime's view of the node.
+    pub provider: Arc<dyn Provider>,
+    /// Decides who may do what.
+    pub authorizer: SarAuthorizer,
+}
+
+type Body = Full<Bytes>;
+
+fn text(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = code;
+    if let Ok(v) = header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn json(v: &impl serde::Serialize) -> Response<Body> {
+    match serde_json::to_vec(v) {
+        Ok(b) => text(StatusCode::OK, "application/json", b),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            e.to_string(),
+        ),
+    }
+}
+
+impl KubeletApi {
+    /// Answers one request from `user` (`None`: no client certificate).
+    pub async fn handle(&self, req: &Request<()>, user: Option<&User>) -> Response<Body> {
+        let plain = "text/plain; charset=utf-8";
+        let path = req.uri().path();
+        // Upstream serves /healthz without authentication.
+        if path == "/healthz" {
+            return text(StatusCode::OK, plain, "ok");
+        }
+        let Some(user) = user else {
+            return text(StatusCode::UNAUTHORIZED, plain, "Unauthorized");
+        };
+        let attrs = auth::attributes(req.method(), path);
+        match self.authorizer.allowed(user, &attrs).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(user = %user.name, %path, "kubelet API request forbidden");
+                return text(
+                    StatusCode::FORBIDDEN,
+                    plain,
+                    auth::forbidden_message(user, &attrs),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kubelet API authorization failed");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    plain,
+                    "Internal Server Error",
+                );
+            }
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, plain, "Method Not Allowed");
+        }
+        match path.trim_end_matches('/') {
+            "/pods" => {
+                let pods = self.provider.pods().await;
+                json(&serde_json::json!({
+                    "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods,
+                }))
+            }
+            "/stats/summary" => json(&self.provider.summary().await),
+            "/metrics/resource" => text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                stats::resource_metrics(&self.provider.summary().await),
+            ),
+            _ => text(StatusCode::NOT_FOUND, plain, "404 page not found"),
+        }
+    }
+}
+
+/// Serves `api` over HTTPS on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    api: Arc<KubeletApi>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kubelet API: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            // The guard wait_for returns is not Send: drop it inside.
+            _ = async { drop(shutdown.wait_for(|s| *s).await) } => break,
+        };
+        let (acceptor, api) = (acceptor.clone(), api.clone());
+        conns.spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "kubelet API: TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let user: Option<Arc<User>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|c| distro_pki::Identity::from_cert_der(c.as_ref()).ok())
+                .map(|id| {
+                    // As upstream's authenticator chain, every authenticated user is also
+                    // in system:authenticated.
+                    let mut groups = id.groups;
+                    if !groups.iter().any(|g| g == "system:authenticated") {
+                        groups.push("system:authenticated".into());
+                    }
+                    Arc::new(User {
+                        name: id.user,
+                        groups,
+                    })
+                });
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (api, user) = (api.clone(), user.clone());
+                async move {
+                    let (parts, _body) = req.into_parts();
+                    let req = Request::from_parts(parts, ());
+                    Ok::<_, Infallible>(api.handle(&req, user.as_deref()).await)
+                }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!(%remote, error = %e, "kubelet API connection ended with an error");
+            }
+        });
+    }
+    conns.abort_all();
+}
