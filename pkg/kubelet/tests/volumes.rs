@@ -129,7 +129,7 @@ fn mode(p: &Path) -> u32 {
 }
 
 fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+    nix::unistd::geteuid().is_root()
 }
 
 #[tokio::test]
@@ -470,9 +470,9 @@ async fn tmpfs_volumes_are_mounted_and_unmounted() {
             dir.display()
         );
     }
-    let size = rustix::fs::statvfs(&mem_dir).unwrap();
+    let size = nix::sys::statvfs::statvfs(&mem_dir).unwrap();
     assert_eq!(
-        size.f_blocks * size.f_frsize,
+        size.blocks() * size.fragment_size(),
         8 * 1024 * 1024,
         "size= from sizeLimit"
     );

@@ -373,13 +373,8 @@ fn write_payload(payload: &Payload, dir: &Path) -> Result<(), Error> {
         fs::set_permissions(&full, fs::Permissions::from_mode(file.mode & 0o7777))
             .map_err(io_err("chmod a projected file", &full))?;
         if let Some(uid) = file.fs_user {
-            rustix::fs::chown(&full, Some(rustix::fs::Uid::from_raw(uid)), None).map_err(|e| {
-                Error::Io {
-                    step: "chown a projected file",
-                    path: full.clone(),
-                    source: e.into(),
-                }
-            })?;
+            std::os::unix::fs::chown(&full, Some(uid), None)
+                .map_err(io_err("chown a projected file", &full))?;
         }
     }
     Ok(())
@@ -536,7 +531,7 @@ mod tests {
         let w = AtomicWriter::new(dir);
         w.write(&payload(&[("k", "v", 0o644)]), Some(4321)).unwrap();
         assert_eq!(fs::read_to_string(dir.join("k")).unwrap(), "v");
-        if rustix::process::geteuid().is_root() {
+        if nix::unistd::geteuid().is_root() {
             let meta = fs::metadata(dir.join("k")).unwrap();
             assert_eq!(meta.gid(), 4321, "fsGroup applied before the swap");
             assert_eq!(meta.permissions().mode() & 0o777, 0o644);
@@ -557,7 +552,7 @@ mod tests {
 
     #[test]
     fn fs_user_owns_the_file() {
-        if !rustix::process::geteuid().is_root() {
+        if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: chown needs root");
             return;
         }

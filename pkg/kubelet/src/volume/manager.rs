@@ -734,7 +734,7 @@ mod tests {
 
     #[tokio::test]
     async fn update_rotates_the_token_when_due() {
-        if !rustix::process::geteuid().is_root() {
+        if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: projected volumes live on tmpfs, which needs root");
             return;
         }

@@ -1,11 +1,10 @@
 //! tmpfs mounts for Memory emptyDirs, secrets and projected volumes, and finding them again
 //! after a restart through `/proc/self/mountinfo` (the kubelet keeps no state of its own).
 
-use std::ffi::CString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::{io_err, Error};
 
@@ -97,11 +96,14 @@ pub fn mount_tmpfs(dir: &Path, size_bytes: Option<u64>) -> Result<(), Error> {
         .filter(|s| *s > 0)
         .map(|s| format!("size={s}"))
         .unwrap_or_default();
-    let data = CString::new(options).map_err(|_| Error::Mount {
-        path: dir.to_path_buf(),
-        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-    })?;
-    mount("tmpfs", dir, "tmpfs", MountFlags::empty(), data.as_c_str()).map_err(|e| Error::Mount {
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|e| Error::Mount {
         path: dir.to_path_buf(),
         source: e.into(),
     })
@@ -113,7 +115,14 @@ pub fn mount_tmpfs(dir: &Path, size_bytes: Option<u64>) -> Result<(), Error> {
 /// # Errors
 /// [`Error::Mount`] with the OS error.
 pub fn bind_mount(source: &Path, target: &Path) -> Result<(), Error> {
-    mount(source, target, "", MountFlags::BIND, None).map_err(|e| Error::Mount {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Error::Mount {
         path: target.to_path_buf(),
         source: e.into(),
     })
@@ -134,7 +143,7 @@ pub fn unmount_all_under(dir: &Path) -> Result<(), Error> {
     // Deepest first; a path mounted twice appears twice and is unmounted twice.
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for point in points {
-        unmount(&point, UnmountFlags::empty()).map_err(|e| Error::Unmount {
+        umount2(&point, MntFlags::empty()).map_err(|e| Error::Unmount {
             path: point.clone(),
             source: e.into(),
         })?;

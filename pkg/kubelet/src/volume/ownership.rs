@@ -6,8 +6,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use rustix::fs::{chownat, AtFlags, Gid, CWD};
-
 use super::{io_err, Error};
 
 const RW_MASK: u32 = 0o660;
@@ -43,17 +41,10 @@ pub fn set_volume_ownership(dir: &Path, fs_group: u32, read_only: bool) -> Resul
 }
 
 fn chown_group(path: &Path, gid: u32) -> Result<(), Error> {
-    chownat(
-        CWD,
-        path,
-        None,
-        Some(Gid::from_raw(gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| Error::Io {
+    std::os::unix::fs::lchown(path, None, Some(gid)).map_err(|e| Error::Io {
         step: "chown for fsGroup",
         path: path.to_path_buf(),
-        source: e.into(),
+        source: e,
     })
 }
 
@@ -64,7 +55,7 @@ mod tests {
 
     #[test]
     fn group_gets_read_and_setgid_dirs() {
-        if !rustix::process::geteuid().is_root() {
+        if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: chown to another group needs root");
             return;
         }
