@@ -190,10 +190,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     } else {
         config.kubelet_port
     };
-    let mut listeners = Vec::with_capacity(nodes.len());
-    for (name, _) in &nodes {
-        listeners.push(kubelet::Listener::bind(name, node_ip, port, &ca_pem).await?);
-    }
+    let listeners: Vec<kubelet::Listener> = futures::stream::iter(&nodes)
+        .map(|(name, client)| kubelet::Listener::bind(client, &dir, name, node_ip, port, &ca_pem))
+        .buffered(STARTUP_CONCURRENCY)
+        .try_collect()
+        .await?;
     let registered: Vec<node::Registered> =
         futures::stream::iter(nodes.into_iter().zip(&listeners))
             .map(|((name, client), listener)| {
