@@ -9,6 +9,8 @@
 //! - [`fake`]: the simulated runtime: pods bound to our nodes are reported Running and Ready
 //!   without starting anything, completed after a while when their restart policy allows,
 //!   and removed when deleted. It is a test tool and says so on every Node it serves.
+//! - [`kubelet`] and [`usage`]: each node's kubelet API (its own port, a serving certificate
+//!   from the cluster CA) reporting the usage its pods' annotations declare, for metrics.
 //!
 //! # Design
 //! Each node authenticates as itself (`system:node:<name>` in `system:nodes`), so N simulated
