@@ -260,10 +260,12 @@ fn client_cert(s: &Server, dir: &Path, user: &str) -> (PathBuf, PathBuf) {
     (crt, key)
 }
 
-/// `curl -k` (simulated kubelets serve self-signed certificates): status code and body.
-fn curl(url: &str, cert: Option<(&Path, &Path)>) -> (u16, String) {
+/// `curl` trusting only the cluster CA (kubelets serve certificates it signed for their
+/// address): status code and body.
+fn curl(ca: &Path, url: &str, cert: Option<(&Path, &Path)>) -> (u16, String) {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sSk", "--max-time", "5", "-w", "\n%{http_code}", url]);
+    cmd.args(["-sS", "--max-time", "5", "-w", "\n%{http_code}", url]);
+    cmd.arg("--cacert").arg(ca);
     if let Some((c, k)) = cert {
         cmd.arg("--cert").arg(c).arg("--key").arg(k);
     }
@@ -305,15 +307,20 @@ fn kubelet_api_authenticates_and_authorizes_callers() {
         .unwrap()
         .to_string();
     let base = format!("https://{ip}:{port}");
+    let ca = s
+        .data_dir()
+        .join("server")
+        .join("tls")
+        .join("server-ca.crt");
 
-    let (code, _) = curl(&format!("{base}/healthz"), None);
+    let (code, _) = curl(&ca, &format!("{base}/healthz"), None);
     assert_eq!(code, 200, "healthz answers anyone");
-    let (code, body) = curl(&format!("{base}/stats/summary"), None);
+    let (code, body) = curl(&ca, &format!("{base}/stats/summary"), None);
     assert_eq!((code, body.as_str()), (401, "Unauthorized"));
 
     let dir = tempfile::tempdir().unwrap();
     let (crt, key) = client_cert(&s, dir.path(), "nobody-special");
-    let (code, body) = curl(&format!("{base}/stats/summary"), Some((&crt, &key)));
+    let (code, body) = curl(&ca, &format!("{base}/stats/summary"), Some((&crt, &key)));
     assert_eq!(
         (code, body.as_str()),
         (
@@ -321,7 +328,7 @@ fn kubelet_api_authenticates_and_authorizes_callers() {
             "Forbidden (user=nobody-special, verb=get, resource=nodes, subresource=stats)"
         )
     );
-    let (code, body) = curl(&format!("{base}/pods"), Some((&crt, &key)));
+    let (code, body) = curl(&ca, &format!("{base}/pods"), Some((&crt, &key)));
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("subresource=proxy"), "{body}");
 
@@ -348,7 +355,7 @@ fn kubelet_api_authenticates_and_authorizes_callers() {
     );
     let (crt, key) = client_cert(&s, dir.path(), "stats-user");
     let summary = eventually(SOON, EVERY, "the pod in /stats/summary", || {
-        let (code, body) = curl(&format!("{base}/stats/summary"), Some((&crt, &key)));
+        let (code, body) = curl(&ca, &format!("{base}/stats/summary"), Some((&crt, &key)));
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         (code == 200 && v["pods"].as_array().is_some_and(|p| !p.is_empty())).then_some(v)
     });
@@ -360,12 +367,13 @@ fn kubelet_api_authenticates_and_authorizes_callers() {
     assert_eq!(p["memory"]["workingSetBytes"], 16u64 << 20);
     assert!(p["containers"][0]["cpu"]["usageCoreNanoSeconds"].is_u64());
     assert!(summary["node"]["cpu"]["time"].is_string());
-    let (code, _) = curl(&format!("{base}/metrics/resource"), Some((&crt, &key)));
+    let (code, _) = curl(&ca, &format!("{base}/metrics/resource"), Some((&crt, &key)));
     assert_eq!(code, 403, "nodes/stats does not grant nodes/metrics");
 
     // The API server's own kubelet client (system:kubelet-api-admin) reads the metrics.
     let tls = s.data_dir().join("server").join("tls");
     let (code, body) = curl(
+        &ca,
         &format!("{base}/metrics/resource"),
         Some((
             &tls.join("client-kube-apiserver-kubelet-client.crt"),

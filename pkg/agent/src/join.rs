@@ -210,7 +210,20 @@ pub async fn node_credentials(
             Some(reason) => tracing::info!(%node, %reason, "requesting a new client certificate"),
         }
     }
-    let pair = request_certificate(bootstrap, &user).await?;
+    let cn = user.clone();
+    let (csr_pem, key_pem) =
+        tokio::task::spawn_blocking(move || distro_pki::new_csr(&cn, Some(NODES_GROUP)))
+            .await?
+            .map_err(Error::Pki)?;
+    let pair = request_certificate(
+        bootstrap,
+        &user,
+        csr_pem,
+        key_pem,
+        KUBELET_CLIENT_SIGNER,
+        &["digital signature", "client auth"],
+    )
+    .await?;
     let (dir, pair2) = (dir.to_path_buf(), pair.clone());
     tokio::task::spawn_blocking(move || -> Result<(), Error> {
         write_private(&dir, &key_path, pair2.key_pem.as_bytes())?;
@@ -246,13 +259,90 @@ pub(crate) fn write_private(dir: &Path, path: &Path, data: &[u8]) -> Result<(), 
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-/// Sends a CSR for `user` in `system:nodes` and waits until it is signed.
-async fn request_certificate(client: &Client, user: &str) -> Result<CertKeyPair, Error> {
-    let cn = user.to_string();
-    let (csr_pem, key_pem) =
-        tokio::task::spawn_blocking(move || distro_pki::new_csr(&cn, Some(NODES_GROUP)))
-            .await?
-            .map_err(Error::Pki)?;
+/// A serving certificate for `node`'s kubelet API reachable at `ip`, signed by the cluster CA
+/// through a `kubernetes.io/kubelet-serving` request the node makes as itself (approved by
+/// the server's certificate controller), so the API server can verify the kubelet. Stored
+/// under `dir` per node and address, and reused while valid, as [`node_credentials`].
+///
+/// # Errors
+/// As [`node_credentials`].
+pub async fn serving_certificate(
+    client: &Client,
+    dir: &Path,
+    ca_pem: &str,
+    node: &str,
+    ip: std::net::IpAddr,
+) -> Result<CertKeyPair, Error> {
+    let user = format!("system:node:{node}");
+    // The address is part of the name: a node that moved asks for a certificate naming it.
+    let stem = format!("serving-kubelet-{node}-{ip}");
+    let (cert_path, key_path) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
+    if let (Ok(cert_pem), Ok(key_pem)) = (
+        tokio::fs::read_to_string(&cert_path).await,
+        tokio::fs::read_to_string(&key_path).await,
+    ) {
+        match distro_pki::why_not_reusable_client(
+            &cert_pem,
+            &key_pem,
+            ca_pem,
+            &user,
+            &[NODES_GROUP],
+        ) {
+            None => return Ok(CertKeyPair { cert_pem, key_pem }),
+            Some(reason) => {
+                tracing::info!(%node, %reason, "requesting a new kubelet serving certificate")
+            }
+        }
+    }
+    let pair = request_serving(client, node, &user, ip).await?;
+    let (dir, pair2) = (dir.to_path_buf(), pair.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), Error> {
+        write_private(&dir, &key_path, pair2.key_pem.as_bytes())?;
+        write_private(&dir, &cert_path, pair2.cert_pem.as_bytes())
+    })
+    .await??;
+    Ok(pair)
+}
+
+async fn request_serving(
+    client: &Client,
+    node: &str,
+    user: &str,
+    ip: std::net::IpAddr,
+) -> Result<CertKeyPair, Error> {
+    let user = user.to_string();
+    let (cn, dns) = (user.clone(), vec![node.to_string()]);
+    let (csr_pem, key_pem) = tokio::task::spawn_blocking(move || {
+        distro_pki::new_serving_csr(&cn, NODES_GROUP, &dns, &[ip])
+    })
+    .await?
+    .map_err(Error::Pki)?;
+    request_certificate(
+        client,
+        &user,
+        csr_pem,
+        key_pem,
+        KUBELET_SERVING_SIGNER,
+        &["digital signature", "server auth"],
+    )
+    .await
+}
+
+/// The signer of kubelet serving certificates.
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+
+/// Sends `csr_pem` (for `user`) to `signer` and waits until it is signed.
+async fn request_certificate(
+    client: &Client,
+    user: &str,
+    csr_pem: String,
+    key_pem: String,
+    signer: &str,
+    usages: &[&str],
+) -> Result<CertKeyPair, Error> {
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let csr = CertificateSigningRequest {
         metadata: ObjectMeta {
@@ -261,8 +351,8 @@ async fn request_certificate(client: &Client, user: &str) -> Result<CertKeyPair,
         },
         spec: CertificateSigningRequestSpec {
             request: ByteString(csr_pem.into_bytes()),
-            signer_name: KUBELET_CLIENT_SIGNER.into(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            signer_name: signer.into(),
+            usages: Some(usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         status: None,

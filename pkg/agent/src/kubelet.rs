@@ -3,9 +3,13 @@
 //! and serves its pods and their simulated usage ([`crate::usage`]) through
 //! `distro_kubelet::server`.
 //!
+//! Each node's serving certificate comes from the cluster CA through a
+//! `kubernetes.io/kubelet-serving` request ([`crate::join::serving_certificate`]), so the
+//! server verifies the kubelets it scrapes.
+//!
 //! # Limits
-//! - The serving certificate is self-signed, as upstream's kubelet without
-//!   `--tls-cert-file`; the server's scraper does not verify it.
+//! - The serving certificate is not renewed while running (a restart renews it when a
+//!   third of its lifetime is left).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -65,11 +69,20 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `ip:port` (0: a free port) for `node` and makes its serving certificate.
+    /// Binds `ip:port` (0: a free port) for `node` and obtains its serving certificate
+    /// through `client` (the node's own).
     ///
     /// # Errors
-    /// [`Error::Kubelet`] if the port is taken or the certificate cannot be made.
-    pub async fn bind(node: &str, ip: IpAddr, port: u16, ca_pem: &str) -> Result<Self, Error> {
+    /// [`Error::Kubelet`] if the port is taken or TLS cannot be set up; the certificate
+    /// request's errors.
+    pub async fn bind(
+        client: &distro_client::Client,
+        dir: &std::path::Path,
+        node: &str,
+        ip: IpAddr,
+        port: u16,
+        ca_pem: &str,
+    ) -> Result<Self, Error> {
         let listener = TcpListener::bind((ip, port)).await.map_err(|e| {
             Error::Kubelet(format!(
                 "listening on {ip}:{port} for node {node}: {e} (is another kubelet using it? pick one with --kubelet-port)"
@@ -78,13 +91,13 @@ impl Listener {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Kubelet(e.to_string()))?;
-        let (node_owned, ca) = (node.to_string(), ca_pem.to_string());
-        let tls = tokio::task::spawn_blocking(move || {
-            let cert = distro_kubelet::server::self_signed(&node_owned, &[ip])?;
-            distro_kubelet::server::tls_config(&cert, &ca)
-        })
-        .await?
-        .map_err(|e| Error::Kubelet(e.to_string()))?;
+        let pair = crate::join::serving_certificate(client, dir, ca_pem, node, ip).await?;
+        let cert = distro_kubelet::server::ServingCert {
+            cert_pem: pair.cert_pem,
+            key_pem: pair.key_pem,
+        };
+        let tls = distro_kubelet::server::tls_config(&cert, ca_pem)
+            .map_err(|e| Error::Kubelet(e.to_string()))?;
         Ok(Listener {
             node: node.to_string(),
             addr,

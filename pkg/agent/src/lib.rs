@@ -9,6 +9,8 @@
 //! - [`fake`]: the simulated runtime: pods bound to our nodes are reported Running and Ready
 //!   without starting anything, completed after a while when their restart policy allows,
 //!   and removed when deleted. It is a test tool and says so on every Node it serves.
+//! - [`kubelet`] and [`usage`]: each node's kubelet API (its own port, a serving certificate
+//!   from the cluster CA) reporting the usage its pods' annotations declare, for metrics.
 //!
 //! # Design
 //! Each node authenticates as itself (`system:node:<name>` in `system:nodes`), so N simulated
@@ -201,10 +203,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     } else {
         config.kubelet_port
     };
-    let mut listeners = Vec::with_capacity(nodes.len());
-    for (name, _) in &nodes {
-        listeners.push(kubelet::Listener::bind(name, node_ip, port, &ca_pem).await?);
-    }
+    let listeners: Vec<kubelet::Listener> = futures::stream::iter(&nodes)
+        .map(|(name, client)| kubelet::Listener::bind(client, &dir, name, node_ip, port, &ca_pem))
+        .buffered(STARTUP_CONCURRENCY)
+        .try_collect()
+        .await?;
     let registered: Vec<node::Registered> =
         futures::stream::iter(nodes.into_iter().zip(&listeners))
             .map(|((name, client), listener)| {

@@ -10,6 +10,12 @@
 //!
 //! Signing: approved requests of that signer get `status.certificate`, issued by the cluster
 //! CA for `spec.expirationSeconds` (at most [`MAX_VALIDITY`]).
+//!
+//! Kubelet serving certificates (`kubernetes.io/kubelet-serving`, [`KUBELET_SERVING_SIGNER`]):
+//! upstream leaves their approval to the cluster; as k3s, which issues them to its nodes
+//! itself, a request is approved when the node asks for itself (`CN=system:node:<name>`,
+//! `O=system:nodes`, requester = CN, server-auth usages, DNS/IP SANs only), and signed for
+//! server use, so the API server can verify kubelets against the cluster CA.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +41,9 @@ pub const COMPONENT: &str = "certificate-controller";
 
 /// The signer of node client certificates.
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+
+/// The signer of kubelet serving certificates.
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 
 /// Longest certificate issued: one year, upstream's `--cluster-signing-duration` default.
 pub const MAX_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -71,6 +80,25 @@ fn has_condition(csr: &CertificateSigningRequest, kind: &str) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == kind && c.status == "True"))
 }
 
+/// What a kubelet serving request must look like: a node's identity, server-auth usages,
+/// and at least one DNS or IP SAN (no other SAN kinds parse).
+fn is_node_serving_cert(csr: &CertificateSigningRequest, req: &CertificateRequest) -> bool {
+    let usages_ok = csr.spec.usages.as_ref().is_some_and(|u| {
+        u.iter().any(|u| u == "server auth")
+            && u.iter().all(|u| {
+                matches!(
+                    u.as_str(),
+                    "server auth" | "digital signature" | "key encipherment"
+                )
+            })
+    });
+    usages_ok
+        && req.identity.user.starts_with("system:node:")
+        && req.identity.user.len() > "system:node:".len()
+        && req.identity.groups == ["system:nodes"]
+        && !(req.dns_names.is_empty() && req.ip_addresses.is_empty())
+}
+
 /// What a node client request must look like (upstream's `isNodeClientCert`).
 fn is_node_client_cert(csr: &CertificateSigningRequest, req: &CertificateRequest) -> bool {
     let usages_ok = csr.spec.usages.as_ref().is_some_and(|u| {
@@ -92,7 +120,8 @@ fn is_node_client_cert(csr: &CertificateSigningRequest, req: &CertificateRequest
 
 async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let name = csr.name_any();
-    if csr.spec.signer_name != KUBELET_CLIENT_SIGNER
+    let serving = csr.spec.signer_name == KUBELET_SERVING_SIGNER;
+    if (csr.spec.signer_name != KUBELET_CLIENT_SIGNER && !serving)
         || has_condition(&csr, "Denied")
         || has_condition(&csr, "Failed")
         || csr
@@ -109,10 +138,25 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result
             tracing::debug!(csr = %name, "not a parsable request; left for a human");
             return Ok(Action::await_change());
         };
+        let requester = csr.spec.username.clone().unwrap_or_default();
+        if serving {
+            if !is_node_serving_cert(&csr, &req) || requester != req.identity.user {
+                tracing::debug!(csr = %name, %requester, "not a node's own serving request; left for a human");
+                return Ok(Action::await_change());
+            }
+            approve(
+                &api,
+                &name,
+                "Auto approving kubelet serving certificate requested by the node itself.",
+            )
+            .await?;
+            tracing::info!(csr = %name, user = %req.identity.user, "approved kubelet serving certificate");
+            ctx.backoff.succeeded(&name);
+            return Ok(Action::await_change());
+        }
         if !is_node_client_cert(&csr, &req) {
             return Ok(Action::await_change());
         }
-        let requester = csr.spec.username.clone().unwrap_or_default();
         let subresource = if requester == req.identity.user {
             "selfnodeclient"
         } else {
@@ -122,22 +166,12 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result
             tracing::debug!(csr = %name, %requester, subresource, "requester may not self-approve; left for a human");
             return Ok(Action::await_change());
         }
-        let approved = json!({"status": {"conditions": [{
-            "type": "Approved",
-            "status": "True",
-            "reason": "AutoApproved",
-            "message": "Auto approving kubelet client certificate after SubjectAccessReview.",
-        }]}});
-        api.patch_subresource(
-            "approval",
+        approve(
+            &api,
             &name,
-            &PatchParams::default(),
-            &Patch::Merge(&approved),
+            "Auto approving kubelet client certificate after SubjectAccessReview.",
         )
-        .await
-        .map_err(Error::api(format!(
-            "approving CertificateSigningRequest {name}"
-        )))?;
+        .await?;
         tracing::info!(csr = %name, user = %req.identity.user, "approved node client certificate");
         // The approval's watch event brings the request back for signing.
         ctx.backoff.succeeded(&name);
@@ -150,7 +184,12 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result
         .map(Duration::from_secs)
         .unwrap_or(MAX_VALIDITY)
         .min(MAX_VALIDITY);
-    let status = match ctx.ca.sign_csr(&pem, Usage::Client, validity, None) {
+    let usage = if serving {
+        Usage::Server
+    } else {
+        Usage::Client
+    };
+    let status = match ctx.ca.sign_csr(&pem, usage, validity, None) {
         Ok(cert) => CertificateSigningRequestStatus {
             certificate: Some(ByteString(cert.into_bytes())),
             ..Default::default()
@@ -180,9 +219,34 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result
     .map_err(Error::api(format!(
         "signing CertificateSigningRequest {name}"
     )))?;
-    tracing::info!(csr = %name, "issued node client certificate");
+    tracing::info!(csr = %name, signer = %csr.spec.signer_name, "issued node certificate");
     ctx.backoff.succeeded(&name);
     Ok(Action::await_change())
+}
+
+/// Marks the request `Approved` (reason `AutoApproved`).
+async fn approve(
+    api: &Api<CertificateSigningRequest>,
+    name: &str,
+    message: &str,
+) -> Result<(), Error> {
+    let approved = json!({"status": {"conditions": [{
+        "type": "Approved",
+        "status": "True",
+        "reason": "AutoApproved",
+        "message": message,
+    }]}});
+    api.patch_subresource(
+        "approval",
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&approved),
+    )
+    .await
+    .map_err(Error::api(format!(
+        "approving CertificateSigningRequest {name}"
+    )))?;
+    Ok(())
 }
 
 /// Asks the authorizer whether the requester may create `certificatesigningrequests/<sub>`.
@@ -263,5 +327,27 @@ mod tests {
         assert!(!is_node_client_cert(&c, &r), "serving usage");
         let (c, r) = csr("system:node:n1", None, &good);
         assert!(!is_node_client_cert(&c, &r), "no group");
+    }
+
+    #[test]
+    fn recognises_node_serving_requests_only() {
+        let serving = |cn: &str, org: &str, ips: &[std::net::IpAddr], usages: &[&str]| {
+            let (pem, _) = distro_pki::new_serving_csr(cn, org, &[], ips).expect("csr");
+            let req = CertificateRequest::from_pem(&pem).expect("parse");
+            let (mut obj, _) = csr(cn, Some(org), usages);
+            obj.spec.request = ByteString(pem.into_bytes());
+            obj.spec.signer_name = KUBELET_SERVING_SIGNER.into();
+            (obj, req)
+        };
+        let ip = [std::net::IpAddr::from([10, 0, 0, 1])];
+        let good = ["digital signature", "server auth"];
+        let (c, r) = serving("system:node:n1", "system:nodes", &ip, &good);
+        assert!(is_node_serving_cert(&c, &r));
+        let (c, r) = serving("system:node:n1", "system:nodes", &[], &good);
+        assert!(!is_node_serving_cert(&c, &r), "no SANs");
+        let (c, r) = serving("system:node:n1", "system:nodes", &ip, &["client auth"]);
+        assert!(!is_node_serving_cert(&c, &r), "client usage");
+        let (c, r) = serving("alice", "system:nodes", &ip, &good);
+        assert!(!is_node_serving_cert(&c, &r), "not a node");
     }
 }

@@ -6,14 +6,13 @@
 //!
 //! # Design
 //! - [`scrape`]: the scraper, an API client like any controller (nodes and pods through one
-//!   shared cache), reaching kubelets with the API server's kubelet client certificate.
+//!   shared cache), reaching kubelets with the API server's kubelet client certificate and
+//!   verifying their serving certificates against the cluster CA.
 //! - [`api`]: the API route and its resource definitions, served in the API server process
 //!   (no aggregation layer and no extra hop, where upstream proxies to metrics-server).
 //! - [`prom`]: the Prometheus text reader for kubelet samples.
 //!
 //! # Limits
-//! - Kubelet serving certificates are not verified (as metrics-server with
-//!   `--kubelet-insecure-tls`): simulated nodes serve self-signed ones.
 //! - No Table output for `kubectl get podmetrics`; `kubectl top` and `-o json` work.
 //! - Points live in memory: a restarted server reports nothing until two scrapes passed.
 

@@ -15,8 +15,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::watch;
 
 use crate::prom::{self, Sample, Scrape};
@@ -42,12 +41,17 @@ pub struct Scraper {
     pub points: Arc<Points>,
 }
 
-/// TLS to kubelets with `client` (cert, key PEM) as client certificate. Kubelet serving
-/// certificates are not verified (see the crate's Limits); signatures still are.
+/// TLS to kubelets with `client` (cert, key PEM) as client certificate, trusting kubelet
+/// serving certificates of `ca_pem` (nodes get them through `kubernetes.io/kubelet-serving`
+/// requests) for the address scraped.
 ///
 /// # Errors
 /// [`Error::Tls`] for unreadable PEM.
-pub fn kubelet_tls(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ClientConfig>, Error> {
+pub fn kubelet_tls(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
     let tls = |e: &dyn std::fmt::Display| Error::Tls(e.to_string());
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
         .collect::<Result<_, _>>()
@@ -55,63 +59,18 @@ pub fn kubelet_tls(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ClientCo
     let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
         .map_err(|e| tls(&e))?
         .ok_or_else(|| Error::Tls("no private key in the kubelet client key PEM".into()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(c.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(&e))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+        .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .map_err(|e| tls(&e))?;
     Ok(Arc::new(config))
-}
-
-#[derive(Debug)]
-struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Where a node's kubelet listens, if it is Ready and says.

@@ -39,6 +39,38 @@ pub fn new_csr(common_name: &str, organization: Option<&str>) -> Result<(String,
     Ok((pem, key.serialize_pem()))
 }
 
+/// A new ECDSA P-256 key and a PEM CSR for a serving certificate: `CN=<common_name>,
+/// O=<organization>` with the DNS names and IP addresses the server is reached at as SANs
+/// (a kubelet's `kubernetes.io/kubelet-serving` request). Returns `(csr_pem, key_pem)`.
+///
+/// Blocking (key generation): call from `spawn_blocking` in async code.
+///
+/// # Errors
+/// [`Error::Generate`] if the key or request cannot be built (e.g. an invalid DNS name).
+pub fn new_serving_csr(
+    common_name: &str,
+    organization: &str,
+    dns_names: &[String],
+    ip_addresses: &[std::net::IpAddr],
+) -> Result<(String, String)> {
+    let generate = |source| Error::Generate {
+        what: format!("serving certificate signing request for {common_name}"),
+        source,
+    };
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(generate)?;
+    let mut params = CertificateParams::new(dns_names.to_vec()).map_err(generate)?;
+    params
+        .subject_alt_names
+        .extend(ip_addresses.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, organization);
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(&key).map_err(generate)?;
+    let pem = csr.pem().map_err(generate)?;
+    Ok((pem, key.serialize_pem()))
+}
+
 /// Why a client certificate issued earlier cannot be reused for `user` in `groups`, or `None`
 /// if it can: its key must match, `ca_pem` must have signed it, and it must be valid now and
 /// for at least a third of its lifetime more (renewing well before expiry, as kubelets do).

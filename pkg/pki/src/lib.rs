@@ -57,7 +57,7 @@ pub use ca::{
     load_or_issue, Ca, CertKeyPair, CertSpec, CertificateRequest, Usage, CA_VALIDITY,
     DEFAULT_CERT_VALIDITY,
 };
-pub use csr::{new_csr, why_not_reusable_client};
+pub use csr::{new_csr, new_serving_csr, why_not_reusable_client};
 pub use encryption::{is_encrypted, EncryptionKey, KEY_NAME};
 pub use error::{Error, Result, TokenRejection};
 pub use jwt::{TokenSigner, CLOCK_SKEW_SECS};

@@ -2,8 +2,9 @@
 //!
 //! Start-up order, in one place: PKI (CA, serving and admin certificates, service-account key,
 //! secrets encryption key) → datastore → apiserver → bootstrap objects → controllers and
-//! scheduler (as API clients, see `controllers.rs`) → kubeconfig and join token. The node parts
-//! join here as they land.
+//! scheduler (as API clients, see `controllers.rs`) → resource metrics scraper (`metrics.rs`,
+//! its metrics.k8s.io kinds registered with the others) → kubeconfig and join token. The node
+//! parts join here as they land.
 //!
 //! Limits: one CA signs serving and client certificates (k3s keeps separate server/client CAs).
 

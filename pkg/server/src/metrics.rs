@@ -149,13 +149,14 @@ impl ResourceMetrics {
             dir: tls.clone(),
             source,
         })?;
+        let kubelet_tls =
+            distro_metrics::scrape::kubelet_tls(&pair.cert_pem, &pair.key_pem, &ca_pem)
+                .map_err(Error::Metrics)?;
         let client = distro_client::connect(
             &Endpoint::with_cert(url, ca_pem, &pair),
             &distro_client::user_agent("metrics", "server"),
         )
         .map_err(Error::Client)?;
-        let kubelet_tls = distro_metrics::scrape::kubelet_tls(&pair.cert_pem, &pair.key_pem)
-            .map_err(Error::Metrics)?;
         let scraper = distro_metrics::scrape::Scraper {
             client,
             tls: kubelet_tls,
