@@ -295,7 +295,15 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let rbac = distro_apiserver::authz::Rbac::start(storage.clone(), &registry)
         .await
         .map_err(Error::Bootstrap)?;
-    let authorizer: Arc<dyn distro_apiserver::handler::Authorizer> = rbac.clone();
+    // Authorization mode Node,RBAC as upstream: nodes are limited to their own objects first.
+    let authorizer: Arc<dyn distro_apiserver::handler::Authorizer> =
+        distro_apiserver::nodeauthz::NodeAuthorizer::start(
+            storage.clone(),
+            &registry,
+            rbac.clone(),
+        )
+        .await
+        .map_err(Error::Bootstrap)?;
     let metrics = Arc::new(distro_apiserver::metrics::Metrics::default());
     let subresources = Arc::new(distro_apiserver::subresources::Subresources {
         registry: registry.clone(),
