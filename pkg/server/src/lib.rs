@@ -344,6 +344,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         authorizer,
         patch_schema: openapi.clone(),
         extra: vec![
+            // NodeRestriction admission first: it only ever refuses or passes a node's write.
+            Arc::new(distro_apiserver::noderestriction::NodeRestriction {
+                storage: storage.clone(),
+                registry: registry.clone(),
+            }),
             cacerts,
             openapi.clone(),
             crds,

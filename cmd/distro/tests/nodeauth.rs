@@ -1,0 +1,165 @@
+//! Integration tests: what a joined node's own credentials may do (the Node authorizer and
+//! NodeRestriction admission), join tokens made with `distro token`, and unique node names —
+//! through the real binary, kubectl and `distro agent --runtime fake`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use distro_testharness::{eventually, Agent, Server, LATEST};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_distro"))
+}
+
+const SOON: Duration = Duration::from_secs(20);
+const EVERY: Duration = Duration::from_millis(100);
+
+fn node_exists(s: &Server, name: &str) -> bool {
+    s.kubectl(LATEST, &["get", "node", name]).status.success()
+}
+
+/// A kubeconfig with the node's own client certificate, as the agent stored it.
+fn node_kubeconfig(s: &Server, a: &Agent, node: &str, dir: &Path) -> PathBuf {
+    let agent_dir = a.data_dir().join("agent");
+    let url = s.server_url().expect("server URL");
+    let kc = dir.join(format!("{node}.kubeconfig"));
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\nusers:\n- name: u\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        ca = agent_dir.join("server-ca.crt").display(),
+        crt = agent_dir.join(format!("client-kubelet-{node}.crt")).display(),
+        key = agent_dir.join(format!("client-kubelet-{node}.key")).display(),
+    );
+    std::fs::write(&kc, text).expect("node kubeconfig");
+    kc
+}
+
+/// kubectl as the node: (success, stdout + stderr).
+fn as_node(s: &Server, kc: &Path, args: &[&str]) -> (bool, String) {
+    let mut a = vec!["--kubeconfig", kc.to_str().expect("utf-8 path")];
+    a.extend(args);
+    let out = s.kubectl(LATEST, &a);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+const OTHER_NODE: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: other-node}
+---
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {name: other-node, namespace: kube-node-lease}
+spec: {holderIdentity: other-node}
+"#;
+
+const WORKLOAD: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: used-secret}
+stringData: {k: v}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: unrelated-secret}
+stringData: {k: v}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reader}
+spec:
+  nodeName: na-1
+  containers: [{name: c, image: busybox}]
+  volumes: [{name: s, secret: {secretName: used-secret}}]
+"#;
+
+#[test]
+fn a_node_reaches_only_its_own_objects() {
+    let s = Server::start(bin());
+    let a = Agent::start(bin(), &s, &["--node-name", "na-1"]);
+    eventually(SOON, EVERY, "node na-1 registered", || {
+        node_exists(&s, "na-1").then_some(())
+    });
+    s.ok_stdin(LATEST, &["apply", "-f", "-"], Some(OTHER_NODE));
+    s.ok_stdin(LATEST, &["apply", "-f", "-"], Some(WORKLOAD));
+    let kc = node_kubeconfig(&s, &a, "na-1", &s.data_dir());
+
+    // Its own Node and Lease, not another node's Lease.
+    let (ok, out) = as_node(&s, &kc, &["get", "node", "na-1", "-o", "name"]);
+    assert!(ok, "{out}");
+    let (ok, out) = as_node(&s, &kc, &["-n", "kube-node-lease", "get", "lease", "na-1"]);
+    assert!(ok, "{out}");
+    let (ok, out) = as_node(
+        &s,
+        &kc,
+        &["-n", "kube-node-lease", "get", "lease", "other-node"],
+    );
+    assert!(!ok && out.contains("Forbidden"), "{out}");
+    assert!(
+        out.contains("can only access node lease with the same name as the requesting node"),
+        "{out}"
+    );
+
+    // The fake runtime, now as a restricted node, still reports its pod's status.
+    eventually(SOON, EVERY, "pod reader Running", || {
+        let phase = s.ok(
+            LATEST,
+            &["get", "pod", "reader", "-o", "jsonpath={.status.phase}"],
+        );
+        (phase == "Running").then_some(())
+    });
+
+    // A Secret its pod uses, not one no pod of it uses.
+    let (ok, out) = as_node(&s, &kc, &["get", "secret", "used-secret", "-o", "name"]);
+    assert!(ok, "{out}");
+    let (ok, out) = as_node(&s, &kc, &["get", "secret", "unrelated-secret"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "secrets \"unrelated-secret\" is forbidden: User \"system:node:na-1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": no relationship found between node 'na-1' and this object"
+        ),
+        "{out}"
+    );
+    // Listing all secrets is not reading one its pods use.
+    let (ok, out) = as_node(&s, &kc, &["get", "secrets"]);
+    assert!(!ok && out.contains("Forbidden"), "{out}");
+
+    // NodeRestriction: not another node, not a reserved label on itself.
+    let (ok, out) = as_node(&s, &kc, &["label", "node", "other-node", "x=y"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("node \"na-1\" is not allowed to modify node \"other-node\""),
+        "{out}"
+    );
+    let (ok, out) = as_node(
+        &s,
+        &kc,
+        &[
+            "label",
+            "node",
+            "na-1",
+            "node-role.kubernetes.io/control-plane=true",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "node \"na-1\" is not allowed to modify labels: node-role.kubernetes.io/control-plane"
+        ),
+        "{out}"
+    );
+    let (ok, out) = as_node(&s, &kc, &["label", "node", "na-1", "tier=web"]);
+    assert!(ok, "an ordinary label is the node's to set: {out}");
+    // Not another node's pods, nor pods that are not mirror pods.
+    let (ok, out) = as_node(&s, &kc, &["delete", "pod", "reader", "--wait=false"]);
+    assert!(ok, "its own pod: {out}");
+    let (ok, out) = as_node(&s, &kc, &["run", "p2", "--image=busybox"]);
+    assert!(!ok && out.contains("can only create mirror pods"), "{out}");
+    drop(a);
+}
