@@ -163,3 +163,138 @@ fn a_node_reaches_only_its_own_objects() {
     assert!(!ok && out.contains("can only create mirror pods"), "{out}");
     drop(a);
 }
+
+/// Runs `distro token …` against the server's data dir.
+fn token_cmd(s: &Server, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin())
+        .arg("token")
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .args(args)
+        .output()
+        .expect("running distro token")
+}
+
+fn token_ok(s: &Server, args: &[&str]) -> String {
+    let out = token_cmd(s, args);
+    assert!(
+        out.status.success(),
+        "distro token {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn join_tokens_create_list_delete_and_expire() {
+    let s = Server::start(bin());
+    let token = token_ok(&s, &["create", "--ttl", "1h", "--description", "x"]);
+    let (hash_part, creds) = token.split_once("::").expect("K10<hash>::<id>.<secret>");
+    let server_hash = s
+        .token()
+        .split_once("::")
+        .expect("server token")
+        .0
+        .to_string();
+    assert_eq!(hash_part, server_hash, "pins this cluster's CA");
+    let (id, secret) = creds.split_once('.').expect("<id>.<secret>");
+    assert_eq!((id.len(), secret.len()), (6, 16), "{creds}");
+
+    let stored = s.json(
+        LATEST,
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "secret",
+            &format!("bootstrap-token-{id}"),
+        ],
+    );
+    assert_eq!(stored["type"], "bootstrap.kubernetes.io/token");
+
+    let list = token_ok(&s, &["list"]);
+    let header = list.lines().next().unwrap_or("");
+    for col in [
+        "TOKEN",
+        "TTL",
+        "EXPIRES",
+        "USAGES",
+        "DESCRIPTION",
+        "EXTRA GROUPS",
+    ] {
+        assert!(header.contains(col), "{list}");
+    }
+    let row = list
+        .lines()
+        .find(|l| l.starts_with(creds))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        row.contains("authentication,signing") && row.contains(" x "),
+        "{row}"
+    );
+    assert!(
+        row.contains("59m") || row.contains("60m") || row.contains("1h"),
+        "{row}"
+    );
+
+    // An agent joins with it, exactly as with the server token.
+    let mut a = Agent::start_raw(
+        bin(),
+        &s.server_url().unwrap(),
+        &token,
+        &["--node-name", "tok-1"],
+    );
+    eventually(SOON, EVERY, "node tok-1 registered", || {
+        node_exists(&s, "tok-1").then_some(())
+    });
+    let csrs = s.json(LATEST, &["get", "csr"]);
+    assert!(
+        csrs["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["spec"]["username"] == format!("system:bootstrap:{id}")),
+        "{csrs}"
+    );
+    a.stop();
+
+    // Deleted: a new join with it is refused, saying why.
+    assert_eq!(
+        token_ok(&s, &["delete", id]),
+        format!("bootstrap token \"{id}\" deleted")
+    );
+    assert!(!token_ok(&s, &["list"]).contains(creds));
+    let mut b = Agent::start_raw(
+        bin(),
+        &s.server_url().unwrap(),
+        &token,
+        &["--node-name", "tok-2"],
+    );
+    let status = b.wait_exit(SOON);
+    assert!(!status.success());
+    let log = b.log();
+    assert!(log.contains("the server refused the join token"), "{log}");
+
+    // Expired: refused too (and cleaned up).
+    let short = token_ok(&s, &["create", "--ttl", "1s"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut c = Agent::start_raw(
+        bin(),
+        &s.server_url().unwrap(),
+        &short,
+        &["--node-name", "tok-3"],
+    );
+    let status = c.wait_exit(SOON);
+    assert!(!status.success());
+    assert!(
+        c.log().contains("the server refused the join token"),
+        "{}",
+        c.log()
+    );
+    assert!(!node_exists(&s, "tok-3"));
+
+    // Bad options are refused before anything is created.
+    let out = token_cmd(&s, &["create", "--groups", "admins"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("system:bootstrappers:"));
+}

@@ -105,12 +105,21 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("agent task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The server did not accept the join token (HTTP 401).
+    #[error("the server refused the join token (wrong, deleted or expired): {step}; use the server's token (<data-dir>/server/token) or make one with `distro token create` on the server")]
+    TokenRefused {
+        /// What we were doing.
+        step: String,
+    },
 }
 
 impl Error {
     fn api(step: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let step = step.into();
-        move |source| Error::Api { step, source }
+        move |source| match source {
+            kube::Error::Api(s) if s.code == 401 => Error::TokenRefused { step },
+            source => Error::Api { step, source },
+        }
     }
 }
 

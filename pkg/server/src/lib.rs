@@ -21,8 +21,10 @@ use tokio::sync::watch;
 
 mod auth;
 mod bootstrap;
+pub mod bootstraptoken;
 mod controllers;
 mod join;
+pub mod tokencmd;
 
 /// Everything `distro server` can be told, resolved and validated by the CLI.
 #[derive(Clone, Debug)]
@@ -121,6 +123,9 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// A `distro token` command failed (bad option, API error), with what to do.
+    #[error("{0}")]
+    Token(String),
 }
 
 /// The files and keys the control plane works with.
@@ -336,11 +341,16 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let join_secret = Arc::new(join::JoinSecret {
         token: pki.join.clone(),
     });
+    let bootstrap_tokens = Arc::new(bootstraptoken::BootstrapTokens {
+        storage: storage.clone(),
+        registry: registry.clone(),
+        ca_hash: pki.ca.hash(),
+    });
     let handler = Arc::new(Handler {
         registry: registry.clone(),
         storage: storage.clone(),
         advertise: advertise.clone(),
-        tokens: vec![sa_tokens, join_secret],
+        tokens: vec![sa_tokens, join_secret, bootstrap_tokens],
         authorizer,
         patch_schema: openapi.clone(),
         extra: vec![
@@ -383,6 +393,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let admin = pki.admin.clone();
     let token_path = config.data_dir.join("server").join("token");
     let join_token = pki.join;
+    let data_dir = config.data_dir.clone();
     tokio::task::spawn_blocking(move || -> Result<(), Error> {
         // The token first: the kubeconfig is the "ready" signal scripts and tests wait for.
         write_join_token(&join_token, &token_path)?;
@@ -390,6 +401,22 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             cert_pem: admin.cert_pem,
             key_pem: admin.key_pem,
         };
+        // Also under the data dir (as k3s' server/cred/admin.kubeconfig), for `distro token
+        // --data-dir`.
+        let cred = tokencmd::admin_kubeconfig(&data_dir);
+        distro_pki::write_kubeconfig(
+            &cred,
+            0o600,
+            "default",
+            &url,
+            &ca_pem,
+            "default",
+            &credential,
+        )
+        .map_err(|source| Error::Pki {
+            dir: cred.clone(),
+            source,
+        })?;
         distro_pki::write_kubeconfig(&kc, mode, "default", &url, &ca_pem, "default", &credential)
             .map_err(|source| Error::Pki {
                 dir: kc.clone(),
