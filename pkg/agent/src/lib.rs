@@ -106,10 +106,13 @@ pub enum Error {
     #[error("agent task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     /// The server did not accept the join token (HTTP 401).
-    #[error("the server refused the join token (wrong, deleted or expired): {step}; use the server's token (<data-dir>/server/token) or make one with `distro token create` on the server")]
+    #[error("the server refused the join token (wrong, deleted or expired): {step}: {source}; use the server's token (<data-dir>/server/token) or make one with `distro token create` on the server")]
     TokenRefused {
         /// What we were doing.
         step: String,
+        /// The 401 answer.
+        #[source]
+        source: kube::Error,
     },
 }
 
@@ -117,7 +120,7 @@ impl Error {
     fn api(step: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let step = step.into();
         move |source| match source {
-            kube::Error::Api(s) if s.code == 401 => Error::TokenRefused { step },
+            kube::Error::Api(ref s) if s.code == 401 => Error::TokenRefused { step, source },
             source => Error::Api { step, source },
         }
     }
