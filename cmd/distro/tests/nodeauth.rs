@@ -298,3 +298,61 @@ fn join_tokens_create_list_delete_and_expire() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("system:bootstrappers:"));
 }
+
+#[test]
+fn a_node_name_belongs_to_one_agent() {
+    let s = Server::start(bin());
+    let mut a = Agent::start(bin(), &s, &["--node-name", "dup"]);
+    eventually(SOON, EVERY, "node dup registered", || {
+        node_exists(&s, "dup").then_some(())
+    });
+    let stored = s.json(
+        LATEST,
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "secret",
+            "dup.node-password.distro",
+        ],
+    );
+    assert!(stored["data"]["hash"].is_string(), "{stored}");
+
+    // Another agent (another data dir, so another password) is refused before any certificate.
+    let csrs_before = s.json(LATEST, &["get", "csr"])["items"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let mut b = Agent::start(bin(), &s, &["--node-name", "dup"]);
+    assert!(!b.wait_exit(SOON).success());
+    let log = b.log();
+    assert!(
+        log.contains("node \"dup\" is already registered by another agent"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--node-name") && log.contains("kubectl delete node dup"),
+        "{log}"
+    );
+    let csrs_after = s.json(LATEST, &["get", "csr"])["items"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(
+        csrs_before, csrs_after,
+        "no certificate requested for a taken name"
+    );
+
+    // The first agent keeps its name across a restart.
+    a.restart();
+    eventually(SOON, EVERY, "the restarted agent registered again", || {
+        (a.log().matches("nodes registered and Ready").count() == 2).then_some(())
+    });
+    assert!(!a.log().contains("already registered"), "{}", a.log());
+
+    // Once the old node is removed, the name is free.
+    a.stop();
+    s.ok(LATEST, &["delete", "node", "dup"]);
+    let _c = Agent::start(bin(), &s, &["--node-name", "dup"]);
+    eventually(SOON, EVERY, "node dup registered again", || {
+        node_exists(&s, "dup").then_some(())
+    });
+}

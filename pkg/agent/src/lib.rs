@@ -175,12 +175,16 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     }
     let bootstrap = join::bootstrap_client(&config.server, &ca_pem, &config.token)?;
     let names = config.node_names();
+    let password = join::node_password(&dir).await?;
     let nodes: Vec<(String, distro_client::Client)> = futures::stream::iter(names)
         .map(|name| {
             let (bootstrap, dir, ca_pem, url) = (&bootstrap, &dir, &ca_pem, &config.server);
+            let password = &password;
             async move {
-                let pair = join::node_credentials(bootstrap, dir, ca_pem, &name).await?;
+                let pair = join::node_credentials(bootstrap, dir, ca_pem, &name, password).await?;
                 let client = join::node_client(url, ca_pem, &name, &pair)?;
+                // Also with stored credentials: the name may have been taken meanwhile.
+                join::claim_node_name(&client, &name, password).await?;
                 Ok::<_, Error>((name, client))
             }
         })

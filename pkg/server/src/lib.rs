@@ -24,6 +24,7 @@ mod bootstrap;
 pub mod bootstraptoken;
 mod controllers;
 mod join;
+mod nodepassword;
 pub mod tokencmd;
 
 /// Everything `distro server` can be told, resolved and validated by the CLI.
@@ -360,6 +361,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
                 registry: registry.clone(),
             }),
             cacerts,
+            Arc::new(nodepassword::NodePasswords {
+                storage: storage.clone(),
+                registry: registry.clone(),
+            }),
             openapi.clone(),
             crds,
             subresources,
