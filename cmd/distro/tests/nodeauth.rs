@@ -292,6 +292,22 @@ fn join_tokens_create_list_delete_and_expire() {
         c.log()
     );
     assert!(!node_exists(&s, "tok-3"));
+    let short_id = short
+        .split_once("::")
+        .and_then(|(_, c)| c.split_once('.'))
+        .expect("id")
+        .0;
+    let secret = format!("bootstrap-token-{short_id}");
+    eventually(
+        SOON,
+        EVERY,
+        "the token cleaner deleted the expired token",
+        || {
+            let out = s.kubectl(LATEST, &["-n", "kube-system", "get", "secret", &secret]);
+            (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound"))
+                .then_some(())
+        },
+    );
 
     // Bad options are refused before anything is created.
     let out = token_cmd(&s, &["create", "--groups", "admins"]);

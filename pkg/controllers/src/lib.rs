@@ -80,6 +80,7 @@ pub mod rootca;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod tainteviction;
+pub mod tokencleaner;
 pub mod ttlafterfinished;
 
 /// Errors of a reconcile; each names the step that failed.
@@ -133,6 +134,7 @@ pub const IDENTITIES: &[&str] = &[
     tainteviction::COMPONENT,
     resourcequota::COMPONENT,
     podgc::COMPONENT,
+    tokencleaner::COMPONENT,
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -248,6 +250,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         .boxed(),
         tainteviction::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         resourcequota::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        tokencleaner::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         podgc::run(
             clients.clone(),
             settings.terminated_pod_gc_threshold,
