@@ -10,6 +10,13 @@
 //! watches (as [`crate::authz::Rbac`] does for roles), so authorizing never reads the store.
 //! Users that are not nodes, and everything the node rules leave open, go to the next
 //! authorizer (RBAC), as upstream's union authorizer does on "no opinion".
+//!
+//! # Limits
+//! - SelfSubjectRulesReview lists RBAC rules only, not the node rules applied here.
+//! - VolumeAttachments, CSINodes and ResourceSlices are allowed by kind (as the `system:node`
+//!   role), not by the graph: no attachment or driver objects are followed yet.
+//! - The graph follows the datastore, so a pod bound a moment ago may take a watch delivery
+//!   (milliseconds) before its node may read its secrets; the kubelet retries, as upstream's.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};

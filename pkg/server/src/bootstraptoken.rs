@@ -151,7 +151,7 @@ impl TokenAuthenticator for BootstrapTokens {
         match authenticate(&secret, &id, &token_secret, Utc::now()) {
             Ok(u) => Some(u),
             Err(why) => {
-                tracing::info!(token_id = %id, reason = why, "bootstrap token refused");
+                tracing::debug!(token_id = %id, reason = why, "bootstrap token refused");
                 None
             }
         }
