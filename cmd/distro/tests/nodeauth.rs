@@ -77,6 +77,13 @@ spec:
   nodeName: na-1
   containers: [{name: c, image: busybox}]
   volumes: [{name: s, secret: {secretName: used-secret}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: elsewhere}
+spec:
+  nodeName: other-node
+  containers: [{name: c, image: busybox}]
 "#;
 
 #[test]
@@ -156,7 +163,37 @@ fn a_node_reaches_only_its_own_objects() {
     );
     let (ok, out) = as_node(&s, &kc, &["label", "node", "na-1", "tier=web"]);
     assert!(ok, "an ordinary label is the node's to set: {out}");
-    // Not another node's pods, nor pods that are not mirror pods.
+    // Not another node's pods' status, nor deleting them.
+    // (A PUT of the status as the kubelet sends it: kubectl patch would first GET pods/status,
+    // which nodes may not, as upstream.)
+    let pod = s.ok(LATEST, &["get", "pod", "elsewhere", "-o", "json"]);
+    let pod_file = s.data_dir().join("elsewhere.json");
+    std::fs::write(&pod_file, pod).expect("pod file");
+    let (ok, out) = as_node(
+        &s,
+        &kc,
+        &[
+            "replace",
+            "--raw",
+            "/api/v1/namespaces/default/pods/elsewhere/status",
+            "-f",
+            pod_file.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "node \"na-1\" can only update pod status for pods with spec.nodeName set to itself"
+        ),
+        "{out}"
+    );
+    let (ok, out) = as_node(&s, &kc, &["delete", "pod", "elsewhere", "--wait=false"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("node \"na-1\" can only delete pods with spec.nodeName set to itself"),
+        "{out}"
+    );
+    // Its own pods, but only mirror pods may it create.
     let (ok, out) = as_node(&s, &kc, &["delete", "pod", "reader", "--wait=false"]);
     assert!(ok, "its own pod: {out}");
     let (ok, out) = as_node(&s, &kc, &["run", "p2", "--image=busybox"]);
