@@ -97,6 +97,18 @@ fn a_node_reaches_only_its_own_objects() {
     s.ok_stdin(LATEST, &["apply", "-f", "-"], Some(WORKLOAD));
     let kc = node_kubeconfig(&s, &a, "na-1", &s.data_dir());
 
+    // Upstream's system:node role exists but is bound to no one: the Node authorizer decides.
+    s.ok(LATEST, &["get", "clusterrole", "system:node"]);
+    let bindings = s.json(LATEST, &["get", "clusterrolebindings"]);
+    assert!(
+        !bindings["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|b| b["roleRef"]["name"] == "system:node"),
+        "system:node is not bound"
+    );
+
     // Its own Node and Lease, not another node's Lease.
     let (ok, out) = as_node(&s, &kc, &["get", "node", "na-1", "-o", "name"]);
     assert!(ok, "{out}");
