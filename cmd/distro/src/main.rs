@@ -37,6 +37,8 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Join this machine (or simulated nodes) to a cluster as a worker node.
     Agent(Box<AgentArgs>),
+    /// Manage bootstrap (join) tokens: create, list, delete.
+    Token(TokenArgs),
     /// Run kubectl with the admin kubeconfig of this machine's server.
     Kubectl {
         /// Arguments passed to kubectl.
@@ -54,6 +56,44 @@ enum Command {
             default_value = "/var/lib/distro"
         )]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct TokenArgs {
+    /// Admin kubeconfig (default: the server's under --data-dir, else /etc/distro/distro.yaml).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// The server's data directory, to find its admin kubeconfig.
+    #[arg(long, short = 'd', global = true, env = "DISTRO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a bootstrap token and print it as `K10<ca-hash>::<id>.<secret>`.
+    Create {
+        /// Lifetime (Go duration, e.g. 24h, 90m); 0 never expires.
+        #[arg(long, default_value = "24h", value_parser = parse_go_duration)]
+        ttl: std::time::Duration,
+        /// Description shown by `token list`.
+        #[arg(long)]
+        description: Option<String>,
+        /// Ways the token may be used.
+        #[arg(long, value_delimiter = ',', default_values_t = distro_server::tokencmd::DEFAULT_USAGES.iter().map(|s| s.to_string()))]
+        usages: Vec<String>,
+        /// Extra groups the token authenticates as (each `system:bootstrappers:…`).
+        #[arg(long, value_delimiter = ',', default_values_t = [distro_server::tokencmd::DEFAULT_GROUP.to_string()])]
+        groups: Vec<String>,
+    },
+    /// List bootstrap tokens.
+    List,
+    /// Delete a bootstrap token (by id, `<id>.<secret>` or the full token).
+    Delete {
+        /// The token or its id.
+        token: String,
     },
 }
 
@@ -372,6 +412,7 @@ fn main() -> ExitCode {
                     .context("distro agent")
             })
         }
+        Command::Token(args) => run_async(token(args)),
         Command::Kubectl { args } => kubectl(args),
         Command::CheckConfig { data_dir } => {
             let report = distro_cri::check::run(&data_dir);
@@ -383,6 +424,31 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+async fn token(a: TokenArgs) -> Result<()> {
+    use distro_server::tokencmd;
+    let kc = tokencmd::kubeconfig_path(a.kubeconfig, a.data_dir.as_deref());
+    let out = match a.command {
+        TokenCommand::Create {
+            ttl,
+            description,
+            usages,
+            groups,
+        } => {
+            let opts = tokencmd::CreateOptions {
+                ttl: Some(ttl),
+                description,
+                usages,
+                groups,
+            };
+            tokencmd::create(&kc, &opts).await
+        }
+        TokenCommand::List => tokencmd::list(&kc).await.map(|t| t.trim_end().to_string()),
+        TokenCommand::Delete { token } => tokencmd::delete(&kc, &token).await,
+    };
+    println!("{}", out.context("distro token")?);
+    Ok(())
 }
 
 fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {

@@ -43,7 +43,8 @@ pub async fn run(
             .await??;
         }
         let bootstrap = join::bootstrap_client(&config.server, &ca_pem, &config.token)?;
-        join::node_credentials(&bootstrap, &dir, &ca_pem, &config.node_name).await?;
+        let password = join::node_password(&dir).await?;
+        join::node_credentials(&bootstrap, &dir, &ca_pem, &config.node_name, &password).await?;
         Ok::<_, Error>(())
     }
     .await;

@@ -178,8 +178,50 @@ fn cert_paths(dir: &Path, node: &str) -> (PathBuf, PathBuf) {
     )
 }
 
+/// Path of the route that checks node passwords (k3s' node-password check).
+const NODE_PASSWORD_PATH: &str = "/v1-distro/node-password/";
+
+/// This agent's node password (`<dir>/node-password`), made on first use: it proves to the
+/// server that a node name is this agent's, so another machine cannot take it over.
+///
+/// # Errors
+/// [`Error::Io`] for the file.
+pub async fn node_password(dir: &Path) -> Result<String, Error> {
+    let path = dir.join("node-password");
+    match tokio::fs::read_to_string(&path).await {
+        Ok(p) if !p.trim().is_empty() => return Ok(p.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(Error::Io { path, source }),
+    }
+    let password = hex::encode(rand::random::<[u8; 16]>());
+    let (dir, p) = (dir.to_path_buf(), password.clone());
+    tokio::task::spawn_blocking(move || write_private(&dir, &path, p.as_bytes())).await??;
+    Ok(password)
+}
+
+/// Claims `node`'s name with `password`: refused (403, saying what to do) if another agent
+/// holds the name of a live Node.
+///
+/// # Errors
+/// [`Error::Api`] with the server's message, [`Error::TokenRefused`] for a bad token.
+pub async fn claim_node_name(client: &Client, node: &str, password: &str) -> Result<(), Error> {
+    let req = http::Request::post(format!("{NODE_PASSWORD_PATH}{node}"))
+        .header("distro-node-password", password)
+        .body(Vec::new())
+        .map_err(|e| Error::Api {
+            step: format!("claiming node name {node}"),
+            source: kube::Error::HttpError(e),
+        })?;
+    client
+        .request_text(req)
+        .await
+        .map(|_| ())
+        .map_err(Error::api(format!("claiming node name {node}")))
+}
+
 /// The client credentials of `node`: the stored ones if still valid for this CA and name,
-/// else new ones from the CSR API (then stored).
+/// else new ones from the CSR API (then stored), after claiming the name with `password`.
 ///
 /// # Errors
 /// [`Error::Io`] for the files, [`Error::Api`] / [`Error::CsrRefused`] / [`Error::CsrTimeout`]
@@ -189,6 +231,7 @@ pub async fn node_credentials(
     dir: &Path,
     ca_pem: &str,
     node: &str,
+    password: &str,
 ) -> Result<CertKeyPair, Error> {
     let user = format!("system:node:{node}");
     let (cert_path, key_path) = cert_paths(dir, node);
@@ -210,6 +253,8 @@ pub async fn node_credentials(
             Some(reason) => tracing::info!(%node, %reason, "requesting a new client certificate"),
         }
     }
+    // The name first: no certificate for a name another agent holds.
+    claim_node_name(bootstrap, node, password).await?;
     let cn = user.clone();
     let (csr_pem, key_pem) =
         tokio::task::spawn_blocking(move || distro_pki::new_csr(&cn, Some(NODES_GROUP)))

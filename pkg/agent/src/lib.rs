@@ -117,12 +117,24 @@ pub enum Error {
     /// The kubelet API could not be set up (address, port, certificate).
     #[error("serving the kubelet API: {0}")]
     Kubelet(String),
+    /// The server did not accept the join token (HTTP 401).
+    #[error("the server refused the join token (wrong, deleted or expired): {step}: {source}; use the server's token (<data-dir>/server/token) or make one with `distro token create` on the server")]
+    TokenRefused {
+        /// What we were doing.
+        step: String,
+        /// The 401 answer.
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl Error {
     fn api(step: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let step = step.into();
-        move |source| Error::Api { step, source }
+        move |source| match source {
+            kube::Error::Api(ref s) if s.code == 401 => Error::TokenRefused { step, source },
+            source => Error::Api { step, source },
+        }
     }
 }
 
@@ -184,12 +196,16 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     }
     let bootstrap = join::bootstrap_client(&config.server, &ca_pem, &config.token)?;
     let names = config.node_names();
+    let password = join::node_password(&dir).await?;
     let nodes: Vec<(String, distro_client::Client)> = futures::stream::iter(names)
         .map(|name| {
             let (bootstrap, dir, ca_pem, url) = (&bootstrap, &dir, &ca_pem, &config.server);
+            let password = &password;
             async move {
-                let pair = join::node_credentials(bootstrap, dir, ca_pem, &name).await?;
+                let pair = join::node_credentials(bootstrap, dir, ca_pem, &name, password).await?;
                 let client = join::node_client(url, ca_pem, &name, &pair)?;
+                // Also with stored credentials: the name may have been taken meanwhile.
+                join::claim_node_name(&client, &name, password).await?;
                 Ok::<_, Error>((name, client))
             }
         })

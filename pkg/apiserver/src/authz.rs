@@ -62,7 +62,7 @@ impl Rule {
         ("resource", v)
     }
 
-    fn from_json(v: &Value) -> Rule {
+    pub(crate) fn from_json(v: &Value) -> Rule {
         Rule {
             verbs: strings(&v["verbs"]),
             api_groups: strings(&v["apiGroups"]),

@@ -19,6 +19,8 @@ pub mod limitrange;
 pub mod list;
 pub mod metrics;
 pub mod negotiate;
+pub mod nodeauthz;
+pub mod noderestriction;
 pub mod openapi;
 pub mod priority;
 pub mod protobuf;

@@ -113,6 +113,16 @@ pub fn parse(method: &Method, path: &str, query: &Query) -> RequestInfo {
         (&Method::DELETE, false) => "deletecollection",
         _ => return non_resource(),
     };
+    // As upstream: a list or watch of one object by `fieldSelector=metadata.name=<n>` names it,
+    // so authorizers can allow it as they would a get (the kubelet watches secrets this way).
+    let name = match (name, verb) {
+        (None, "list" | "watch") => query
+            .get("fieldSelector")
+            .and_then(|f| f.strip_prefix("metadata.name="))
+            .filter(|n| !n.is_empty() && !n.contains(','))
+            .map(String::from),
+        (name, _) => name,
+    };
     RequestInfo::Resource(ResourceRequest {
         group,
         version,
@@ -191,6 +201,12 @@ mod tests {
         assert_eq!(r.verb, "watch");
         let r = res(Method::GET, "/api/v1/watch/namespaces/a/pods/p", "");
         assert_eq!((r.verb, r.name.as_deref()), ("watch", Some("p")));
+        let r = res(
+            Method::GET,
+            "/api/v1/namespaces/a/secrets",
+            "watch=1&fieldSelector=metadata.name%3Ds1",
+        );
+        assert_eq!((r.verb, r.name.as_deref()), ("watch", Some("s1")));
         let r = res(Method::DELETE, "/api/v1/namespaces/a/configmaps", "");
         assert_eq!(r.verb, "deletecollection");
         assert!(matches!(

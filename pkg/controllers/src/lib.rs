@@ -81,6 +81,7 @@ pub mod rootca;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod tainteviction;
+pub mod tokencleaner;
 pub mod ttlafterfinished;
 
 /// Errors of a reconcile; each names the step that failed.
@@ -139,6 +140,7 @@ pub const IDENTITIES: &[&str] = &[
     resourcequota::COMPONENT,
     podgc::COMPONENT,
     hpa::COMPONENT,
+    tokencleaner::COMPONENT,
 ];
 
 /// The clients the controllers run with: the shared caches (read identity) and one write
@@ -257,6 +259,7 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         .boxed(),
         tainteviction::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         resourcequota::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
+        tokencleaner::run(clients.clone(), shutdown_signal(shutdown.clone())).boxed(),
         podgc::run(
             clients.clone(),
             settings.terminated_pod_gc_threshold,

@@ -68,8 +68,10 @@ pub async fn ensure(storage: &Storage, registry: &Registry) -> Result<(), Error>
         let def = registry
             .by_kind("rbac.authorization.k8s.io", kind)
             .ok_or(Error::NoSuchResource)?;
+        // Roles and RoleBindings (e.g. kube-system's token cleaner) name their namespace.
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
         match storage
-            .create(&def, None, obj, &WriteOptions::default())
+            .create(&def, ns.as_deref(), obj, &WriteOptions::default())
             .await
         {
             Ok(_) | Err(Error::AlreadyExists { .. }) => {}

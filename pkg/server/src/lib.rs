@@ -26,9 +26,12 @@ pub use distro_controllers::hpa::Settings as HpaSettings;
 
 mod auth;
 mod bootstrap;
+pub mod bootstraptoken;
 mod controllers;
 mod join;
 mod metrics;
+mod nodepassword;
+pub mod tokencmd;
 
 /// Everything `distro server` can be told, resolved and validated by the CLI.
 #[derive(Clone, Debug)]
@@ -134,6 +137,9 @@ pub enum Error {
     /// The resource metrics pipeline could not be set up.
     #[error("setting up resource metrics")]
     Metrics(#[source] distro_metrics::Error),
+    /// A `distro token` command failed (bad option, API error), with what to do.
+    #[error("{0}")]
+    Token(String),
 }
 
 /// The files and keys the control plane works with.
@@ -313,7 +319,15 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let rbac = distro_apiserver::authz::Rbac::start(storage.clone(), &registry)
         .await
         .map_err(Error::Bootstrap)?;
-    let authorizer: Arc<dyn distro_apiserver::handler::Authorizer> = rbac.clone();
+    // Authorization mode Node,RBAC as upstream: nodes are limited to their own objects first.
+    let authorizer: Arc<dyn distro_apiserver::handler::Authorizer> =
+        distro_apiserver::nodeauthz::NodeAuthorizer::start(
+            storage.clone(),
+            &registry,
+            rbac.clone(),
+        )
+        .await
+        .map_err(Error::Bootstrap)?;
     let metrics = Arc::new(distro_apiserver::metrics::Metrics::default());
     let subresources = Arc::new(distro_apiserver::subresources::Subresources {
         registry: registry.clone(),
@@ -346,15 +360,29 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let join_secret = Arc::new(join::JoinSecret {
         token: pki.join.clone(),
     });
+    let bootstrap_tokens = Arc::new(bootstraptoken::BootstrapTokens {
+        storage: storage.clone(),
+        registry: registry.clone(),
+        ca_hash: pki.ca.hash(),
+    });
     let handler = Arc::new(Handler {
         registry: registry.clone(),
         storage: storage.clone(),
         advertise: advertise.clone(),
-        tokens: vec![sa_tokens, join_secret],
+        tokens: vec![sa_tokens, join_secret, bootstrap_tokens],
         authorizer,
         patch_schema: openapi.clone(),
         extra: vec![
-            cacerts as Arc<dyn distro_apiserver::handler::Route>,
+            // NodeRestriction admission first: it only ever refuses or passes a node's write.
+            Arc::new(distro_apiserver::noderestriction::NodeRestriction {
+                storage: storage.clone(),
+                registry: registry.clone(),
+            }) as Arc<dyn distro_apiserver::handler::Route>,
+            cacerts,
+            Arc::new(nodepassword::NodePasswords {
+                storage: storage.clone(),
+                registry: registry.clone(),
+            }),
             openapi.clone(),
             crds,
             subresources,
@@ -394,6 +422,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let admin = pki.admin.clone();
     let token_path = config.data_dir.join("server").join("token");
     let join_token = pki.join;
+    let data_dir = config.data_dir.clone();
     tokio::task::spawn_blocking(move || -> Result<(), Error> {
         // The token first: the kubeconfig is the "ready" signal scripts and tests wait for.
         write_join_token(&join_token, &token_path)?;
@@ -401,6 +430,22 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             cert_pem: admin.cert_pem,
             key_pem: admin.key_pem,
         };
+        // Also under the data dir (as k3s' server/cred/admin.kubeconfig), for `distro token
+        // --data-dir`.
+        let cred = tokencmd::admin_kubeconfig(&data_dir);
+        distro_pki::write_kubeconfig(
+            &cred,
+            0o600,
+            "default",
+            &url,
+            &ca_pem,
+            "default",
+            &credential,
+        )
+        .map_err(|source| Error::Pki {
+            dir: cred.clone(),
+            source,
+        })?;
         distro_pki::write_kubeconfig(&kc, mode, "default", &url, &ca_pem, "default", &credential)
             .map_err(|source| Error::Pki {
                 dir: kc.clone(),
