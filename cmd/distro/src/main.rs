@@ -235,8 +235,8 @@ struct AgentArgs {
     /// Taint to register the node with, key=value:Effect (repeatable).
     #[arg(long = "node-taint", help_heading = "Node")]
     node_taint: Vec<String>,
-    /// Container runtime: `fake` simulates pods without running them (a test tool);
-    /// `containerd` is not available yet.
+    /// Container runtime: `containerd` runs pods as real containers (containerd and runc
+    /// from PATH, supervised); `fake` simulates pods without running them (a test tool).
     #[arg(
         long,
         env = "DISTRO_RUNTIME",
@@ -307,13 +307,11 @@ fn main() -> ExitCode {
 }
 
 fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
-    match a.runtime.as_str() {
-        "fake" => {}
-        "containerd" => bail!(
-            "--runtime containerd is not yet available (the kubelet is a later issue); use --runtime fake for simulated nodes"
-        ),
+    let runtime = match a.runtime.as_str() {
+        "fake" => distro_agent::RuntimeKind::Fake,
+        "containerd" => distro_agent::RuntimeKind::Containerd,
         other => bail!("--runtime {other:?} is not one of fake, containerd"),
-    }
+    };
     let token: distro_pki::JoinToken = a
         .token
         .parse()
@@ -365,6 +363,7 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         taints,
         fake_capacity,
         fake_nodes: a.fake_nodes,
+        runtime,
     })
 }
 

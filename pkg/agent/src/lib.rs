@@ -32,6 +32,7 @@ use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio::sync::watch;
 
+pub mod containerd;
 pub mod fake;
 pub mod join;
 pub mod node;
@@ -105,6 +106,27 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("agent task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// containerd could not be configured, started or reached.
+    #[error("{step}: {source}")]
+    Runtime {
+        /// What we were doing.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: distro_cri::Error,
+    },
+    /// The pod workers failed.
+    #[error("kubelet: {0}")]
+    Kubelet(#[source] distro_kubelet::worker::Error),
+}
+
+/// What runs the pods of this agent's node(s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// Real containers through a supervised containerd (the kubelet's pod workers).
+    Containerd,
+    /// Simulated nodes: pods are reported Running without starting anything (a test tool).
+    Fake,
 }
 
 impl Error {
@@ -134,6 +156,8 @@ pub struct Config {
     /// Serve this many simulated nodes, named `<node-name>-0` … (`--fake-nodes`); `None`:
     /// one node named `<node-name>`.
     pub fake_nodes: Option<u32>,
+    /// The runtime (`--runtime`).
+    pub runtime: RuntimeKind,
 }
 
 impl Config {
@@ -141,6 +165,7 @@ impl Config {
     pub fn node_names(&self) -> Vec<String> {
         match self.fake_nodes {
             None => vec![self.node_name.clone()],
+            Some(_) if self.runtime == RuntimeKind::Containerd => vec![self.node_name.clone()],
             Some(n) => (0..n).map(|i| format!("{}-{i}", self.node_name)).collect(),
         }
     }
@@ -175,11 +200,17 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         .buffered(STARTUP_CONCURRENCY)
         .try_collect()
         .await?;
+    if config.runtime == RuntimeKind::Containerd {
+        let Some((name, client)) = nodes.into_iter().next() else {
+            return Ok(());
+        };
+        return run_containerd(&config, name, client, shutdown).await;
+    }
     tracing::info!(nodes = nodes.len(), "joined; registering");
     let registered: Vec<node::Registered> = futures::stream::iter(nodes.into_iter().enumerate())
         .map(|(index, (name, client))| {
             let config = &config;
-            async move { node::register(client, config, &name, index).await }
+            async move { node::register(client, config, &name, index, None).await }
         })
         .buffered(STARTUP_CONCURRENCY)
         .try_collect()
@@ -193,3 +224,75 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     tracing::info!("agent stopped");
     Ok(())
 }
+
+/// A real node: containerd first (the node is Ready only once it answers), then the Node,
+/// its Lease and the pod workers. On shutdown the workers and containerd stop; containers
+/// keep running for the next start to adopt.
+async fn run_containerd(
+    config: &Config,
+    name: String,
+    client: distro_client::Client,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    use distro_kubelet::pod::container::ContainerSettings;
+    use distro_kubelet::pod::dns::{parse_resolv_conf, ClusterDns};
+    use distro_kubelet::pod::sandbox::SandboxSettings;
+
+    let rt = containerd::start(&config.data_dir, shutdown.clone()).await?;
+    let real = node::RealNode {
+        host_ip: containerd::host_ip(),
+        capacity: containerd::capacity(),
+        runtime_version: rt.version.clone(),
+        os_image: containerd::os_image(),
+    };
+    let registered = match node::register(client.clone(), config, &name, 0, Some(&real)).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = rt.containerd.stop().await;
+            return Err(e);
+        }
+    };
+    tracing::info!(node = %name, runtime = %rt.version, "nodes registered and Ready");
+    let agent_dir = config.data_dir.join("agent");
+    let memory = real
+        .capacity
+        .get("memory")
+        .and_then(|q| q.0.strip_suffix("Ki"))
+        .and_then(|k| k.parse::<i64>().ok())
+        .map_or(0, |k| k * 1024);
+    let root_dir = agent_dir.join("kubelet");
+    let settings = distro_kubelet::worker::Settings {
+        node_name: name.clone(),
+        host_ips: vec![real.host_ip.clone()],
+        root_dir: root_dir.clone(),
+        sandbox: SandboxSettings {
+            cluster_dns: ClusterDns::default(),
+            host_dns: parse_resolv_conf(
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
+            pod_log_root: agent_dir.join("logs/pods"),
+        },
+        container: ContainerSettings {
+            memory_capacity: memory,
+            restrict_oom_score_adj: rt.settings.restrict_oom_score_adj,
+            seccomp_root: root_dir.join("seccomp"),
+            seccomp_default: false,
+        },
+        max_concurrent_syncs: KUBELET_CONCURRENCY,
+        allocatable: real.capacity.clone(),
+    };
+    let registered = vec![Arc::new(registered)];
+    let leases = node::renew_leases(registered, shutdown.clone());
+    let workers = distro_kubelet::worker::run(client, rt.cri.clone(), settings, shutdown);
+    let (_, result) = tokio::join!(leases, workers);
+    let _ = rt.importer.await;
+    if let Err(e) = rt.containerd.stop().await {
+        tracing::warn!(error = %e, "stopping containerd");
+    }
+    tracing::info!("agent stopped");
+    result.map_err(Error::Kubelet)
+}
+
+/// Pod syncs in flight at once: each mostly waits on containerd, and containerd itself
+/// serialises much of the work on a small machine.
+const KUBELET_CONCURRENCY: usize = 8;

@@ -52,6 +52,22 @@ pub struct Registered {
     pub pod_prefix: [u8; 3],
 }
 
+/// What a node running real containers reports instead of the simulated values.
+#[derive(Debug, Clone)]
+pub struct RealNode {
+    /// The machine's address (InternalIP).
+    pub host_ip: String,
+    /// CPUs, memory and pods of this machine.
+    pub capacity: BTreeMap<String, Quantity>,
+    /// `containerd://<version>`.
+    pub runtime_version: String,
+    /// `/etc/os-release`'s PRETTY_NAME.
+    pub os_image: String,
+}
+
+/// The kubelet version real nodes report.
+pub const REAL_KUBELET_VERSION: &str = "v1.33.0-distro";
+
 /// FNV-1a: a stable spread of node names over address ranges.
 fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -81,7 +97,7 @@ fn pod_prefix(node: &Node, name: &str) -> [u8; 3] {
         .unwrap_or([10, 42, (fnv(name) % 256) as u8])
 }
 
-fn labels(config: &Config, name: &str) -> BTreeMap<String, String> {
+fn labels(config: &Config, name: &str, real: bool) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         ("kubernetes.io/hostname".to_string(), name.to_string()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
@@ -90,6 +106,9 @@ fn labels(config: &Config, name: &str) -> BTreeMap<String, String> {
         ("beta.kubernetes.io/arch".to_string(), go_arch().to_string()),
         (FAKE_LABEL.to_string(), "true".to_string()),
     ]);
+    if real {
+        l.remove(FAKE_LABEL);
+    }
     l.extend(config.labels.clone());
     l
 }
@@ -141,7 +160,13 @@ fn now_rfc3339() -> String {
     Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-fn status(config: &Config, name: &str, host_ip: &str, node: &Node) -> serde_json::Value {
+fn status(
+    config: &Config,
+    name: &str,
+    host_ip: &str,
+    node: &Node,
+    real: Option<&RealNode>,
+) -> serde_json::Value {
     let now = now_rfc3339();
     // Keep transition times of conditions that do not change (a restart is not a transition).
     let mut conds = conditions(&now);
@@ -162,9 +187,22 @@ fn status(config: &Config, name: &str, host_ip: &str, node: &Node) -> serde_json
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
+    let capacity = real.map_or(&config.fake_capacity, |r| &r.capacity);
+    let (os_image, runtime, kubelet) = match real {
+        Some(r) => (
+            r.os_image.as_str(),
+            r.runtime_version.as_str(),
+            REAL_KUBELET_VERSION,
+        ),
+        None => (
+            "distro simulated node (no containers run)",
+            "fake://0.1.0",
+            KUBELET_VERSION,
+        ),
+    };
     json!({"status": {
-        "capacity": config.fake_capacity,
-        "allocatable": config.fake_capacity,
+        "capacity": capacity,
+        "allocatable": capacity,
         "conditions": conds,
         "addresses": [
             {"type": "InternalIP", "address": host_ip},
@@ -176,9 +214,9 @@ fn status(config: &Config, name: &str, host_ip: &str, node: &Node) -> serde_json
             "systemUUID": format!("{:032x}", fnv(&format!("uuid-{name}"))),
             "bootID": format!("{:032x}", rand::random::<u128>()),
             "kernelVersion": kernel,
-            "osImage": "distro simulated node (no containers run)",
-            "containerRuntimeVersion": "fake://0.1.0",
-            "kubeletVersion": KUBELET_VERSION,
+            "osImage": os_image,
+            "containerRuntimeVersion": runtime,
+            "kubeletVersion": kubelet,
             "kubeProxyVersion": "",
             "operatingSystem": "linux",
             "architecture": go_arch(),
@@ -196,17 +234,22 @@ pub async fn register(
     config: &Config,
     name: &str,
     _index: usize,
+    real: Option<&RealNode>,
 ) -> Result<Registered, Error> {
     let api: Api<Node> = Api::all(client.clone());
-    let host_ip = fake_host_ip(name);
+    let host_ip = real.map_or_else(|| fake_host_ip(name), |r| r.host_ip.clone());
+    let annotations = match real {
+        Some(_) => None,
+        None => Some(BTreeMap::from([(
+            FAKE_LABEL.to_string(),
+            "simulated by distro agent --runtime fake: pods are reported Running without starting containers".to_string(),
+        )])),
+    };
     let wanted = Node {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
-            labels: Some(labels(config, name)),
-            annotations: Some(BTreeMap::from([(
-                FAKE_LABEL.to_string(),
-                "simulated by distro agent --runtime fake: pods are reported Running without starting containers".to_string(),
-            )])),
+            labels: Some(labels(config, name, real.is_some())),
+            annotations,
             ..Default::default()
         },
         spec: Some(NodeSpec {
@@ -230,14 +273,14 @@ pub async fn register(
         Err(kube::Error::Api(s)) if s.code == 409 => {
             // Known already: keep its taints (someone may have cordoned or tainted it since),
             // reconcile our labels.
-            let patch = json!({"metadata": {"labels": labels(config, name)}});
+            let patch = json!({"metadata": {"labels": labels(config, name, real.is_some())}});
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(Error::api(format!("updating Node {name}")))?
         }
         Err(e) => return Err(Error::api(format!("registering Node {name}"))(e)),
     };
-    let body = status(config, name, &host_ip, &node);
+    let body = status(config, name, &host_ip, &node, real);
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
         .await
         .map_err(Error::api(format!("reporting the status of Node {name}")))?;

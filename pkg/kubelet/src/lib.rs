@@ -10,3 +10,4 @@ pub mod backoff;
 pub mod pod;
 pub mod qos;
 pub mod volume;
+pub mod worker;

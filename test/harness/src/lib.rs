@@ -312,6 +312,30 @@ impl Agent {
 
     /// Like [`Agent::start`] with an explicit URL and token (e.g. a wrong one).
     pub fn start_raw(bin: &Path, url: &str, token: &str, extra: &[&str]) -> Agent {
+        Self::start_full(bin, url, token, "fake", extra, |_| {})
+    }
+
+    /// Starts `distro agent --runtime containerd` (real containers) joining `server`;
+    /// `prepare` gets the data dir before the start (e.g. to put image tarballs in
+    /// `agent/images/`).
+    pub fn start_containerd(
+        bin: &Path,
+        server: &Server,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Agent {
+        let url = server.server_url().expect("server URL");
+        Self::start_full(bin, &url, &server.token(), "containerd", extra, prepare)
+    }
+
+    fn start_full(
+        bin: &Path,
+        url: &str,
+        token: &str,
+        runtime: &str,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("distro-agent-test-")
             .tempdir()
@@ -327,10 +351,11 @@ impl Agent {
             "--token".into(),
             token.into(),
             "--runtime".into(),
-            "fake".into(),
+            runtime.into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::write(dir.path().join("no-config.yaml"), "").expect("config file");
+        prepare(&dir.path().join("data"));
         let mut a = Agent {
             child: None,
             dir,
