@@ -43,6 +43,18 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Report what this machine lacks to run a node (containerd, runc, cgroups, kernel
+    /// features), with fixes; exits non-zero when something required is missing.
+    CheckConfig {
+        /// Data directory (a test overlay is mounted under it).
+        #[arg(
+            long,
+            short = 'd',
+            env = "DISTRO_DATA_DIR",
+            default_value = "/var/lib/distro"
+        )]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -235,8 +247,8 @@ struct AgentArgs {
     /// Taint to register the node with, key=value:Effect (repeatable).
     #[arg(long = "node-taint", help_heading = "Node")]
     node_taint: Vec<String>,
-    /// Container runtime: `containerd` runs pods as real containers (containerd and runc
-    /// from PATH, supervised); `fake` simulates pods without running them (a test tool).
+    /// Container runtime: `containerd` (supervised by distro; pods run as real containers)
+    /// or `fake`, which simulates pods without running them (a test tool).
     #[arg(
         long,
         env = "DISTRO_RUNTIME",
@@ -254,6 +266,17 @@ struct AgentArgs {
     /// Serve this many simulated nodes, named <node-name>-0 … <node-name>-(N-1).
     #[arg(long, help_heading = "Runtime")]
     fake_nodes: Option<u32>,
+    /// The pod sandbox ("pause") image containerd uses.
+    #[arg(long, env = "DISTRO_PAUSE_IMAGE", default_value = distro_cri::containerd::DEFAULT_PAUSE_IMAGE, help_heading = "Runtime")]
+    pause_image: String,
+    /// Registry mirrors and credentials, in k3s's registries.yaml format.
+    #[arg(
+        long,
+        env = "DISTRO_PRIVATE_REGISTRY",
+        default_value = "/etc/distro/registries.yaml",
+        help_heading = "Runtime"
+    )]
+    private_registry: PathBuf,
 }
 
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
@@ -303,13 +326,28 @@ fn main() -> ExitCode {
             })
         }
         Command::Kubectl { args } => kubectl(args),
+        Command::CheckConfig { data_dir } => {
+            let report = distro_cri::check::run(&data_dir);
+            print!("{report}");
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 
 fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
-    let runtime = match a.runtime.as_str() {
-        "fake" => distro_agent::RuntimeKind::Fake,
-        "containerd" => distro_agent::RuntimeKind::Containerd,
+    let containerd = match a.runtime.as_str() {
+        "fake" => None,
+        "containerd" if a.fake_nodes.is_some() => bail!("--fake-nodes needs --runtime fake"),
+        "containerd" => {
+            let mut rt = distro_cri::runtime::RuntimeConfig::new(a.data_dir.clone())?;
+            rt.pause_image = a.pause_image.clone();
+            rt.registries_file = a.private_registry.clone();
+            Some(rt)
+        }
         other => bail!("--runtime {other:?} is not one of fake, containerd"),
     };
     let token: distro_pki::JoinToken = a
@@ -363,7 +401,7 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         taints,
         fake_capacity,
         fake_nodes: a.fake_nodes,
-        runtime,
+        containerd,
     })
 }
 

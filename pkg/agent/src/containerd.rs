@@ -1,112 +1,120 @@
-//! The real node runtime (`--runtime containerd`): containerd supervised on the agent's data
-//! dir, air-gap images imported, and the facts about this machine the Node reports
-//! (capacity, addresses, runtime version).
+//! `distro agent --runtime containerd`: the real node. containerd is started under the
+//! supervisor with distro's configuration and the air-gap images imported
+//! ([`distro_cri::runtime::NodeRuntime`]); then the node joins, registers its Node with this
+//! machine's capacity and nodeInfo (Ready: containerd answered), renews its Lease and runs
+//! the kubelet's pod workers ([`distro_kubelet::worker`]).
+//!
+//! # Limits
+//! - The pod network (CNI) is not wired yet: only `hostNetwork` pods get a sandbox.
+//! - Ready is decided at registration; a containerd that dies later is restarted by the
+//!   supervisor but not reported on the Node.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 
-use distro_cri::containerd::{self, Paths, Settings};
-use distro_cri::import::Importer;
-use distro_cri::Cri;
-use distro_supervisor::Supervised;
+use distro_kubelet::pod::container::ContainerSettings;
+use distro_kubelet::pod::dns::{parse_resolv_conf, ClusterDns};
+use distro_kubelet::pod::sandbox::SandboxSettings;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use crate::Error;
+use crate::{join, node, Config, Error};
 
-/// Where containerd keeps its runtime state and socket (one subdirectory per data dir).
-pub const RUN_ROOT: &str = "/run/distro";
+/// Pod syncs in flight at once: each mostly waits on containerd, which itself serialises
+/// much of the work on a small machine.
+const KUBELET_CONCURRENCY: usize = 8;
 
-/// How long containerd may take to answer CRI after its start.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How often the air-gap images directory is looked at again for new tarballs.
-const IMPORT_EVERY: Duration = Duration::from_secs(10);
-
-/// A running containerd and what the kubelet needs from its start.
-pub struct Runtime {
-    /// The supervised child; stopping it leaves containers running.
-    pub containerd: Supervised,
-    /// The CRI client.
-    pub cri: Cri,
-    /// containerd's paths for this data dir.
-    pub paths: Paths,
-    /// The machine-dependent settings containerd was configured with.
-    pub settings: Settings,
-    /// `containerd://<version>`, as nodeInfo reports it.
-    pub version: String,
-    /// The importer watching `<data-dir>/agent/images/`.
-    pub importer: JoinHandle<()>,
-}
-
-fn cri_err(step: &'static str) -> impl FnOnce(distro_cri::Error) -> Error {
-    move |source| Error::Runtime { step, source }
-}
-
-/// Writes containerd's configuration, starts it, waits until CRI answers, imports the
-/// air-gap images once (so pods find them at once), and keeps importing new ones until
-/// `shutdown`.
+/// Starts containerd, joins, registers the Node and runs the pod workers until `shutdown`,
+/// then stops them and containerd, leaving running containers for the next start to adopt.
 ///
 /// # Errors
-/// [`Error::Runtime`] naming the step: containerd or runc missing, another containerd on
-/// this data dir, containerd not answering.
-pub async fn start(data_dir: &Path, shutdown: watch::Receiver<bool>) -> Result<Runtime, Error> {
-    let paths = Paths::new(data_dir, Path::new(RUN_ROOT));
-    let self_exe = std::env::current_exe().map_err(|source| Error::Io {
-        path: PathBuf::from("/proc/self/exe"),
-        source,
-    })?;
-    let (p, exe) = (paths.clone(), self_exe.clone());
-    let settings = tokio::task::spawn_blocking(move || {
-        let s = Settings::detect(
-            &p,
-            containerd::DEFAULT_PAUSE_IMAGE,
-            Path::new("/etc/distro/registries.yaml"),
-        )?;
-        containerd::prepare(&p, &s, &exe)?;
-        Ok::<_, distro_cri::Error>(s)
-    })
-    .await?
-    .map_err(cri_err("configuring containerd"))?;
-    let supervised = containerd::start(&paths)
+/// containerd not starting or not ready ([`Error::Runtime`]), and the join and registration
+/// errors of [`crate::run`].
+pub async fn run(
+    config: Config,
+    runtime: distro_cri::runtime::RuntimeConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let rt = distro_cri::runtime::NodeRuntime::start(runtime)
         .await
-        .map_err(cri_err("starting containerd"))?;
-    let cri = match Cri::wait_ready(&paths.socket, READY_TIMEOUT).await {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = supervised.stop().await;
-            return Err(cri_err("waiting for containerd")(e));
-        }
-    };
-    let v = cri
-        .version()
-        .await
-        .map_err(cri_err("asking containerd its version"))?;
-    let importer = Importer::new(
-        cri.clone(),
-        paths.images.clone(),
-        paths.root.join("distro-imported.json"),
+        .map_err(Error::Runtime)?;
+    let served = serve(&config, &rt, shutdown).await;
+    let stopped = rt.stop().await.map_err(Error::Runtime);
+    tracing::info!("agent stopped");
+    served?;
+    stopped
+}
+
+async fn serve(
+    config: &Config,
+    rt: &distro_cri::runtime::NodeRuntime,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let version = rt.cri.version().await.map_err(Error::Runtime)?;
+    let runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
+    tracing::info!(
+        runtime = %runtime_version,
+        images = rt.first_import.imported.len(),
+        "container runtime ready"
     );
-    match importer.pass().await {
-        Ok(p) => tracing::info!(
-            imported = p.imported.len(),
-            failed = p.failed.len(),
-            "air-gap images"
-        ),
-        Err(e) => tracing::warn!(error = %e, "importing air-gap images failed; retrying"),
+    let dir = config.data_dir.join("agent");
+    let ca_pem = join::trusted_ca(&config.server, &config.token).await?;
+    {
+        let (dir, ca) = (dir.clone(), ca_pem.clone());
+        tokio::task::spawn_blocking(move || {
+            join::write_private(&dir, &dir.join("server-ca.crt"), ca.as_bytes())
+        })
+        .await??;
     }
-    let importer = tokio::spawn(importer.run(IMPORT_EVERY, shutdown));
-    tracing::info!(socket = %paths.socket.display(), version = %v.runtime_version, "containerd ready");
-    Ok(Runtime {
-        containerd: supervised,
-        cri,
-        paths,
-        settings,
-        version: format!("{}://{}", v.runtime_name, v.runtime_version),
-        importer,
-    })
+    let bootstrap = join::bootstrap_client(&config.server, &ca_pem, &config.token)?;
+    let name = config.node_name.clone();
+    let pair = join::node_credentials(&bootstrap, &dir, &ca_pem, &name).await?;
+    let client = join::node_client(&config.server, &ca_pem, &name, &pair)?;
+
+    let real = node::RealNode {
+        host_ip: host_ip(),
+        capacity: capacity(),
+        runtime_version,
+        os_image: os_image(),
+    };
+    let registered = node::register(client.clone(), config, &name, 0, Some(&real)).await?;
+    tracing::info!(node = %name, "nodes registered and Ready");
+
+    let restrict_oom_score_adj =
+        tokio::task::spawn_blocking(|| !distro_cri::host::negative_oom_score_allowed()).await?;
+    let memory = real
+        .capacity
+        .get("memory")
+        .and_then(|q| q.0.strip_suffix("Ki"))
+        .and_then(|k| k.parse::<i64>().ok())
+        .map_or(0, |k| k * 1024);
+    let root_dir = dir.join("kubelet");
+    let settings = distro_kubelet::worker::Settings {
+        node_name: name.clone(),
+        host_ips: vec![real.host_ip.clone()],
+        root_dir: root_dir.clone(),
+        sandbox: SandboxSettings {
+            cluster_dns: ClusterDns::default(),
+            host_dns: parse_resolv_conf(
+                &tokio::fs::read_to_string("/etc/resolv.conf")
+                    .await
+                    .unwrap_or_default(),
+            ),
+            pod_log_root: dir.join("logs/pods"),
+        },
+        container: ContainerSettings {
+            memory_capacity: memory,
+            restrict_oom_score_adj,
+            seccomp_root: root_dir.join("seccomp"),
+            seccomp_default: false,
+        },
+        max_concurrent_syncs: KUBELET_CONCURRENCY,
+        allocatable: real.capacity.clone(),
+    };
+    let leases = node::renew_leases(vec![Arc::new(registered)], shutdown.clone());
+    let workers = distro_kubelet::worker::run(client, rt.cri.clone(), settings, shutdown);
+    let (_, result) = tokio::join!(leases, workers);
+    result.map_err(Error::Kubelet)
 }
 
 /// This machine's capacity as a kubelet reports it: CPUs, memory (`MemTotal`), 110 pods.

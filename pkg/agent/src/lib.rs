@@ -16,7 +16,8 @@
 //! nodes cost one watch, not 100.
 //!
 //! # Limits
-//! - Only `--runtime fake`; the containerd runtime (a real kubelet) is a later issue.
+//! - `--runtime containerd` ([`containerd`]) serves one node; the pod network (CNI) is
+//!   not wired yet, so only `hostNetwork` pods start.
 //! - No IPAM controller yet: a node's pod range is its `spec.podCIDR` if set, else a /24 of
 //!   10.42.0.0/16 picked from the node's name, so two nodes may share a range.
 //! - Credentials are not rotated while running; a restart renews them when a third of their
@@ -103,30 +104,15 @@ pub enum Error {
         /// The CertificateSigningRequest.
         name: String,
     },
+    /// containerd could not be set up, started or reached.
+    #[error("container runtime: {0}")]
+    Runtime(#[source] distro_cri::Error),
     /// A blocking task panicked or was cancelled.
     #[error("agent task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
-    /// containerd could not be configured, started or reached.
-    #[error("{step}: {source}")]
-    Runtime {
-        /// What we were doing.
-        step: &'static str,
-        /// Cause.
-        #[source]
-        source: distro_cri::Error,
-    },
     /// The pod workers failed.
     #[error("kubelet: {0}")]
     Kubelet(#[source] distro_kubelet::worker::Error),
-}
-
-/// What runs the pods of this agent's node(s).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RuntimeKind {
-    /// Real containers through a supervised containerd (the kubelet's pod workers).
-    Containerd,
-    /// Simulated nodes: pods are reported Running without starting anything (a test tool).
-    Fake,
 }
 
 impl Error {
@@ -156,8 +142,9 @@ pub struct Config {
     /// Serve this many simulated nodes, named `<node-name>-0` … (`--fake-nodes`); `None`:
     /// one node named `<node-name>`.
     pub fake_nodes: Option<u32>,
-    /// The runtime (`--runtime`).
-    pub runtime: RuntimeKind,
+    /// `--runtime containerd`: the supervised containerd's settings; `None` for the fake
+    /// runtime.
+    pub containerd: Option<distro_cri::runtime::RuntimeConfig>,
 }
 
 impl Config {
@@ -165,7 +152,6 @@ impl Config {
     pub fn node_names(&self) -> Vec<String> {
         match self.fake_nodes {
             None => vec![self.node_name.clone()],
-            Some(_) if self.runtime == RuntimeKind::Containerd => vec![self.node_name.clone()],
             Some(n) => (0..n).map(|i| format!("{}-{i}", self.node_name)).collect(),
         }
     }
@@ -177,6 +163,9 @@ impl Config {
 /// Joining failures (CA mismatch, refused certificate, unreachable server) and registration
 /// failures; once running, failures are retried and logged.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+    if let Some(runtime) = config.containerd.clone() {
+        return containerd::run(config, runtime, shutdown).await;
+    }
     let dir = config.data_dir.join("agent");
     let ca_pem = join::trusted_ca(&config.server, &config.token).await?;
     {
@@ -200,12 +189,6 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         .buffered(STARTUP_CONCURRENCY)
         .try_collect()
         .await?;
-    if config.runtime == RuntimeKind::Containerd {
-        let Some((name, client)) = nodes.into_iter().next() else {
-            return Ok(());
-        };
-        return run_containerd(&config, name, client, shutdown).await;
-    }
     tracing::info!(nodes = nodes.len(), "joined; registering");
     let registered: Vec<node::Registered> = futures::stream::iter(nodes.into_iter().enumerate())
         .map(|(index, (name, client))| {
@@ -224,75 +207,3 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     tracing::info!("agent stopped");
     Ok(())
 }
-
-/// A real node: containerd first (the node is Ready only once it answers), then the Node,
-/// its Lease and the pod workers. On shutdown the workers and containerd stop; containers
-/// keep running for the next start to adopt.
-async fn run_containerd(
-    config: &Config,
-    name: String,
-    client: distro_client::Client,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), Error> {
-    use distro_kubelet::pod::container::ContainerSettings;
-    use distro_kubelet::pod::dns::{parse_resolv_conf, ClusterDns};
-    use distro_kubelet::pod::sandbox::SandboxSettings;
-
-    let rt = containerd::start(&config.data_dir, shutdown.clone()).await?;
-    let real = node::RealNode {
-        host_ip: containerd::host_ip(),
-        capacity: containerd::capacity(),
-        runtime_version: rt.version.clone(),
-        os_image: containerd::os_image(),
-    };
-    let registered = match node::register(client.clone(), config, &name, 0, Some(&real)).await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = rt.containerd.stop().await;
-            return Err(e);
-        }
-    };
-    tracing::info!(node = %name, runtime = %rt.version, "nodes registered and Ready");
-    let agent_dir = config.data_dir.join("agent");
-    let memory = real
-        .capacity
-        .get("memory")
-        .and_then(|q| q.0.strip_suffix("Ki"))
-        .and_then(|k| k.parse::<i64>().ok())
-        .map_or(0, |k| k * 1024);
-    let root_dir = agent_dir.join("kubelet");
-    let settings = distro_kubelet::worker::Settings {
-        node_name: name.clone(),
-        host_ips: vec![real.host_ip.clone()],
-        root_dir: root_dir.clone(),
-        sandbox: SandboxSettings {
-            cluster_dns: ClusterDns::default(),
-            host_dns: parse_resolv_conf(
-                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-            ),
-            pod_log_root: agent_dir.join("logs/pods"),
-        },
-        container: ContainerSettings {
-            memory_capacity: memory,
-            restrict_oom_score_adj: rt.settings.restrict_oom_score_adj,
-            seccomp_root: root_dir.join("seccomp"),
-            seccomp_default: false,
-        },
-        max_concurrent_syncs: KUBELET_CONCURRENCY,
-        allocatable: real.capacity.clone(),
-    };
-    let registered = vec![Arc::new(registered)];
-    let leases = node::renew_leases(registered, shutdown.clone());
-    let workers = distro_kubelet::worker::run(client, rt.cri.clone(), settings, shutdown);
-    let (_, result) = tokio::join!(leases, workers);
-    let _ = rt.importer.await;
-    if let Err(e) = rt.containerd.stop().await {
-        tracing::warn!(error = %e, "stopping containerd");
-    }
-    tracing::info!("agent stopped");
-    result.map_err(Error::Kubelet)
-}
-
-/// Pod syncs in flight at once: each mostly waits on containerd, and containerd itself
-/// serialises much of the work on a small machine.
-const KUBELET_CONCURRENCY: usize = 8;

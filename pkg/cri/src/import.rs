@@ -977,7 +977,7 @@ impl Importer {
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
             }
         }
     }

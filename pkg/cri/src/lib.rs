@@ -9,14 +9,18 @@
 //! - [`containerd`]: containerd's paths, configuration and supervised start for a data dir.
 //! - [`registries`]: k3s's `registries.yaml`, rendered as containerd `hosts.toml` and auth.
 //! - [`host`]: probes of this machine (cgroups, overlayfs, negative oom scores).
+//! - [`check`]: `distro check-config`, the report of what this machine lacks.
 //! - [`client`]: the connection, readiness wait and typed CRI helpers.
 //! - [`import`]: air-gap image tarballs loaded into containerd for CRI.
+//! - [`runtime`]: all of the above in one start/stop for a node.
 
+pub mod check;
 pub mod client;
 pub mod containerd;
 pub mod host;
 pub mod import;
 pub mod registries;
+pub mod runtime;
 
 use std::path::PathBuf;
 use std::time::Duration;

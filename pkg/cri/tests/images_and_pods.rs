@@ -180,3 +180,129 @@ async fn imported_images_run_a_pod_and_containers_survive_containerd_restarts() 
     );
     node.cleanup().await;
 }
+
+/// The node runtime in one call: the images dir is imported at start, and a tarball added
+/// later is picked up by the watcher. Runs beside the test above: two containerds on one
+/// machine must not collide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_runtime_imports_at_start_and_when_a_tarball_is_added() {
+    let dir = tempfile::Builder::new()
+        .prefix("distro-rt-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let built = dir.path().join("built");
+    build_images(&built);
+    let data = dir.path().join("data");
+    let images = data.join("agent/images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::copy(built.join("pause.tar"), images.join("pause.tar")).unwrap();
+
+    let mut config = distro_cri::runtime::RuntimeConfig::new(data.clone()).unwrap();
+    config.run_root = dir.path().join("run");
+    config.registries_file = dir.path().join("registries.yaml");
+    config.import_every = Duration::from_millis(200);
+    let rt = distro_cri::runtime::NodeRuntime::start(config)
+        .await
+        .unwrap();
+    let state = rt.paths.state.clone();
+    assert_eq!(
+        rt.first_import.imported,
+        vec![DEFAULT_PAUSE_IMAGE.to_string()]
+    );
+    assert!(rt.cri.image_status(BUSYBOX).await.unwrap().is_none());
+
+    // Copied in under a temporary name and renamed, as an operator should; the watcher
+    // imports it.
+    std::fs::copy(built.join("busybox.tar"), images.join(".busybox.tar.part")).unwrap();
+    std::fs::rename(images.join(".busybox.tar.part"), images.join("busybox.tar")).unwrap();
+    let cri = rt.cri.clone();
+    eventually(20, "the added tarball to be imported", || async {
+        cri.image_status(BUSYBOX).await.unwrap()
+    })
+    .await;
+
+    let pid = rt.containerd_pid().unwrap();
+    rt.stop().await.unwrap();
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err(),
+        "containerd stopped"
+    );
+    common::unmount_under(dir.path());
+    common::unmount_under(&state);
+}
+
+/// Rewrites an OCI layout tarball as a `docker save` archive: `manifest.json`, the config
+/// as `<hex>.json`, each layer uncompressed as `<n>/layer.tar`.
+const TO_DOCKER_ARCHIVE: &str = r#"
+import gzip, io, json, sys, tarfile
+src, dst, tag = sys.argv[1:4]
+t = tarfile.open(src)
+blob = lambda d: t.extractfile("blobs/" + d.replace(":", "/")).read()
+m = json.loads(blob(json.load(t.extractfile("index.json"))["manifests"][0]["digest"]))
+files = {m["config"]["digest"][7:] + ".json": blob(m["config"]["digest"])}
+layers = []
+for i, l in enumerate(m["layers"]):
+    files[f"{i}/layer.tar"] = gzip.decompress(blob(l["digest"]))
+    layers.append(f"{i}/layer.tar")
+files["manifest.json"] = json.dumps([{"Config": m["config"]["digest"][7:] + ".json", "RepoTags": [tag], "Layers": layers}]).encode()
+with tarfile.open(dst, "w") as out:
+    for name, data in files.items():
+        ti = tarfile.TarInfo(name)
+        ti.size = len(data)
+        out.addfile(ti, io.BytesIO(data))
+"#;
+
+/// A docker-archive tarball (as `docker save` writes) is imported, and its uncompressed
+/// layer unpacks when a container runs from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_archive_is_imported_and_runs() {
+    let node = Node::start(|images| {
+        let built = images.join(".built");
+        build_images(&built);
+        std::fs::rename(built.join("pause.tar"), images.join("pause.tar")).unwrap();
+        let out = std::process::Command::new("python3")
+            .args(["-c", TO_DOCKER_ARCHIVE])
+            .arg(built.join("busybox.tar"))
+            .arg(images.join("busybox-docker.tar"))
+            .arg("example/busybox:v1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_dir_all(&built).unwrap();
+    })
+    .await;
+    let cri = node.cri.clone();
+    let importer = Importer::new(
+        cri.clone(),
+        node.paths.images.clone(),
+        node.paths.root.join("imported.json"),
+    );
+    let pass = importer.pass().await.unwrap();
+    assert!(pass.failed.is_empty(), "{:?}", pass.failed);
+    let name = "docker.io/example/busybox:v1";
+    assert!(pass.imported.contains(&name.to_string()), "{pass:?}");
+    eventually(10, "CRI to see the docker archive's image", || async {
+        cri.image_status(name).await.unwrap()
+    })
+    .await;
+
+    let logs = node.dir.path().join("pods/docker");
+    std::fs::create_dir_all(&logs).unwrap();
+    let sb = sandbox_config("docker", &logs);
+    let pod = cri.run_pod_sandbox(sb.clone()).await.unwrap();
+    let mut cfg = container_config("ls", &["ls", "/bin/httpd"]);
+    cfg.image = Some(api::ImageSpec {
+        image: name.into(),
+        ..Default::default()
+    });
+    let c = cri.create_container(&pod, cfg, sb).await.unwrap();
+    cri.start_container(&c).await.unwrap();
+    assert_eq!(exited(&cri, &c).await.exit_code, 0);
+    cri.stop_pod_sandbox(&pod).await.unwrap();
+    cri.remove_pod_sandbox(&pod).await.unwrap();
+    node.cleanup().await;
+}

@@ -424,6 +424,16 @@ mod tests {
         let s = Supervisor::start(sp).unwrap();
         let pid = s.pid().unwrap();
         let mut rx = s.subscribe();
+        // Only once the trap is set: a SIGTERM before it would end the shell at once.
+        let log = dir.path().join("sh.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("up")
+        {
+            assert!(Instant::now() < deadline, "child never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         s.stop().await.unwrap();
         let st = wait_for(&mut rx, |s| s.stopped).await;
         assert!(st.last_exit.unwrap().contains("SIGKILL"));

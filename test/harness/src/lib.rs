@@ -302,7 +302,7 @@ pub struct Agent {
 
 impl Agent {
     /// Starts `distro agent --runtime fake` joining `server` with its token, plus `extra`
-    /// flags (e.g. `--node-name`, `--fake-nodes`). Does not wait: use [`eventually`] on what
+    /// flags (e.g. `--node-name`, `--fake-nodes`, or `--runtime containerd`). Does not wait: use [`eventually`] on what
     /// the test expects (a Ready node), or [`Agent::wait_exit`].
     pub fn start(bin: &Path, server: &Server, extra: &[&str]) -> Agent {
         let url = server.server_url().expect("server URL");
@@ -312,7 +312,7 @@ impl Agent {
 
     /// Like [`Agent::start`] with an explicit URL and token (e.g. a wrong one).
     pub fn start_raw(bin: &Path, url: &str, token: &str, extra: &[&str]) -> Agent {
-        Self::start_full(bin, url, token, "fake", extra, |_| {})
+        Self::start_prepared(bin, url, token, extra, |_| {})
     }
 
     /// Starts `distro agent --runtime containerd` (real containers) joining `server`;
@@ -325,14 +325,15 @@ impl Agent {
         prepare: impl FnOnce(&Path),
     ) -> Agent {
         let url = server.server_url().expect("server URL");
-        Self::start_full(bin, &url, &server.token(), "containerd", extra, prepare)
+        let mut args = vec!["--runtime", "containerd"];
+        args.extend_from_slice(extra);
+        Self::start_prepared(bin, &url, &server.token(), &args, prepare)
     }
 
-    fn start_full(
+    fn start_prepared(
         bin: &Path,
         url: &str,
         token: &str,
-        runtime: &str,
         extra: &[&str],
         prepare: impl FnOnce(&Path),
     ) -> Agent {
@@ -350,9 +351,11 @@ impl Agent {
             url.into(),
             "--token".into(),
             token.into(),
-            "--runtime".into(),
-            runtime.into(),
         ];
+        // The fake runtime unless the test names one.
+        if !extra.contains(&"--runtime") {
+            args.extend(["--runtime".into(), "fake".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::write(dir.path().join("no-config.yaml"), "").expect("config file");
         prepare(&dir.path().join("data"));

@@ -20,6 +20,12 @@ pub struct Node {
 impl Node {
     /// Writes the config for a fresh data dir and starts containerd on it.
     pub async fn start(prepare_images: impl FnOnce(&Path)) -> Node {
+        Node::start_with(Path::new("/nonexistent/registries.yaml"), prepare_images).await
+    }
+
+    /// Like [`Node::start`] with a registries.yaml.
+    pub async fn start_with(registries: &Path, prepare_images: impl FnOnce(&Path)) -> Node {
+        let registries = registries.to_path_buf();
         let dir = tempfile::Builder::new()
             .prefix("distro-cri-")
             .tempdir_in("/tmp")
@@ -29,12 +35,7 @@ impl Node {
         prepare_images(&paths.images);
         let p = paths.clone();
         let settings = tokio::task::spawn_blocking(move || {
-            Settings::detect(
-                &p,
-                containerd::DEFAULT_PAUSE_IMAGE,
-                Path::new("/nonexistent/registries.yaml"),
-            )
-            .unwrap()
+            Settings::detect(&p, containerd::DEFAULT_PAUSE_IMAGE, &registries).unwrap()
         })
         .await
         .unwrap();
