@@ -283,6 +283,10 @@ struct AgentArgs {
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    // Multi-call: containerd runs this binary as its CNI plugin, with CNI_COMMAND set.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        return distro_network::cni::run();
+    }
     let args = match with_config_file(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {

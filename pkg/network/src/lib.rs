@@ -1,0 +1,19 @@
+//! distro's pod network.
+//!
+//! Owns how a pod gets its network on a node. Today that is the CNI plugin ([`cni`]): the
+//! distro binary is multi-call, and containerd runs it as `<bin_dir>/distro` with
+//! `CNI_COMMAND` set. The plugin does in one program what k3s chains from the reference
+//! plugins (`bridge` + `host-local` + `portmap`): a veth per pod on a node bridge, addresses
+//! from the node's podCIDR kept as one file per IP, masquerade to outside the cluster, and
+//! hostPort DNAT in one nftables table that distro owns.
+//!
+//! # Limits
+//! - IPv6 (dual-stack) pods get an address, routes, masquerade and hostPorts, but a hostPort
+//!   is not reachable from `::1` (the kernel has no `route_localnet` for IPv6, as with the
+//!   reference portmap).
+//! - The overlay between nodes (VXLAN) and the service proxy are later modules.
+
+pub mod cni;
+mod error;
+
+pub use error::Error;
