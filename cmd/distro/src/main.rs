@@ -277,6 +277,9 @@ struct AgentArgs {
         help_heading = "Runtime"
     )]
     private_registry: PathBuf,
+    /// The pods' bridge on this node (change it only when several nodes share one kernel).
+    #[arg(long, default_value = "cni0", help_heading = "Runtime")]
+    cni_bridge: String,
 }
 
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
@@ -406,6 +409,7 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         fake_capacity,
         fake_nodes: a.fake_nodes,
         containerd,
+        cni_bridge: a.cni_bridge,
     })
 }
 

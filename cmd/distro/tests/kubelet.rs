@@ -60,6 +60,48 @@ fn install_images(data: &Path) {
 /// its runtime dir. Only processes naming this data dir's socket or config are touched.
 struct Cleanup {
     data: PathBuf,
+    /// The pods' bridge this test's node made, and whether the plugin's nftables table
+    /// existed before (if not, this test made it and removes it).
+    bridge: String,
+    table_existed: bool,
+}
+
+/// The CNI plugin's nftables table.
+const NFT_TABLE: &str = "distro-cni";
+
+fn nft_table_exists() -> bool {
+    Command::new("nft")
+        .args(["list", "table", "inet", NFT_TABLE])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Removes this test's bridge and, from the shared table, only the masquerade rule of that
+/// bridge (the whole table when this test created it).
+fn remove_network(bridge: &str, table_existed: bool) {
+    let _ = Command::new("ip").args(["link", "del", bridge]).status();
+    if !table_existed {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", NFT_TABLE])
+            .status();
+        return;
+    }
+    let Ok(out) = Command::new("nft")
+        .args(["-a", "list", "chain", "inet", NFT_TABLE, "postrouting"])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.contains(&format!("masquerade {bridge}\"")) {
+            if let Some(handle) = line.rsplit("# handle ").next() {
+                let _ = Command::new("nft")
+                    .args(["delete", "rule", "inet", NFT_TABLE, "postrouting", "handle"])
+                    .arg(handle.trim())
+                    .status();
+            }
+        }
+    }
 }
 
 impl Cleanup {
@@ -156,6 +198,7 @@ impl Drop for Cleanup {
         if let Some(run) = state.parent() {
             let _ = std::fs::remove_dir_all(run);
         }
+        remove_network(&self.bridge, self.table_existed);
     }
 }
 
@@ -196,6 +239,7 @@ fn runtime_containers(socket: &Path, uid: &str, kind: &str) -> Vec<String> {
 
 fn manifest(node: &str) -> String {
     let pod = |name: &str, policy: &str, script: &str, env: &str| {
+        let host = name != "net";
         format!(
             r#"---
 apiVersion: v1
@@ -203,7 +247,7 @@ kind: Pod
 metadata: {{name: {name}, namespace: default}}
 spec:
   nodeName: {node}
-  hostNetwork: true
+  hostNetwork: {host}
   restartPolicy: {policy}
   terminationGracePeriodSeconds: 3
   containers:
@@ -216,10 +260,11 @@ spec:
     };
     let env = "    env:\n    - name: GREETING\n      valueFrom: {configMapKeyRef: {name: cfg, key: greeting}}\n";
     format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg, namespace: default}}\ndata: {{greeting: hello-from-configmap}}\n{}{}{}",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg, namespace: default}}\ndata: {{greeting: hello-from-configmap}}\n{}{}{}{}",
         pod("web", "Always", "echo greeting=$GREETING; exec sleep 3600", env),
         pod("crash", "Always", "echo crashing; exit 1", ""),
         pod("job", "Never", "echo done", ""),
+        pod("net", "Always", "exec sleep 3600", ""),
     )
 }
 
@@ -228,8 +273,19 @@ fn containerd_runs_pods_restarts_crashes_completes_adopts_and_deletes() {
     let began = Instant::now();
     let s = Server::start(bin());
     let node = format!("kubelet-{}", std::process::id());
-    let mut a = Agent::start_containerd(bin(), &s, &["--node-name", &node], install_images);
-    let cleanup = Cleanup { data: a.data_dir() };
+    let bridge = format!("dk{}", std::process::id() % 10_000_000);
+    let table_existed = nft_table_exists();
+    let mut a = Agent::start_containerd(
+        bin(),
+        &s,
+        &["--node-name", &node, "--cni-bridge", &bridge],
+        install_images,
+    );
+    let cleanup = Cleanup {
+        data: a.data_dir(),
+        bridge,
+        table_existed,
+    };
 
     // The node registers Ready with containerd's version once containerd answers.
     let n = eventually(Duration::from_secs(60), EVERY, "node Ready", || {
@@ -288,6 +344,28 @@ fn containerd_runs_pods_restarts_crashes_completes_adopts_and_deletes() {
         text.contains("stdout F greeting=hello-from-configmap")
             .then_some(())
     });
+
+    // A pod on the pod network: an address from the node's /24 through distro's CNI plugin,
+    // reachable from the node.
+    let net = eventually(Duration::from_secs(30), EVERY, "net Running", || {
+        let p = pod(&s, "net")?;
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    let ip = net["status"]["podIP"].as_str().expect("podIP").to_string();
+    assert!(
+        ip.starts_with("10.42.") && ip != net["status"]["hostIP"],
+        "{ip}"
+    );
+    assert_eq!(net["status"]["podIPs"][0]["ip"], ip.as_str());
+    let ping = Command::new("busybox")
+        .args(["ping", "-c", "1", "-W", "3", &ip])
+        .output()
+        .expect("busybox ping");
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
 
     // restartPolicy Never, exit 0: Succeeded, Completed.
     let job = eventually(Duration::from_secs(20), EVERY, "job Succeeded", || {
@@ -369,7 +447,10 @@ fn containerd_runs_pods_restarts_crashes_completes_adopts_and_deletes() {
     assert!(runtime_containers(&socket, &uid, "sandbox").is_empty());
 
     // Leave nothing behind: the other pods' containers go with them, then the agent.
-    s.ok(LATEST, &["delete", "pod", "crash", "job", "--wait=false"]);
+    s.ok(
+        LATEST,
+        &["delete", "pod", "crash", "job", "net", "--wait=false"],
+    );
     eventually(Duration::from_secs(15), EVERY, "pods gone", || {
         let out = s.json(LATEST, &["get", "pods"]);
         out["items"].as_array()?.is_empty().then_some(())

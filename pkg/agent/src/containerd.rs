@@ -5,7 +5,8 @@
 //! the kubelet's pod workers ([`distro_kubelet::worker`]).
 //!
 //! # Limits
-//! - The pod network (CNI) is not wired yet: only `hostNetwork` pods get a sandbox.
+//! - The pod network is the node's /24 on a local bridge ([`distro_network::cni`]); no
+//!   overlay to other nodes yet.
 //! - Ready is decided at registration; a containerd that dies later is restarted by the
 //!   supervisor but not reported on the Node.
 
@@ -79,6 +80,8 @@ async fn serve(
     };
     let registered = node::register(client.clone(), config, &name, 0, Some(&real)).await?;
     tracing::info!(node = %name, "nodes registered and Ready");
+    let conflist = write_cni_config(config, rt, registered.pod_prefix).await?;
+    tracing::info!(path = %conflist.display(), "pod network configured");
 
     let restrict_oom_score_adj =
         tokio::task::spawn_blocking(|| !distro_cri::host::negative_oom_score_allowed()).await?;
@@ -115,6 +118,59 @@ async fn serve(
     let workers = distro_kubelet::worker::run(client, rt.cri.clone(), settings, shutdown);
     let (_, result) = tokio::join!(leases, workers);
     result.map_err(Error::Kubelet)
+}
+
+/// The cluster's pod range (distro's and k3s's default), never masqueraded.
+const CLUSTER_CIDR: &str = "10.42.0.0/16";
+
+/// Writes the CNI conflist for the node's /24, so containerd gives non-hostNetwork pods an
+/// address on the node's bridge through distro's plugin.
+async fn write_cni_config(
+    config: &Config,
+    rt: &distro_cri::runtime::NodeRuntime,
+    prefix: [u8; 3],
+) -> Result<std::path::PathBuf, Error> {
+    let [a, b, c] = prefix;
+    let network = distro_network::cni::NodeNetwork {
+        pod_cidr: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(a, b, c, 0), 24).map_err(|e| {
+            Error::Io {
+                path: rt.paths.cni_conf.clone(),
+                source: std::io::Error::other(e),
+            }
+        })?,
+        pod_cidr_v6: None,
+        cluster_cidr: CLUSTER_CIDR.parse().map_err(|e| Error::Io {
+            path: rt.paths.cni_conf.clone(),
+            source: std::io::Error::other(e),
+        })?,
+        cluster_cidr_v6: None,
+        mtu: None,
+        data_dir: config.data_dir.join("agent/cni/ipam"),
+        bridge: config.cni_bridge.clone(),
+    };
+    // containerd runs the `loopback` plugin for every sandbox: this binary answers it too.
+    let (bin_dir, exe) = (rt.paths.cni_bin.clone(), rt.paths.cni_bin.join("distro"));
+    tokio::task::spawn_blocking(move || {
+        let link = bin_dir.join(distro_network::cni::loopback::PLUGIN_TYPE);
+        let target = std::fs::read_link(&exe)?;
+        if std::fs::read_link(&link).ok() != Some(target.clone()) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&target, &link)?;
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await?
+    .map_err(|source| Error::Io {
+        path: rt.paths.cni_bin.clone(),
+        source,
+    })?;
+    let conf_dir = rt.paths.cni_conf.clone();
+    tokio::task::spawn_blocking(move || distro_network::cni::write_conflist(&conf_dir, &network))
+        .await?
+        .map_err(|e| Error::Io {
+            path: rt.paths.cni_conf.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })
 }
 
 /// This machine's capacity as a kubelet reports it: CPUs, memory (`MemTotal`), 110 pods.

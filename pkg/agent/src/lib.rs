@@ -16,8 +16,8 @@
 //! nodes cost one watch, not 100.
 //!
 //! # Limits
-//! - `--runtime containerd` ([`containerd`]) serves one node; the pod network (CNI) is
-//!   not wired yet, so only `hostNetwork` pods start.
+//! - `--runtime containerd` ([`containerd`]) serves one node; its pods reach other nodes'
+//!   pods only once the overlay exists (a later issue).
 //! - No IPAM controller yet: a node's pod range is its `spec.podCIDR` if set, else a /24 of
 //!   10.42.0.0/16 picked from the node's name, so two nodes may share a range.
 //! - Credentials are not rotated while running; a restart renews them when a third of their
@@ -145,6 +145,8 @@ pub struct Config {
     /// `--runtime containerd`: the supervised containerd's settings; `None` for the fake
     /// runtime.
     pub containerd: Option<distro_cri::runtime::RuntimeConfig>,
+    /// The pods' bridge (`--cni-bridge`; `cni0` unless several nodes share one kernel).
+    pub cni_bridge: String,
 }
 
 impl Config {
