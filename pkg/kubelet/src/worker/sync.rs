@@ -150,6 +150,7 @@ impl PodState {
             }
         };
         if actions.create_sandbox {
+            self.remove_empty_sandboxes(ctx, &rt).await?;
             for w in &dns_warnings {
                 self.events
                     .record(pod, Part::Pod, WARNING, w.reason(), w.to_string())
@@ -289,6 +290,39 @@ impl PodState {
                 ctx.cri.stop_pod_sandbox(&sb.id).await.map_err(cri_err)?;
             }
             if remove {
+                ctx.cri.remove_pod_sandbox(&sb.id).await.map_err(cri_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the pod's stopped sandboxes that hold no containers (e.g. those whose network
+    /// setup failed), so retries do not pile up sandboxes and network namespaces. Sandboxes
+    /// with containers stay: their exited containers carry the restart history.
+    async fn remove_empty_sandboxes(&self, ctx: &Context, rt: &RuntimePod) -> Result<(), Error> {
+        for sb in &rt.sandboxes {
+            if sb.state == api::PodSandboxState::SandboxReady as i32 {
+                continue;
+            }
+            let containers = ctx
+                .cri
+                .runtime()
+                .list_containers(api::ListContainersRequest {
+                    filter: Some(api::ContainerFilter {
+                        pod_sandbox_id: sb.id.clone(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(|source| {
+                    cri_err(distro_cri::Error::Rpc {
+                        op: "ListContainers",
+                        source,
+                    })
+                })?
+                .into_inner()
+                .containers;
+            if containers.is_empty() {
                 ctx.cri.remove_pod_sandbox(&sb.id).await.map_err(cri_err)?;
             }
         }
