@@ -265,6 +265,40 @@ spec:
         pod("crash", "Always", "echo crashing; exit 1", ""),
         pod("job", "Never", "echo done", ""),
         pod("net", "Always", "exec sleep 3600", ""),
+    ) + &format!(
+        r#"---
+apiVersion: v1
+kind: Pod
+metadata: {{name: init, namespace: default}}
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 3
+  volumes: [{{name: work, emptyDir: {{}}}}]
+  initContainers:
+  - name: setup
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo prepared-by-init > /work/flag"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "cat /work/flag; exec sleep 3600"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: absent, namespace: default}}
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  containers:
+  - name: main
+    image: distro.test/absent:1
+    imagePullPolicy: Never
+"#
     )
 }
 
@@ -367,6 +401,45 @@ fn containerd_runs_pods_restarts_crashes_completes_adopts_and_deletes() {
         String::from_utf8_lossy(&ping.stdout)
     );
 
+    // Init containers run first, to completion, sharing an emptyDir with the main one.
+    let init = eventually(Duration::from_secs(20), EVERY, "init Running", || {
+        let p = pod(&s, "init")?;
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    let setup = &init["status"]["initContainerStatuses"][0];
+    assert_eq!(
+        setup["state"]["terminated"]["reason"], "Completed",
+        "{setup}"
+    );
+    assert_eq!(
+        init["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Initialized")
+            .unwrap()["status"],
+        "True"
+    );
+    let init_uid = init["metadata"]["uid"].as_str().unwrap().to_string();
+    let init_log = a.data_dir().join(format!(
+        "agent/logs/pods/default_init_{init_uid}/main/0.log"
+    ));
+    eventually(Duration::from_secs(10), EVERY, "init's main log", || {
+        let text = std::fs::read_to_string(&init_log).ok()?;
+        text.contains("stdout F prepared-by-init").then_some(())
+    });
+
+    // imagePullPolicy Never and no image: ErrImageNeverPull, with upstream's message.
+    let absent = eventually(Duration::from_secs(20), EVERY, "absent waiting", || {
+        let p = pod(&s, "absent")?;
+        let w = &container_status(&p)["state"]["waiting"];
+        (w["reason"] == "ErrImageNeverPull").then(|| w.clone())
+    });
+    assert_eq!(
+        absent["message"],
+        "Container image \"distro.test/absent:1\" is not present with pull policy of Never"
+    );
+
     // restartPolicy Never, exit 0: Succeeded, Completed.
     let job = eventually(Duration::from_secs(20), EVERY, "job Succeeded", || {
         let p = pod(&s, "job")?;
@@ -449,7 +522,16 @@ fn containerd_runs_pods_restarts_crashes_completes_adopts_and_deletes() {
     // Leave nothing behind: the other pods' containers go with them, then the agent.
     s.ok(
         LATEST,
-        &["delete", "pod", "crash", "job", "net", "--wait=false"],
+        &[
+            "delete",
+            "pod",
+            "crash",
+            "job",
+            "net",
+            "init",
+            "absent",
+            "--wait=false",
+        ],
     );
     eventually(Duration::from_secs(15), EVERY, "pods gone", || {
         let out = s.json(LATEST, &["get", "pods"]);
