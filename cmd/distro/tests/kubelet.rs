@@ -290,6 +290,21 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: live, namespace: default}}
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 3
+  volumes: [{{name: cfg, configMap: {{name: cfg}}}}]
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "while true; do echo seen=$(cat /cfg/greeting); sleep 0.3; done"]
+    volumeMounts: [{{name: cfg, mountPath: /cfg}}]
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: absent, namespace: default}}
 spec:
   nodeName: {node}
@@ -429,6 +444,40 @@ fn containerd_runs_pods_restarts_crashes_completes_adopts_and_deletes() {
         text.contains("stdout F prepared-by-init").then_some(())
     });
 
+    // A ConfigMap change reaches a running container's volume (the kubelet watches).
+    let live = eventually(Duration::from_secs(20), EVERY, "live Running", || {
+        let p = pod(&s, "live")?;
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    let live_uid = live["metadata"]["uid"].as_str().unwrap().to_string();
+    let live_log = a.data_dir().join(format!(
+        "agent/logs/pods/default_live_{live_uid}/main/0.log"
+    ));
+    let read_live = || std::fs::read_to_string(&live_log).unwrap_or_default();
+    eventually(Duration::from_secs(10), EVERY, "live's first value", || {
+        read_live()
+            .contains("seen=hello-from-configmap")
+            .then_some(())
+    });
+    let t0 = Instant::now();
+    s.ok(
+        LATEST,
+        &[
+            "patch",
+            "configmap",
+            "cfg",
+            "-p",
+            r#"{"data":{"greeting":"updated"}}"#,
+        ],
+    );
+    eventually(Duration::from_secs(15), EVERY, "live update seen", || {
+        read_live().contains("seen=updated").then_some(())
+    });
+    eprintln!(
+        "configMap update reached the container in {:?}",
+        t0.elapsed()
+    );
+
     // imagePullPolicy Never and no image: ErrImageNeverPull, with upstream's message.
     let absent = eventually(Duration::from_secs(20), EVERY, "absent waiting", || {
         let p = pod(&s, "absent")?;
@@ -520,23 +569,20 @@ fn containerd_runs_pods_restarts_crashes_completes_adopts_and_deletes() {
     assert!(runtime_containers(&socket, &uid, "sandbox").is_empty());
 
     // Leave nothing behind: the other pods' containers go with them, then the agent.
-    s.ok(
-        LATEST,
-        &[
-            "delete",
-            "pod",
-            "crash",
-            "job",
-            "net",
-            "init",
-            "absent",
-            "--wait=false",
-        ],
-    );
-    eventually(Duration::from_secs(15), EVERY, "pods gone", || {
-        let out = s.json(LATEST, &["get", "pods"]);
-        out["items"].as_array()?.is_empty().then_some(())
-    });
+    s.ok(LATEST, &["delete", "pods", "--all", "--wait=false"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = s.ok(LATEST, &["get", "pods", "--no-headers"]);
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pods not gone:\n{left}\n{}",
+            a.log()
+        );
+        std::thread::sleep(EVERY);
+    }
     let status = a.stop();
     assert!(status.success(), "{}", a.log());
     eprintln!("kubelet e2e took {:?}", began.elapsed());
