@@ -326,7 +326,7 @@ struct AgentArgs {
     /// Taint to register the node with, key=value:Effect (repeatable).
     #[arg(long = "node-taint", help_heading = "Node")]
     node_taint: Vec<String>,
-    /// Container runtime: `containerd` (supervised by distro; the kubelet is not wired yet)
+    /// Container runtime: `containerd` (supervised by distro; pods run as real containers)
     /// or `fake`, which simulates pods without running them (a test tool).
     #[arg(
         long,
@@ -360,6 +360,9 @@ struct AgentArgs {
     /// gets its own free port.
     #[arg(long, default_value_t = 10250, help_heading = "Node")]
     kubelet_port: u16,
+    /// The pods' bridge on this node (change it only when several nodes share one kernel).
+    #[arg(long, default_value = "cni0", help_heading = "Runtime")]
+    cni_bridge: String,
 }
 
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
@@ -516,6 +519,7 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         fake_nodes: a.fake_nodes,
         containerd,
         kubelet_port: a.kubelet_port,
+        cni_bridge: a.cni_bridge,
     })
 }
 

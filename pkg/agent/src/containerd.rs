@@ -1,58 +1,228 @@
-//! `distro agent --runtime containerd`: the real node's runtime. containerd is started under
-//! the supervisor with distro's configuration and the air-gap images imported
-//! ([`distro_cri::runtime::NodeRuntime`]), and the node's credentials are obtained as for
-//! any node, so the kubelet can run on top of both.
+//! `distro agent --runtime containerd`: the real node. containerd is started under the
+//! supervisor with distro's configuration and the air-gap images imported
+//! ([`distro_cri::runtime::NodeRuntime`]); then the node joins, registers its Node with this
+//! machine's capacity and nodeInfo (Ready: containerd answered), renews its Lease and runs
+//! the kubelet's pod workers ([`distro_kubelet::worker`]).
 //!
 //! # Limits
-//! - The kubelet (Node status from the real machine, pods through CRI) is not wired here
-//!   yet, so no Node object is registered in this mode: registering one would claim a node
-//!   that runs no pods.
+//! - The pod network is the node's /24 on a local bridge ([`distro_network::cni`]); no
+//!   overlay to other nodes yet.
+//! - Ready is decided at registration; a containerd that dies later is restarted by the
+//!   supervisor but not reported on the Node.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use distro_kubelet::pod::container::ContainerSettings;
+use distro_kubelet::pod::dns::{parse_resolv_conf, ClusterDns};
+use distro_kubelet::pod::sandbox::SandboxSettings;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio::sync::watch;
 
-use crate::{join, Config, Error};
+use crate::{join, node, Config, Error};
 
-/// Starts containerd, joins (node certificate), runs until `shutdown`, then stops
-/// containerd, leaving running containers for the next start to adopt.
+/// Pod syncs in flight at once: each mostly waits on containerd, which itself serialises
+/// much of the work on a small machine.
+const KUBELET_CONCURRENCY: usize = 8;
+
+/// Starts containerd, joins, registers the Node and runs the pod workers until `shutdown`,
+/// then stops them and containerd, leaving running containers for the next start to adopt.
 ///
 /// # Errors
-/// containerd not starting or not ready ([`Error::Runtime`]), and the join errors of
-/// [`crate::run`].
+/// containerd not starting or not ready ([`Error::Runtime`]), and the join and registration
+/// errors of [`crate::run`].
 pub async fn run(
     config: Config,
     runtime: distro_cri::runtime::RuntimeConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let rt = distro_cri::runtime::NodeRuntime::start(runtime)
         .await
         .map_err(Error::Runtime)?;
+    let served = serve(&config, &rt, shutdown).await;
+    let stopped = rt.stop().await.map_err(Error::Runtime);
+    tracing::info!("agent stopped");
+    served?;
+    stopped
+}
+
+async fn serve(
+    config: &Config,
+    rt: &distro_cri::runtime::NodeRuntime,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
     let version = rt.cri.version().await.map_err(Error::Runtime)?;
+    let runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
     tracing::info!(
-        runtime = %format!("{}://{}", version.runtime_name, version.runtime_version),
+        runtime = %runtime_version,
         images = rt.first_import.imported.len(),
         "container runtime ready"
     );
-    let joined = async {
-        let dir = config.data_dir.join("agent");
-        let ca_pem = join::trusted_ca(&config.server, &config.token).await?;
-        {
-            let (dir, ca) = (dir.clone(), ca_pem.clone());
-            tokio::task::spawn_blocking(move || {
-                join::write_private(&dir, &dir.join("server-ca.crt"), ca.as_bytes())
-            })
-            .await??;
+    let dir = config.data_dir.join("agent");
+    let ca_pem = join::trusted_ca(&config.server, &config.token).await?;
+    {
+        let (dir, ca) = (dir.clone(), ca_pem.clone());
+        tokio::task::spawn_blocking(move || {
+            join::write_private(&dir, &dir.join("server-ca.crt"), ca.as_bytes())
+        })
+        .await??;
+    }
+    let bootstrap = join::bootstrap_client(&config.server, &ca_pem, &config.token)?;
+    let name = config.node_name.clone();
+    let password = join::node_password(&dir).await?;
+    let pair = join::node_credentials(&bootstrap, &dir, &ca_pem, &name, &password).await?;
+    let client = join::node_client(&config.server, &ca_pem, &name, &pair)?;
+    // Also with stored credentials: the name may have been taken meanwhile.
+    join::claim_node_name(&client, &name, &password).await?;
+    let node_ip = crate::kubelet::node_ip(&config.server).await?;
+
+    let real = node::RealNode {
+        host_ip: node_ip.to_string(),
+        capacity: capacity(),
+        runtime_version,
+        os_image: os_image(),
+    };
+    // The kubelet API is not served for containerd nodes yet; the port is upstream's.
+    let kubelet = std::net::SocketAddr::new(node_ip, config.kubelet_port);
+    let registered = node::register(client.clone(), config, &name, kubelet, Some(&real)).await?;
+    tracing::info!(node = %name, "nodes registered and Ready");
+    let conflist = write_cni_config(config, rt, registered.pod_prefix).await?;
+    tracing::info!(path = %conflist.display(), "pod network configured");
+
+    let restrict_oom_score_adj =
+        tokio::task::spawn_blocking(|| !distro_cri::host::negative_oom_score_allowed()).await?;
+    let memory = real
+        .capacity
+        .get("memory")
+        .and_then(|q| q.0.strip_suffix("Ki"))
+        .and_then(|k| k.parse::<i64>().ok())
+        .map_or(0, |k| k * 1024);
+    let root_dir = dir.join("kubelet");
+    let settings = distro_kubelet::worker::Settings {
+        node_name: name.clone(),
+        host_ips: vec![real.host_ip.clone()],
+        root_dir: root_dir.clone(),
+        sandbox: SandboxSettings {
+            cluster_dns: ClusterDns::default(),
+            host_dns: parse_resolv_conf(
+                &tokio::fs::read_to_string("/etc/resolv.conf")
+                    .await
+                    .unwrap_or_default(),
+            ),
+            pod_log_root: dir.join("logs/pods"),
+        },
+        container: ContainerSettings {
+            memory_capacity: memory,
+            restrict_oom_score_adj,
+            seccomp_root: root_dir.join("seccomp"),
+            seccomp_default: false,
+        },
+        max_concurrent_syncs: KUBELET_CONCURRENCY,
+        allocatable: real.capacity.clone(),
+    };
+    let leases = node::renew_leases(vec![Arc::new(registered)], shutdown.clone());
+    let workers = distro_kubelet::worker::run(client, rt.cri.clone(), settings, shutdown);
+    let (_, result) = tokio::join!(leases, workers);
+    result.map_err(Error::Kubelet)
+}
+
+/// The cluster's pod range (distro's and k3s's default), never masqueraded.
+const CLUSTER_CIDR: &str = "10.42.0.0/16";
+
+/// Writes the CNI conflist for the node's /24, so containerd gives non-hostNetwork pods an
+/// address on the node's bridge through distro's plugin.
+async fn write_cni_config(
+    config: &Config,
+    rt: &distro_cri::runtime::NodeRuntime,
+    prefix: [u8; 3],
+) -> Result<std::path::PathBuf, Error> {
+    let [a, b, c] = prefix;
+    let network = distro_network::cni::NodeNetwork {
+        pod_cidr: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(a, b, c, 0), 24).map_err(|e| {
+            Error::Io {
+                path: rt.paths.cni_conf.clone(),
+                source: std::io::Error::other(e),
+            }
+        })?,
+        pod_cidr_v6: None,
+        cluster_cidr: CLUSTER_CIDR.parse().map_err(|e| Error::Io {
+            path: rt.paths.cni_conf.clone(),
+            source: std::io::Error::other(e),
+        })?,
+        cluster_cidr_v6: None,
+        mtu: None,
+        data_dir: config.data_dir.join("agent/cni/ipam"),
+        bridge: config.cni_bridge.clone(),
+    };
+    // containerd runs the `loopback` plugin for every sandbox: this binary answers it too.
+    let (bin_dir, exe) = (rt.paths.cni_bin.clone(), rt.paths.cni_bin.join("distro"));
+    tokio::task::spawn_blocking(move || {
+        let link = bin_dir.join(distro_network::cni::loopback::PLUGIN_TYPE);
+        let target = std::fs::read_link(&exe)?;
+        if std::fs::read_link(&link).ok() != Some(target.clone()) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&target, &link)?;
         }
-        let bootstrap = join::bootstrap_client(&config.server, &ca_pem, &config.token)?;
-        let password = join::node_password(&dir).await?;
-        join::node_credentials(&bootstrap, &dir, &ca_pem, &config.node_name, &password).await?;
-        Ok::<_, Error>(())
+        Ok::<_, std::io::Error>(())
+    })
+    .await?
+    .map_err(|source| Error::Io {
+        path: rt.paths.cni_bin.clone(),
+        source,
+    })?;
+    let conf_dir = rt.paths.cni_conf.clone();
+    tokio::task::spawn_blocking(move || distro_network::cni::write_conflist(&conf_dir, &network))
+        .await?
+        .map_err(|e| Error::Io {
+            path: rt.paths.cni_conf.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })
+}
+
+/// This machine's capacity as a kubelet reports it: CPUs, memory (`MemTotal`), 110 pods.
+pub fn capacity() -> BTreeMap<String, Quantity> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut out = BTreeMap::from([
+        ("cpu".to_string(), Quantity(cpus.to_string())),
+        ("pods".to_string(), Quantity("110".into())),
+    ]);
+    if let Some(kib) = mem_total_kib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
+    {
+        out.insert("memory".to_string(), Quantity(format!("{kib}Ki")));
     }
-    .await;
-    if joined.is_ok() {
-        tracing::warn!(node = %config.node_name, "joined; the kubelet is not wired to --runtime containerd yet, so no Node is registered");
-        let _ = shutdown.wait_for(|s| *s).await;
+    out
+}
+
+/// `MemTotal` of `/proc/meminfo`, in KiB.
+pub fn mem_total_kib(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// `PRETTY_NAME` of `/etc/os-release`, as nodeInfo's `osImage`.
+pub fn os_image() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "Linux".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_from_meminfo() {
+        assert_eq!(
+            mem_total_kib("MemTotal:        4026532 kB\nMemFree: 1 kB\n"),
+            Some(4026532)
+        );
+        assert_eq!(mem_total_kib("MemFree: 1 kB\n"), None);
+        assert!(capacity().contains_key("memory"));
     }
-    let stopped = rt.stop().await.map_err(Error::Runtime);
-    joined?;
-    stopped
 }

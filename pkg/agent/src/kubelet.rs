@@ -26,10 +26,10 @@ use crate::Error;
 /// packet is sent). Simulated nodes listen there, so the server can reach them.
 ///
 /// # Errors
-/// [`Error::Kubelet`] if the server's address cannot be resolved or routed to.
+/// [`Error::KubeletApi`] if the server's address cannot be resolved or routed to.
 pub async fn node_ip(server: &str) -> Result<IpAddr, Error> {
     let err = |e: &dyn std::fmt::Display| {
-        Error::Kubelet(format!("finding this node's address towards {server}: {e}"))
+        Error::KubeletApi(format!("finding this node's address towards {server}: {e}"))
     };
     let uri: http::Uri = server.parse().map_err(|e| err(&e))?;
     let host = uri
@@ -73,7 +73,7 @@ impl Listener {
     /// through `client` (the node's own).
     ///
     /// # Errors
-    /// [`Error::Kubelet`] if the port is taken or TLS cannot be set up; the certificate
+    /// [`Error::KubeletApi`] if the port is taken or TLS cannot be set up; the certificate
     /// request's errors.
     pub async fn bind(
         client: &distro_client::Client,
@@ -84,20 +84,20 @@ impl Listener {
         ca_pem: &str,
     ) -> Result<Self, Error> {
         let listener = TcpListener::bind((ip, port)).await.map_err(|e| {
-            Error::Kubelet(format!(
+            Error::KubeletApi(format!(
                 "listening on {ip}:{port} for node {node}: {e} (is another kubelet using it? pick one with --kubelet-port)"
             ))
         })?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::Kubelet(e.to_string()))?;
+            .map_err(|e| Error::KubeletApi(e.to_string()))?;
         let pair = crate::join::serving_certificate(client, dir, ca_pem, node, ip).await?;
         let cert = distro_kubelet::server::ServingCert {
             cert_pem: pair.cert_pem,
             key_pem: pair.key_pem,
         };
         let tls = distro_kubelet::server::tls_config(&cert, ca_pem)
-            .map_err(|e| Error::Kubelet(e.to_string()))?;
+            .map_err(|e| Error::KubeletApi(e.to_string()))?;
         Ok(Listener {
             node: node.to_string(),
             addr,

@@ -18,8 +18,8 @@
 //! nodes cost one watch, not 100.
 //!
 //! # Limits
-//! - `--runtime containerd` starts containerd and imports images ([`containerd`]) but
-//!   registers no Node until the kubelet is wired in.
+//! - `--runtime containerd` ([`containerd`]) serves one node; its pods reach other nodes'
+//!   pods only once the overlay exists (a later issue).
 //! - No IPAM controller yet: a node's pod range is its `spec.podCIDR` if set, else a /24 of
 //!   10.42.0.0/16 picked from the node's name, so two nodes may share a range.
 //! - Credentials are not rotated while running; a restart renews them when a third of their
@@ -116,7 +116,7 @@ pub enum Error {
     Join(#[from] tokio::task::JoinError),
     /// The kubelet API could not be set up (address, port, certificate).
     #[error("serving the kubelet API: {0}")]
-    Kubelet(String),
+    KubeletApi(String),
     /// The server did not accept the join token (HTTP 401).
     #[error("the server refused the join token (wrong, deleted or expired): {step}: {source}; use the server's token (<data-dir>/server/token) or make one with `distro token create` on the server")]
     TokenRefused {
@@ -126,6 +126,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The pod workers failed.
+    #[error("kubelet: {0}")]
+    Kubelet(#[source] distro_kubelet::worker::Error),
 }
 
 impl Error {
@@ -164,6 +167,8 @@ pub struct Config {
     /// Port of the kubelet API (`--kubelet-port`); with [`Config::fake_nodes`] every node
     /// listens on a free port instead, so N nodes on one address do not collide.
     pub kubelet_port: u16,
+    /// The pods' bridge (`--cni-bridge`; `cni0` unless several nodes share one kernel).
+    pub cni_bridge: String,
 }
 
 impl Config {
@@ -228,7 +233,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         futures::stream::iter(nodes.into_iter().zip(&listeners))
             .map(|((name, client), listener)| {
                 let config = &config;
-                async move { node::register(client, config, &name, listener.addr).await }
+                async move { node::register(client, config, &name, listener.addr, None).await }
             })
             .buffered(STARTUP_CONCURRENCY)
             .try_collect()

@@ -53,6 +53,22 @@ pub struct Registered {
     pub pod_prefix: [u8; 3],
 }
 
+/// What a node running real containers reports instead of the simulated values.
+#[derive(Debug, Clone)]
+pub struct RealNode {
+    /// The machine's address (InternalIP).
+    pub host_ip: String,
+    /// CPUs, memory and pods of this machine.
+    pub capacity: BTreeMap<String, Quantity>,
+    /// `containerd://<version>`.
+    pub runtime_version: String,
+    /// `/etc/os-release`'s PRETTY_NAME.
+    pub os_image: String,
+}
+
+/// The kubelet version real nodes report.
+pub const REAL_KUBELET_VERSION: &str = "v1.33.0-distro";
+
 /// FNV-1a: a stable spread of node names over address ranges.
 fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -75,7 +91,7 @@ fn pod_prefix(node: &Node, name: &str) -> [u8; 3] {
         .unwrap_or([10, 42, (fnv(name) % 256) as u8])
 }
 
-fn labels(config: &Config, name: &str) -> BTreeMap<String, String> {
+fn labels(config: &Config, name: &str, real: bool) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         ("kubernetes.io/hostname".to_string(), name.to_string()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
@@ -84,6 +100,9 @@ fn labels(config: &Config, name: &str) -> BTreeMap<String, String> {
         ("beta.kubernetes.io/arch".to_string(), go_arch().to_string()),
         (FAKE_LABEL.to_string(), "true".to_string()),
     ]);
+    if real {
+        l.remove(FAKE_LABEL);
+    }
     l.extend(config.labels.clone());
     l
 }
@@ -140,6 +159,7 @@ fn status(
     name: &str,
     kubelet: std::net::SocketAddr,
     node: &Node,
+    real: Option<&RealNode>,
 ) -> serde_json::Value {
     let host_ip = kubelet.ip().to_string();
     let now = now_rfc3339();
@@ -162,9 +182,22 @@ fn status(
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
+    let capacity = real.map_or(&config.fake_capacity, |r| &r.capacity);
+    let (os_image, runtime, kubelet_version) = match real {
+        Some(r) => (
+            r.os_image.as_str(),
+            r.runtime_version.as_str(),
+            REAL_KUBELET_VERSION,
+        ),
+        None => (
+            "distro simulated node (no containers run)",
+            "fake://0.1.0",
+            KUBELET_VERSION,
+        ),
+    };
     json!({"status": {
-        "capacity": config.fake_capacity,
-        "allocatable": config.fake_capacity,
+        "capacity": capacity,
+        "allocatable": capacity,
         "conditions": conds,
         "addresses": [
             {"type": "InternalIP", "address": host_ip},
@@ -176,9 +209,9 @@ fn status(
             "systemUUID": format!("{:032x}", fnv(&format!("uuid-{name}"))),
             "bootID": format!("{:032x}", rand::random::<u128>()),
             "kernelVersion": kernel,
-            "osImage": "distro simulated node (no containers run)",
-            "containerRuntimeVersion": "fake://0.1.0",
-            "kubeletVersion": KUBELET_VERSION,
+            "osImage": os_image,
+            "containerRuntimeVersion": runtime,
+            "kubeletVersion": kubelet_version,
             "kubeProxyVersion": "",
             "operatingSystem": "linux",
             "architecture": go_arch(),
@@ -196,17 +229,22 @@ pub async fn register(
     config: &Config,
     name: &str,
     kubelet: std::net::SocketAddr,
+    real: Option<&RealNode>,
 ) -> Result<Registered, Error> {
     let api: Api<Node> = Api::all(client.clone());
     let host_ip = kubelet.ip().to_string();
+    let annotations = match real {
+        Some(_) => None,
+        None => Some(BTreeMap::from([(
+            FAKE_LABEL.to_string(),
+            "simulated by distro agent --runtime fake: pods are reported Running without starting containers".to_string(),
+        )])),
+    };
     let wanted = Node {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
-            labels: Some(labels(config, name)),
-            annotations: Some(BTreeMap::from([(
-                FAKE_LABEL.to_string(),
-                "simulated by distro agent --runtime fake: pods are reported Running without starting containers".to_string(),
-            )])),
+            labels: Some(labels(config, name, real.is_some())),
+            annotations,
             ..Default::default()
         },
         spec: Some(NodeSpec {
@@ -230,14 +268,14 @@ pub async fn register(
         Err(kube::Error::Api(s)) if s.code == 409 => {
             // Known already: keep its taints (someone may have cordoned or tainted it since),
             // reconcile our labels.
-            let patch = json!({"metadata": {"labels": labels(config, name)}});
+            let patch = json!({"metadata": {"labels": labels(config, name, real.is_some())}});
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(Error::api(format!("updating Node {name}")))?
         }
         Err(e) => return Err(Error::api(format!("registering Node {name}"))(e)),
     };
-    let body = status(config, name, kubelet, &node);
+    let body = status(config, name, kubelet, &node, real);
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
         .await
         .map_err(Error::api(format!("reporting the status of Node {name}")))?;

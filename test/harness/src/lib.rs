@@ -312,6 +312,31 @@ impl Agent {
 
     /// Like [`Agent::start`] with an explicit URL and token (e.g. a wrong one).
     pub fn start_raw(bin: &Path, url: &str, token: &str, extra: &[&str]) -> Agent {
+        Self::start_prepared(bin, url, token, extra, |_| {})
+    }
+
+    /// Starts `distro agent --runtime containerd` (real containers) joining `server`;
+    /// `prepare` gets the data dir before the start (e.g. to put image tarballs in
+    /// `agent/images/`).
+    pub fn start_containerd(
+        bin: &Path,
+        server: &Server,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Agent {
+        let url = server.server_url().expect("server URL");
+        let mut args = vec!["--runtime", "containerd"];
+        args.extend_from_slice(extra);
+        Self::start_prepared(bin, &url, &server.token(), &args, prepare)
+    }
+
+    fn start_prepared(
+        bin: &Path,
+        url: &str,
+        token: &str,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("distro-agent-test-")
             .tempdir()
@@ -337,6 +362,7 @@ impl Agent {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::write(dir.path().join("no-config.yaml"), "").expect("config file");
+        prepare(&dir.path().join("data"));
         let mut a = Agent {
             child: None,
             dir,

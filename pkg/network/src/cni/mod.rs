@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod ipam;
+pub mod loopback;
 mod netlink;
 mod nft;
 mod plugin;
@@ -160,6 +161,13 @@ fn dispatch(args: &Args, stdin: &[u8]) -> Result<Option<serde_json::Value>> {
             supported_versions: SUPPORTED_VERSIONS.iter().map(|s| s.to_string()).collect(),
         };
         return Ok(Some(serde_json::to_value(reply).map_err(Error::Decode)?));
+    }
+    if loopback::is_loopback(stdin) {
+        let version = serde_json::from_slice::<serde_json::Value>(stdin)
+            .ok()
+            .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| config::CNI_VERSION.to_string());
+        return loopback::dispatch(args, &version);
     }
     let conf = NetConf::parse(stdin)?;
     if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {

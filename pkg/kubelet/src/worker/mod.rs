@@ -1,0 +1,416 @@
+//! The pod workers: what makes the pods bound to this node real in containerd.
+//!
+//! # Design
+//! As upstream's kubelet: one watch of the pods bound to this node (field selector
+//! `spec.nodeName`), one worker task per pod that syncs it serially ([`sync`]), and at most
+//! [`Settings::max_concurrent_syncs`] syncs running at once across pods. A worker syncs when
+//! its pod changes, when the PLEG ([`relist`], every [`RELIST_PERIOD`]) sees one of its
+//! sandboxes or containers change state, when a ConfigMap or Secret its volumes read
+//! changes, and periodically. Everything is level-triggered: each sync reads containerd's
+//! state afresh and decides with `pod::actions`, so a missed wake-up costs only latency.
+//!
+//! Adoption: containerd keeps running containers across a distro restart, and sandboxes and
+//! containers carry the pod's UID and the spec hash as labels, so the first sync after a
+//! restart finds them and keeps them. Sandboxes whose pod no longer exists (deleted while
+//! distro was down) are stopped and removed once the first pod list is complete.
+//!
+//! # Limits
+//! - No probes (liveness, readiness, startup) and no lifecycle hooks yet: a running
+//!   container is ready.
+//! - No image garbage collection, no eviction, no static pods, no registry credentials from
+//!   `imagePullSecrets`.
+//! - Containers of a terminated pod are kept (for logs) until the pod is deleted; there is
+//!   no container garbage collection of old attempts yet.
+
+pub mod caches;
+pub mod events;
+pub mod objects;
+pub mod relist;
+pub mod sync;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use distro_client::Informers;
+use distro_cri::Cri;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::pod::container::ContainerSettings;
+use crate::pod::sandbox::SandboxSettings;
+use crate::volume::{self, SystemClock, TokenManager, VolumeManager};
+use caches::{ApiTokens, Caches};
+use relist::Snapshot;
+use sync::{Next, PodState, RETRY};
+
+/// How often the PLEG lists containerd's sandboxes and containers (upstream: 1 s).
+pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
+
+/// Errors of the pod workers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A containerd (CRI) call failed.
+    #[error(transparent)]
+    Cri(Box<distro_cri::Error>),
+    /// An API request failed.
+    #[error("API request: {0}")]
+    Api(#[source] Box<kube::Error>),
+    /// Setting up or tearing down volumes failed.
+    #[error(transparent)]
+    Volume(#[from] volume::Error),
+    /// A file of the pod could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("kubelet task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    /// A status could not be serialised.
+    #[error("serialising pod status: {0}")]
+    Json(#[source] serde_json::Error),
+}
+
+/// The node-level settings of the pod workers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's name (pods bound to it are ours).
+    pub node_name: String,
+    /// The node's IPs, primary first (pods' `hostIP`s, hostNetwork pods' `podIP`s).
+    pub host_ips: Vec<String>,
+    /// The kubelet's root: `<root>/pods/<uid>/` holds each pod's volumes and files.
+    pub root_dir: PathBuf,
+    /// Sandbox translation settings (DNS, log root).
+    pub sandbox: SandboxSettings,
+    /// Container translation settings.
+    pub container: ContainerSettings,
+    /// Syncs running at once across pods.
+    pub max_concurrent_syncs: usize,
+    /// The node's allocatable resources.
+    pub allocatable: BTreeMap<String, Quantity>,
+}
+
+/// What every pod worker shares.
+pub struct Context {
+    pub(crate) client: Client,
+    pub(crate) cri: Cri,
+    pub(crate) host_ips: Vec<String>,
+    pub(crate) sandbox: SandboxSettings,
+    pub(crate) container: ContainerSettings,
+    pub(crate) volumes: VolumeManager,
+    pub(crate) caches: Caches,
+    root_dir: PathBuf,
+    node_name: String,
+}
+
+impl Context {
+    /// `<root>/pods/<uid>`: the pod's volumes, hosts file and termination-message files.
+    pub(crate) fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.root_dir.join("pods").join(uid)
+    }
+}
+
+/// What a worker is to do with its pod.
+#[derive(Clone)]
+enum Desired {
+    /// Make the pod's spec real (or, with a deletionTimestamp, stop it).
+    Run(Arc<Pod>),
+    /// The pod is gone from the API: remove everything it has on the node.
+    Gone(Arc<Pod>),
+}
+
+struct Handle {
+    desired: watch::Sender<Desired>,
+    wake: Arc<Notify>,
+}
+
+/// Runs the pod workers of this node until `shutdown` turns true. Containers keep running
+/// when it returns (a restart adopts them).
+///
+/// # Errors
+/// None once running: failures are logged and retried. The signature leaves room for
+/// start-up checks.
+pub async fn run(
+    client: Client,
+    cri: Cri,
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let informers = Informers::new(client.clone());
+    let (cm_tx, mut config_maps) = tokio::sync::mpsc::unbounded_channel();
+    let (secret_tx, mut secrets) = tokio::sync::mpsc::unbounded_channel();
+    let caches = Caches::new(
+        client.clone(),
+        &informers,
+        settings.allocatable.clone(),
+        cm_tx,
+        secret_tx,
+    );
+    let tokens = Arc::new(TokenManager::new(
+        Arc::new(ApiTokens::new(client.clone())),
+        Arc::new(SystemClock),
+    ));
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        cri: cri.clone(),
+        host_ips: settings.host_ips.clone(),
+        sandbox: settings.sandbox.clone(),
+        container: settings.container.clone(),
+        volumes: VolumeManager::new(settings.root_dir.clone(), tokens),
+        caches,
+        root_dir: settings.root_dir.clone(),
+        node_name: settings.node_name.clone(),
+    });
+    let permits = Arc::new(Semaphore::new(settings.max_concurrent_syncs.max(1)));
+
+    let api: Api<Pod> = Api::all(client.clone());
+    let config =
+        watcher::Config::default().fields(&format!("spec.nodeName={}", settings.node_name));
+    let mut pods = std::pin::pin!(watcher(api, config).default_backoff());
+    let mut relist = tokio::time::interval(RELIST_PERIOD);
+    relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let mut workers: HashMap<String, Handle> = HashMap::new();
+    let mut tasks: JoinSet<String> = JoinSet::new();
+    let mut listed: HashSet<String> = HashSet::new();
+    let mut synced = false;
+    let mut last = Snapshot::default();
+    loop {
+        tokio::select! {
+            event = pods.next() => match event {
+                Some(Ok(watcher::Event::Apply(pod))) => {
+                    run_pod(&ctx, &permits, &mut workers, &mut tasks, Desired::Run(Arc::new(pod)));
+                }
+                Some(Ok(watcher::Event::InitApply(pod))) => {
+                    listed.insert(pod.metadata.uid.clone().unwrap_or_default());
+                    run_pod(&ctx, &permits, &mut workers, &mut tasks, Desired::Run(Arc::new(pod)));
+                }
+                Some(Ok(watcher::Event::Delete(pod))) => {
+                    run_pod(&ctx, &permits, &mut workers, &mut tasks, Desired::Gone(Arc::new(pod)));
+                }
+                Some(Ok(watcher::Event::Init)) => listed.clear(),
+                Some(Ok(watcher::Event::InitDone)) => {
+                    // Pods that vanished while the watch was down.
+                    let gone: Vec<Arc<Pod>> = workers
+                        .iter()
+                        .filter(|(uid, _)| !listed.contains(*uid))
+                        .filter_map(|(_, h)| match &*h.desired.borrow() {
+                            Desired::Run(p) => Some(p.clone()),
+                            Desired::Gone(_) => None,
+                        })
+                        .collect();
+                    for pod in gone {
+                        run_pod(&ctx, &permits, &mut workers, &mut tasks, Desired::Gone(pod));
+                    }
+                    synced = true;
+                    remove_orphaned_volumes(&ctx, &workers).await;
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+                None => break,
+            },
+            _ = relist.tick() => match Snapshot::take(&ctx.cri).await {
+                Ok(snap) => {
+                    for uid in snap.changed_since(&last) {
+                        if let Some(h) = workers.get(&uid) {
+                            h.wake.notify_one();
+                        }
+                    }
+                    if synced {
+                        let orphans: Vec<Arc<Pod>> = snap
+                            .pods
+                            .values()
+                            .filter(|p| !workers.contains_key(&p.uid))
+                            .map(|p| Arc::new(identity_pod(p)))
+                            .collect();
+                        for pod in orphans {
+                            tracing::info!(pod = %crate::pod::format_pod(&pod), "removing the sandbox of a pod that no longer exists");
+                            run_pod(&ctx, &permits, &mut workers, &mut tasks, Desired::Gone(pod));
+                        }
+                    }
+                    last = snap;
+                }
+                Err(e) => tracing::warn!(error = %e, "relisting containerd's pods failed"),
+            },
+            Some(key) = config_maps.recv() => wake_readers(&workers, &key, |(cms, _)| cms),
+            Some(key) = secrets.recv() => wake_readers(&workers, &key, |(_, secrets)| secrets),
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(uid) = done {
+                    workers.remove(&uid);
+                    release_objects(&ctx, &workers);
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    informers.shutdown().await;
+    tracing::info!(node = %ctx.node_name, "pod workers stopped; containers keep running");
+    Ok(())
+}
+
+/// A stand-in for a pod known only from its sandbox's labels.
+fn identity_pod(p: &relist::RuntimeIdentity) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(p.name.clone()),
+            namespace: Some(p.namespace.clone()),
+            uid: Some(p.uid.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Hands `desired` to the pod's worker, starting one if there is none.
+fn run_pod(
+    ctx: &Arc<Context>,
+    permits: &Arc<Semaphore>,
+    workers: &mut HashMap<String, Handle>,
+    tasks: &mut JoinSet<String>,
+    desired: Desired,
+) {
+    let pod = match &desired {
+        Desired::Run(p) | Desired::Gone(p) => p.clone(),
+    };
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if uid.is_empty() {
+        return;
+    }
+    if let Some(h) = workers.get(&uid) {
+        h.desired.send_replace(desired);
+        return;
+    }
+    let (tx, rx) = watch::channel(desired);
+    let wake = Arc::new(Notify::new());
+    workers.insert(
+        uid.clone(),
+        Handle {
+            desired: tx,
+            wake: wake.clone(),
+        },
+    );
+    tasks.spawn(worker(ctx.clone(), permits.clone(), rx, wake, uid));
+}
+
+type PodObjects = (BTreeSet<objects::Key>, BTreeSet<objects::Key>);
+
+/// Wakes the workers of pods that read the changed object.
+fn wake_readers(
+    workers: &HashMap<String, Handle>,
+    changed: &objects::Key,
+    keys: impl Fn(&PodObjects) -> &BTreeSet<objects::Key>,
+) {
+    for h in workers.values() {
+        let hit = match &*h.desired.borrow() {
+            Desired::Run(p) => keys(&objects::pod_objects(p)).contains(changed),
+            Desired::Gone(_) => false,
+        };
+        if hit {
+            h.wake.notify_one();
+        }
+    }
+}
+
+/// Stops the object watches no remaining pod needs.
+fn release_objects(ctx: &Context, workers: &HashMap<String, Handle>) {
+    let (mut cms, mut secrets) = (BTreeSet::new(), BTreeSet::new());
+    for h in workers.values() {
+        if let Desired::Run(p) = &*h.desired.borrow() {
+            let (c, s) = objects::pod_objects(p);
+            cms.extend(c);
+            secrets.extend(s);
+        }
+    }
+    ctx.caches.config_maps.retain(&cms);
+    ctx.caches.secrets.retain(&secrets);
+}
+
+/// One pod's worker: syncs serially until the pod is gone from the API and the node.
+async fn worker(
+    ctx: Arc<Context>,
+    permits: Arc<Semaphore>,
+    mut desired: watch::Receiver<Desired>,
+    wake: Arc<Notify>,
+    uid: String,
+) -> String {
+    let mut state = PodState {
+        backoff: Default::default(),
+        reasons: HashMap::new(),
+        events: events::Recorder::new(ctx.client.clone(), &ctx.node_name),
+        last_status: None,
+        deleted: false,
+    };
+    loop {
+        let current = desired.borrow_and_update().clone();
+        let result = {
+            let Ok(_permit) = permits.acquire().await else {
+                return uid;
+            };
+            match &current {
+                Desired::Run(pod) => {
+                    let (cms, secrets) = objects::pod_objects(pod);
+                    ctx.caches.config_maps.ensure(cms).await;
+                    ctx.caches.secrets.ensure(secrets).await;
+                    state.sync(&ctx, pod).await
+                }
+                Desired::Gone(pod) => state.cleanup(&ctx, pod).await,
+            }
+        };
+        let delay = match result {
+            Ok(Next::Finished) => {
+                remove_pod_dir(&ctx, &uid).await;
+                return uid;
+            }
+            Ok(Next::Resync(d)) => d,
+            Err(e) => {
+                tracing::warn!(%uid, error = %e, "pod sync failed; retrying");
+                RETRY * 2
+            }
+        };
+        tokio::select! {
+            changed = desired.changed() => if changed.is_err() { return uid },
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Removes what the kubelet wrote for a pod besides its volumes (hosts file, termination
+/// messages), once the volumes are torn down.
+async fn remove_pod_dir(ctx: &Context, uid: &str) {
+    let dir = ctx.pod_dir(uid);
+    let _ = tokio::fs::remove_file(dir.join("etc-hosts")).await;
+    let _ = tokio::fs::remove_dir_all(dir.join("containers")).await;
+    let _ = tokio::fs::remove_dir(&dir).await;
+}
+
+/// Tears down volumes of pods that are neither in the API nor running (deleted while the
+/// kubelet was down).
+async fn remove_orphaned_volumes(ctx: &Context, workers: &HashMap<String, Handle>) {
+    let on_disk = match ctx.volumes.pods_on_disk().await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing pod volumes on disk failed");
+            return;
+        }
+    };
+    for uid in on_disk.into_iter().filter(|u| !workers.contains_key(u)) {
+        if let Err(e) = ctx.volumes.teardown(&uid).await {
+            tracing::warn!(%uid, error = %e, "tearing down an orphaned pod's volumes failed");
+        }
+        remove_pod_dir(ctx, &uid).await;
+    }
+}

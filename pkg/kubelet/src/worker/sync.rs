@@ -1,0 +1,760 @@
+//! One pod's sync, upstream's `SyncPod` / `SyncTerminatingPod`: read what containerd has,
+//! decide with [`compute_pod_actions`], act (volumes, sandbox, image, init containers,
+//! containers, kills), then write the status the result implies.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use distro_cri::api::{self, ContainerState};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::Api;
+use serde_json::json;
+
+use super::events::{Part, Recorder, NORMAL, WARNING};
+use super::relist::runtime_pod;
+use super::{Context, Error};
+use crate::backoff::{wall_clock_now, Backoff};
+use crate::pod::actions::{
+    backoff_event_message, compute_pod_actions, container_backoff, grace_after_pre_stop,
+    image_decision, image_pull_backoff, record_pull_failure, termination_grace_period,
+    ImageDecision, KillReason, ProbeFailures,
+};
+use crate::pod::container::{container_config, create_termination_log, ContainerInputs};
+use crate::pod::env::{make_environment, EnvContext};
+use crate::pod::hosts::{host_network_hosts_file, pod_hosts_file};
+use crate::pod::mounts::volume_mounts;
+use crate::pod::runtime::{self as rt_helpers, container_name, restart_count, RuntimePod};
+use crate::pod::sandbox::{hostname_and_domain, log_directory, sandbox_config};
+use crate::pod::security::ImageUser;
+use crate::pod::status::{pod_status, StatusInputs, WaitingReason};
+use crate::volume::MountedVolume;
+
+/// How soon a pod is synced again when nothing wakes it earlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Periodic resync (upstream: once a minute; the PLEG wakes us on any change).
+    Resync(Duration),
+    /// The pod is gone from the API and from the node: the worker ends.
+    Finished,
+}
+
+/// A pod's resync period when it is steady.
+pub const RESYNC: Duration = Duration::from_secs(10);
+/// A pod's resync period while it waits out a backoff or a failed step.
+pub const RETRY: Duration = Duration::from_secs(1);
+
+/// The per-pod state a worker keeps between syncs (upstream's reason cache and backoffs).
+pub struct PodState {
+    pub(super) backoff: Backoff,
+    pub(super) reasons: HashMap<String, WaitingReason>,
+    pub(super) events: Recorder,
+    /// The status last written, to skip writes that change nothing.
+    pub(super) last_status: Option<serde_json::Value>,
+    /// The pod object was deleted (grace 0) after its containers stopped.
+    pub(super) deleted: bool,
+}
+
+fn uid(pod: &Pod) -> &str {
+    pod.metadata.uid.as_deref().unwrap_or_default()
+}
+
+fn cri_err(e: distro_cri::Error) -> Error {
+    Error::Cri(Box::new(e))
+}
+
+/// `spec.containers` or `spec.initContainers`, by kind.
+fn part(c: &Container, init: bool) -> Part<'_> {
+    if init {
+        Part::InitContainer(&c.name)
+    } else {
+        Part::Container(&c.name)
+    }
+}
+
+impl PodState {
+    /// Syncs a pod that exists in the API.
+    ///
+    /// # Errors
+    /// CRI or API failures the caller retries; failures of one container are recorded as
+    /// its waiting reason and Events instead.
+    pub async fn sync(&mut self, ctx: &Context, pod: &Pod) -> Result<Next, Error> {
+        let rt = runtime_pod(&ctx.cri, uid(pod)).await.map_err(cri_err)?;
+        if pod.metadata.deletion_timestamp.is_some() {
+            if !self.deleted {
+                self.kill_pod(ctx, pod, &rt, true).await?;
+                ctx.volumes.teardown(uid(pod)).await?;
+                self.delete_object(ctx, pod).await?;
+                self.deleted = true;
+            }
+            return Ok(Next::Resync(RESYNC));
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            // Terminal: nothing runs again; stop what may still run, keep it for logs.
+            self.kill_pod(ctx, pod, &rt, false).await?;
+            return Ok(Next::Resync(RESYNC));
+        }
+
+        let volumes = match ctx.volumes.setup(pod, &ctx.caches).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.events
+                    .record(pod, Part::Pod, WARNING, "FailedMount", e.to_string())
+                    .await;
+                self.write_status(ctx, pod, &rt).await?;
+                return Ok(Next::Resync(RETRY));
+            }
+        };
+
+        let actions = compute_pod_actions(pod, &rt, &ProbeFailures::default());
+        tracing::debug!(pod = %crate::pod::format_pod(pod), ?actions, "sync");
+        if actions.kill_pod {
+            self.kill_pod(ctx, pod, &rt, false).await?;
+        }
+        for k in &actions.containers_to_kill {
+            let c = find_container(pod, &k.name);
+            let grace = c.map_or(crate::pod::actions::MIN_GRACE_PERIOD_SECONDS, |(c, _)| {
+                termination_grace_period(pod, c, Some(k.reason))
+            });
+            let part = c.map_or(Part::Container(&k.name), |(c, init)| part(c, init));
+            self.events
+                .record(pod, part, NORMAL, "Killing", k.message.clone())
+                .await;
+            if k.reason == KillReason::Unknown || grace >= 0 {
+                ctx.cri
+                    .stop_container(&k.id, grace_after_pre_stop(grace, 0))
+                    .await
+                    .map_err(cri_err)?;
+            }
+        }
+
+        let mut retry = false;
+        let mut rt = rt;
+        let mut sandbox_id = actions.sandbox_id.clone();
+        let (sb_config, dns_warnings) = match sandbox_config(pod, actions.attempt, &ctx.sandbox) {
+            Ok(c) => c,
+            Err(e) => {
+                self.events
+                    .record(
+                        pod,
+                        Part::Pod,
+                        WARNING,
+                        "FailedCreatePodSandBox",
+                        e.to_string(),
+                    )
+                    .await;
+                self.write_status(ctx, pod, &rt).await?;
+                return Ok(Next::Resync(RETRY));
+            }
+        };
+        if actions.create_sandbox {
+            self.remove_empty_sandboxes(ctx, &rt).await?;
+            for w in &dns_warnings {
+                self.events
+                    .record(pod, Part::Pod, WARNING, w.reason(), w.to_string())
+                    .await;
+            }
+            if actions.attempt > 0 {
+                self.events
+                    .record(
+                        pod,
+                        Part::Pod,
+                        NORMAL,
+                        "SandboxChanged",
+                        "Pod sandbox changed, it will be killed and re-created.".into(),
+                    )
+                    .await;
+            }
+            let dir = PathBuf::from(&sb_config.log_directory);
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|source| Error::Io { path: dir, source })?;
+            match ctx.cri.run_pod_sandbox(sb_config.clone()).await {
+                Ok(id) => sandbox_id = Some(id),
+                Err(e) => {
+                    self.events
+                        .record(
+                            pod,
+                            Part::Pod,
+                            WARNING,
+                            "FailedCreatePodSandBox",
+                            format!("Failed to create pod sandbox: {e}"),
+                        )
+                        .await;
+                    self.write_status(ctx, pod, &rt).await?;
+                    return Ok(Next::Resync(RETRY));
+                }
+            }
+            rt = runtime_pod(&ctx.cri, uid(pod)).await.map_err(cri_err)?;
+        }
+
+        let start_any = actions.next_init_container.is_some()
+            || !actions.sidecars_to_start.is_empty()
+            || !actions.containers_to_start.is_empty();
+        if let (Some(sb), true) = (sandbox_id.as_deref(), start_any) {
+            let spec = pod.spec.clone().unwrap_or_default();
+            let inits = spec.init_containers.clone().unwrap_or_default();
+            let hosts = self.hosts_file(ctx, pod, &rt).await?;
+            let mut todo: Vec<(&Container, bool)> = Vec::new();
+            if let Some(i) = actions.next_init_container {
+                todo.extend(inits.get(i).map(|c| (c, true)));
+            }
+            todo.extend(
+                actions
+                    .sidecars_to_start
+                    .iter()
+                    .filter_map(|i| inits.get(*i).map(|c| (c, true))),
+            );
+            todo.extend(
+                actions
+                    .containers_to_start
+                    .iter()
+                    .filter_map(|i| spec.containers.get(*i).map(|c| (c, false))),
+            );
+            for (c, init) in todo {
+                let started = self
+                    .start_container(ctx, pod, c, init, sb, &sb_config, &rt, &volumes, &hosts)
+                    .await?;
+                retry |= !started;
+            }
+            rt = runtime_pod(&ctx.cri, uid(pod)).await.map_err(cri_err)?;
+        }
+        self.write_status(ctx, pod, &rt).await?;
+        Ok(Next::Resync(if retry { RETRY } else { RESYNC }))
+    }
+
+    /// A pod that is gone from the API (deleted with grace 0 elsewhere, or orphaned across a
+    /// restart): stop and remove everything it has on the node.
+    ///
+    /// # Errors
+    /// CRI or volume failures; the caller retries.
+    pub async fn cleanup(&mut self, ctx: &Context, pod: &Pod) -> Result<Next, Error> {
+        let rt = runtime_pod(&ctx.cri, uid(pod)).await.map_err(cri_err)?;
+        self.kill_pod(ctx, pod, &rt, true).await?;
+        ctx.volumes.teardown(uid(pod)).await?;
+        ctx.volumes.tokens().forget_pod(uid(pod));
+        Ok(Next::Finished)
+    }
+
+    /// Stops every running container (each with its grace period, in parallel) and every
+    /// sandbox; with `remove`, removes the sandboxes and their containers too.
+    async fn kill_pod(
+        &mut self,
+        ctx: &Context,
+        pod: &Pod,
+        rt: &RuntimePod,
+        remove: bool,
+    ) -> Result<(), Error> {
+        let running: Vec<&api::ContainerStatus> = rt
+            .containers
+            .iter()
+            .filter(|c| {
+                matches!(
+                    rt_helpers::state(c),
+                    ContainerState::ContainerRunning | ContainerState::ContainerUnknown
+                )
+            })
+            .collect();
+        let mut stops = Vec::new();
+        for c in &running {
+            let name = container_name(c).to_string();
+            let found = find_container(pod, &name);
+            let grace = found.map_or(
+                crate::pod::actions::MIN_GRACE_PERIOD_SECONDS,
+                |(spec, _)| termination_grace_period(pod, spec, None),
+            );
+            let part = found.map_or(Part::Container(&name), |(spec, init)| part(spec, init));
+            self.events
+                .record(
+                    pod,
+                    part,
+                    NORMAL,
+                    "Killing",
+                    format!("Stopping container {name}"),
+                )
+                .await;
+            let cri = ctx.cri.clone();
+            let id = c.id.clone();
+            stops.push(async move {
+                cri.stop_container(&id, grace_after_pre_stop(grace, 0))
+                    .await
+            });
+        }
+        for r in futures::future::join_all(stops).await {
+            r.map_err(cri_err)?;
+        }
+        for sb in &rt.sandboxes {
+            if sb.state == api::PodSandboxState::SandboxReady as i32 {
+                ctx.cri.stop_pod_sandbox(&sb.id).await.map_err(cri_err)?;
+            }
+            if remove {
+                ctx.cri.remove_pod_sandbox(&sb.id).await.map_err(cri_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the pod's stopped sandboxes that hold no containers (e.g. those whose network
+    /// setup failed), so retries do not pile up sandboxes and network namespaces. Sandboxes
+    /// with containers stay: their exited containers carry the restart history.
+    async fn remove_empty_sandboxes(&self, ctx: &Context, rt: &RuntimePod) -> Result<(), Error> {
+        for sb in &rt.sandboxes {
+            if sb.state == api::PodSandboxState::SandboxReady as i32 {
+                continue;
+            }
+            let containers = ctx
+                .cri
+                .runtime()
+                .list_containers(api::ListContainersRequest {
+                    filter: Some(api::ContainerFilter {
+                        pod_sandbox_id: sb.id.clone(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(|source| {
+                    cri_err(distro_cri::Error::Rpc {
+                        op: "ListContainers",
+                        source,
+                    })
+                })?
+                .into_inner()
+                .containers;
+            if containers.is_empty() {
+                ctx.cri.remove_pod_sandbox(&sb.id).await.map_err(cri_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the pod object for good (grace 0, this incarnation only), as upstream's status
+    /// manager does once the pod's containers are gone.
+    async fn delete_object(&mut self, ctx: &Context, pod: &Pod) -> Result<(), Error> {
+        let api: Api<Pod> = Api::namespaced(
+            ctx.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api
+            .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(Error::Api(Box::new(e))),
+        }
+    }
+
+    /// The pod's managed `/etc/hosts`, written under its directory.
+    async fn hosts_file(
+        &self,
+        ctx: &Context,
+        pod: &Pod,
+        rt: &RuntimePod,
+    ) -> Result<Option<PathBuf>, Error> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let aliases = spec.host_aliases.clone().unwrap_or_default();
+        let text = if spec.host_network.unwrap_or(false) {
+            let node_hosts = tokio::fs::read_to_string("/etc/hosts")
+                .await
+                .unwrap_or_default();
+            host_network_hosts_file(&node_hosts, &aliases)
+        } else {
+            let Ok((hostname, domain)) = hostname_and_domain(pod, &ctx.sandbox.cluster_dns.domain)
+            else {
+                return Ok(None);
+            };
+            pod_hosts_file(&rt.pod_ips(), &hostname, domain.as_deref(), &aliases)
+        };
+        let dir = ctx.pod_dir(uid(pod));
+        let path = dir.join("etc-hosts");
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        tokio::fs::create_dir_all(&dir).await.map_err(io(&dir))?;
+        tokio::fs::write(&path, text).await.map_err(io(&path))?;
+        Ok(Some(path))
+    }
+
+    /// Starts one container (upstream `startContainer` with its backoff and image steps).
+    /// Returns whether it was started; when not, its waiting reason and Events say why.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_container(
+        &mut self,
+        ctx: &Context,
+        pod: &Pod,
+        c: &Container,
+        init: bool,
+        sandbox_id: &str,
+        sb_config: &api::PodSandboxConfig,
+        rt: &RuntimePod,
+        volumes: &[MountedVolume],
+        hosts: &Option<PathBuf>,
+    ) -> Result<bool, Error> {
+        let now = wall_clock_now();
+        if let Some(msg) = container_backoff(&mut self.backoff, pod, c, rt, now) {
+            self.events
+                .record(
+                    pod,
+                    part(c, init),
+                    WARNING,
+                    "BackOff",
+                    backoff_event_message(pod, &c.name),
+                )
+                .await;
+            self.reasons
+                .insert(c.name.clone(), WaitingReason::crash_loop(msg));
+            return Ok(false);
+        }
+        let Some((image_ref, image_user)) = self.ensure_image(ctx, pod, c, init, sb_config).await?
+        else {
+            return Ok(false);
+        };
+
+        let restart = rt.latest(&c.name).map_or(0, |s| restart_count(s) + 1);
+        let restart = u32::try_from(restart).unwrap_or(0);
+        let pod_dir = ctx.pod_dir(uid(pod));
+        let name = c.name.clone();
+        let termination_log =
+            tokio::task::spawn_blocking(move || create_termination_log(&pod_dir, &name, restart))
+                .await
+                .map_err(Error::Task)?
+                .map_err(|source| Error::Io {
+                    path: ctx.pod_dir(uid(pod)),
+                    source,
+                })?;
+        let made = {
+            // No await in here: the environment context borrows non-Send caches.
+            let pod_ips = rt.pod_ips();
+            let services = ctx.caches.services();
+            let allocatable = ctx.caches.allocatable();
+            let env_ctx = EnvContext {
+                objects: &ctx.caches,
+                services: &services,
+                pod_ips: &pod_ips,
+                host_ips: &ctx.host_ips,
+                node_allocatable: &allocatable,
+            };
+            make_environment(pod, c, &env_ctx)
+                .and_then(|env| volume_mounts(c, volumes, &env.vars))
+                .and_then(|mounts| {
+                    let inputs = ContainerInputs {
+                        restart_count: restart,
+                        image_ref,
+                        image_user,
+                        volume_mounts: mounts,
+                        hosts_file: hosts.clone(),
+                        termination_log: Some(termination_log),
+                    };
+                    container_config(pod, c, &inputs, &env_ctx, &ctx.container)
+                })
+        };
+        let config = match made {
+            Ok((config, warnings)) => {
+                for w in warnings {
+                    self.events
+                        .record(pod, part(c, init), WARNING, "Warning", w)
+                        .await;
+                }
+                config
+            }
+            Err(e) => return self.config_error(pod, c, init, &e).await,
+        };
+        let id = match ctx
+            .cri
+            .create_container(sandbox_id, config, sb_config.clone())
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                let msg = e.to_string();
+                self.events
+                    .record(
+                        pod,
+                        part(c, init),
+                        WARNING,
+                        "Failed",
+                        format!("Error: {msg}"),
+                    )
+                    .await;
+                self.reasons.insert(
+                    c.name.clone(),
+                    WaitingReason {
+                        reason: "CreateContainerError".into(),
+                        message: msg,
+                    },
+                );
+                return Ok(false);
+            }
+        };
+        self.events
+            .record(
+                pod,
+                part(c, init),
+                NORMAL,
+                "Created",
+                format!("Created container {}", c.name),
+            )
+            .await;
+        if let Err(e) = ctx.cri.start_container(&id).await {
+            let msg = e.to_string();
+            self.events
+                .record(
+                    pod,
+                    part(c, init),
+                    WARNING,
+                    "Failed",
+                    format!("Error: {msg}"),
+                )
+                .await;
+            self.reasons
+                .insert(c.name.clone(), WaitingReason::run_error(msg));
+            return Ok(false);
+        }
+        self.events
+            .record(
+                pod,
+                part(c, init),
+                NORMAL,
+                "Started",
+                format!("Started container {}", c.name),
+            )
+            .await;
+        self.reasons.remove(&c.name);
+        Ok(true)
+    }
+
+    async fn config_error(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        init: bool,
+        e: &crate::pod::ConfigError,
+    ) -> Result<bool, Error> {
+        self.events
+            .record(pod, part(c, init), WARNING, "Failed", format!("Error: {e}"))
+            .await;
+        self.reasons
+            .insert(c.name.clone(), WaitingReason::config_error(e));
+        Ok(false)
+    }
+
+    /// Upstream `EnsureImageExists`: the image's ID and user, pulling per `imagePullPolicy`
+    /// with backoff; `None` when the container cannot start yet (reason and Events recorded).
+    async fn ensure_image(
+        &mut self,
+        ctx: &Context,
+        pod: &Pod,
+        c: &Container,
+        init: bool,
+        sb_config: &api::PodSandboxConfig,
+    ) -> Result<Option<(String, ImageUser)>, Error> {
+        let image = c.image.clone().unwrap_or_default();
+        let present = ctx.cri.image_status(&image).await.map_err(cri_err)?;
+        match image_decision(c, present.is_some()) {
+            ImageDecision::NeverPull(msg) => {
+                self.events
+                    .record(
+                        pod,
+                        part(c, init),
+                        WARNING,
+                        "ErrImageNeverPull",
+                        msg.clone(),
+                    )
+                    .await;
+                self.reasons.insert(
+                    c.name.clone(),
+                    WaitingReason {
+                        reason: crate::pod::status::ERR_IMAGE_NEVER_PULL.into(),
+                        message: msg,
+                    },
+                );
+                return Ok(None);
+            }
+            ImageDecision::Present(msg) => {
+                self.events
+                    .record(pod, part(c, init), NORMAL, "Pulled", msg)
+                    .await;
+            }
+            ImageDecision::Pull => {
+                let now = wall_clock_now();
+                if let Some(msg) = image_pull_backoff(&self.backoff, pod, &image, now) {
+                    self.events
+                        .record(pod, part(c, init), NORMAL, "BackOff", msg.clone())
+                        .await;
+                    self.reasons
+                        .insert(c.name.clone(), WaitingReason::image_pull_backoff(msg));
+                    return Ok(None);
+                }
+                self.events
+                    .record(
+                        pod,
+                        part(c, init),
+                        NORMAL,
+                        "Pulling",
+                        format!("Pulling image {image:?}"),
+                    )
+                    .await;
+                let began = Instant::now();
+                match ctx
+                    .cri
+                    .pull_image(&image, None, Some(sb_config.clone()))
+                    .await
+                {
+                    Ok(_) => {
+                        let took = began.elapsed();
+                        self.events
+                            .record(
+                                pod,
+                                part(c, init),
+                                NORMAL,
+                                "Pulled",
+                                format!("Successfully pulled image {image:?} in {took:.3?}"),
+                            )
+                            .await;
+                    }
+                    Err(e) => {
+                        record_pull_failure(&mut self.backoff, pod, &image, wall_clock_now());
+                        let msg = format!("Failed to pull image {image:?}: {e}");
+                        self.events
+                            .record(pod, part(c, init), WARNING, "Failed", msg.clone())
+                            .await;
+                        self.events
+                            .record(
+                                pod,
+                                part(c, init),
+                                WARNING,
+                                "Failed",
+                                "Error: ErrImagePull".into(),
+                            )
+                            .await;
+                        self.reasons
+                            .insert(c.name.clone(), WaitingReason::image_pull(msg));
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        let status = match present {
+            Some(s) => Some(s),
+            None => ctx.cri.image_status(&image).await.map_err(cri_err)?,
+        };
+        let Some(status) = status else {
+            self.reasons.insert(
+                c.name.clone(),
+                WaitingReason::image_pull(format!("image {image:?} not found after pull")),
+            );
+            return Ok(None);
+        };
+        let user = ImageUser {
+            uid: status.uid.map(|u| u.value),
+            username: status.username.clone(),
+        };
+        Ok(Some((status.id, user)))
+    }
+
+    /// Builds the status from the runtime's state and writes it with the `status`
+    /// subresource when it differs from what the API (or our last write) holds.
+    pub(super) async fn write_status(
+        &mut self,
+        ctx: &Context,
+        pod: &Pod,
+        rt: &RuntimePod,
+    ) -> Result<(), Error> {
+        let empty = HashMap::new();
+        let log_dir = log_directory(&ctx.sandbox.pod_log_root, pod);
+        let messages = termination_messages(rt, log_dir).await;
+        let inputs = StatusInputs {
+            reasons: &self.reasons,
+            readiness: &empty,
+            startup: &empty,
+            termination_messages: &messages,
+            host_ips: &ctx.host_ips,
+            pod_is_terminal: pod.metadata.deletion_timestamp.is_some(),
+            now: wall_clock_now(),
+            runtime_name: "containerd",
+        };
+        let status = pod_status(pod, rt, &inputs);
+        let new = serde_json::to_value(&status).map_err(Error::Json)?;
+        let old = pod
+            .status
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok());
+        if old.as_ref() == Some(&new) || self.last_status.as_ref() == Some(&new) {
+            return Ok(());
+        }
+        let api: Api<Pod> = Api::namespaced(
+            ctx.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        let body = json!({"metadata": {"uid": uid(pod)}, "status": new});
+        match api
+            .patch_status(
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(&body),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.last_status = Some(new);
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(Error::Api(Box::new(e))),
+        }
+    }
+}
+
+/// Termination messages of exited containers, read from the files their config mounted.
+async fn termination_messages(rt: &RuntimePod, log_dir: PathBuf) -> HashMap<String, String> {
+    let exited: Vec<api::ContainerStatus> = rt
+        .containers
+        .iter()
+        .filter(|c| rt_helpers::state(c) == ContainerState::ContainerExited)
+        .cloned()
+        .collect();
+    if exited.is_empty() {
+        return HashMap::new();
+    }
+    tokio::task::spawn_blocking(move || {
+        exited
+            .iter()
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    crate::pod::status::read_termination_message(c, &log_dir),
+                )
+            })
+            .filter(|(_, m)| !m.is_empty())
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The spec of container `name` and whether it is an init container.
+fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<(&'a Container, bool)> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| (c, false))
+        .or_else(|| {
+            spec.init_containers
+                .iter()
+                .flatten()
+                .find(|c| c.name == name)
+                .map(|c| (c, true))
+        })
+}
