@@ -6,17 +6,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use distro_apimachinery::labels::Selector;
-use distro_store::{prefix_end, EventKind, KeyValue, RangeRequest};
-use futures::StreamExt;
 use serde_json::Value;
 
 use crate::authn::UserInfo;
 use crate::handler::Authorizer;
 use crate::request::RequestInfo;
-use crate::resources::Registry;
+use crate::resources::{Registry, ResourceDef};
 use crate::rest::Storage;
 
 /// One RBAC rule, kept as upstream's PolicyRule.
@@ -219,83 +216,16 @@ impl Rbac {
         let rbac = Arc::new(Rbac {
             state: RwLock::new(State::default()),
         });
-        for plural in WATCHED {
-            let def = registry
-                .get("rbac.authorization.k8s.io", "v1", plural)
-                .ok_or(crate::Error::NoSuchResource)?;
-            let prefix = def.key_prefix();
-            let rev = rbac.load(&storage, &def, &prefix).await?;
-            let (rbac2, storage2) = (rbac.clone(), storage.clone());
-            tokio::spawn(async move { rbac2.follow(storage2, def, prefix, rev).await });
-        }
-        Ok(rbac)
-    }
-
-    async fn load(
-        &self,
-        storage: &Storage,
-        def: &crate::resources::ResourceDef,
-        prefix: &str,
-    ) -> crate::Result<i64> {
-        let resp = storage
-            .range(RangeRequest {
-                start: prefix.into(),
-                end: prefix_end(prefix),
-                limit: 0,
-                revision: None,
+        let defs = WATCHED
+            .iter()
+            .map(|plural| {
+                registry
+                    .get("rbac.authorization.k8s.io", "v1", plural)
+                    .ok_or(crate::Error::NoSuchResource)
             })
-            .await?;
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        clear(&mut state, &def.plural);
-        for kv in &resp.kvs {
-            if let Ok(obj) = storage.decode(def, kv) {
-                apply(&mut state, &def.plural, &obj, false);
-            }
-        }
-        Ok(resp.revision)
-    }
-
-    /// Applies watch events; on any break, relists and watches again (capped backoff).
-    async fn follow(
-        self: Arc<Self>,
-        storage: Storage,
-        def: Arc<crate::resources::ResourceDef>,
-        prefix: String,
-        mut rev: i64,
-    ) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match storage.datastore().watch(&prefix, rev).await {
-                Ok(mut events) => {
-                    while let Some(ev) = events.next().await {
-                        let Ok(ev) = ev else { break };
-                        backoff = Duration::from_millis(100);
-                        rev = ev.kv.mod_revision;
-                        self.apply_event(&storage, &def, &ev.kv, ev.kind == EventKind::Delete);
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "rbac watch failed; relisting"),
-            }
-            tokio::time::sleep(backoff + Duration::from_millis(rand::random::<u64>() % 100)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-            match self.load(&storage, &def, &prefix).await {
-                Ok(r) => rev = r,
-                Err(e) => tracing::warn!(error = %e, "rbac relist failed"),
-            }
-        }
-    }
-
-    fn apply_event(
-        &self,
-        storage: &Storage,
-        def: &crate::resources::ResourceDef,
-        kv: &KeyValue,
-        deleted: bool,
-    ) {
-        if let Ok(obj) = storage.decode(def, kv) {
-            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            apply(&mut state, &def.plural, &obj, deleted);
-        }
+            .collect::<crate::Result<Vec<_>>>()?;
+        crate::mirror::start(&rbac, &storage, defs).await?;
+        Ok(rbac)
     }
 
     /// The rules that apply to `user` in `namespace`, for SelfSubjectRulesReview.
@@ -304,6 +234,25 @@ impl Rbac {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .rules_for(user, namespace)
+    }
+}
+
+impl crate::mirror::Mirror for Rbac {
+    const NAME: &'static str = "rbac";
+
+    fn replace(&self, def: &ResourceDef, objects: Vec<(String, Value)>) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        clear(&mut state, &def.plural);
+        for (_, obj) in &objects {
+            apply(&mut state, &def.plural, obj, false);
+        }
+    }
+
+    fn apply(&self, def: &ResourceDef, _key: &str, object: Option<&Value>, deleted: bool) {
+        if let Some(obj) = object {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            apply(&mut state, &def.plural, obj, deleted);
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod kinds;
 pub mod limitrange;
 pub mod list;
 pub mod metrics;
+pub mod mirror;
 pub mod negotiate;
 pub mod nodeauthz;
 pub mod noderestriction;

@@ -20,10 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use distro_store::{prefix_end, EventKind, KeyValue, RangeRequest};
-use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::authn::UserInfo;
@@ -312,15 +309,15 @@ impl NodeAuthorizer {
         next: Arc<dyn Authorizer>,
     ) -> crate::Result<Arc<NodeAuthorizer>> {
         let authz = Arc::new(NodeAuthorizer::new(next));
-        for (group, version, plural) in WATCHED {
-            let def = registry
-                .get(group, version, plural)
-                .ok_or(crate::Error::NoSuchResource)?;
-            let prefix = def.key_prefix();
-            let rev = authz.load(&storage, &def, &prefix).await?;
-            let (a, s) = (authz.clone(), storage.clone());
-            tokio::spawn(async move { a.follow(s, def, prefix, rev).await });
-        }
+        let defs = WATCHED
+            .iter()
+            .map(|(group, version, plural)| {
+                registry
+                    .get(group, version, plural)
+                    .ok_or(crate::Error::NoSuchResource)
+            })
+            .collect::<crate::Result<Vec<_>>>()?;
+        crate::mirror::start(&authz, &storage, defs).await?;
         Ok(authz)
     }
 
@@ -330,68 +327,6 @@ impl NodeAuthorizer {
             rules: node_rules(),
             next,
         }
-    }
-
-    async fn load(&self, storage: &Storage, def: &ResourceDef, prefix: &str) -> crate::Result<i64> {
-        let resp = storage
-            .range(RangeRequest {
-                start: prefix.into(),
-                end: prefix_end(prefix),
-                limit: 0,
-                revision: None,
-            })
-            .await?;
-        let mut graph = self.graph.write().unwrap_or_else(|e| e.into_inner());
-        graph.clear(&def.plural);
-        for kv in &resp.kvs {
-            if let Ok(obj) = storage.decode(def, kv) {
-                graph.apply(&def.plural, &kv.key, Some(&obj));
-            }
-        }
-        Ok(resp.revision)
-    }
-
-    /// Applies watch events; on any break, relists and watches again (capped backoff).
-    async fn follow(
-        self: Arc<Self>,
-        storage: Storage,
-        def: Arc<ResourceDef>,
-        prefix: String,
-        mut rev: i64,
-    ) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match storage.datastore().watch(&prefix, rev).await {
-                Ok(mut events) => {
-                    while let Some(ev) = events.next().await {
-                        let Ok(ev) = ev else { break };
-                        backoff = Duration::from_millis(100);
-                        rev = ev.kv.mod_revision;
-                        self.apply_event(&storage, &def, &ev.kv, ev.kind == EventKind::Delete);
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "node graph watch failed; relisting"),
-            }
-            tokio::time::sleep(backoff + Duration::from_millis(rand::random::<u64>() % 100)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-            match self.load(&storage, &def, &prefix).await {
-                Ok(r) => rev = r,
-                Err(e) => tracing::warn!(error = %e, "node graph relist failed"),
-            }
-        }
-    }
-
-    fn apply_event(&self, storage: &Storage, def: &ResourceDef, kv: &KeyValue, deleted: bool) {
-        let obj = if deleted {
-            None
-        } else {
-            match storage.decode(def, kv) {
-                Ok(o) => Some(o),
-                Err(_) => return,
-            }
-        };
-        let mut graph = self.graph.write().unwrap_or_else(|e| e.into_inner());
-        graph.apply(&def.plural, &kv.key, obj.as_ref());
     }
 
     fn decide(&self, node: &str, r: &ResourceRequest) -> Decision {
@@ -502,6 +437,26 @@ fn node_rules() -> Vec<Rule> {
         .flatten()
         .map(Rule::from_json)
         .collect()
+}
+
+impl crate::mirror::Mirror for NodeAuthorizer {
+    const NAME: &'static str = "node graph";
+
+    fn replace(&self, def: &ResourceDef, objects: Vec<(String, Value)>) {
+        let mut graph = self.graph.write().unwrap_or_else(|e| e.into_inner());
+        graph.clear(&def.plural);
+        for (key, obj) in &objects {
+            graph.apply(&def.plural, key, Some(obj));
+        }
+    }
+
+    fn apply(&self, def: &ResourceDef, key: &str, object: Option<&Value>, deleted: bool) {
+        if !deleted && object.is_none() {
+            return;
+        }
+        let mut graph = self.graph.write().unwrap_or_else(|e| e.into_inner());
+        graph.apply(&def.plural, key, object.filter(|_| !deleted));
+    }
 }
 
 impl Authorizer for NodeAuthorizer {
