@@ -18,5 +18,7 @@ pub mod backoff;
 pub mod pod;
 pub mod qos;
 pub mod server;
+#[cfg(test)]
+mod testutil;
 pub mod volume;
 pub mod worker;

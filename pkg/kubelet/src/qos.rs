@@ -97,28 +97,8 @@ pub fn pod_qos(spec: &PodSpec) -> QosClass {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::ResourceRequirements;
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity as Q;
-    use std::collections::BTreeMap;
 
-    fn c(req: &[(&str, &str)], lim: &[(&str, &str)]) -> Container {
-        let map = |kv: &[(&str, &str)]| {
-            (!kv.is_empty()).then(|| {
-                kv.iter()
-                    .map(|(k, v)| (k.to_string(), Q(v.to_string())))
-                    .collect::<BTreeMap<_, _>>()
-            })
-        };
-        Container {
-            name: "c".into(),
-            resources: Some(ResourceRequirements {
-                requests: map(req),
-                limits: map(lim),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::testutil::container_with as c;
 
     fn spec(containers: Vec<Container>, init: Vec<Container>) -> PodSpec {
         PodSpec {
