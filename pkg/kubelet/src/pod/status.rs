@@ -639,28 +639,26 @@ pub fn initialized_condition(
     if any_regular_started(pod, statuses) {
         return condition("Initialized", true, None, None);
     }
-    let mut msgs = Vec::new();
-    if !unknown.is_empty() {
-        msgs.push(format!(
-            "containers with unknown status: {}",
-            go_list(&unknown)
-        ));
+    match containers_message(&[("unknown", &unknown), ("incomplete", &incomplete)]) {
+        None => condition("Initialized", true, None, None),
+        Some(msg) => condition(
+            "Initialized",
+            false,
+            Some("ContainersNotInitialized"),
+            Some(msg),
+        ),
     }
-    if !incomplete.is_empty() {
-        msgs.push(format!(
-            "containers with incomplete status: {}",
-            go_list(&incomplete)
-        ));
-    }
-    if msgs.is_empty() {
-        return condition("Initialized", true, None, None);
-    }
-    condition(
-        "Initialized",
-        false,
-        Some("ContainersNotInitialized"),
-        Some(msgs.join(", ")),
-    )
+}
+
+/// Upstream's "containers with <state> status: [a b]" messages, joined; `None` when every
+/// list is empty.
+fn containers_message(groups: &[(&str, &Vec<String>)]) -> Option<String> {
+    let msgs: Vec<String> = groups
+        .iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(state, names)| format!("containers with {state} status: {}", go_list(names)))
+        .collect();
+    (!msgs.is_empty()).then(|| msgs.join(", "))
 }
 
 /// Upstream `GenerateContainersReadyCondition`.
@@ -691,28 +689,15 @@ pub fn containers_ready_condition(
     if phase == "Failed" {
         return condition("ContainersReady", false, Some("PodFailed"), None);
     }
-    let mut msgs = Vec::new();
-    if !unknown.is_empty() {
-        msgs.push(format!(
-            "containers with unknown status: {}",
-            go_list(&unknown)
-        ));
+    match containers_message(&[("unknown", &unknown), ("unready", &unready)]) {
+        None => condition("ContainersReady", true, None, None),
+        Some(msg) => condition(
+            "ContainersReady",
+            false,
+            Some("ContainersNotReady"),
+            Some(msg),
+        ),
     }
-    if !unready.is_empty() {
-        msgs.push(format!(
-            "containers with unready status: {}",
-            go_list(&unready)
-        ));
-    }
-    if msgs.is_empty() {
-        return condition("ContainersReady", true, None, None);
-    }
-    condition(
-        "ContainersReady",
-        false,
-        Some("ContainersNotReady"),
-        Some(msgs.join(", ")),
-    )
 }
 
 /// Upstream `GeneratePodReadyCondition`: ContainersReady, then the readiness gates.
