@@ -21,8 +21,8 @@ use std::time::Duration;
 use distro_scheduler::fit;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    ObjectReference, Pod, PodTemplateSpec, Taint, Toleration,
+    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+    PodTemplateSpec, Taint, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -36,8 +36,8 @@ use crate::deployment::rollout::scaled;
 use crate::expectations::{Expect, PodExpectations};
 use crate::history::{self, Ensured, Parent, HASH_LABEL, POD_REVISION_LABEL};
 use crate::objects::{
-    adopt_pod, api_message, controller_of, controller_ref, owners_to_wake, record_event,
-    selector_matches, EventType,
+    adopt_pod, api_message, controller_of, controller_ref, object_ref, owners_to_wake,
+    record_event, selector_matches, EventType,
 };
 use crate::replicaset::{is_available, slow_start_batches};
 use crate::{Backoff, Clients, Error};
@@ -563,18 +563,6 @@ fn owner_ref(ds: &DaemonSet) -> OwnerReference {
         uid: ds.uid().unwrap_or_default(),
         controller: Some(true),
         block_owner_deletion: Some(true),
-    }
-}
-
-fn object_ref(ds: &DaemonSet) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("apps/v1".into()),
-        kind: Some("DaemonSet".into()),
-        name: ds.metadata.name.clone(),
-        namespace: ds.metadata.namespace.clone(),
-        uid: ds.metadata.uid.clone(),
-        resource_version: ds.metadata.resource_version.clone(),
-        field_path: None,
     }
 }
 

@@ -113,6 +113,15 @@ where
         .collect()
 }
 
+/// A reference to `obj` for Events' `involvedObject` and CronJob's `status.active`: kube's
+/// reference plus the resourceVersion, as upstream's recorder sets it.
+pub fn object_ref<K: kube::Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    ObjectReference {
+        resource_version: obj.meta().resource_version.clone(),
+        ..obj.object_ref(&())
+    }
+}
+
 /// An API error as Events quote it: the apiserver's own message for a Status, else the
 /// error itself (as upstream's controllers put `err.Error()` in their Events).
 pub fn api_message(e: &kube::Error) -> String {

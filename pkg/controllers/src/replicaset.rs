@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -26,7 +26,8 @@ use serde_json::json;
 
 use crate::expectations::{Expect, PodExpectations};
 use crate::objects::{
-    adopt_pod, controller_ref, owners_to_wake, record_event, selector_matches, EventType,
+    adopt_pod, api_message, controller_ref, object_ref, owners_to_wake, record_event,
+    selector_matches, EventType,
 };
 use crate::{Backoff, Clients, Error};
 
@@ -172,18 +173,6 @@ fn owner_ref(rs: &ReplicaSet) -> OwnerReference {
         uid: rs.uid().unwrap_or_default(),
         controller: Some(true),
         block_owner_deletion: Some(true),
-    }
-}
-
-fn object_ref(rs: &ReplicaSet) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("apps/v1".into()),
-        kind: Some("ReplicaSet".into()),
-        name: rs.metadata.name.clone(),
-        namespace: rs.metadata.namespace.clone(),
-        uid: rs.metadata.uid.clone(),
-        resource_version: rs.metadata.resource_version.clone(),
-        field_path: None,
     }
 }
 
@@ -489,13 +478,6 @@ async fn manage(ctx: &Ctx, rs: &ReplicaSet, active: &[&Pod]) -> Option<Error> {
         }
     }
     None
-}
-
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// The status a pass reports (upstream's `calculateStatus`).

@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
-    ObjectReference, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod,
-    PodTemplateSpec, Volume,
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
@@ -33,8 +32,8 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::history::{self, Ensured, Parent, POD_REVISION_LABEL};
 use crate::objects::{
-    adopt_pod, api_message, controller_of, controller_ref, owners_to_wake, record_event,
-    selector_matches, EventType,
+    adopt_pod, api_message, controller_of, controller_ref, object_ref, owners_to_wake,
+    record_event, selector_matches, EventType,
 };
 use crate::replicaset::is_available;
 use crate::{Backoff, Clients, Error};
@@ -362,18 +361,6 @@ fn owner_ref(set: &StatefulSet, controller: bool) -> OwnerReference {
         uid: set.uid().unwrap_or_default(),
         controller: controller.then_some(true),
         block_owner_deletion: Some(true),
-    }
-}
-
-fn object_ref(set: &StatefulSet) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("apps/v1".into()),
-        kind: Some("StatefulSet".into()),
-        name: set.metadata.name.clone(),
-        namespace: set.metadata.namespace.clone(),
-        uid: set.metadata.uid.clone(),
-        resource_version: set.metadata.resource_version.clone(),
-        field_path: None,
     }
 }
 

@@ -33,7 +33,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
 use crate::job::policy;
-use crate::objects::{api_message, controller_ref, record_event, EventType};
+use crate::objects::{api_message, controller_ref, object_ref, record_event, EventType};
 use crate::{Backoff, Clients, Error};
 
 /// The controller's identity and the component its Events name.
@@ -83,30 +83,6 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
 
 fn key(cj: &CronJob) -> String {
     format!("{}/{}", cj.namespace().unwrap_or_default(), cj.name_any())
-}
-
-fn object_ref(cj: &CronJob) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("batch/v1".into()),
-        kind: Some("CronJob".into()),
-        name: cj.metadata.name.clone(),
-        namespace: cj.metadata.namespace.clone(),
-        uid: cj.metadata.uid.clone(),
-        resource_version: cj.metadata.resource_version.clone(),
-        field_path: None,
-    }
-}
-
-fn job_ref(job: &Job) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("batch/v1".into()),
-        kind: Some("Job".into()),
-        name: job.metadata.name.clone(),
-        namespace: job.metadata.namespace.clone(),
-        uid: job.metadata.uid.clone(),
-        resource_version: job.metadata.resource_version.clone(),
-        field_path: None,
-    }
 }
 
 /// The Job name for a scheduled time: the CronJob's name and the time in minutes since the
@@ -273,7 +249,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         record_event(
             &ctx.client,
             COMPONENT,
-            object_ref(&cj),
+            object_ref(&*cj),
             kind,
             reason,
             message,
@@ -448,7 +424,7 @@ async fn schedule_pass(
         }
     };
     if finished_as(&created).is_none() && !active.iter().any(|r| r.uid == created.uid()) {
-        active.push(job_ref(&created));
+        active.push(object_ref(&created));
     }
     status.last_schedule_time = Some(Time(scheduled));
     Ok(next_wait(now))

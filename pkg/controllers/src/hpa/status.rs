@@ -9,13 +9,13 @@ use std::sync::Mutex;
 use k8s_openapi::api::autoscaling::v2::{
     HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition,
 };
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::api::core::v1::{Event, EventSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 
-use crate::objects::EventType;
+use crate::objects::{object_ref, EventType};
 
 /// Sets condition `type_` (appending it if new), moving its transition time only when the
 /// status changes.
@@ -61,18 +61,6 @@ pub struct Recorder {
 
 /// Upstream's correlator folds repeats within this window into one Event.
 const AGGREGATE_FOR: i64 = 600;
-
-fn object_ref(hpa: &HorizontalPodAutoscaler) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("autoscaling/v2".into()),
-        kind: Some("HorizontalPodAutoscaler".into()),
-        name: hpa.metadata.name.clone(),
-        namespace: hpa.metadata.namespace.clone(),
-        uid: hpa.metadata.uid.clone(),
-        resource_version: hpa.metadata.resource_version.clone(),
-        field_path: None,
-    }
-}
 
 impl Recorder {
     /// Records an Event about `hpa`; a repeat within ten minutes bumps the count of the

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -41,7 +41,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::expectations::{Expect, PodExpectations};
-use crate::objects::{api_message, controller_ref, record_event, EventType};
+use crate::objects::{api_message, controller_ref, object_ref, record_event, EventType};
 use crate::{Backoff, Clients, Error};
 use policy::{reason, FailureAction, COMPLETION_INDEX, TRACKING_FINALIZER};
 
@@ -197,18 +197,6 @@ async fn remove_finalizer(client: &Client, pod: &Pod) -> Result<(), Error> {
 
 fn key(job: &Job) -> String {
     format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
-}
-
-fn object_ref(job: &Job) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("batch/v1".into()),
-        kind: Some("Job".into()),
-        name: job.metadata.name.clone(),
-        namespace: job.metadata.namespace.clone(),
-        uid: job.metadata.uid.clone(),
-        resource_version: job.metadata.resource_version.clone(),
-        field_path: None,
-    }
 }
 
 fn phase(pod: &Pod) -> &str {
@@ -690,7 +678,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         record_event(
             &ctx.client,
             COMPONENT,
-            object_ref(&job),
+            object_ref(&*job),
             kind,
             &reason,
             message,
