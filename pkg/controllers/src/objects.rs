@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
@@ -111,6 +111,66 @@ where
         .filter(|c| may_adopt(c, pod))
         .map(|c| ObjectRef::from_obj(c.as_ref()))
         .collect()
+}
+
+/// Deletes `pods` (of `owner`) concurrently, each guarded by its uid so a pod replaced
+/// meanwhile is left alone, and records SuccessfulDelete / FailedDelete on the owner as
+/// upstream's controllers do. A pod already gone or replaced is not a failure.
+///
+/// # Errors
+/// The first failed delete; the others were still attempted.
+pub async fn delete_pods(
+    client: &Client,
+    component: &str,
+    owner: &ObjectReference,
+    pods: &[&Pod],
+) -> Result<(), kube::Error> {
+    let results = futures::future::join_all(pods.iter().map(|p| {
+        let dp = DeleteParams {
+            preconditions: p.metadata.uid.clone().map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(
+            client.clone(),
+            p.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        async move { (name.clone(), api.delete(&name, &dp).await) }
+    }))
+    .await;
+    let mut failure = None;
+    for (name, r) in results {
+        match r {
+            Ok(_) => {
+                record_event(
+                    client,
+                    component,
+                    owner.clone(),
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {name}"),
+                )
+                .await
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => {
+                record_event(
+                    client,
+                    component,
+                    owner.clone(),
+                    EventType::Warning,
+                    "FailedDelete",
+                    format!("Error deleting: {}", api_message(&e)),
+                )
+                .await;
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// A reference to `obj` for Events' `involvedObject` and CronJob's `status.active`: kube's

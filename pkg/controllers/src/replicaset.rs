@@ -18,7 +18,7 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStat
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::expectations::{Expect, PodExpectations};
 use crate::objects::{
-    adopt_pod, api_message, controller_ref, object_ref, owners_to_wake, record_event,
+    adopt_pod, api_message, controller_ref, delete_pods, object_ref, owners_to_wake, record_event,
     selector_matches, EventType,
 };
 use crate::{Backoff, Clients, Error};
@@ -429,49 +429,7 @@ async fn manage(ctx: &Ctx, rs: &ReplicaSet, active: &[&Pod]) -> Option<Error> {
             &key,
             victims.iter().filter_map(|p| p.uid()).map(Expect::Delete),
         );
-        let results = futures::future::join_all(victims.iter().map(|p| {
-            let dp = DeleteParams {
-                preconditions: p.uid().map(|uid| kube::api::Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            let name = p.name_any();
-            let api = api.clone();
-            async move { (name.clone(), api.delete(&name, &dp).await) }
-        }))
-        .await;
-        let mut failure = None;
-        for (name, r) in results {
-            match r {
-                Ok(_) => {
-                    record_event(
-                        &ctx.client,
-                        COMPONENT,
-                        object_ref(rs),
-                        EventType::Normal,
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {name}"),
-                    )
-                    .await
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => {
-                    record_event(
-                        &ctx.client,
-                        COMPONENT,
-                        object_ref(rs),
-                        EventType::Warning,
-                        "FailedDelete",
-                        format!("Error deleting: {}", api_message(&e)),
-                    )
-                    .await;
-                    failure.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = failure {
+        if let Err(e) = delete_pods(&ctx.client, COMPONENT, &object_ref(rs), &victims).await {
             // The failed deletes will not show up in the cache: stop waiting for them.
             ctx.expectations.forget(&key);
             return Some(Error::api(format!("deleting pods of ReplicaSet {key}"))(e));

@@ -34,14 +34,14 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTermina
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::expectations::{Expect, PodExpectations};
-use crate::objects::{api_message, controller_ref, object_ref, record_event, EventType};
+use crate::objects::{self, api_message, controller_ref, object_ref, record_event, EventType};
 use crate::{Backoff, Clients, Error};
 use policy::{reason, FailureAction, COMPLETION_INDEX, TRACKING_FINALIZER};
 
@@ -864,54 +864,11 @@ async fn delete_pods(ctx: &Ctx, job: &Job, pods: &[&Pod]) -> Result<(), Error> {
         return Ok(());
     }
     let key = key(job);
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
     for p in pods {
         ctx.expectations
             .expect(&key, [Expect::Delete(p.uid().unwrap_or_default())]);
     }
-    let results = futures::future::join_all(pods.iter().map(|p| {
-        let dp = DeleteParams {
-            preconditions: p.uid().map(|uid| kube::api::Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        let name = p.name_any();
-        let api = api.clone();
-        async move { (name.clone(), api.delete(&name, &dp).await) }
-    }))
-    .await;
-    let mut failure = None;
-    for (name, r) in results {
-        match r {
-            Ok(_) => {
-                record_event(
-                    &ctx.client,
-                    COMPONENT,
-                    object_ref(job),
-                    EventType::Normal,
-                    "SuccessfulDelete",
-                    format!("Deleted pod: {name}"),
-                )
-                .await
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => {
-                record_event(
-                    &ctx.client,
-                    COMPONENT,
-                    object_ref(job),
-                    EventType::Warning,
-                    "FailedDelete",
-                    format!("Error deleting: {}", api_message(&e)),
-                )
-                .await;
-                failure.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = failure {
+    if let Err(e) = objects::delete_pods(&ctx.client, COMPONENT, &object_ref(job), pods).await {
         ctx.expectations.forget(&key);
         return Err(Error::api(format!("deleting pods of Job {key}"))(e));
     }
