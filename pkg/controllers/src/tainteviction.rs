@@ -23,6 +23,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use distro_scheduler::fit::tolerates;
+
 use crate::objects::{record_event, EventType};
 use crate::{Backoff, Clients, Error};
 
@@ -76,25 +78,6 @@ pub fn no_execute_taints(node: &Node) -> Vec<Taint> {
         .filter(|t| t.effect == "NoExecute")
         .cloned()
         .collect()
-}
-
-/// Whether `tol` tolerates `taint` (upstream's `Toleration.ToleratesTaint`).
-pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
-    let effect = tol.effect.as_deref().unwrap_or_default();
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = tol.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match tol.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" => {
-            tol.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
-        }
-        _ => false,
-    }
 }
 
 /// How long a pod may stay given `taints` (upstream's `getMinTolerationTime` over the
