@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -25,7 +25,7 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::objects::{controller_ref, record_event, selector_matches, EventType};
+use crate::objects::{controller_ref, object_ref, record_event, selector_matches, EventType};
 use crate::{Backoff, Clients, Error};
 
 /// The name events and logs are reported under, as upstream.
@@ -134,18 +134,6 @@ fn key(pdb: &PodDisruptionBudget) -> String {
 
 fn error_policy(pdb: Arc<PodDisruptionBudget>, _e: &Error, ctx: Arc<Ctx>) -> Action {
     Action::requeue(ctx.backoff.failed(&key(&pdb)))
-}
-
-fn pdb_ref(pdb: &PodDisruptionBudget) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("policy/v1".into()),
-        kind: Some("PodDisruptionBudget".into()),
-        name: pdb.metadata.name.clone(),
-        namespace: pdb.metadata.namespace.clone(),
-        uid: pdb.metadata.uid.clone(),
-        resource_version: pdb.metadata.resource_version.clone(),
-        field_path: None,
-    }
 }
 
 /// An int-or-percent scaled to `total`, rounding up (upstream's
@@ -405,7 +393,7 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<Actio
             record_event(
                 &ctx.client,
                 COMPONENT,
-                pdb_ref(&pdb),
+                object_ref(&*pdb),
                 EventType::Warning,
                 "CalculateExpectedPodCountFailed",
                 format!("Failed to calculate the number of expected pods: {e}"),
@@ -473,7 +461,15 @@ async fn record_once(
         warned.insert(format!("{}/{reason}", pdb.uid().unwrap_or_default()))
     };
     if first {
-        record_event(&ctx.client, COMPONENT, pdb_ref(pdb), kind, reason, message).await;
+        record_event(
+            &ctx.client,
+            COMPONENT,
+            object_ref(pdb),
+            kind,
+            reason,
+            message,
+        )
+        .await;
     }
 }
 

@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Pod, Service,
 };
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
-use crate::objects::{api_message, record_event, EventType};
+use crate::objects::{api_message, object_ref, record_event, EventType};
 use crate::podendpoints::{
     self, find_port, format_trigger_time, headless, hostname, pod_ready, publish_not_ready,
     should_publish, Membership, TriggerTimes, HEADLESS_LABEL, TRIGGER_TIME_ANNOTATION,
@@ -390,7 +390,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             record_event(
                 &ctx.client,
                 COMPONENT,
-                endpoints_ref(&ep),
+                object_ref(&ep),
                 EventType::Warning,
                 reason,
                 text,
@@ -398,19 +398,6 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             .await;
             Err(Error::api(format!("writing Endpoints {key}"))(e))
         }
-    }
-}
-
-/// Upstream records the failure on the Endpoints object it tried to write.
-fn endpoints_ref(ep: &Endpoints) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Endpoints".into()),
-        name: ep.metadata.name.clone(),
-        namespace: ep.metadata.namespace.clone(),
-        uid: ep.metadata.uid.clone(),
-        resource_version: ep.metadata.resource_version.clone(),
-        field_path: None,
     }
 }
 

@@ -24,7 +24,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::objects::{record_event, EventType};
+use crate::objects::{object_ref, record_event, EventType};
 use crate::{Backoff, Clients, Error};
 
 /// The name events and logs are reported under, as upstream.
@@ -243,18 +243,6 @@ fn node_ref(node: &Node) -> ObjectReference {
     }
 }
 
-fn pod_ref(pod: &Pod) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: pod.metadata.name.clone(),
-        namespace: pod.metadata.namespace.clone(),
-        uid: pod.metadata.uid.clone(),
-        resource_version: pod.metadata.resource_version.clone(),
-        field_path: None,
-    }
-}
-
 async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let name = node.name_any();
     let now = Timestamp::now();
@@ -379,7 +367,7 @@ async fn mark_pods_not_ready(ctx: &Ctx, node: &str) -> Result<(), Error> {
                 record_event(
                     &ctx.client,
                     COMPONENT,
-                    pod_ref(&pod),
+                    object_ref(&*pod),
                     EventType::Warning,
                     "NodeNotReady",
                     "Node is not ready".into(),

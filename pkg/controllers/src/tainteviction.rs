@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -25,7 +25,7 @@ use serde_json::json;
 
 use distro_scheduler::fit::tolerates;
 
-use crate::objects::{record_event, EventType};
+use crate::objects::{object_ref, record_event, EventType};
 use crate::{Backoff, Clients, Error};
 
 /// The name events and logs are reported under, as upstream.
@@ -99,18 +99,6 @@ pub fn toleration_time(tolerations: &[Toleration], taints: &[Taint]) -> Option<D
         }
     }
     min
-}
-
-fn pod_ref(pod: &Pod) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: pod.metadata.name.clone(),
-        namespace: pod.metadata.namespace.clone(),
-        uid: pod.metadata.uid.clone(),
-        resource_version: pod.metadata.resource_version.clone(),
-        field_path: None,
-    }
 }
 
 async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -190,7 +178,7 @@ async fn evict(ctx: &Ctx, pod: &Pod) -> Result<(), Error> {
     record_event(
         &ctx.client,
         COMPONENT,
-        pod_ref(pod),
+        object_ref(pod),
         EventType::Normal,
         "TaintManagerEviction",
         format!("Marking for deletion Pod {ns}/{name}"),
