@@ -30,6 +30,7 @@ use kube::client::ConfigExt;
 pub use kube::Client;
 
 mod informers;
+pub mod kubelet;
 pub mod leader;
 
 pub use informers::{Informer, Informers, Stopped, DEFAULT_FANOUT_CAPACITY};

@@ -41,9 +41,6 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
-    /// The kubelet client TLS configuration could not be built.
-    #[error("kubelet client TLS: {0}")]
-    Tls(String),
 }
 
 /// CPU and memory usage.

@@ -11,11 +11,9 @@ use bytes::Bytes;
 use distro_client::Informers;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
-use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::watch;
 
 use crate::prom::{self, Sample, Scrape};
@@ -41,63 +39,17 @@ pub struct Scraper {
     pub points: Arc<Points>,
 }
 
-/// TLS to kubelets with `client` (cert, key PEM) as client certificate, trusting kubelet
-/// serving certificates of `ca_pem` (nodes get them through `kubernetes.io/kubelet-serving`
-/// requests) for the address scraped.
-///
-/// # Errors
-/// [`Error::Tls`] for unreadable PEM.
-pub fn kubelet_tls(
-    cert_pem: &str,
-    key_pem: &str,
-    ca_pem: &str,
-) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let tls = |e: &dyn std::fmt::Display| Error::Tls(e.to_string());
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls(&e))?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .map_err(|e| tls(&e))?
-        .ok_or_else(|| Error::Tls("no private key in the kubelet client key PEM".into()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(c.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls(&e))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| tls(&e))?;
-    Ok(Arc::new(config))
-}
-
 /// Where a node's kubelet listens, if it is Ready and says.
 fn target(node: &Node) -> Option<(IpAddr, u16)> {
-    let status = node.status.as_ref()?;
-    let ready = status
+    let ready = node
+        .status
+        .as_ref()?
         .conditions
         .iter()
         .flatten()
         .any(|c| c.type_ == "Ready" && c.status == "True");
-    if !ready {
-        return None;
-    }
-    let port = status
-        .daemon_endpoints
-        .as_ref()?
-        .kubelet_endpoint
-        .as_ref()?
-        .port;
-    let addresses = status.addresses.as_deref().unwrap_or_default();
-    let ip = ["InternalIP", "ExternalIP"].iter().find_map(|t| {
-        addresses
-            .iter()
-            .filter(|a| a.type_ == *t)
-            .find_map(|a| a.address.parse::<IpAddr>().ok())
-    })?;
-    Some((ip, u16::try_from(port).ok()?))
+    let addr = distro_client::kubelet::endpoint(node).filter(|_| ready)?;
+    Some((addr.ip(), addr.port()))
 }
 
 /// `GET https://ip:port/metrics/resource`.
@@ -112,19 +64,9 @@ async fn fetch(
         addr: format!("{}", std::net::SocketAddr::new(ip, port)),
         reason,
     };
-    let tcp = tokio::net::TcpStream::connect((ip, port))
+    let mut sender = distro_client::kubelet::connect(tls, std::net::SocketAddr::new(ip, port))
         .await
-        .map_err(|e| err(e.to_string()))?;
-    let mut config = (*tls).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::IpAddress(ip.into()), tcp)
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    let driver = tokio::spawn(conn);
+        .map_err(err)?;
     let req = http::Request::get("/metrics/resource")
         .header(http::header::HOST, format!("{ip}:{port}"))
         .header(http::header::ACCEPT, "text/plain")
@@ -140,7 +82,6 @@ async fn fetch(
         .await
         .map_err(|e| err(e.to_string()))?
         .to_bytes();
-    driver.abort();
     let text = String::from_utf8_lossy(&body).into_owned();
     if !status.is_success() {
         return Err(err(format!("{status}: {}", text.trim())));

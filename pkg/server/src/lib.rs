@@ -134,9 +134,6 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
-    /// The resource metrics pipeline could not be set up.
-    #[error("setting up resource metrics")]
-    Metrics(#[source] distro_metrics::Error),
     /// A `distro token` command failed (bad option, API error), with what to do.
     #[error("{0}")]
     Token(String),

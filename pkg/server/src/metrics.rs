@@ -149,9 +149,7 @@ impl ResourceMetrics {
             dir: tls.clone(),
             source,
         })?;
-        let kubelet_tls =
-            distro_metrics::scrape::kubelet_tls(&pair.cert_pem, &pair.key_pem, &ca_pem)
-                .map_err(Error::Metrics)?;
+        let kubelet_tls = distro_client::kubelet::tls(&pair, &ca_pem).map_err(Error::Client)?;
         let client = distro_client::connect(
             &Endpoint::with_cert(url, ca_pem, &pair),
             &distro_client::user_agent("metrics", "server"),
