@@ -502,6 +502,17 @@ impl Storage {
             if !asked_rv.is_empty() && asked_rv != current_rev.to_string() {
                 return Err(conflict(def, name));
             }
+            // A uid in the new object is a precondition, as upstream's
+            // defaultUpdatedObjectInfo: an update meant for a deleted-and-recreated namesake fails.
+            let asked_uid = obj["metadata"]["uid"].as_str().unwrap_or("");
+            let actual_uid = old["metadata"]["uid"].as_str().unwrap_or("");
+            if !asked_uid.is_empty() && asked_uid != actual_uid {
+                return Err(Error::Conflict {
+                    resource: def.group_resource(),
+                    name: name.into(),
+                    detail: format!("Precondition failed: UID in precondition: {asked_uid}, UID in object meta: {actual_uid}"),
+                });
+            }
             prepare_update(def, &mut obj, &old, subresource);
             if let Some(t) = &opts.track {
                 t.record(def, Some(&old), &mut obj, subresource);
@@ -946,6 +957,24 @@ fn prepare_create(def: &ResourceDef, obj: &mut Value) {
     } else {
         meta.remove("generation");
     }
+    drop_empty_meta(meta);
+}
+
+/// Empty `finalizers`, `ownerReferences`, `labels` and `annotations` are dropped, as Go's
+/// `omitempty` does upstream: a patch that removes the last finalizer leaves none, not `[]`.
+fn drop_empty_meta(meta: &mut Map<String, Value>) {
+    meta.retain(|k, v| {
+        let empty = match v {
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        };
+        !(empty
+            && matches!(
+                k.as_str(),
+                "finalizers" | "ownerReferences" | "labels" | "annotations"
+            ))
+    });
 }
 
 /// Carries what an update may not change over from the old object.
@@ -998,6 +1027,7 @@ fn prepare_update(def: &ResourceDef, obj: &mut Value, old: &Value, subresource: 
     if let Some(ns) = old_meta.get("namespace") {
         meta.insert("namespace".into(), ns.clone());
     }
+    drop_empty_meta(meta);
     if def.strategy.tracks_generation() && !status_update && spec_changed(obj, old) {
         let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
         obj["metadata"]["generation"] = json!(g);

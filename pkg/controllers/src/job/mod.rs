@@ -155,44 +155,32 @@ async fn release_orphans(
     }
 }
 
-/// Removes the tracking finalizer from `pod` with a merge patch conditioned on the resource
-/// version the cache saw (so other finalizers added meanwhile are never dropped); on a
-/// conflict re-reads the pod once.
+/// Removes the tracking finalizer from `pod` with upstream's strategic-merge
+/// `$deleteFromPrimitiveList` patch: it removes only that entry, so finalizers added meanwhile
+/// stay, and it needs neither a resource version nor a read (the controller's role, as
+/// upstream's, may not `get` pods).
 async fn remove_finalizer(client: &Client, pod: &Pod) -> Result<(), Error> {
+    if !has_tracking_finalizer(pod) {
+        return Ok(());
+    }
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let what = || format!("removing the tracking finalizer of pod {ns}/{name}");
-    let mut current = pod.clone();
-    for attempt in 0..2 {
-        if !has_tracking_finalizer(&current) {
-            return Ok(());
-        }
-        let rest: Vec<&String> = current
-            .finalizers()
-            .iter()
-            .filter(|f| *f != TRACKING_FINALIZER)
-            .collect();
-        let patch = json!({"metadata": {
-            "resourceVersion": current.resource_version(),
-            "finalizers": if rest.is_empty() { serde_json::Value::Null } else { json!(rest) },
-        }});
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-            Err(kube::Error::Api(s)) if attempt == 0 && s.code == 409 => {
-                match api.get_opt(&name).await.map_err(Error::api(what()))? {
-                    Some(fresh) if fresh.uid() == pod.uid() => current = fresh,
-                    _ => return Ok(()),
-                }
-            }
-            Err(e) => return Err(Error::api(what())(e)),
-        }
+    let patch = json!({"metadata": {
+        "uid": pod.uid(),
+        "$deleteFromPrimitiveList/finalizers": [TRACKING_FINALIZER],
+    }});
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone, or replaced by a pod of the same name (the uid precondition failed).
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(Error::api(format!(
+            "removing the tracking finalizer of pod {ns}/{name}"
+        ))(e)),
     }
-    Ok(())
 }
 
 fn key(job: &Job) -> String {
