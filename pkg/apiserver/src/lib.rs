@@ -25,6 +25,7 @@ pub mod noderestriction;
 pub mod openapi;
 pub mod priority;
 pub mod protobuf;
+pub mod proxy;
 pub mod quota;
 pub mod request;
 pub mod resources;
