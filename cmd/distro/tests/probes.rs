@@ -6,7 +6,7 @@
 //!   pod's READY flips 0/1 → 1/1 → 0/1 and its Service's Endpoints follow.
 //! - `web`: httpGet readiness against busybox httpd (a named port), plus a second container
 //!   probing a missing path: 1/2 ready, `Readiness probe failed: HTTP probe failed with
-//!   statuscode: 404`.
+//!   statuscode: 404`; an httpGet preStop hook (a CGI writing to a hostPath log).
 //! - `live`: an exec liveness probe that starts failing: Unhealthy and Killing events,
 //!   restartCount grows.
 //! - `slow`: a tcpSocket startup probe against `nc` listening only after 3 s gates a tcpSocket
@@ -14,8 +14,9 @@
 //! - `hooks`: postStart writes a file the container waits for; preStop runs before SIGTERM
 //!   (the order is visible in a hostPath log).
 //! - `badhook`: a failing postStart hook: FailedPostStartHook, the container is killed.
-//! - `grace`: a container ignoring SIGTERM, deleted with `--grace-period=1`: SIGKILL after
-//!   the 2 s floor, not the pod's 30 s.
+//! - `grace`: a container ignoring SIGTERM with a preStop `sleep`, deleted with
+//!   `--grace-period=1`: the hook uses the second, SIGKILL follows after the 2 s floor, not
+//!   after the pod's 30 s.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -128,15 +129,28 @@ metadata: {{name: web, namespace: default}}
 spec:
   nodeName: {node}
   terminationGracePeriodSeconds: 2
+  volumes: [{{name: shared, hostPath: {{path: "{shared}", type: Directory}}}}]
   containers:
   - name: main
     image: {BUSYBOX}
     imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "mkdir -p /www && echo ok > /www/healthz && exec httpd -f -p 8080 -h /www"]
+    command:
+    - sh
+    - -c
+    - |
+      mkdir -p /www/cgi-bin
+      echo ok > /www/healthz
+      printf '#!/bin/sh\necho "prestop $HTTP_USER_AGENT" >> /shared/web.log\nprintf "Content-Type: text/plain\\r\\n\\r\\nbye"\n' > /www/cgi-bin/stop
+      chmod +x /www/cgi-bin/stop
+      exec httpd -f -p 8080 -h /www
     ports: [{{name: http, containerPort: 8080}}]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
     readinessProbe:
       httpGet: {{path: /healthz, port: http}}
       periodSeconds: 1
+    lifecycle:
+      preStop:
+        httpGet: {{path: /cgi-bin/stop, port: http}}
   - name: bad
     image: {BUSYBOX}
     imagePullPolicy: IfNotPresent
@@ -226,6 +240,9 @@ spec:
     image: {BUSYBOX}
     imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"]
+    lifecycle:
+      preStop:
+        sleep: {{seconds: 1}}
 "#
     )
 }
@@ -423,7 +440,8 @@ fn probes_hooks_and_graceful_termination() {
         "saw-poststart\nprestop\nTERM\n"
     );
 
-    // A container ignoring SIGTERM is SIGKILLed after the (floored) grace period.
+    // A container ignoring SIGTERM is SIGKILLed after the grace period: its preStop sleep
+    // uses up the 1 s asked for, then SIGTERM gets the 2 s floor (upstream's arithmetic).
     eventually(Duration::from_secs(20), EVERY, "grace Running", || {
         let p = pod(&s, "grace")?;
         (status(&p, "main")?["state"]["running"].is_object()).then_some(())
@@ -438,7 +456,7 @@ fn probes_hooks_and_graceful_termination() {
     });
     let took = t0.elapsed();
     assert!(
-        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+        took >= Duration::from_millis(2800) && took < Duration::from_secs(8),
         "grace deletion took {took:?}"
     );
 
@@ -449,6 +467,11 @@ fn probes_hooks_and_graceful_termination() {
             .is_empty()
             .then_some(())
     });
+    // The httpGet preStop hook of `web` reached its server, as kube-lifecycle.
+    assert_eq!(
+        std::fs::read_to_string(shared.path().join("web.log")).unwrap_or_default(),
+        "prestop kube-lifecycle/1.33\n"
+    );
     let status = a.stop();
     assert!(status.success(), "{}", a.log());
     eprintln!("probes e2e took {:?}", began.elapsed());

@@ -91,9 +91,8 @@ async fn run_unbounded(
         tokio::time::sleep(Duration::from_secs(secs)).await;
         return Ok(());
     }
-    Err(format!(
-        "Cannot run handler: invalid handler: {handler:?} {who}"
-    ))
+    // A tcpSocket hook is accepted by the API but never supported: it fails here, as upstream.
+    Err(format!("Cannot run handler: invalid handler: {handler:?}"))
 }
 
 /// Upstream `killContainer` after its Killing Event: the preStop hook (when `grace > 0`),
