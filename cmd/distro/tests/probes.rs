@@ -9,6 +9,7 @@
 //!   statuscode: 404`; an httpGet preStop hook (a CGI writing to a hostPath log).
 //! - `live`: an exec liveness probe that starts failing: Unhealthy and Killing events,
 //!   restartCount grows.
+//! - `stuck`: an exec probe past its `timeoutSeconds` fails as timed out.
 //! - `slow`: a tcpSocket startup probe against `nc` listening only after 3 s gates a tcpSocket
 //!   liveness probe (which would otherwise restart it): `started` false, then true; no restart.
 //! - `hooks`: postStart writes a file the container waits for; preStop runs before SIGTERM
@@ -174,6 +175,22 @@ spec:
       exec: {{command: [cat, /tmp/healthy]}}
       periodSeconds: 1
       failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: stuck, namespace: default}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]
+    readinessProbe:
+      exec: {{command: [sleep, "5"]}}
+      timeoutSeconds: 1
+      periodSeconds: 1
 ---
 apiVersion: v1
 kind: Pod
@@ -360,6 +377,16 @@ fn probes_hooks_and_graceful_termination() {
             .any(|(r, m)| {
                 r == "Unhealthy"
                     && m == "Readiness probe failed: HTTP probe failed with statuscode: 404"
+            })
+            .then_some(())
+    });
+
+    // An exec probe running past timeoutSeconds fails (containerd kills it).
+    eventually(Duration::from_secs(20), EVERY, "stuck timed out", || {
+        events(&s, "stuck")
+            .iter()
+            .any(|(r, m)| {
+                r == "Unhealthy" && m == "Readiness probe failed: command \"sleep 5\" timed out"
             })
             .then_some(())
     });
