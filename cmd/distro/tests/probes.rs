@@ -9,6 +9,7 @@
 //!   statuscode: 404`; an httpGet preStop hook (a CGI writing to a hostPath log).
 //! - `live`: an exec liveness probe that starts failing: Unhealthy and Killing events,
 //!   restartCount grows.
+//! - `hostnet`: a hostNetwork pod's tcpSocket probe goes to the node's address.
 //! - `stuck`: an exec probe past its `timeoutSeconds` fails as timed out.
 //! - `slow`: a tcpSocket startup probe against `nc` listening only after 3 s gates a tcpSocket
 //!   liveness probe (which would otherwise restart it): `started` false, then true; no restart.
@@ -96,7 +97,7 @@ fn events(s: &Server, name: &str) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn manifest(node: &str, shared: &Path) -> String {
+fn manifest(node: &str, shared: &Path, host_port: u16) -> String {
     let shared = shared.display();
     format!(
         r#"apiVersion: v1
@@ -175,6 +176,22 @@ spec:
       exec: {{command: [cat, /tmp/healthy]}}
       periodSeconds: 1
       failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hostnet, namespace: default}}
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["nc", "-ll", "-p", "{host_port}", "-e", "true"]
+    readinessProbe:
+      tcpSocket: {{port: {host_port}}}
+      periodSeconds: 1
 ---
 apiVersion: v1
 kind: Pod
@@ -271,6 +288,8 @@ fn probes_hooks_and_graceful_termination() {
     let node = format!("probes-{}", std::process::id());
     let bridge = format!("dp{}", std::process::id() % 10_000_000);
     let table_existed = nft_table_exists();
+    // A port for the hostNetwork pod, unlikely to be taken on the node.
+    let host_port = 20_000 + (std::process::id() % 10_000) as u16;
     let shared = tempfile::Builder::new()
         .prefix("distro-probes-")
         .tempdir()
@@ -300,7 +319,7 @@ fn probes_hooks_and_graceful_termination() {
     s.ok_stdin(
         LATEST,
         &["apply", "-f", "-"],
-        Some(&manifest(&node, shared.path())),
+        Some(&manifest(&node, shared.path(), host_port)),
     );
 
     // Readiness follows the probe both ways, in kubectl and in the Service's Endpoints.
@@ -379,6 +398,11 @@ fn probes_hooks_and_graceful_termination() {
                     && m == "Readiness probe failed: HTTP probe failed with statuscode: 404"
             })
             .then_some(())
+    });
+
+    // A hostNetwork pod is probed on the node's address.
+    eventually(Duration::from_secs(20), EVERY, "hostnet 1/1", || {
+        (ready_column(&s, "hostnet") == "1/1").then_some(())
     });
 
     // An exec probe running past timeoutSeconds fails (containerd kills it).

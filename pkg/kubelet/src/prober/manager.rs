@@ -69,7 +69,7 @@ fn probed_containers(pod: &Pod) -> Vec<(&Container, bool)> {
 }
 
 /// What the probe workers need of the runtime's state.
-fn view_of(pod: &Pod, rt: &RuntimePod, prev: Option<&PodView>) -> PodView {
+fn view_of(pod: &Pod, rt: &RuntimePod, pod_ip: Option<String>, prev: Option<&PodView>) -> PodView {
     let mut containers = HashMap::new();
     for (c, _) in probed_containers(pod) {
         let Some(s) = rt.latest(&c.name) else {
@@ -94,7 +94,7 @@ fn view_of(pod: &Pod, rt: &RuntimePod, prev: Option<&PodView>) -> PodView {
     };
     PodView {
         pod,
-        pod_ip: rt.pod_ips().into_iter().next(),
+        pod_ip,
         containers,
     }
 }
@@ -118,14 +118,15 @@ impl Manager {
     }
 
     /// Tells the pod's probe workers what the pod worker just saw, starting them the first
-    /// time. `wake` is the pod worker's: a worker whose verdict changes notifies it.
-    pub fn observe(&self, pod: &Pod, rt: &RuntimePod, wake: &Arc<Notify>) {
+    /// time. `pod_ip` is the pod's primary IP (the node's for hostNetwork pods). `wake` is
+    /// the pod worker's: a worker whose verdict changes notifies it.
+    pub fn observe(&self, pod: &Pod, rt: &RuntimePod, pod_ip: Option<String>, wake: &Arc<Notify>) {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
         let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = pods.get(&uid) {
-            let view = view_of(pod, rt, Some(&p.view.borrow()));
+            let view = view_of(pod, rt, pod_ip, Some(&p.view.borrow()));
             p.view.send_if_modified(|old| {
                 if *old == view {
                     return false;
@@ -139,7 +140,7 @@ impl Manager {
         if containers.is_empty() {
             return;
         }
-        let view = view_of(pod, rt, None);
+        let view = view_of(pod, rt, pod_ip, None);
         let (tx, _) = watch::channel(view);
         let mut tasks = JoinSet::new();
         for (c, init) in containers {

@@ -308,11 +308,9 @@ impl Worker {
                 }
             }
         }
-        if let Some(id) = tracker.container_id() {
-            // Leave the final verdict of a stopped worker in place only while the pod
-            // worker still needs it (deleting pods); otherwise the manager removes it.
-            tracing::debug!(container = %self.container.name, kind = %self.kind, %id, "probe worker stopped");
-        }
+        // The last verdict stays until the pod leaves the node (`Manager::remove_pod`): a
+        // deleting pod's containers stay alive and started while they stop.
+        tracing::debug!(container = %self.container.name, kind = %self.kind, "probe worker stopped");
     }
 
     /// Runs the probe once and records its Event; `None` when it errored.

@@ -254,7 +254,7 @@ impl PodState {
                 )
             })
             .collect();
-        let pod_ip = rt.pod_ips().into_iter().next();
+        let pod_ip = primary_pod_ip(ctx, pod, rt);
         let mut stops = Vec::new();
         for c in &running {
             let name = container_name(c).to_string();
@@ -546,7 +546,7 @@ impl PodState {
             )
             .await;
         if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
-            let pod_ip = rt.pod_ips().into_iter().next();
+            let pod_ip = primary_pod_ip(ctx, pod, rt);
             let ran =
                 lifecycle::run_handler(&ctx.cri, pod, c, &id, hook, pod_ip.as_deref(), None).await;
             if let Err(msg) = ran {
@@ -603,7 +603,7 @@ impl PodState {
         self.events
             .record(pod, part, NORMAL, "Killing", message)
             .await;
-        let pod_ip = rt.pod_ips().into_iter().next();
+        let pod_ip = primary_pod_ip(ctx, pod, rt);
         let spec = found.map(|(c, _)| c);
         let (hook, stopped) =
             lifecycle::kill_container(&ctx.cri, pod, spec, id, grace, pod_ip.as_deref()).await;
@@ -752,7 +752,8 @@ impl PodState {
         pod: &Pod,
         rt: &RuntimePod,
     ) -> Result<(), Error> {
-        ctx.prober.observe(pod, rt, &self.wake);
+        ctx.prober
+            .observe(pod, rt, primary_pod_ip(ctx, pod, rt), &self.wake);
         let (readiness, startup) = ctx.prober.status_inputs(rt);
         let log_dir = log_directory(&ctx.sandbox.pod_log_root, pod);
         let messages = termination_messages(rt, log_dir).await;
@@ -823,6 +824,21 @@ async fn termination_messages(rt: &RuntimePod, log_dir: PathBuf) -> HashMap<Stri
     })
     .await
     .unwrap_or_default()
+}
+
+/// The pod's primary IP as its status shows it (the node's for hostNetwork pods): where
+/// probes and httpGet hooks connect by default.
+fn primary_pod_ip(ctx: &Context, pod: &Pod, rt: &RuntimePod) -> Option<String> {
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    if host_network {
+        ctx.host_ips.first().cloned()
+    } else {
+        rt.pod_ips().into_iter().next()
+    }
 }
 
 /// The spec of container `name` and whether it is an init container.
