@@ -10,6 +10,8 @@
 //! - `live`: an exec liveness probe that starts failing: Unhealthy and Killing events,
 //!   restartCount grows.
 //! - `hostnet`: a hostNetwork pod's tcpSocket probe goes to the node's address.
+//! - `nostart`: a failing startup probe restarts a container that ignores SIGTERM within the
+//!   probe's `terminationGracePeriodSeconds` (1 s, floored to 2), not the pod's 30 s.
 //! - `stuck`: an exec probe past its `timeoutSeconds` fails as timed out.
 //! - `slow`: a tcpSocket startup probe against `nc` listening only after 3 s gates a tcpSocket
 //!   liveness probe (which would otherwise restart it): `started` false, then true; no restart.
@@ -195,6 +197,23 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: nostart, namespace: default}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"]
+    startupProbe:
+      exec: {{command: ["false"]}}
+      periodSeconds: 1
+      failureThreshold: 2
+      terminationGracePeriodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: stuck, namespace: default}}
 spec:
   nodeName: {node}
@@ -316,6 +335,7 @@ fn probes_hooks_and_graceful_termination() {
         })?;
         Some(())
     });
+    let secs = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp();
     s.ok_stdin(
         LATEST,
         &["apply", "-f", "-"],
@@ -400,6 +420,32 @@ fn probes_hooks_and_graceful_termination() {
             .then_some(())
     });
 
+    // A failing startup probe restarts the container, within the probe's own grace period
+    // (the pod's 30 s would not restart it in time).
+    let nostart = eventually(Duration::from_secs(20), EVERY, "nostart restarted", || {
+        let p = pod(&s, "nostart")?;
+        (status(&p, "main")?["restartCount"].as_i64()? >= 1).then_some(p)
+    });
+    let last = &status(&nostart, "main").unwrap()["lastState"]["terminated"];
+    assert_eq!(
+        last["exitCode"], 137,
+        "SIGKILLed: it ignores SIGTERM: {last}"
+    );
+    let ran =
+        secs(last["finishedAt"].as_str().unwrap()) - secs(last["startedAt"].as_str().unwrap());
+    assert!(ran < 10, "killed {ran} s after its start: {last}");
+    let ev = events(&s, "nostart");
+    assert!(
+        ev.iter().any(|(r, m)| r == "Killing"
+            && m == "Container main failed startup probe, will be restarted"),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|(r, m)| r == "Unhealthy" && m == "Startup probe failed: "),
+        "{ev:?}"
+    );
+
     // A hostNetwork pod is probed on the node's address.
     eventually(Duration::from_secs(20), EVERY, "hostnet 1/1", || {
         (ready_column(&s, "hostnet") == "1/1").then_some(())
@@ -450,7 +496,6 @@ fn probes_hooks_and_graceful_termination() {
         .as_str()
         .unwrap()
         .to_string();
-    let secs = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp();
     assert!(
         secs(&ready_at) - secs(&started_at) >= 3,
         "ready only once nc listened: started {started_at}, ready {ready_at}"
