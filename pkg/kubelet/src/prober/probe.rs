@@ -188,11 +188,13 @@ impl ExecOutput {
 }
 
 /// An `ExecSync` that did not produce an exit code.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExecError {
     /// The command ran past its timeout and was killed.
+    #[error("the command timed out")]
     TimedOut,
-    /// The runtime refused or failed the call.
+    /// The runtime refused or failed the call (its message).
+    #[error("{0}")]
     Runtime(String),
 }
 
