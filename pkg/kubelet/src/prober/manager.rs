@@ -99,6 +99,36 @@ fn view_of(pod: &Pod, rt: &RuntimePod, pod_ip: Option<String>, prev: Option<&Pod
     }
 }
 
+/// [`Manager::failures`] over a results cache.
+fn failures(results: &Results, pod: &Pod, rt: &RuntimePod) -> ProbeFailures {
+    let mut f = ProbeFailures::default();
+    for (c, _) in probed_containers(pod) {
+        let Some(s) = rt
+            .latest(&c.name)
+            .filter(|s| runtime::state(s) == ContainerState::ContainerRunning)
+        else {
+            continue;
+        };
+        let get = |kind| results.get(kind, &s.id);
+        if c.liveness_probe.is_some() && get(ProbeType::Liveness) == Some(ProbeResult::Failure) {
+            f.liveness.insert(s.id.clone());
+        }
+        if c.startup_probe.is_some() {
+            match get(ProbeType::Startup) {
+                Some(ProbeResult::Failure) => {
+                    f.startup.insert(s.id.clone());
+                    f.not_started.insert(s.id.clone());
+                }
+                Some(ProbeResult::Success) => {}
+                _ => {
+                    f.not_started.insert(s.id.clone());
+                }
+            }
+        }
+    }
+    f
+}
+
 impl Manager {
     /// A manager probing through `cri`, recording Events as the kubelet of `node`.
     pub fn new(client: Client, cri: Cri, node: &str) -> Manager {
@@ -196,33 +226,7 @@ impl Manager {
     /// The failed liveness/startup probes of the pod's running containers, and the running
     /// ones not started yet, for `compute_pod_actions`.
     pub fn failures(&self, pod: &Pod, rt: &RuntimePod) -> ProbeFailures {
-        let mut f = ProbeFailures::default();
-        for (c, _) in probed_containers(pod) {
-            let Some(s) = rt
-                .latest(&c.name)
-                .filter(|s| runtime::state(s) == ContainerState::ContainerRunning)
-            else {
-                continue;
-            };
-            let get = |kind| self.results.get(kind, &s.id);
-            if c.liveness_probe.is_some() && get(ProbeType::Liveness) == Some(ProbeResult::Failure)
-            {
-                f.liveness.insert(s.id.clone());
-            }
-            if c.startup_probe.is_some() {
-                match get(ProbeType::Startup) {
-                    Some(ProbeResult::Failure) => {
-                        f.startup.insert(s.id.clone());
-                        f.not_started.insert(s.id.clone());
-                    }
-                    Some(ProbeResult::Success) => {}
-                    _ => {
-                        f.not_started.insert(s.id.clone());
-                    }
-                }
-            }
-        }
-        f
+        failures(&self.results, pod, rt)
     }
 
     /// Readiness and startup verdicts of the pod's containers, by container ID, as
@@ -234,5 +238,129 @@ impl Manager {
                 .known(ProbeType::Readiness, ids.iter().copied()),
             self.results.known(ProbeType::Startup, ids.iter().copied()),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distro_cri::api::{ContainerMetadata, ContainerStatus};
+    use k8s_openapi::api::core::v1::PodSpec;
+
+    fn ctr(name: &str, id: &str, state: ContainerState) -> ContainerStatus {
+        ContainerStatus {
+            id: id.into(),
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            state: state as i32,
+            started_at: 1_700_000_000_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    fn pod() -> Pod {
+        let probe = || Some(Probe::default());
+        Pod {
+            spec: Some(PodSpec {
+                containers: vec![
+                    Container {
+                        name: "live".into(),
+                        liveness_probe: probe(),
+                        ..Default::default()
+                    },
+                    Container {
+                        name: "boot".into(),
+                        startup_probe: probe(),
+                        ..Default::default()
+                    },
+                    Container {
+                        name: "plain".into(),
+                        ..Default::default()
+                    },
+                ],
+                init_containers: Some(vec![
+                    Container {
+                        name: "side".into(),
+                        restart_policy: Some("Always".into()),
+                        readiness_probe: probe(),
+                        ..Default::default()
+                    },
+                    Container {
+                        name: "init".into(),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn probed_containers_are_regular_ones_and_sidecars_with_probes() {
+        let p = pod();
+        let names: Vec<(&str, bool)> = probed_containers(&p)
+            .iter()
+            .map(|(c, init)| (c.name.as_str(), *init))
+            .collect();
+        assert_eq!(names, [("live", false), ("boot", false), ("side", true)]);
+    }
+
+    #[test]
+    fn views_follow_the_newest_attempt() {
+        use ContainerState::{ContainerExited as Exited, ContainerRunning as Running};
+        let p = pod();
+        let rt = RuntimePod::new(
+            vec![],
+            vec![
+                ctr("live", "l1", Exited),
+                ctr("boot", "b1", Running),
+                ctr("plain", "p1", Running),
+            ],
+        );
+        let v = view_of(&p, &rt, Some("10.42.0.9".into()), None);
+        assert_eq!(v.pod_ip.as_deref(), Some("10.42.0.9"));
+        assert_eq!(v.containers.len(), 2, "only probed containers: {v:?}");
+        assert!(v.containers["live"].terminated && v.containers["live"].running_since.is_none());
+        assert!(v.containers["boot"].running_since.is_some());
+        let again = view_of(&p, &rt, Some("10.42.0.9".into()), Some(&v));
+        assert!(
+            Arc::ptr_eq(&again.pod, &v.pod),
+            "an unchanged pod is shared"
+        );
+        assert_eq!(again, v);
+    }
+
+    #[test]
+    fn failures_name_running_containers_by_verdict() {
+        use ContainerState::{ContainerExited as Exited, ContainerRunning as Running};
+        let p = pod();
+        let rt = RuntimePod::new(
+            vec![],
+            vec![
+                ctr("live", "l1", Running),
+                ctr("boot", "b1", Running),
+                ctr("side", "s1", Exited),
+            ],
+        );
+        let r = Results::default();
+        let f = failures(&r, &p, &rt);
+        assert!(f.liveness.is_empty() && f.startup.is_empty());
+        assert_eq!(
+            f.not_started,
+            ["b1".to_string()].into(),
+            "no startup verdict yet"
+        );
+        r.set(ProbeType::Liveness, "l1", ProbeResult::Failure);
+        r.set(ProbeType::Startup, "b1", ProbeResult::Failure);
+        let f = failures(&r, &p, &rt);
+        assert_eq!(f.liveness, ["l1".to_string()].into());
+        assert_eq!(f.startup, ["b1".to_string()].into());
+        r.set(ProbeType::Startup, "b1", ProbeResult::Success);
+        r.set(ProbeType::Liveness, "l1", ProbeResult::Success);
+        let f = failures(&r, &p, &rt);
+        assert!(f.liveness.is_empty() && f.startup.is_empty() && f.not_started.is_empty());
     }
 }
