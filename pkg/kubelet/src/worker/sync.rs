@@ -259,10 +259,14 @@ impl PodState {
         for c in &running {
             let name = container_name(c).to_string();
             let found = find_container(pod, &name);
-            let grace = found.map_or(
-                crate::pod::actions::MIN_GRACE_PERIOD_SECONDS,
-                |(spec, _)| termination_grace_period(pod, spec, None),
-            );
+            // Upstream's pod workers give a stopping pod at least 1 s (even a forced
+            // deletion's 0), so a preStop hook still gets its chance.
+            let grace = found
+                .map_or(
+                    crate::pod::actions::MIN_GRACE_PERIOD_SECONDS,
+                    |(spec, _)| termination_grace_period(pod, spec, None),
+                )
+                .max(1);
             let part = found.map_or(Part::Container(&name), |(spec, init)| part(spec, init));
             self.events
                 .record(
