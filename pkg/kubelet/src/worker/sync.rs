@@ -98,6 +98,9 @@ impl PodState {
         if matches!(phase, Some("Succeeded" | "Failed")) {
             // Terminal: nothing runs again; stop what may still run, keep it for logs.
             self.kill_pod(ctx, pod, &rt, false).await?;
+            // Its probe workers see the terminal phase and end.
+            ctx.prober
+                .observe(pod, &rt, primary_pod_ip(ctx, pod, &rt), &self.wake);
             return Ok(Next::Resync(RESYNC));
         }
 
