@@ -21,6 +21,8 @@
 //! - `grace`: a container ignoring SIGTERM with a preStop `sleep`, deleted with
 //!   `--grace-period=1`: the hook uses the second, SIGKILL follows after the 2 s floor, not
 //!   after the pod's 30 s.
+//! - `regrace`: deleted with its 30 s, then again with `--grace-period=1`: the running stop
+//!   is cut short.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -296,6 +298,18 @@ spec:
     lifecycle:
       preStop:
         sleep: {{seconds: 1}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: regrace, namespace: default}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"]
 "#
     )
 }
@@ -555,6 +569,39 @@ fn probes_hooks_and_graceful_termination() {
         took >= Duration::from_millis(2800) && took < Duration::from_secs(8),
         "grace deletion took {took:?}"
     );
+
+    // A second deletion with a shorter grace period cuts a running 30 s stop short.
+    eventually(Duration::from_secs(20), EVERY, "regrace Running", || {
+        let p = pod(&s, "regrace")?;
+        (status(&p, "main")?["state"]["running"].is_object()).then_some(())
+    });
+    let t0 = Instant::now();
+    s.ok(LATEST, &["delete", "pod", "regrace", "--wait=false"]);
+    eventually(Duration::from_secs(10), EVERY, "regrace stopping", || {
+        events(&s, "regrace")
+            .iter()
+            .any(|(r, m)| r == "Killing" && m == "Stopping container main")
+            .then_some(())
+    });
+    s.ok(
+        LATEST,
+        &[
+            "delete",
+            "pod",
+            "regrace",
+            "--grace-period=1",
+            "--wait=false",
+        ],
+    );
+    eventually(Duration::from_secs(15), EVERY, "regrace gone", || {
+        pod(&s, "regrace").is_none().then_some(())
+    });
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "regrace deletion took {took:?}"
+    );
+    eprintln!("regrace: deleted twice, gone {took:?} after the first delete");
 
     s.ok(LATEST, &["delete", "pods", "--all", "--wait=false"]);
     eventually(Duration::from_secs(20), EVERY, "pods gone", || {

@@ -10,9 +10,6 @@
 //! - A preStop hook still running when the grace period ends is cancelled (its `ExecSync`
 //!   dropped) rather than left to finish in the background.
 //! - No HTTPS-to-HTTP fallback for hooks (upstream's `LifecycleHTTPFallback`).
-//! - A pod's containers are stopped once, with the grace period of the first deletion: a
-//!   second `kubectl delete` with a shorter `--grace-period` does not cut a running stop
-//!   short (upstream's pod workers do).
 
 use std::time::Duration;
 

@@ -354,6 +354,7 @@ async fn worker(
         last_status: None,
         deleted: false,
         wake: wake.clone(),
+        desired: desired.clone(),
     };
     loop {
         let current = desired.borrow_and_update().clone();

@@ -12,11 +12,11 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use super::events::{Part, Recorder, NORMAL, WARNING};
 use super::relist::runtime_pod;
-use super::{Context, Error};
+use super::{Context, Desired, Error};
 use crate::backoff::{wall_clock_now, Backoff};
 use crate::lifecycle;
 use crate::pod::actions::{
@@ -58,6 +58,9 @@ pub struct PodState {
     pub(super) deleted: bool,
     /// Wakes this pod's worker (probe verdict changes use it).
     pub(super) wake: Arc<Notify>,
+    /// What the worker is asked to do (a deletion's grace period may shrink while it stops
+    /// the pod).
+    pub(super) desired: watch::Receiver<Desired>,
 }
 
 fn uid(pod: &Pod) -> &str {
@@ -87,7 +90,7 @@ impl PodState {
         let rt = runtime_pod(&ctx.cri, uid(pod)).await.map_err(cri_err)?;
         if pod.metadata.deletion_timestamp.is_some() {
             if !self.deleted {
-                self.kill_pod(ctx, pod, &rt, true).await?;
+                self.stop_deleted_pod(ctx, pod, rt).await?;
                 ctx.volumes.teardown(uid(pod)).await?;
                 self.delete_object(ctx, pod).await?;
                 self.deleted = true;
@@ -236,6 +239,43 @@ impl PodState {
         ctx.volumes.tokens().forget_pod(uid(pod));
         ctx.prober.remove_pod(pod, &rt);
         Ok(Next::Finished)
+    }
+
+    /// Stops a deleted pod's containers and sandboxes. A second deletion with a shorter grace
+    /// period (`kubectl delete --grace-period=1` after a plain delete) cuts the stop short
+    /// and starts it over with the shorter one, as upstream's pod workers do.
+    async fn stop_deleted_pod(
+        &mut self,
+        ctx: &Context,
+        pod: &Pod,
+        rt: RuntimePod,
+    ) -> Result<(), Error> {
+        let grace_of = |p: &Pod| p.metadata.deletion_grace_period_seconds.unwrap_or(i64::MAX);
+        let mut pod = pod.clone();
+        let mut rt = rt;
+        let mut desired = self.desired.clone();
+        loop {
+            let current = grace_of(&pod);
+            let shortened = async {
+                while desired.changed().await.is_ok() {
+                    // A forced deletion (the object gone) counts as the shortest grace.
+                    let (Desired::Run(p) | Desired::Gone(p)) = &*desired.borrow_and_update();
+                    if p.metadata.uid == pod.metadata.uid && grace_of(p) < current {
+                        return (**p).clone();
+                    }
+                }
+                std::future::pending().await
+            };
+            // Cancel safety: dropping the stop abandons its CRI calls; the next round
+            // issues StopContainer again, which containerd honours with the new timeout.
+            let shorter = tokio::select! {
+                r = self.kill_pod(ctx, &pod, &rt, true) => return r,
+                p = shortened => p,
+            };
+            tracing::debug!(pod = %crate::pod::format_pod(&shorter), "grace period shortened; stopping again");
+            pod = shorter;
+            rt = runtime_pod(&ctx.cri, uid(&pod)).await.map_err(cri_err)?;
+        }
     }
 
     /// Stops every running container (each with its grace period, in parallel) and every
