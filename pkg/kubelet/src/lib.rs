@@ -13,9 +13,13 @@
 //! - [`worker`]: the pod workers that drive the above against containerd and the API: one
 //!   watch of the node's pods, one serial worker per pod, a 1 s relist of containerd (PLEG),
 //!   Events and status writes, graceful deletion, adoption after a restart.
+//! - [`prober`]: liveness, readiness and startup probes; [`lifecycle`]: postStart and preStop
+//!   hooks and the graceful stop of a container.
 
 pub mod backoff;
+pub mod lifecycle;
 pub mod pod;
+pub mod prober;
 pub mod qos;
 pub mod server;
 #[cfg(test)]

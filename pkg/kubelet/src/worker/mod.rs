@@ -15,8 +15,6 @@
 //! distro was down) are stopped and removed once the first pod list is complete.
 //!
 //! # Limits
-//! - No probes (liveness, readiness, startup) and no lifecycle hooks yet: a running
-//!   container is ready.
 //! - No image garbage collection, no eviction, no static pods, no registry credentials from
 //!   `imagePullSecrets`.
 //! - Containers of a terminated pod are kept (for logs) until the pod is deleted; there is
@@ -111,6 +109,8 @@ pub struct Context {
     pub(crate) container: ContainerSettings,
     pub(crate) volumes: VolumeManager,
     pub(crate) caches: Caches,
+    /// Probe workers and their verdicts.
+    pub(crate) prober: crate::prober::Manager,
     root_dir: PathBuf,
     node_name: String,
 }
@@ -170,6 +170,7 @@ pub async fn run(
         container: settings.container.clone(),
         volumes: VolumeManager::new(settings.root_dir.clone(), tokens),
         caches,
+        prober: crate::prober::Manager::new(client.clone(), cri.clone(), &settings.node_name),
         root_dir: settings.root_dir.clone(),
         node_name: settings.node_name.clone(),
     });
@@ -352,6 +353,8 @@ async fn worker(
         events: events::Recorder::new(ctx.client.clone(), &ctx.node_name),
         last_status: None,
         deleted: false,
+        wake: wake.clone(),
+        desired: desired.clone(),
     };
     loop {
         let current = desired.borrow_and_update().clone();
