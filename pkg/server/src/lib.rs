@@ -266,6 +266,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         .with_admission(Arc::new(allocator))
         .with_admission(Arc::new(distro_apiserver::priority::PriorityAdmission))
         .with_admission(Arc::new(
+            distro_apiserver::serviceaccount::ServiceAccountPullSecrets,
+        ))
+        .with_admission(Arc::new(
             distro_apiserver::tolerationseconds::DefaultTolerationSeconds::default(),
         ))
         // LimitRanger before ResourceQuota, as upstream: quota sees defaulted requests.

@@ -15,8 +15,7 @@
 //! distro was down) are stopped and removed once the first pod list is complete.
 //!
 //! # Limits
-//! - No image garbage collection, no eviction, no static pods, no registry credentials from
-//!   `imagePullSecrets`.
+//! - No eviction and no static pods yet.
 //! - Containers of a terminated pod are kept (for logs) until the pod is deleted; there is
 //!   no container garbage collection of old attempts yet.
 

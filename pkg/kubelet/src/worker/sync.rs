@@ -733,22 +733,40 @@ impl PodState {
                         format!("Pulling image {image:?}"),
                     )
                     .await;
+                let secrets = crate::images::pull::PullSecrets::for_pod(pod, |ns, name| {
+                    ctx.caches.secrets.get(ns, name)
+                });
+                if let Some(msg) = secrets.missing_message() {
+                    self.events
+                        .record(
+                            pod,
+                            Part::Pod,
+                            WARNING,
+                            "FailedToRetrieveImagePullSecret",
+                            msg,
+                        )
+                        .await;
+                }
                 let began = Instant::now();
-                match ctx
-                    .cri
-                    .pull_image(&image, None, Some(sb_config.clone()))
-                    .await
-                {
+                let pulled = crate::images::pull::pull(
+                    &ctx.cri,
+                    &image,
+                    &secrets.keyring,
+                    Some(sb_config.clone()),
+                )
+                .await;
+                match pulled {
                     Ok(_) => {
                         let took = began.elapsed();
+                        let size = ctx.cri.image_status(&image).await.ok().flatten();
+                        let msg = crate::images::pull::pulled_message(
+                            &image,
+                            took,
+                            took,
+                            size.map(|s| s.size),
+                        );
                         self.events
-                            .record(
-                                pod,
-                                part(c, init),
-                                NORMAL,
-                                "Pulled",
-                                format!("Successfully pulled image {image:?} in {took:.3?}"),
-                            )
+                            .record(pod, part(c, init), NORMAL, "Pulled", msg)
                             .await;
                     }
                     Err(e) => {
