@@ -110,7 +110,7 @@ impl Request {
     }
 }
 
-/// An HTTP answer: status and the first [`MAX_BODY`] bytes of the body.
+/// An HTTP answer: status and the first 10 KiB of the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// Status code.

@@ -1,5 +1,5 @@
 //! One probe of one container: upstream's probe `worker`, split into a pure state machine
-//! ([`Tracker`], unit-tested under chosen clocks) and the task that ticks it ([`Worker`]).
+//! ([`Tracker`], unit-tested under chosen clocks) and the task that ticks it (`Worker`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

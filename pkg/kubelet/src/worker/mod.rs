@@ -9,6 +9,10 @@
 //! changes, and periodically. Everything is level-triggered: each sync reads containerd's
 //! state afresh and decides with `pod::actions`, so a missed wake-up costs only latency.
 //!
+//! Probes: each sync hands what it saw to the prober (`crate::prober::Manager`), whose
+//! workers wake the pod's worker when a verdict changes; the sync reads the verdicts back
+//! (kills for failed liveness/startup probes, `ready`/`started` in the status).
+//!
 //! Adoption: containerd keeps running containers across a distro restart, and sandboxes and
 //! containers carry the pod's UID and the spec hash as labels, so the first sync after a
 //! restart finds them and keeps them. Sandboxes whose pod no longer exists (deleted while
