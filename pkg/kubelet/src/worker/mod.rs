@@ -251,7 +251,8 @@ pub async fn run(
                     release_objects(&ctx, &workers);
                 }
             }
-            _ = shutdown.wait_for(|s| *s) => break,
+            // Not the guard `wait_for` returns: it is not Send, and this future must be.
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
         }
     }
     tasks.abort_all();
