@@ -375,6 +375,15 @@ struct NodeArgs {
     /// The pods' bridge on this node (change it only when several nodes share one kernel).
     #[arg(long, default_value = "cni0", help_heading = "Runtime")]
     cni_bridge: String,
+    /// Hard eviction thresholds, as the kubelet's flag: signal<quantity or signal<percent%,
+    /// comma-separated (memory.available, nodefs.available, nodefs.inodesFree,
+    /// imagefs.available, imagefs.inodesFree, pid.available).
+    #[arg(long, env = "DISTRO_EVICTION_HARD", default_value = distro_agent::eviction::DEFAULT_EVICTION_HARD, help_heading = "Node")]
+    eviction_hard: String,
+    /// How long a node keeps a pressure condition after its thresholds are no longer met
+    /// (the kubelet's flag; a Go duration).
+    #[arg(long, default_value = "5m", value_parser = parse_go_duration, help_heading = "Node")]
+    eviction_pressure_transition_period: std::time::Duration,
 }
 
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
@@ -550,6 +559,8 @@ fn node_config(n: NodeArgs, data_dir: PathBuf, containerd: bool) -> Result<distr
         containerd,
         kubelet_port: n.kubelet_port,
         cni_bridge: n.cni_bridge,
+        eviction_hard: n.eviction_hard.parse().map_err(anyhow::Error::msg)?,
+        eviction_pressure_transition_period: n.eviction_pressure_transition_period,
     })
 }
 

@@ -36,10 +36,12 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio::sync::watch;
 
 pub mod containerd;
+pub mod eviction;
 pub mod fake;
 pub mod join;
 pub mod kubelet;
 pub mod node;
+pub mod status;
 pub mod usage;
 
 /// How many nodes join or register at once: enough to start 100 simulated nodes in a few
@@ -169,6 +171,11 @@ pub struct Config {
     pub kubelet_port: u16,
     /// The pods' bridge (`--cni-bridge`; `cni0` unless several nodes share one kernel).
     pub cni_bridge: String,
+    /// Hard eviction thresholds of the real node (`--eviction-hard`).
+    pub eviction_hard: eviction::Thresholds,
+    /// How long a pressure condition stays after its thresholds are no longer met
+    /// (`--eviction-pressure-transition-period`).
+    pub eviction_pressure_transition_period: std::time::Duration,
 }
 
 impl Config {

@@ -108,7 +108,7 @@ fn labels(config: &Config, name: &str, real: bool) -> BTreeMap<String, String> {
 }
 
 /// Go's name of this architecture, as node labels use it.
-fn go_arch() -> &'static str {
+pub(crate) fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -150,7 +150,7 @@ fn conditions(now: &str) -> serde_json::Value {
     ])
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 

@@ -100,6 +100,11 @@ impl Server {
         if !extra.iter().any(|a| a.starts_with("--kubelet-port")) {
             extra_args.push("--kubelet-port=0".into());
         }
+        // Test machines' disks may be fuller than upstream's thresholds allow: no evictions
+        // unless a test asks for them.
+        if !extra.iter().any(|a| a.starts_with("--eviction-hard")) {
+            extra_args.push("--eviction-hard=".into());
+        }
         prepare(&dir.path().join("data"));
         let mut s = Server {
             child: None,
@@ -394,6 +399,11 @@ impl Agent {
         // Tests run agents side by side: each kubelet API on a free port.
         if !extra.iter().any(|a| a.starts_with("--kubelet-port")) {
             args.push("--kubelet-port=0".into());
+        }
+        // Test machines' disks may be fuller than upstream's thresholds allow: no evictions
+        // unless a test asks for them.
+        if !extra.iter().any(|a| a.starts_with("--eviction-hard")) {
+            args.push("--eviction-hard=".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::write(dir.path().join("no-config.yaml"), "").expect("config file");
