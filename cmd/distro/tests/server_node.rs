@@ -383,3 +383,84 @@ fn disk_pressure_evicts_ranked_pods_taints_and_clears() {
     });
     eprintln!("disk_pressure_evicts: {:?}", began.elapsed());
 }
+
+fn mirror(s: &Server, name: &str) -> Option<Value> {
+    let out = s.kubectl(LATEST, &["get", "pod", name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+#[test]
+fn static_pods_run_from_files_with_mirror_pods() {
+    let began = Instant::now();
+    let (s, _cleanup, node) = server_with_node("stat", &[]);
+    let n = ready_node(&s, &node);
+    let node_uid = n["metadata"]["uid"].as_str().unwrap().to_string();
+    let dir = s.data_dir().join("agent/pod-manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("web.yaml");
+    let manifest = |greeting: &str| {
+        pod_manifest("web", &node, &format!("echo {greeting}; exec sleep 3600"))
+            .replace(&format!("  nodeName: {node}\n"), "")
+            .replace(
+                "metadata: {name: web, namespace: default}",
+                "metadata: {name: web}",
+            )
+    };
+    std::fs::write(&file, manifest("one")).unwrap();
+
+    // The mirror pod: named after the node, annotated, owned by the Node, Running.
+    let name = format!("web-{node}");
+    let m = eventually(Duration::from_secs(30), EVERY, "mirror pod Running", || {
+        let m = mirror(&s, &name)?;
+        (m["status"]["phase"] == "Running").then_some(m)
+    });
+    let ann = &m["metadata"]["annotations"];
+    assert_eq!(ann["kubernetes.io/config.source"], "file", "{ann}");
+    let hash = ann["kubernetes.io/config.mirror"]
+        .as_str()
+        .expect("mirror annotation")
+        .to_string();
+    assert_eq!(ann["kubernetes.io/config.hash"], hash.as_str());
+    let owner = &m["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["uid"].as_str()),
+        (Some("Node"), Some(node_uid.as_str())),
+        "{owner}"
+    );
+    assert_eq!(m["spec"]["nodeName"], node.as_str());
+
+    // Deleted by hand: recreated (a new object), the static pod kept running.
+    let first_uid = m["metadata"]["uid"].as_str().unwrap().to_string();
+    s.ok(LATEST, &["delete", "pod", &name, "--wait=false"]);
+    eventually(Duration::from_secs(20), EVERY, "mirror recreated", || {
+        let m = mirror(&s, &name)?;
+        (m["metadata"]["uid"] != first_uid.as_str() && m["metadata"]["deletionTimestamp"].is_null())
+            .then_some(())
+    });
+
+    // The file changes: a new pod, a new mirror.
+    std::fs::write(&file, manifest("two")).unwrap();
+    let m = eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "mirror of the new file",
+        || {
+            let m = mirror(&s, &name)?;
+            let h = m["metadata"]["annotations"]["kubernetes.io/config.mirror"].as_str()?;
+            (h != hash && m["status"]["phase"] == "Running").then_some(m)
+        },
+    );
+    assert!(m["spec"]["containers"][0]["command"]
+        .to_string()
+        .contains("echo two"));
+
+    // The file goes: the mirror goes.
+    std::fs::remove_file(&file).unwrap();
+    eventually(Duration::from_secs(20), EVERY, "mirror removed", || {
+        mirror(&s, &name).is_none().then_some(())
+    });
+    eprintln!("static_pods: {:?}", began.elapsed());
+}

@@ -146,7 +146,14 @@ async fn serve(
         pressure: pressure_tx,
     };
     let leases = node::renew_leases(vec![Arc::new(registered)], shutdown.clone());
-    let workers = distro_kubelet::worker::run(client, rt.cri.clone(), settings, shutdown.clone());
+    let manifests = dir.join("pod-manifests");
+    let workers = distro_kubelet::worker::run_with_static_pods(
+        client,
+        rt.cri.clone(),
+        settings,
+        Some(manifests),
+        shutdown.clone(),
+    );
     let (_, result, _, _) = tokio::join!(
         leases,
         workers,

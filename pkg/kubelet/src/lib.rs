@@ -18,6 +18,7 @@ pub mod backoff;
 pub mod pod;
 pub mod qos;
 pub mod server;
+pub mod static_pods;
 #[cfg(test)]
 mod testutil;
 pub mod volume;

@@ -697,7 +697,12 @@ impl PodState {
             ctx.client.clone(),
             pod.metadata.namespace.as_deref().unwrap_or_default(),
         );
-        let body = json!({"metadata": {"uid": uid(pod)}, "status": new});
+        // A static pod's status goes to its mirror pod (same name, its own uid).
+        let body = if crate::static_pods::is_static(pod) {
+            json!({"status": new})
+        } else {
+            json!({"metadata": {"uid": uid(pod)}, "status": new})
+        };
         match api
             .patch_status(
                 pod.metadata.name.as_deref().unwrap_or_default(),
