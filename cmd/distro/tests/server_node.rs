@@ -52,6 +52,23 @@ fn ready_node(s: &Server, node: &str) -> Value {
     })
 }
 
+/// Whether containerd of the server's node runs a container of pod `uid`.
+fn running_containers(s: &Server, uid: &str) -> bool {
+    let socket = distro_cri::containerd::Paths::new(&s.data_dir(), Path::new("/run/distro")).socket;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cri = distro_cri::Cri::connect(&socket).await.expect("containerd");
+        let list = cri.list_containers().await.expect("listing containers");
+        list.iter().any(|c| {
+            c.labels.get("io.kubernetes.pod.uid").map(String::as_str) == Some(uid)
+                && c.state == distro_cri::api::ContainerState::ContainerRunning as i32
+        })
+    })
+}
+
 fn pod_manifest(name: &str, node: &str, script: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -311,6 +328,13 @@ fn disk_pressure_evicts_ranked_pods_taints_and_clears() {
         .ok()?;
         (p["status"]["phase"] == "Failed").then_some(p)
     });
+    // Ranked last (within its request): still running when the first eviction is seen
+    // (the next may come one monitoring interval, 10 s, later).
+    let guard_phase = s.ok(
+        LATEST,
+        &["get", "pod", "guard", "-o", "jsonpath={.status.phase}"],
+    );
+    assert_eq!(guard_phase, "Running");
     let st = &evicted["status"];
     assert_eq!(st["reason"], "Evicted", "{st}");
     let msg = st["message"].as_str().unwrap_or_default();
@@ -338,37 +362,13 @@ fn disk_pressure_evicts_ranked_pods_taints_and_clears() {
         condition(&n, "DiskPressure").unwrap()["reason"],
         "KubeletHasDiskPressure"
     );
-    // Ranked last: within its request, guard was not the first one out.
-    let guard_phase = s.ok(
-        LATEST,
-        &["get", "pod", "guard", "-o", "jsonpath={.status.phase}"],
-    );
-    assert!(
-        guard_phase == "Running" || guard_phase == "Failed",
-        "{guard_phase}"
-    );
     // The evicted pod's containers are stopped (a terminal phase), as containerd shows.
     let uid = evicted["metadata"]["uid"].as_str().unwrap().to_string();
-    let socket = distro_cri::containerd::Paths::new(&s.data_dir(), Path::new("/run/distro")).socket;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let cri = rt
-        .block_on(distro_cri::Cri::connect(&socket))
-        .expect("containerd");
     eventually(
         Duration::from_secs(20),
         EVERY,
         "hog's containers stopped",
-        || {
-            let list = rt.block_on(cri.list_containers()).ok()?;
-            let running = list.iter().any(|c| {
-                c.labels.get("io.kubernetes.pod.uid") == Some(&uid)
-                    && c.state == distro_cri::api::ContainerState::ContainerRunning as i32
-            });
-            (!running).then_some(())
-        },
+        || (!running_containers(&s, &uid)).then_some(()),
     );
 
     std::fs::remove_file(&fill).unwrap();
@@ -437,7 +437,10 @@ fn static_pods_run_from_files_with_mirror_pods() {
     s.ok(LATEST, &["delete", "pod", &name, "--wait=false"]);
     eventually(Duration::from_secs(20), EVERY, "mirror recreated", || {
         let m = mirror(&s, &name)?;
-        (m["metadata"]["uid"] != first_uid.as_str() && m["metadata"]["deletionTimestamp"].is_null())
+        // With the static pod's status written to the new object too.
+        (m["metadata"]["uid"] != first_uid.as_str()
+            && m["metadata"]["deletionTimestamp"].is_null()
+            && m["status"]["phase"] == "Running")
             .then_some(())
     });
 
@@ -461,6 +464,14 @@ fn static_pods_run_from_files_with_mirror_pods() {
     std::fs::remove_file(&file).unwrap();
     eventually(Duration::from_secs(20), EVERY, "mirror removed", || {
         mirror(&s, &name).is_none().then_some(())
+    });
+    // ... and the static pod's containers stop (its UID is the config hash).
+    let uid = m["metadata"]["annotations"]["kubernetes.io/config.hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(Duration::from_secs(20), EVERY, "static pod stopped", || {
+        (!running_containers(&s, &uid)).then_some(())
     });
     eprintln!("static_pods: {:?}", began.elapsed());
 }

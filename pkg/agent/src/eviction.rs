@@ -586,7 +586,7 @@ impl Manager {
         );
         let message = message(threshold, observed);
         tracing::info!(node = %self.node, pod = %format!("{ns}/{name}"), %message, "evicting");
-        crate::node::event(
+        crate::node::event_of_type(
             &self.client,
             &self.node,
             k8s_openapi::api::core::v1::ObjectReference {
@@ -597,6 +597,7 @@ impl Manager {
                 uid: pod.metadata.uid.clone(),
                 ..Default::default()
             },
+            "Warning",
             "Evicted",
             message.clone(),
         )

@@ -10,7 +10,9 @@
 //! sees their **mirror pods**: copies with `kubernetes.io/config.mirror` (the config hash)
 //! and an owner reference to the Node, created when missing (also after someone deletes
 //! one), replaced when the file changes and deleted when the file goes. The pod workers
-//! ignore mirror pods from the API and write static pods' status to them.
+//! ignore mirror pods from the API and write static pods' status to them; the source hands
+//! each static pod its mirror's status, so a mirror that lacks the current status (a
+//! recreated one) gets it again.
 //!
 //! # Limits
 //! - The directory is polled every [`POLL`] (upstream's file source re-reads every 20 s
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use distro_client::Client;
-use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
+use k8s_openapi::api::core::v1::{Node, Pod, PodStatus, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::Api;
@@ -231,22 +233,32 @@ impl Source {
                     }
                 }
             }
-            // Keep the mirrors as the files say, without forgetting their seen times.
+            // Keep the mirrors as the files say, without forgetting their seen times. The
+            // static pod carries its mirror's status, so the pod worker writes its status
+            // again when a mirror lacks it (a recreated mirror, say).
             let mut next = BTreeMap::new();
             for (path, pod) in now {
-                let pod = match known.remove(&path) {
+                let mut pod = match known.remove(&path) {
                     Some(old) if old.metadata.uid == pod.metadata.uid => old,
                     _ => pod,
                 };
-                self.ensure_mirror(&pod).await;
+                if let Some(status) = self.ensure_mirror(&pod).await {
+                    if pod.status != status {
+                        pod.status = status;
+                        if tx.send(Change::Run(pod.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 next.insert(path, pod);
             }
             known = next;
         }
     }
 
-    /// Creates the mirror pod if missing; replaces one of another config hash.
-    async fn ensure_mirror(&self, pod: &Pod) {
+    /// Creates the mirror pod if missing; replaces one of another config hash. Returns the
+    /// status of the mirror when it is up to date.
+    async fn ensure_mirror(&self, pod: &Pod) -> Option<Option<PodStatus>> {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
@@ -255,7 +267,7 @@ impl Source {
             Ok(Some(existing)) => {
                 let hash = annotation(&existing, MIRROR_ANNOTATION);
                 if hash == Some(want) && existing.metadata.deletion_timestamp.is_none() {
-                    return;
+                    return Some(existing.status);
                 }
                 {
                     // A stale mirror of an older file, a pod someone else made, or our mirror
@@ -270,12 +282,12 @@ impl Source {
                     };
                     let _ = api.delete(&name, &params).await;
                 }
-                return;
+                return None;
             }
             Ok(None) => {}
             Err(e) => {
                 tracing::debug!(pod = %name, error = %e, "reading the mirror pod");
-                return;
+                return None;
             }
         }
         let nodes: Api<Node> = Api::all(self.client.clone());
@@ -283,16 +295,20 @@ impl Source {
             Ok(n) => n.metadata.uid.unwrap_or_default(),
             Err(e) => {
                 tracing::debug!(node = %self.node, error = %e, "reading the node for a mirror pod");
-                return;
+                return None;
             }
         };
         match api
             .create(&PostParams::default(), &mirror(pod, &self.node, &node_uid))
             .await
         {
-            Ok(_) => tracing::info!(pod = %format!("{ns}/{name}"), "mirror pod created"),
+            Ok(created) => {
+                tracing::info!(pod = %format!("{ns}/{name}"), "mirror pod created");
+                Some(created.status)
+            }
             Err(e) => {
-                tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "creating the mirror pod failed; retrying")
+                tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "creating the mirror pod failed; retrying");
+                None
             }
         }
     }
