@@ -11,6 +11,8 @@
 //!   and removed when deleted. It is a test tool and says so on every Node it serves.
 //! - [`kubelet`] and [`usage`]: each node's kubelet API (its own port, a serving certificate
 //!   from the cluster CA) reporting the usage its pods' annotations declare, for metrics.
+//! - [`status`] and [`eviction`] (the real node): the Node's status kept current (conditions,
+//!   nodeInfo, capacity/allocatable, images) and upstream's node-pressure eviction.
 //!
 //! # Design
 //! Each node authenticates as itself (`system:node:<name>` in `system:nodes`), so N simulated
