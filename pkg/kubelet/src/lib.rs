@@ -24,6 +24,7 @@ pub mod pod;
 pub mod prober;
 pub mod qos;
 pub mod server;
+pub mod static_pods;
 #[cfg(test)]
 mod testutil;
 pub mod volume;

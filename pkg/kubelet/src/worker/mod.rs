@@ -103,6 +103,9 @@ pub struct Settings {
     pub allocatable: BTreeMap<String, Quantity>,
 }
 
+/// Static pod changes in flight: a directory's worth, and the source waits when full.
+const STATIC_CHANGES: usize = 64;
+
 /// What every pod worker shares.
 pub struct Context {
     pub(crate) client: Client,
@@ -149,6 +152,21 @@ pub async fn run(
     client: Client,
     cri: Cri,
     settings: Settings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    run_with_static_pods(client, cri, settings, None, shutdown).await
+}
+
+/// [`run`], also running the static pods of `manifests` (`<data-dir>/agent/pod-manifests`;
+/// see [`crate::static_pods`]).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_static_pods(
+    client: Client,
+    cri: Cri,
+    settings: Settings,
+    manifests: Option<PathBuf>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let informers = Informers::new(client.clone());
@@ -188,6 +206,29 @@ pub async fn run(
 
     let mut workers: HashMap<String, Handle> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
+    // Static pods: known before the first sweep of unknown sandboxes, then as files change.
+    let (static_tx, mut static_rx) = tokio::sync::mpsc::channel(STATIC_CHANGES);
+    let static_source = match manifests {
+        Some(dir) => {
+            let source = crate::static_pods::Source {
+                dir,
+                node: settings.node_name.clone(),
+                client: client.clone(),
+            };
+            let first = source.read().await;
+            for pod in first.values() {
+                run_pod(
+                    &ctx,
+                    &permits,
+                    &mut workers,
+                    &mut tasks,
+                    Desired::Run(Arc::new(pod.clone())),
+                );
+            }
+            Some(tokio::spawn(source.run(first, static_tx, shutdown.clone())))
+        }
+        None => None,
+    };
     let mut listed: HashSet<String> = HashSet::new();
     let mut synced = false;
     let mut last = Snapshot::default();
@@ -206,11 +247,13 @@ pub async fn run(
                 }
                 Some(Ok(watcher::Event::Init)) => listed.clear(),
                 Some(Ok(watcher::Event::InitDone)) => {
-                    // Pods that vanished while the watch was down.
+                    // Pods that vanished while the watch was down (static pods are not in
+                    // the API).
                     let gone: Vec<Arc<Pod>> = workers
                         .iter()
                         .filter(|(uid, _)| !listed.contains(*uid))
                         .filter_map(|(_, h)| match &*h.desired.borrow() {
+                            Desired::Run(p) if crate::static_pods::is_static(p) => None,
                             Desired::Run(p) => Some(p.clone()),
                             Desired::Gone(_) => None,
                         })
@@ -255,8 +298,19 @@ pub async fn run(
                     release_objects(&ctx, &workers);
                 }
             }
-            _ = shutdown.wait_for(|s| *s) => break,
+            Some(change) = static_rx.recv() => {
+                let desired = match change {
+                    crate::static_pods::Change::Run(p) => Desired::Run(Arc::new(p)),
+                    crate::static_pods::Change::Gone(p) => Desired::Gone(Arc::new(p)),
+                };
+                run_pod(&ctx, &permits, &mut workers, &mut tasks, desired);
+            }
+            // Not the guard `wait_for` returns: it is not Send, and this future must be.
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
         }
+    }
+    if let Some(source) = static_source {
+        source.abort();
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
@@ -290,7 +344,8 @@ fn run_pod(
         Desired::Run(p) | Desired::Gone(p) => p.clone(),
     };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    if uid.is_empty() {
+    // Mirror pods stand for static pods, which run from their files.
+    if uid.is_empty() || crate::static_pods::is_mirror(&pod) {
         return;
     }
     if let Some(h) = workers.get(&uid) {

@@ -838,14 +838,23 @@ impl PodState {
             .status
             .as_ref()
             .and_then(|s| serde_json::to_value(s).ok());
-        if old.as_ref() == Some(&new) || self.last_status.as_ref() == Some(&new) {
+        // A static pod's `status` is its mirror's (see static_pods), which may be a new
+        // object without the status last written.
+        let written =
+            self.last_status.as_ref() == Some(&new) && !crate::static_pods::is_static(pod);
+        if old.as_ref() == Some(&new) || written {
             return Ok(());
         }
         let api: Api<Pod> = Api::namespaced(
             ctx.client.clone(),
             pod.metadata.namespace.as_deref().unwrap_or_default(),
         );
-        let body = json!({"metadata": {"uid": uid(pod)}, "status": new});
+        // A static pod's status goes to its mirror pod (same name, its own uid).
+        let body = if crate::static_pods::is_static(pod) {
+            json!({"status": new})
+        } else {
+            json!({"metadata": {"uid": uid(pod)}, "status": new})
+        };
         match api
             .patch_status(
                 pod.metadata.name.as_deref().unwrap_or_default(),
