@@ -256,6 +256,23 @@ struct ServerArgs {
         help_heading = "Metrics"
     )]
     metrics_resolution: std::time::Duration,
+    // --- overlay ---
+    /// Prefix length of each node's IPv4 pod range, taken from --cluster-cidr.
+    #[arg(
+        long,
+        env = "DISTRO_NODE_CIDR_MASK_SIZE_IPV4",
+        default_value_t = 24,
+        help_heading = "Networking"
+    )]
+    node_cidr_mask_size_ipv4: u8,
+    /// Prefix length of each node's IPv6 pod range, taken from --cluster-cidr.
+    #[arg(
+        long,
+        env = "DISTRO_NODE_CIDR_MASK_SIZE_IPV6",
+        default_value_t = 64,
+        help_heading = "Networking"
+    )]
+    node_cidr_mask_size_ipv6: u8,
 }
 
 /// Parses a Go duration as upstream's flags take it: decimal numbers with units
@@ -363,6 +380,59 @@ struct AgentArgs {
     /// The pods' bridge on this node (change it only when several nodes share one kernel).
     #[arg(long, default_value = "cni0", help_heading = "Runtime")]
     cni_bridge: String,
+    // --- overlay ---
+    /// The cluster's pod range(s) as the server's --cluster-cidr (not masqueraded).
+    #[arg(
+        long,
+        env = "DISTRO_CLUSTER_CIDR",
+        default_value = "10.42.0.0/16",
+        help_heading = "Networking"
+    )]
+    cluster_cidr: String,
+    /// How pod traffic reaches other nodes: vxlan, host-gw (nodes on one L2 segment) or none.
+    #[arg(
+        long,
+        env = "DISTRO_FLANNEL_BACKEND",
+        default_value = "vxlan",
+        help_heading = "Networking"
+    )]
+    flannel_backend: String,
+    /// The node's address(es), one per family (default: the address towards the server).
+    #[arg(
+        long,
+        env = "DISTRO_NODE_IP",
+        value_delimiter = ',',
+        help_heading = "Networking"
+    )]
+    node_ip: Vec<IpAddr>,
+    /// Address(es) other nodes reach this one at for the overlay (default: --node-ip).
+    #[arg(
+        long,
+        env = "DISTRO_NODE_EXTERNAL_IP",
+        value_delimiter = ',',
+        help_heading = "Networking"
+    )]
+    node_external_ip: Vec<IpAddr>,
+}
+
+/// The agent's network flags, validated.
+fn agent_network(a: &AgentArgs) -> Result<distro_agent::network::Settings> {
+    let ipam = distro_server::NodeIpamSettings::parse(&a.cluster_cidr, 24, 64)?;
+    let backend = a.flannel_backend.parse().map_err(anyhow::Error::msg)?;
+    for (flag, ips) in [
+        ("--node-ip", &a.node_ip),
+        ("--node-external-ip", &a.node_external_ip),
+    ] {
+        if ips.len() > 2 || (ips.len() == 2 && ips[0].is_ipv4() == ips[1].is_ipv4()) {
+            bail!("{flag}: at most one IPv4 and one IPv6 address");
+        }
+    }
+    Ok(distro_agent::network::Settings {
+        cluster_cidrs: ipam.cluster_cidrs,
+        backend,
+        node_ips: a.node_ip.clone(),
+        node_external_ips: a.node_external_ip.clone(),
+    })
 }
 
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
@@ -455,6 +525,7 @@ async fn token(a: TokenArgs) -> Result<()> {
 }
 
 fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
+    let network = agent_network(&a)?;
     let containerd = match a.runtime.as_str() {
         "fake" => None,
         "containerd" if a.fake_nodes.is_some() => bail!("--fake-nodes needs --runtime fake"),
@@ -519,6 +590,7 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         fake_nodes: a.fake_nodes,
         containerd,
         kubelet_port: a.kubelet_port,
+        network,
         cni_bridge: a.cni_bridge,
     })
 }
@@ -609,7 +681,13 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
             }
         }
     }
+    let node_ipam = distro_server::NodeIpamSettings::parse(
+        &a.cluster_cidr,
+        a.node_cidr_mask_size_ipv4,
+        a.node_cidr_mask_size_ipv6,
+    )?;
     Ok(distro_server::Config {
+        node_ipam,
         data_dir: a.data_dir,
         bind_address: a.bind_address,
         https_port: a.https_listen_port,

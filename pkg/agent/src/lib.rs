@@ -20,8 +20,9 @@
 //! # Limits
 //! - `--runtime containerd` ([`containerd`]) serves one node; its pods reach other nodes'
 //!   pods only once the overlay exists (a later issue).
-//! - No IPAM controller yet: a node's pod range is its `spec.podCIDR` if set, else a /24 of
-//!   10.42.0.0/16 picked from the node's name, so two nodes may share a range.
+//! - Simulated nodes take their pod range from `spec.podCIDR` when the server set it at
+//!   registration, else a /24 of 10.42.0.0/16 picked from the node's name (they run no pods,
+//!   only report addresses); real nodes wait for the server's node IPAM controller.
 //! - Credentials are not rotated while running; a restart renews them when a third of their
 //!   lifetime is left.
 
@@ -39,6 +40,7 @@ pub mod containerd;
 pub mod fake;
 pub mod join;
 pub mod kubelet;
+pub mod network;
 pub mod node;
 pub mod usage;
 
@@ -129,6 +131,19 @@ pub enum Error {
     /// The pod workers failed.
     #[error("kubelet: {0}")]
     Kubelet(#[source] distro_kubelet::worker::Error),
+    // --- overlay ---
+    /// Waiting for the node's pod CIDR failed.
+    #[error("waiting for the pod CIDR of Node {node}: {source}")]
+    PodCidr {
+        /// The node.
+        node: String,
+        /// Cause.
+        #[source]
+        source: kube::runtime::wait::Error,
+    },
+    /// The overlay to other nodes could not be set up.
+    #[error("pod network overlay: {0}")]
+    Overlay(#[source] distro_network::Error),
 }
 
 impl Error {
@@ -169,6 +184,9 @@ pub struct Config {
     pub kubelet_port: u16,
     /// The pods' bridge (`--cni-bridge`; `cni0` unless several nodes share one kernel).
     pub cni_bridge: String,
+    /// Cluster ranges, overlay backend and node addresses (`--cluster-cidr`,
+    /// `--flannel-backend`, `--node-ip`, `--node-external-ip`).
+    pub network: network::Settings,
 }
 
 impl Config {
