@@ -6,7 +6,8 @@
 //!
 //! # Limits
 //! - The pod network is the node's podCIDR (from the server's node IPAM controller, waited
-//!   for after registration) on a local bridge ([`distro_network::cni`]).
+//!   for after registration) on a local bridge ([`distro_network::cni`]), reaching other
+//!   nodes' pods through the overlay ([`crate::overlay`]).
 //! - Ready is decided at registration; a containerd that dies later is restarted by the
 //!   supervisor but not reported on the Node.
 
@@ -95,7 +96,16 @@ async fn serve(
         return Ok(());
     };
     tracing::info!(node = %name, cidrs = ?pod_cidrs, "pod CIDR assigned");
-    let conflist = write_cni_config(config, rt, &pod_cidrs, None).await?;
+    let local_ips = if config.network.node_ips.is_empty() {
+        vec![node_ip]
+    } else {
+        config.network.node_ips.clone()
+    };
+    let public = crate::overlay::public_ips(&config.network, node_ip);
+    let overlay =
+        crate::overlay::setup(&config.network, &name, &local_ips, &public, &pod_cidrs).await?;
+    let mtu = overlay.as_ref().and_then(|o| o.mtu);
+    let conflist = write_cni_config(config, rt, &pod_cidrs, mtu).await?;
     tracing::info!(path = %conflist.display(), "pod network configured");
 
     let restrict_oom_score_adj =
@@ -130,8 +140,16 @@ async fn serve(
         allocatable: real.capacity.clone(),
     };
     let leases = node::renew_leases(vec![Arc::new(registered)], shutdown.clone());
+    let overlay = {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        async move {
+            if let Some(o) = overlay {
+                o.run(client, shutdown).await;
+            }
+        }
+    };
     let workers = distro_kubelet::worker::run(client, rt.cri.clone(), settings, shutdown);
-    let (_, result) = tokio::join!(leases, workers);
+    let (_, result, ()) = tokio::join!(leases, workers, overlay);
     result.map_err(Error::Kubelet)
 }
 

@@ -42,6 +42,7 @@ pub mod join;
 pub mod kubelet;
 pub mod network;
 pub mod node;
+pub mod overlay;
 pub mod usage;
 
 /// How many nodes join or register at once: enough to start 100 simulated nodes in a few

@@ -2,8 +2,12 @@
 //! free port, is stopped by PID (only the process it started) and its data dir removed on drop;
 //! its log is printed when a test fails. [`eventually`] replaces sleeps.
 //!
+//! [`cluster`] builds several nodes on one machine, each in its own network namespace.
+//!
 //! Tests find the binary through `DISTRO_BIN` or cargo's `CARGO_BIN_EXE_distro`, and kubectl at
 //! `/usr/lib/google-cloud-sdk/bin/kubectl.1.NN` (override the directory with `KUBECTL_DIR`).
+
+pub mod cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -34,6 +38,21 @@ pub fn eventually<T>(
     }
 }
 
+/// A command for `program`, run inside network namespace `netns` (under /var/run/netns)
+/// when given. Through `nsenter --net`, which execs the program (the child's PID is the
+/// program's) and, unlike `ip netns exec`, leaves the mounts alone: `ip netns exec` mounts a
+/// fresh /sys, hiding the cgroup mounts runc needs.
+fn in_netns(netns: Option<&str>, program: &Path) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/var/run/netns/{ns}")).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// Path of a kubectl minor version.
 pub fn kubectl_path(minor: u32) -> PathBuf {
     let dir =
@@ -51,6 +70,10 @@ pub struct Server {
     bin: PathBuf,
     /// 0 until the first start picks a free port; restarts reuse it.
     port: u16,
+    /// The network namespace the server (and kubectl) run in; `None`: the test's own.
+    netns: Option<String>,
+    /// `--bind-address`.
+    bind: String,
 }
 
 impl Server {
@@ -74,6 +97,30 @@ impl Server {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             bin: bin.to_path_buf(),
             port: 0,
+            netns: None,
+            bind: "127.0.0.1".into(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Like [`Server::start_with`], run inside network namespace `netns` and listening on
+    /// `bind` (an address of that namespace); kubectl runs there too.
+    pub fn start_in_netns(bin: &Path, netns: &str, bind: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("distro-test-")
+            .tempdir()
+            .expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let mut s = Server {
+            child: None,
+            kubeconfig,
+            dir,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            bin: bin.to_path_buf(),
+            port: 0,
+            netns: Some(netns.to_string()),
+            bind: bind.to_string(),
         };
         s.spawn();
         s
@@ -86,14 +133,14 @@ impl Server {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = in_netns(self.netns.as_deref(), &self.bin);
         cmd.arg("server")
             .arg("--config")
             .arg(self.dir.path().join("no-config.yaml"))
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .arg("--bind-address")
-            .arg("127.0.0.1")
+            .arg(&self.bind)
             .arg("--https-listen-port")
             .arg(self.port.to_string())
             .arg("--write-kubeconfig")
@@ -194,7 +241,7 @@ impl Server {
     /// Runs kubectl with `stdin` as standard input (for `-f -`).
     pub fn kubectl_stdin(&self, minor: u32, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
-        let mut cmd = Command::new(kubectl_path(minor));
+        let mut cmd = in_netns(self.netns.as_deref(), &kubectl_path(minor));
         cmd.args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.dir.path())
@@ -298,6 +345,8 @@ pub struct Agent {
     dir: tempfile::TempDir,
     args: Vec<String>,
     bin: PathBuf,
+    /// The network namespace the agent runs in; `None`: the test's own.
+    netns: Option<String>,
 }
 
 impl Agent {
@@ -337,6 +386,30 @@ impl Agent {
         extra: &[&str],
         prepare: impl FnOnce(&Path),
     ) -> Agent {
+        Self::start_prepared_in(bin, None, url, token, extra, prepare)
+    }
+
+    /// Starts `distro agent` inside network namespace `netns` (see [`cluster`]); `prepare`
+    /// gets the data dir before the start.
+    pub fn start_in_netns(
+        bin: &Path,
+        netns: &str,
+        url: &str,
+        token: &str,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Agent {
+        Self::start_prepared_in(bin, Some(netns), url, token, extra, prepare)
+    }
+
+    fn start_prepared_in(
+        bin: &Path,
+        netns: Option<&str>,
+        url: &str,
+        token: &str,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("distro-agent-test-")
             .tempdir()
@@ -368,6 +441,7 @@ impl Agent {
             dir,
             args,
             bin: bin.to_path_buf(),
+            netns: netns.map(String::from),
         };
         a.spawn();
         a
@@ -379,7 +453,7 @@ impl Agent {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let child = Command::new(&self.bin)
+        let child = in_netns(self.netns.as_deref(), &self.bin)
             .args(&self.args)
             .env("DISTRO_LOG", "info")
             .stdin(Stdio::null())
