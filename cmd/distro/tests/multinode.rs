@@ -177,6 +177,7 @@ fn vxlan_nodes_get_distinct_ranges_and_pods_reach_each_other() {
             nodes: 3,
             server_args: vec![],
             agent_args: vec![],
+            ipv6: false,
         },
         install_images,
     );
@@ -262,6 +263,7 @@ fn host_gw_routes_pods_via_node_addresses() {
             nodes: 2,
             server_args: vec![],
             agent_args: vec!["--flannel-backend", "host-gw"],
+            ipv6: false,
         },
         install_images,
     );
@@ -280,4 +282,77 @@ fn host_gw_routes_pods_via_node_addresses() {
     assert!(!dev.status.success(), "host-gw makes no VXLAN device");
     pod_to_pod_keeps_source(&c);
     eprintln!("host-gw test took {:?}", began.elapsed());
+}
+
+#[test]
+fn dual_stack_pods_reach_each_other_over_ipv6() {
+    let began = Instant::now();
+    const CIDRS: &str = "10.42.0.0/16,fd42::/56";
+    let c = Cluster::start(
+        bin(),
+        Options {
+            nodes: 2,
+            server_args: vec!["--cluster-cidr", CIDRS],
+            agent_args: vec!["--cluster-cidr", CIDRS],
+            ipv6: true,
+        },
+        install_images,
+    );
+    c.wait_ready(Duration::from_secs(60));
+    let node = eventually(Duration::from_secs(20), EVERY, "annotations", || {
+        let node = pod_cidr(&c, &c.nodes[1].name);
+        node["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-v6-data"]
+            .is_string()
+            .then_some(node)
+    });
+    let v6 = node["spec"]["podCIDRs"][1].as_str().unwrap().to_string();
+    assert!(v6.starts_with("fd42:") && v6.ends_with("/64"), "{node}");
+    assert_eq!(
+        node["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ipv6"],
+        "fd77::11"
+    );
+    let dev = c.nodes[0]
+        .netns
+        .exec(&["ip", "-d", "link", "show", "distro-v6.1"]);
+    let dev = String::from_utf8_lossy(&dev.stdout).to_string();
+    assert!(
+        dev.contains("mtu 1430") && dev.contains("vxlan id 1"),
+        "{dev}"
+    );
+
+    c.server
+        .ok_stdin(LATEST, &["apply", "-f", "-"], Some(&web(&c.nodes[1].name)));
+    let web_ip6 = eventually(Duration::from_secs(40), EVERY, "web pod's IPv6", || {
+        pod_ip(&c, "web")?;
+        let p = c.server.json(LATEST, &["get", "pod", "web"]);
+        p["status"]["podIPs"][1]["ip"].as_str().map(String::from)
+    });
+    c.server.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(&pods(&c.nodes[1].name, &c.nodes[0].name, &web_ip6)),
+    );
+    let client_ip6 = eventually(Duration::from_secs(40), EVERY, "client pod's IPv6", || {
+        pod_ip(&c, "client")?;
+        let p = c.server.json(LATEST, &["get", "pod", "client"]);
+        p["status"]["podIPs"][1]["ip"].as_str().map(String::from)
+    });
+    let data = c.nodes[0].agent.data_dir();
+    eventually(Duration::from_secs(20), EVERY, "IPv6 pod to pod", || {
+        container_log(&data, "client")
+            .contains(&format!("REMOTE=[{client_ip6}]\n"))
+            .then_some(())
+    });
+    c.server.ok(
+        LATEST,
+        &[
+            "delete",
+            "pod",
+            "web",
+            "client",
+            "--grace-period=1",
+            "--timeout=30s",
+        ],
+    );
+    eprintln!("dual-stack test took {:?}", began.elapsed());
 }

@@ -25,6 +25,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The LAN's prefix: `10.77.0.1` is the server, nodes are `10.77.0.10`, `.11`, …
 pub const LAN_PREFIX: &str = "10.77.0";
+/// The LAN's IPv6 prefix (with [`Options::ipv6`]): `fd77::1` is the server, nodes `fd77::10`, …
+pub const LAN_PREFIX6: &str = "fd77::";
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("running ip");
@@ -88,6 +90,9 @@ pub struct Options<'a> {
     pub server_args: Vec<&'a str>,
     /// Extra `distro agent` flags for every node.
     pub agent_args: Vec<&'a str>,
+    /// Also give the LAN IPv6 addresses (`fd77::1`, `fd77::10`, …) and pass both families
+    /// as `--node-ip` (dual-stack).
+    pub ipv6: bool,
 }
 
 /// A running cluster; dropping it removes everything it made.
@@ -114,7 +119,7 @@ impl Cluster {
         let lan = Netns::new(format!("{id}-lan"));
         ip(&["-n", &lan.name, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &lan.name, "link", "set", "br0", "up"]);
-        let join = |ns: &Netns, port: &str, addr: &str| {
+        let join = |ns: &Netns, port: &str, addr: &str, addr6: Option<&str>| {
             ip(&[
                 "-n", &lan.name, "link", "add", port, "type", "veth", "peer", "name", "eth0",
                 "netns", &ns.name,
@@ -129,11 +134,30 @@ impl Cluster {
                 "dev",
                 "eth0",
             ]);
+            if let Some(a6) = addr6 {
+                // No duplicate address detection: the address is usable at once.
+                ip(&[
+                    "-n",
+                    &ns.name,
+                    "addr",
+                    "add",
+                    &format!("{a6}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ]);
+            }
             ip(&["-n", &ns.name, "link", "set", "eth0", "up"]);
         };
         let server_ns = Netns::new(format!("{id}-srv"));
         let server_ip = format!("{LAN_PREFIX}.1");
-        join(&server_ns, "vsrv", &server_ip);
+        let server_ip6 = format!("{LAN_PREFIX6}1");
+        join(
+            &server_ns,
+            "vsrv",
+            &server_ip,
+            opts.ipv6.then_some(&server_ip6[..]),
+        );
         let server = Server::start_in_netns(bin, &server_ns.name, &server_ip, &opts.server_args);
         let url = server.server_url().expect("server URL");
         let token = server.token();
@@ -141,7 +165,18 @@ impl Cluster {
         for i in 0..opts.nodes {
             let netns = Netns::new(format!("{id}-n{i}"));
             let addr = format!("{LAN_PREFIX}.{}", 10 + i);
-            join(&netns, &format!("vn{i}"), &addr);
+            let addr6 = format!("{LAN_PREFIX6}{}", 10 + i);
+            join(
+                &netns,
+                &format!("vn{i}"),
+                &addr,
+                opts.ipv6.then_some(&addr6[..]),
+            );
+            let node_ips = if opts.ipv6 {
+                format!("{addr},{addr6}")
+            } else {
+                addr.clone()
+            };
             let name = format!("node-{i}");
             let mut args = vec![
                 "--runtime",
@@ -149,7 +184,7 @@ impl Cluster {
                 "--node-name",
                 &name,
                 "--node-ip",
-                &addr,
+                &node_ips,
                 "--kubelet-port",
                 "10250",
             ];
