@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use distro_testharness::cluster::{Cluster, Options};
-use distro_testharness::{eventually, LATEST};
+use distro_testharness::{eventually, Agent, LATEST};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
@@ -281,6 +281,41 @@ fn host_gw_routes_pods_via_node_addresses() {
     let dev = c.nodes[0].netns.exec(&["ip", "link", "show", "distro.1"]);
     assert!(!dev.status.success(), "host-gw makes no VXLAN device");
     pod_to_pod_keeps_source(&c);
+
+    // Joining across the LAN with a token pinning another CA, or with a wrong secret, is
+    // refused with a message that says so.
+    let url = c.server.server_url().expect("url");
+    let token = c.server.token();
+    let (hash, creds) = token
+        .strip_prefix("K10")
+        .and_then(|t| t.split_once("::"))
+        .expect("K10 token");
+    for (bad, says) in [
+        (
+            format!("K10{}::{creds}", "0".repeat(hash.len())),
+            "the server's CA does not match the token's hash; check --token / --join",
+        ),
+        (
+            format!("K10{hash}::server:not-the-secret"),
+            "the server refused the join token",
+        ),
+    ] {
+        let mut a = Agent::start_in_netns(
+            bin(),
+            &c.nodes[0].netns.name,
+            &url,
+            &bad,
+            &["--runtime", "fake", "--node-name", "intruder"],
+            |_| {},
+        );
+        assert!(!a.wait_exit(Duration::from_secs(20)).success());
+        assert!(a.log().contains(says), "{}", a.log());
+    }
+    assert!(!c
+        .server
+        .kubectl(LATEST, &["get", "node", "intruder"])
+        .status
+        .success());
     eprintln!("host-gw test took {:?}", began.elapsed());
 }
 

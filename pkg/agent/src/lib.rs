@@ -19,7 +19,7 @@
 //!
 //! # Limits
 //! - `--runtime containerd` ([`containerd`]) serves one node; its pods reach other nodes'
-//!   pods only once the overlay exists (a later issue).
+//!   pods through the overlay ([`overlay`]: VXLAN or host-gw, [`network`] settings).
 //! - Simulated nodes take their pod range from `spec.podCIDR` when the server set it at
 //!   registration, else a /24 of 10.42.0.0/16 picked from the node's name (they run no pods,
 //!   only report addresses); real nodes wait for the server's node IPAM controller.
