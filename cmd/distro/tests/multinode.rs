@@ -238,6 +238,62 @@ fn vxlan_nodes_get_distinct_ranges_and_pods_reach_each_other() {
 
     pod_to_pod_keeps_source(&c);
 
+    // Traffic leaving the cluster CIDR is masqueraded: an HTTP server on the LAN (in the
+    // server's namespace) sees node 0's address, not the pod's.
+    let www = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(www.path().join("cgi-bin")).unwrap();
+    let cgi = www.path().join("cgi-bin/ip");
+    std::fs::write(
+        &cgi,
+        "#!/bin/sh\necho Content-Type: text/plain\necho\necho REMOTE=$REMOTE_ADDR\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cgi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut lan_httpd = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", c.server_netns().name))
+        .args(["busybox", "httpd", "-f", "-p", "10.77.0.1:18080", "-h"])
+        .arg(www.path())
+        .spawn()
+        .expect("busybox httpd");
+    let egress = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: egress, namespace: default}}
+spec:
+  nodeName: {}
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "while true; do printf 'GET /cgi-bin/ip HTTP/1.0\r\n\r\n' | nc -w 2 10.77.0.1 18080; sleep 0.5; done"]
+"#,
+        c.nodes[0].name
+    );
+    c.server
+        .ok_stdin(LATEST, &["apply", "-f", "-"], Some(&egress));
+    let data = c.nodes[0].agent.data_dir();
+    let seen = format!("REMOTE={}\n", c.nodes[0].ip);
+    let masqueraded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually(Duration::from_secs(40), EVERY, "egress masqueraded", || {
+            container_log(&data, "egress").contains(&seen).then_some(())
+        })
+    }));
+    let _ = lan_httpd.kill();
+    let _ = lan_httpd.wait();
+    if let Err(e) = masqueraded {
+        std::panic::resume_unwind(e);
+    }
+    c.server.ok(
+        LATEST,
+        &[
+            "delete",
+            "pod",
+            "egress",
+            "--grace-period=1",
+            "--timeout=30s",
+        ],
+    );
+
     // A node that leaves takes its route along on the others.
     c.server.ok(LATEST, &["delete", "node", &c.nodes[2].name]);
     eventually(
