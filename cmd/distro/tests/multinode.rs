@@ -178,6 +178,7 @@ fn vxlan_nodes_get_distinct_ranges_and_pods_reach_each_other() {
             server_args: vec![],
             agent_args: vec![],
             ipv6: false,
+            detect_node_ip: false,
         },
         install_images,
     );
@@ -320,6 +321,7 @@ fn host_gw_routes_pods_via_node_addresses() {
             server_args: vec![],
             agent_args: vec!["--flannel-backend", "host-gw"],
             ipv6: false,
+            detect_node_ip: false,
         },
         install_images,
     );
@@ -386,6 +388,7 @@ fn dual_stack_pods_reach_each_other_over_ipv6() {
             server_args: vec!["--cluster-cidr", CIDRS],
             agent_args: vec!["--cluster-cidr", CIDRS],
             ipv6: true,
+            detect_node_ip: false,
         },
         install_images,
     );
@@ -446,4 +449,70 @@ fn dual_stack_pods_reach_each_other_over_ipv6() {
         ],
     );
     eprintln!("dual-stack test took {:?}", began.elapsed());
+}
+
+#[test]
+fn a_node_whose_address_changes_is_followed_by_its_peers() {
+    let began = Instant::now();
+    let c = Cluster::start(
+        bin(),
+        Options {
+            nodes: 2,
+            server_args: vec![],
+            agent_args: vec![],
+            ipv6: false,
+            detect_node_ip: true,
+        },
+        install_images,
+    );
+    c.wait_ready(Duration::from_secs(60));
+    let fdb_dst = |want: &str| {
+        let out = c.nodes[0]
+            .netns
+            .exec(&["bridge", "fdb", "show", "dev", "distro.1"]);
+        String::from_utf8_lossy(&out.stdout).contains(&format!("dst {want} "))
+    };
+    eventually(
+        Duration::from_secs(20),
+        EVERY,
+        "FDB entry of node 1",
+        || fdb_dst(&c.nodes[1].ip).then_some(()),
+    );
+    // DHCP hands node 1 another address.
+    let ns = &c.nodes[1].netns.name;
+    let new_ip = format!("{}.51", distro_testharness::cluster::LAN_PREFIX);
+    // (The old one first: deleting a primary address takes its secondaries along.)
+    let old_cidr = format!("{}/24", c.nodes[1].ip);
+    let new_cidr = format!("{new_ip}/24");
+    for args in [
+        ["-n", ns, "addr", "del", &old_cidr, "dev", "eth0"],
+        ["-n", ns, "addr", "add", &new_cidr, "dev", "eth0"],
+    ] {
+        assert!(Command::new("ip").args(args).status().unwrap().success());
+    }
+    eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "node 1's new address published",
+        || {
+            let n = pod_cidr(&c, &c.nodes[1].name);
+            (n["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"] == new_ip.as_str())
+                .then_some(())
+        },
+    );
+    eventually(
+        Duration::from_secs(20),
+        EVERY,
+        "node 0 following node 1",
+        || (fdb_dst(&new_ip) && !fdb_dst(&c.nodes[1].ip)).then_some(()),
+    );
+    let dev = c.nodes[1]
+        .netns
+        .exec(&["ip", "-d", "link", "show", "distro.1"]);
+    assert!(
+        String::from_utf8_lossy(&dev.stdout).contains(&format!("local {new_ip} ")),
+        "{}",
+        String::from_utf8_lossy(&dev.stdout)
+    );
+    eprintln!("address change test took {:?}", began.elapsed());
 }

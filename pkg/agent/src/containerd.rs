@@ -96,14 +96,8 @@ async fn serve(
         return Ok(());
     };
     tracing::info!(node = %name, cidrs = ?pod_cidrs, "pod CIDR assigned");
-    let local_ips = if config.network.node_ips.is_empty() {
-        vec![node_ip]
-    } else {
-        config.network.node_ips.clone()
-    };
-    let public = crate::overlay::public_ips(&config.network, node_ip);
     let overlay =
-        crate::overlay::setup(&config.network, &name, &local_ips, &public, &pod_cidrs).await?;
+        crate::overlay::setup(&config.network, &name, &config.server, node_ip, &pod_cidrs).await?;
     let mtu = overlay.as_ref().and_then(|o| o.mtu);
     let conflist = write_cni_config(config, rt, &pod_cidrs, mtu).await?;
     tracing::info!(path = %conflist.display(), "pod network configured");

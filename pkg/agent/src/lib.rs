@@ -145,6 +145,9 @@ pub enum Error {
     /// The overlay to other nodes could not be set up.
     #[error("pod network overlay: {0}")]
     Overlay(#[source] distro_network::Error),
+    /// One overlay convergence took too long (it is retried).
+    #[error("pod network overlay: convergence took longer than {0:?}")]
+    OverlayTimeout(std::time::Duration),
 }
 
 impl Error {

@@ -12,8 +12,9 @@
 //! flannel leaves its device).
 //!
 //! # Limits
-//! - This node's own address is read at start: a node whose address changes needs an agent
-//!   restart (its peers follow the change without one).
+//! - Without `--node-ip`, the node's address (towards the server) is re-detected every
+//!   [`ADDRESS_CHECK`]: a change re-creates the device and republishes, and peers follow.
+//!   The Node's InternalIP in its status is the node status reporter's, not changed here.
 //! - IPv6 across nodes needs an IPv6 `--node-ip`; without one the node has IPv6 pod addresses
 //!   reachable only on the node.
 
@@ -38,6 +39,10 @@ use crate::Error;
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Convergence without events (entries removed behind our back come back).
 const RESYNC: Duration = Duration::from_secs(30);
+/// Longest one convergence may take before it is abandoned and retried.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the node's address is re-detected when `--node-ip` is not given (DHCP).
+const ADDRESS_CHECK: Duration = Duration::from_secs(2);
 /// Retry delays after a failed convergence: from 200 ms, doubling, capped.
 const RETRY_BASE: Duration = Duration::from_millis(200);
 const RETRY_CAP: Duration = Duration::from_secs(10);
@@ -53,6 +58,11 @@ pub struct Overlay {
     published: BTreeMap<String, String>,
     /// The pods' MTU (the VXLAN device's), for the CNI config.
     pub mtu: Option<u32>,
+    settings: Settings,
+    server: String,
+    pod_cidrs: Vec<IpNet>,
+    /// The address towards the server, as last detected.
+    detected: IpAddr,
 }
 
 /// The addresses peers use to reach this node: `--node-external-ip`, else `--node-ip`,
@@ -69,6 +79,8 @@ pub fn public_ips(settings: &Settings, detected: IpAddr) -> Vec<IpAddr> {
 
 /// Sets up this node's side of the overlay for its `pod_cidrs`: the VXLAN device per family
 /// that has a public address (nothing for host-gw). `None` when the backend is `none`.
+/// `server` is the URL the node's address is detected towards when `--node-ip` is not given
+/// (and re-detected while running, so a DHCP change follows).
 ///
 /// # Errors
 /// [`Error::Overlay`] when the device cannot be created (no interface holds the node IP,
@@ -76,8 +88,8 @@ pub fn public_ips(settings: &Settings, detected: IpAddr) -> Vec<IpAddr> {
 pub async fn setup(
     settings: &Settings,
     node: &str,
-    local_ips: &[IpAddr],
-    public: &[IpAddr],
+    server: &str,
+    detected: IpAddr,
     pod_cidrs: &[IpNet],
 ) -> Result<Option<Overlay>, Error> {
     let backend = match settings.backend {
@@ -86,61 +98,99 @@ pub async fn setup(
         crate::network::Backend::HostGw => Backend::HostGw,
     };
     let netlink = link::Netlink::open().map_err(Error::Overlay)?;
-    let mut families = BTreeMap::new();
-    let mut macs = BTreeMap::new();
-    let mut mtu: Option<u32> = None;
-    for cidr in pod_cidrs {
-        let v4 = cidr.addr().is_ipv4();
-        let Some(local) = local_ips.iter().find(|a| a.is_ipv4() == v4) else {
-            tracing::warn!(%cidr, "no node address of this family: its pods reach only this node");
-            continue;
-        };
-        match backend {
-            Backend::HostGw => {
-                families.insert(v4, None);
-            }
-            Backend::Vxlan => {
-                let (uplink, uplink_mtu) = link::uplink(netlink.handle(), *local)
-                    .await
-                    .map_err(Error::Overlay)?;
-                let spec = link::VxlanSpec {
-                    name: if v4 {
-                        overlay::DEVICE_V4
-                    } else {
-                        overlay::DEVICE_V6
-                    }
-                    .to_string(),
-                    local: *local,
-                    uplink,
-                    mtu: overlay::vxlan_mtu(uplink_mtu, !v4),
-                    mac: overlay::vtep_mac(node, v4),
-                    vtep: IpNet::new(overlay::vtep_ip(cidr), if v4 { 32 } else { 128 })
-                        .unwrap_or(*cidr),
-                };
-                let index = link::ensure_vxlan(netlink.handle(), &spec)
-                    .await
-                    .map_err(Error::Overlay)?;
-                tracing::info!(device = %spec.name, local = %local, mtu = spec.mtu, "VXLAN device ready");
-                mtu = Some(mtu.map_or(spec.mtu, |m| m.min(spec.mtu)));
-                macs.insert(v4, spec.mac);
-                families.insert(v4, Some(index));
-            }
-        }
-    }
-    let published = annotations::publish(backend, public, &macs);
-    Ok(Some(Overlay {
+    let mut overlay = Overlay {
         netlink,
         node: node.to_string(),
         backend,
-        families,
-        published,
-        mtu,
-    }))
+        families: BTreeMap::new(),
+        published: BTreeMap::new(),
+        mtu: None,
+        settings: settings.clone(),
+        server: server.to_string(),
+        pod_cidrs: pod_cidrs.to_vec(),
+        detected,
+    };
+    overlay.configure().await?;
+    Ok(Some(overlay))
 }
 
 impl Overlay {
+    /// The node's own addresses: `--node-ip`, else the detected one.
+    fn local_ips(&self) -> Vec<IpAddr> {
+        if self.settings.node_ips.is_empty() {
+            vec![self.detected]
+        } else {
+            self.settings.node_ips.clone()
+        }
+    }
+
+    /// (Re)creates the devices for the current addresses and what to publish.
+    async fn configure(&mut self) -> Result<(), Error> {
+        let local_ips = self.local_ips();
+        let mut families = BTreeMap::new();
+        let mut macs = BTreeMap::new();
+        let mut mtu: Option<u32> = None;
+        for cidr in &self.pod_cidrs {
+            let v4 = cidr.addr().is_ipv4();
+            let Some(local) = local_ips.iter().find(|a| a.is_ipv4() == v4) else {
+                tracing::warn!(%cidr, "no node address of this family: its pods reach only this node");
+                continue;
+            };
+            match self.backend {
+                Backend::HostGw => {
+                    families.insert(v4, None);
+                }
+                Backend::Vxlan => {
+                    let h = self.netlink.handle();
+                    let (uplink, uplink_mtu) =
+                        link::uplink(h, *local).await.map_err(Error::Overlay)?;
+                    let spec = link::VxlanSpec {
+                        name: if v4 {
+                            overlay::DEVICE_V4
+                        } else {
+                            overlay::DEVICE_V6
+                        }
+                        .to_string(),
+                        local: *local,
+                        uplink,
+                        mtu: overlay::vxlan_mtu(uplink_mtu, !v4),
+                        mac: overlay::vtep_mac(&self.node, v4),
+                        vtep: IpNet::new(overlay::vtep_ip(cidr), if v4 { 32 } else { 128 })
+                            .unwrap_or(*cidr),
+                    };
+                    let index = link::ensure_vxlan(h, &spec).await.map_err(Error::Overlay)?;
+                    tracing::info!(device = %spec.name, local = %local, mtu = spec.mtu, "VXLAN device ready");
+                    mtu = Some(mtu.map_or(spec.mtu, |m| m.min(spec.mtu)));
+                    macs.insert(v4, spec.mac);
+                    families.insert(v4, Some(index));
+                }
+            }
+        }
+        let public = public_ips(&self.settings, self.detected);
+        self.published = annotations::publish(self.backend, &public, &macs);
+        self.families = families;
+        self.mtu = mtu;
+        Ok(())
+    }
+
+    /// Re-detects the node's address when it is not given by flags; on a change, re-creates
+    /// the devices and republishes. Returns whether anything changed.
+    async fn follow_address(&mut self) -> Result<bool, Error> {
+        if !self.settings.node_ips.is_empty() {
+            return Ok(false);
+        }
+        let now = crate::kubelet::node_ip(&self.server).await?;
+        if now == self.detected {
+            return Ok(false);
+        }
+        tracing::info!(old = %self.detected, new = %now, "the node's address changed");
+        self.detected = now;
+        self.configure().await?;
+        Ok(true)
+    }
+
     /// Publishes this node's annotations, then follows the cluster's Nodes until `shutdown`.
-    pub async fn run(self, client: distro_client::Client, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, client: distro_client::Client, mut shutdown: watch::Receiver<bool>) {
         let api: Api<Node> = Api::all(client.clone());
         let (store, writer) = reflector::store();
         let mut events = reflector(
@@ -151,6 +201,7 @@ impl Overlay {
         let mut dirty = true;
         let mut failures = 0u32;
         let mut next = tokio::time::Instant::now() + RESYNC;
+        let mut address_check = tokio::time::interval(ADDRESS_CHECK);
         loop {
             let wake = if dirty {
                 tokio::time::Instant::now() + DEBOUNCE
@@ -165,9 +216,24 @@ impl Overlay {
                     None => return,
                 },
                 _ = tokio::time::sleep_until(wake) => {}
+                _ = address_check.tick() => {
+                    match self.follow_address().await {
+                        Ok(true) => dirty = true,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "re-detecting the node's address failed"),
+                    }
+                    continue;
+                }
             }
             let nodes = store.state();
-            match self.converge(&api, &nodes).await {
+            // Bounded, and abandoned on shutdown: a request on a connection whose local
+            // address just went away (DHCP) hangs until dropped; the retry reconnects.
+            let pass = tokio::time::timeout(CONVERGE_TIMEOUT, self.converge(&api, &nodes));
+            let outcome = tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                r = pass => r.unwrap_or(Err(Error::OverlayTimeout(CONVERGE_TIMEOUT))),
+            };
+            match outcome {
                 Ok(()) => {
                     failures = 0;
                     dirty = false;

@@ -93,6 +93,8 @@ pub struct Options<'a> {
     /// Also give the LAN IPv6 addresses (`fd77::1`, `fd77::10`, …) and pass both families
     /// as `--node-ip` (dual-stack).
     pub ipv6: bool,
+    /// Leave `--node-ip` out, so agents detect their address (and follow changes).
+    pub detect_node_ip: bool,
 }
 
 /// A running cluster; dropping it removes everything it made.
@@ -183,11 +185,12 @@ impl Cluster {
                 "containerd",
                 "--node-name",
                 &name,
-                "--node-ip",
-                &node_ips,
                 "--kubelet-port",
                 "10250",
             ];
+            if !opts.detect_node_ip {
+                args.extend(["--node-ip", &node_ips]);
+            }
             args.extend(opts.agent_args.iter().copied());
             let agent = Agent::start_in_netns(bin, &netns.name, &url, &token, &args, &prepare);
             nodes.push(Node {
@@ -267,9 +270,14 @@ impl Drop for Node {
         let data = self.agent.data_dir();
         // SIGTERM: the agent stops its containerd; containers stay (as designed) and are
         // this harness's to remove.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let pid = self.agent.pid();
+        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.agent.stop();
         }));
+        if let (Err(_), Some(pid)) = (stopped, pid) {
+            // It did not stop in time; it is still our child's PID (not yet reaped).
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
         let Some(run) = run_dir(&data) else {
             return;
         };

@@ -464,6 +464,11 @@ impl Agent {
         self.child = Some(child);
     }
 
+    /// The running agent's PID.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The agent's data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
