@@ -17,6 +17,7 @@
 //!   The Node's InternalIP in its status is the node status reporter's, not changed here.
 //! - IPv6 across nodes needs an IPv6 `--node-ip`; without one the node has IPv6 pod addresses
 //!   reachable only on the node.
+//! - A node whose address is loopback (it reaches the server on 127.0.0.1) gets no overlay.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -136,6 +137,13 @@ impl Overlay {
                 tracing::warn!(%cidr, "no node address of this family: its pods reach only this node");
                 continue;
             };
+            if local.is_loopback() {
+                // A node that reaches its server over loopback (one machine, as in
+                // single-node tests) has no peers to tunnel to, and a device on `lo` would
+                // be shared by every such node of the machine.
+                tracing::info!(%cidr, %local, "node address is loopback: no overlay");
+                continue;
+            }
             match self.backend {
                 Backend::HostGw => {
                     families.insert(v4, None);
