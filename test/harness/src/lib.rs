@@ -1,6 +1,7 @@
-//! The one test harness for the real binary: each [`Server`] gets its own temp data dir and a
-//! free port, is stopped by PID (only the process it started) and its data dir removed on drop;
-//! its log is printed when a test fails. [`eventually`] replaces sleeps.
+//! The one test harness for the real binary: each [`Server`] gets its own temp data dir, a
+//! free port and (unless the test names one) its own slice of the pod range, is stopped by
+//! PID (only the process it started) and its data dir removed on drop; its log is printed
+//! when a test fails. [`eventually`] replaces sleeps.
 //!
 //! [`cluster`] builds several nodes on one machine, each in its own network namespace.
 //!
@@ -36,6 +37,17 @@ pub fn eventually<T>(
         }
         std::thread::sleep(every);
     }
+}
+
+/// A pod range for a server whose nodes share the test machine's network namespace: a /22
+/// of 10.42.0.0/16 (four node /24s) that differs between the servers of one test binary
+/// (and, likely, between test binaries), so two tests' pod bridges do not route the same
+/// /24 — the node IPAM controller gives every server's first node the first /24 of its range.
+fn host_cluster_cidr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let slot = (std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed)) % 64;
+    format!("10.42.{}.0/22", slot * 4)
 }
 
 /// A command for `program`, run inside network namespace `netns` (under /var/run/netns)
@@ -90,11 +102,15 @@ impl Server {
             .tempdir()
             .expect("temp dir");
         let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let mut extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !extra.iter().any(|a| a.starts_with("--cluster-cidr")) {
+            extra_args.push(format!("--cluster-cidr={}", host_cluster_cidr()));
+        }
         let mut s = Server {
             child: None,
             kubeconfig,
             dir,
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            extra_args,
             bin: bin.to_path_buf(),
             port: 0,
             netns: None,
