@@ -146,6 +146,15 @@ impl Overlay {
             }
             match self.backend {
                 Backend::HostGw => {
+                    // A VXLAN device left from an earlier start with the vxlan backend.
+                    let name = if v4 {
+                        overlay::DEVICE_V4
+                    } else {
+                        overlay::DEVICE_V6
+                    };
+                    link::delete_link(self.netlink.handle(), name)
+                        .await
+                        .map_err(Error::Overlay)?;
                     families.insert(v4, None);
                 }
                 Backend::Vxlan => {
