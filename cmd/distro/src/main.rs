@@ -259,6 +259,23 @@ struct ServerArgs {
         help_heading = "Metrics"
     )]
     metrics_resolution: std::time::Duration,
+    // --- overlay ---
+    /// Prefix length of each node's IPv4 pod range, taken from --cluster-cidr.
+    #[arg(
+        long,
+        env = "DISTRO_NODE_CIDR_MASK_SIZE_IPV4",
+        default_value_t = 24,
+        help_heading = "Networking"
+    )]
+    node_cidr_mask_size_ipv4: u8,
+    /// Prefix length of each node's IPv6 pod range, taken from --cluster-cidr.
+    #[arg(
+        long,
+        env = "DISTRO_NODE_CIDR_MASK_SIZE_IPV6",
+        default_value_t = 64,
+        help_heading = "Networking"
+    )]
+    node_cidr_mask_size_ipv6: u8,
 }
 
 /// Parses a Go duration as upstream's flags take it: decimal numbers with units
@@ -342,6 +359,14 @@ struct AgentArgs {
     /// Serve this many simulated nodes, named <node-name>-0 … <node-name>-(N-1).
     #[arg(long, help_heading = "Runtime")]
     fake_nodes: Option<u32>,
+    /// The cluster's pod range(s) as the server's --cluster-cidr (not masqueraded).
+    #[arg(
+        long,
+        env = "DISTRO_CLUSTER_CIDR",
+        default_value = "10.42.0.0/16",
+        help_heading = "Networking"
+    )]
+    cluster_cidr: String,
 }
 
 /// The node's flags, the same for `distro agent` and `distro server` (whose node they
@@ -394,6 +419,51 @@ struct NodeArgs {
     /// (the kubelet's flag; a Go duration).
     #[arg(long, default_value = "5m", value_parser = parse_go_duration, help_heading = "Node")]
     eviction_pressure_transition_period: std::time::Duration,
+    // --- overlay ---
+    /// How pod traffic reaches other nodes: vxlan, host-gw (nodes on one L2 segment) or none.
+    #[arg(
+        long,
+        env = "DISTRO_FLANNEL_BACKEND",
+        default_value = "vxlan",
+        help_heading = "Networking"
+    )]
+    flannel_backend: String,
+    /// The node's address(es), one per family (default: the address towards the server).
+    #[arg(
+        long,
+        env = "DISTRO_NODE_IP",
+        value_delimiter = ',',
+        help_heading = "Networking"
+    )]
+    node_ip: Vec<IpAddr>,
+    /// Address(es) other nodes reach this one at for the overlay (default: --node-ip).
+    #[arg(
+        long,
+        env = "DISTRO_NODE_EXTERNAL_IP",
+        value_delimiter = ',',
+        help_heading = "Networking"
+    )]
+    node_external_ip: Vec<IpAddr>,
+}
+
+/// The node's network flags, validated, for a cluster whose pod range(s) are `cluster_cidr`.
+fn node_network(n: &NodeArgs, cluster_cidr: &str) -> Result<distro_agent::network::Settings> {
+    let ipam = distro_server::NodeIpamSettings::parse(cluster_cidr, 24, 64)?;
+    let backend = n.flannel_backend.parse().map_err(anyhow::Error::msg)?;
+    for (flag, ips) in [
+        ("--node-ip", &n.node_ip),
+        ("--node-external-ip", &n.node_external_ip),
+    ] {
+        if ips.len() > 2 || (ips.len() == 2 && ips[0].is_ipv4() == ips[1].is_ipv4()) {
+            bail!("{flag}: at most one IPv4 and one IPv6 address");
+        }
+    }
+    Ok(distro_agent::network::Settings {
+        cluster_cidrs: ipam.cluster_cidrs,
+        backend,
+        node_ips: n.node_ip.clone(),
+        node_external_ips: n.node_external_ip.clone(),
+    })
 }
 
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
@@ -486,6 +556,7 @@ async fn token(a: TokenArgs) -> Result<()> {
 }
 
 fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
+    let network = node_network(&a.node, &a.cluster_cidr)?;
     let containerd = match a.runtime.as_str() {
         "fake" => false,
         "containerd" if a.fake_nodes.is_some() => bail!("--fake-nodes needs --runtime fake"),
@@ -503,7 +574,7 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
     if uri.scheme_str() != Some("https") || uri.host().is_none() {
         bail!("--join {:?} must be an https:// URL of a server", a.join);
     }
-    let mut config = node_config(a.node, a.data_dir, containerd)?;
+    let mut config = node_config(a.node, a.data_dir, containerd, network)?;
     config.server = a.join.trim_end_matches('/').to_string();
     config.token = token;
     config.fake_capacity =
@@ -515,7 +586,12 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
 /// The node's configuration from its flags, shared by `distro agent` and `distro server`.
 /// The server to join and the token are left empty for the caller to fill in (the agent from
 /// `--join`/`--token`, the server with its own URL and token once it serves).
-fn node_config(n: NodeArgs, data_dir: PathBuf, containerd: bool) -> Result<distro_agent::Config> {
+fn node_config(
+    n: NodeArgs,
+    data_dir: PathBuf,
+    containerd: bool,
+    network: distro_agent::network::Settings,
+) -> Result<distro_agent::Config> {
     let containerd = if containerd {
         let mut rt = distro_cri::runtime::RuntimeConfig::new(data_dir.clone())?;
         rt.pause_image = n.pause_image.clone();
@@ -579,6 +655,7 @@ fn node_config(n: NodeArgs, data_dir: PathBuf, containerd: bool) -> Result<distr
         image_gc,
         eviction_hard: n.eviction_hard.parse().map_err(anyhow::Error::msg)?,
         eviction_pressure_transition_period: n.eviction_pressure_transition_period,
+        network,
     })
 }
 
@@ -668,13 +745,20 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
             }
         }
     }
+    let node_ipam = distro_server::NodeIpamSettings::parse(
+        &a.cluster_cidr,
+        a.node_cidr_mask_size_ipv4,
+        a.node_cidr_mask_size_ipv6,
+    )?;
     let agent = if a.disable_agent {
         None
     } else {
-        Some(node_config(a.node, a.data_dir.clone(), true)?)
+        let network = node_network(&a.node, &a.cluster_cidr)?;
+        Some(node_config(a.node, a.data_dir.clone(), true, network)?)
     };
     Ok(distro_server::Config {
         agent,
+        node_ipam,
         data_dir: a.data_dir,
         bind_address: a.bind_address,
         https_port: a.https_listen_port,

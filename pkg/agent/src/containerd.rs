@@ -5,8 +5,9 @@
 //! the kubelet's pod workers ([`distro_kubelet::worker`]).
 //!
 //! # Limits
-//! - The pod network is the node's /24 on a local bridge ([`distro_network::cni`]); no
-//!   overlay to other nodes yet.
+//! - The pod network is the node's podCIDR (from the server's node IPAM controller, waited
+//!   for after registration) on a local bridge ([`distro_network::cni`]), reaching other
+//!   nodes' pods through the overlay ([`crate::overlay`]).
 //! - A containerd that stops answering turns the node NotReady within a status period
 //!   ([`crate::status`]); the supervisor restarts it.
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use distro_kubelet::pod::container::ContainerSettings;
 use distro_kubelet::pod::dns::{parse_resolv_conf, ClusterDns};
 use distro_kubelet::pod::sandbox::SandboxSettings;
+use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio::sync::watch;
 
@@ -74,7 +76,10 @@ async fn serve(
     let client = join::node_client(&config.server, &ca_pem, &name, &pair)?;
     // Also with stored credentials: the name may have been taken meanwhile.
     join::claim_node_name(&client, &name, &password).await?;
-    let node_ip = crate::kubelet::node_ip(&config.server).await?;
+    let node_ip = match config.network.node_ips.first() {
+        Some(ip) => *ip,
+        None => crate::kubelet::node_ip(&config.server).await?,
+    };
 
     let real = node::RealNode {
         host_ip: node_ip.to_string(),
@@ -86,7 +91,15 @@ async fn serve(
     let kubelet = std::net::SocketAddr::new(node_ip, config.kubelet_port);
     let registered = node::register(client.clone(), config, &name, kubelet, Some(&real)).await?;
     tracing::info!(node = %name, "nodes registered and Ready");
-    let conflist = write_cni_config(config, rt, registered.pod_prefix).await?;
+    let Some(pod_cidrs) = crate::network::wait_pod_cidrs(&client, &name, shutdown.clone()).await?
+    else {
+        return Ok(());
+    };
+    tracing::info!(node = %name, cidrs = ?pod_cidrs, "pod CIDR assigned");
+    let overlay =
+        crate::overlay::setup(&config.network, &name, &config.server, node_ip, &pod_cidrs).await?;
+    let mtu = overlay.as_ref().and_then(|o| o.mtu);
+    let conflist = write_cni_config(config, rt, &pod_cidrs, mtu).await?;
     tracing::info!(path = %conflist.display(), "pod network configured");
 
     let restrict_oom_score_adj =
@@ -146,6 +159,14 @@ async fn serve(
         pressure: pressure_tx,
     };
     let leases = node::renew_leases(vec![Arc::new(registered)], shutdown.clone());
+    let overlay = {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        async move {
+            if let Some(o) = overlay {
+                o.run(client, shutdown).await;
+            }
+        }
+    };
     let image_gc = distro_kubelet::images::service::run(
         client.clone(),
         rt.cri.clone(),
@@ -170,41 +191,61 @@ async fn serve(
         Some(manifests),
         shutdown.clone(),
     );
-    let (_, result, _, _, ()) = tokio::join!(
+    let (_, result, _, _, (), ()) = tokio::join!(
         leases,
         workers,
         reporter.run(shutdown.clone()),
         eviction.run(shutdown),
-        image_gc
+        image_gc,
+        overlay
     );
     result.map_err(Error::Kubelet)
 }
 
-/// The cluster's pod range (distro's and k3s's default), never masqueraded.
-const CLUSTER_CIDR: &str = "10.42.0.0/16";
-
-/// Writes the CNI conflist for the node's /24, so containerd gives non-hostNetwork pods an
-/// address on the node's bridge through distro's plugin.
+/// Writes the CNI conflist for the node's pod ranges, so containerd gives non-hostNetwork
+/// pods addresses on the node's bridge through distro's plugin; `mtu` is the overlay's.
 async fn write_cni_config(
     config: &Config,
     rt: &distro_cri::runtime::NodeRuntime,
-    prefix: [u8; 3],
+    pod_cidrs: &[IpNet],
+    mtu: Option<u32>,
 ) -> Result<std::path::PathBuf, Error> {
-    let [a, b, c] = prefix;
+    let invalid = |what: String| Error::Io {
+        path: rt.paths.cni_conf.clone(),
+        source: std::io::Error::other(what),
+    };
+    let v4 = |n: &IpNet| match n {
+        IpNet::V4(n) => Some(*n),
+        IpNet::V6(_) => None,
+    };
+    let v6 = |n: &IpNet| match n {
+        IpNet::V6(n) => Some(*n),
+        IpNet::V4(_) => None,
+    };
+    let pod_cidr = pod_cidrs.iter().find_map(v4).ok_or_else(|| {
+        invalid(format!(
+            "the node's pod CIDRs {pod_cidrs:?} have no IPv4 range"
+        ))
+    })?;
+    let pod_cidr_v6 = pod_cidrs.iter().find_map(v6);
+    let cluster = &config.network;
     let network = distro_network::cni::NodeNetwork {
-        pod_cidr: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(a, b, c, 0), 24).map_err(|e| {
-            Error::Io {
-                path: rt.paths.cni_conf.clone(),
-                source: std::io::Error::other(e),
-            }
-        })?,
-        pod_cidr_v6: None,
-        cluster_cidr: CLUSTER_CIDR.parse().map_err(|e| Error::Io {
-            path: rt.paths.cni_conf.clone(),
-            source: std::io::Error::other(e),
-        })?,
-        cluster_cidr_v6: None,
-        mtu: None,
+        pod_cidr,
+        pod_cidr_v6,
+        // A range outside --cluster-cidr (set by hand) is still pod-to-pod traffic.
+        cluster_cidr: cluster
+            .cluster_cidr_for(true)
+            .and_then(|c| v4(&c))
+            .filter(|c| c.contains(&pod_cidr))
+            .unwrap_or(pod_cidr),
+        cluster_cidr_v6: pod_cidr_v6.map(|p| {
+            cluster
+                .cluster_cidr_for(false)
+                .and_then(|c| v6(&c))
+                .filter(|c| c.contains(&p))
+                .unwrap_or(p)
+        }),
+        mtu,
         data_dir: config.data_dir.join("agent/cni/ipam"),
         bridge: config.cni_bridge.clone(),
     };

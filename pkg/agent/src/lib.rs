@@ -21,9 +21,10 @@
 //!
 //! # Limits
 //! - `--runtime containerd` ([`containerd`]) serves one node; its pods reach other nodes'
-//!   pods only once the overlay exists (a later issue).
-//! - No IPAM controller yet: a node's pod range is its `spec.podCIDR` if set, else a /24 of
-//!   10.42.0.0/16 picked from the node's name, so two nodes may share a range.
+//!   pods through the overlay ([`overlay`]: VXLAN or host-gw, [`network`] settings).
+//! - Simulated nodes take their pod range from `spec.podCIDR` when the server set it at
+//!   registration, else a /24 of 10.42.0.0/16 picked from the node's name (they run no pods,
+//!   only report addresses); real nodes wait for the server's node IPAM controller.
 //! - Credentials are not rotated while running; a restart renews them when a third of their
 //!   lifetime is left.
 
@@ -42,7 +43,9 @@ pub mod eviction;
 pub mod fake;
 pub mod join;
 pub mod kubelet;
+pub mod network;
 pub mod node;
+pub mod overlay;
 pub mod status;
 pub mod usage;
 
@@ -133,6 +136,22 @@ pub enum Error {
     /// The pod workers failed.
     #[error("kubelet: {0}")]
     Kubelet(#[source] distro_kubelet::worker::Error),
+    // --- overlay ---
+    /// Waiting for the node's pod CIDR failed.
+    #[error("waiting for the pod CIDR of Node {node}: {source}")]
+    PodCidr {
+        /// The node.
+        node: String,
+        /// Cause.
+        #[source]
+        source: kube::runtime::wait::Error,
+    },
+    /// The overlay to other nodes could not be set up.
+    #[error("pod network overlay: {0}")]
+    Overlay(#[source] distro_network::Error),
+    /// One overlay convergence took too long (it is retried).
+    #[error("pod network overlay: convergence took longer than {0:?}")]
+    OverlayTimeout(std::time::Duration),
 }
 
 impl Error {
@@ -180,6 +199,9 @@ pub struct Config {
     /// How long a pressure condition stays after its thresholds are no longer met
     /// (`--eviction-pressure-transition-period`).
     pub eviction_pressure_transition_period: std::time::Duration,
+    /// Cluster ranges, overlay backend and node addresses (`--cluster-cidr`,
+    /// `--flannel-backend`, `--node-ip`, `--node-external-ip`).
+    pub network: network::Settings,
 }
 
 impl Config {

@@ -32,6 +32,7 @@
 //! - [`resourcequota`]: keeps ResourceQuotas' `status.hard` and `status.used` current.
 //! - [`hpa`]: scales HorizontalPodAutoscalers' targets from resource metrics
 //!   (`metrics.k8s.io`), with upstream's stabilisation and scaling policies.
+//! - [`nodeipam`]: gives every Node its pod ranges (`spec.podCIDRs`) from the cluster CIDR.
 //! - [`podgc`]: force-deletes terminated pods over the threshold, orphans of deleted nodes and
 //!   terminating pods no kubelet will finish.
 //!
@@ -71,6 +72,7 @@ pub mod history;
 pub mod hpa;
 pub mod job;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod objects;
 pub mod podendpoints;
@@ -182,6 +184,8 @@ pub struct Settings {
     pub terminated_pod_gc_threshold: u32,
     /// The horizontal pod autoscaler's sync period, stabilisation and tolerance.
     pub hpa: hpa::Settings,
+    /// Node pod ranges (`--cluster-cidr`, node mask sizes); no cluster CIDR: no allocation.
+    pub node_ipam: nodeipam::Settings,
 }
 
 /// Runs every controller until `shutdown` turns true, then lets in-flight reconciles
@@ -269,6 +273,12 @@ pub async fn run(clients: Clients, settings: Settings, shutdown: watch::Receiver
         hpa::run(
             clients.clone(),
             settings.hpa,
+            shutdown_signal(shutdown.clone()),
+        )
+        .boxed(),
+        nodeipam::run(
+            clients.clone(),
+            settings.node_ipam,
             shutdown_signal(shutdown.clone()),
         )
         .boxed(),

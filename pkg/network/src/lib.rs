@@ -11,9 +11,11 @@
 //! - IPv6 (dual-stack) pods get an address, routes, masquerade and hostPorts, but a hostPort
 //!   is not reachable from `::1` (the kernel has no `route_localnet` for IPv6, as with the
 //!   reference portmap).
-//! - The overlay between nodes (VXLAN) and the service proxy are later modules.
+//! - [`overlay`]: routes, neighbour and FDB entries to other nodes' pod ranges (VXLAN or
+//!   host-gw), as flannel's backends.
 
 pub mod cni;
 mod error;
+pub mod overlay;
 
 pub use error::Error;

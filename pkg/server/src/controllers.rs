@@ -121,6 +121,7 @@ pub(crate) async fn start(
         node_monitor_grace_period: config.node_monitor_grace_period,
         terminated_pod_gc_threshold: config.terminated_pod_gc_threshold,
         hpa: config.hpa,
+        node_ipam: config.node_ipam.clone(),
     };
     let controllers = leader::run(
         manager.clone(),

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 /// The horizontal pod autoscaler's settings, re-exported so `cmd/distro` can fill them from
 /// its flags without depending on the controllers crate.
 pub use distro_controllers::hpa::Settings as HpaSettings;
+pub use distro_controllers::nodeipam::Settings as NodeIpamSettings;
 
 mod auth;
 mod bootstrap;
@@ -77,6 +78,8 @@ pub struct Config {
     pub hpa: HpaSettings,
     /// How often kubelets are scraped for metrics.k8s.io (`--metrics-resolution`).
     pub metrics_resolution: std::time::Duration,
+    /// Node pod ranges: `--cluster-cidr` with `--node-cidr-mask-size-ipv4/-ipv6`.
+    pub node_ipam: NodeIpamSettings,
 }
 
 /// Errors of server start-up.

@@ -1,10 +1,14 @@
-//! The one test harness for the real binary: each [`Server`] gets its own temp data dir and a
-//! free port, is stopped by PID (only the process it started) and its data dir removed on drop;
-//! its log is printed when a test fails. [`eventually`] replaces sleeps.
+//! The one test harness for the real binary: each [`Server`] gets its own temp data dir, a
+//! free port and (unless the test names one) its own slice of the pod range, is stopped by
+//! PID (only the process it started) and its data dir removed on drop; its log is printed
+//! when a test fails. [`eventually`] replaces sleeps.
+//!
+//! [`cluster`] builds several nodes on one machine, each in its own network namespace.
 //!
 //! Tests find the binary through `DISTRO_BIN` or cargo's `CARGO_BIN_EXE_distro`, and kubectl at
 //! `/usr/lib/google-cloud-sdk/bin/kubectl.1.NN` (override the directory with `KUBECTL_DIR`).
 
+pub mod cluster;
 pub mod node;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +42,32 @@ pub fn eventually<T>(
     }
 }
 
+/// A pod range for a server whose nodes share the test machine's network namespace: a /22
+/// of 10.42.0.0/16 (four node /24s) that differs between the servers of one test binary
+/// (and, likely, between test binaries), so two tests' pod bridges do not route the same
+/// /24 — the node IPAM controller gives every server's first node the first /24 of its range.
+fn host_cluster_cidr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let slot = (std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed)) % 64;
+    format!("10.42.{}.0/22", slot * 4)
+}
+
+/// A command for `program`, run inside network namespace `netns` (under /var/run/netns)
+/// when given. Through `nsenter --net`, which execs the program (the child's PID is the
+/// program's) and, unlike `ip netns exec`, leaves the mounts alone: `ip netns exec` mounts a
+/// fresh /sys, hiding the cgroup mounts runc needs.
+fn in_netns(netns: Option<&str>, program: &Path) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/var/run/netns/{ns}")).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// Path of a kubectl minor version.
 pub fn kubectl_path(minor: u32) -> PathBuf {
     let dir =
@@ -57,6 +87,10 @@ pub struct Server {
     port: u16,
     /// Whether this server runs its own node (no `--disable-agent`).
     node: bool,
+    /// The network namespace the server (and kubectl) run in; `None`: the test's own.
+    netns: Option<String>,
+    /// `--bind-address`.
+    bind: String,
 }
 
 impl Server {
@@ -73,6 +107,33 @@ impl Server {
             .tempdir()
             .expect("temp dir");
         let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let mut extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !extra.iter().any(|a| a.starts_with("--cluster-cidr")) {
+            extra_args.push(format!("--cluster-cidr={}", host_cluster_cidr()));
+        }
+        let mut s = Server {
+            child: None,
+            kubeconfig,
+            dir,
+            extra_args,
+            bin: bin.to_path_buf(),
+            port: 0,
+            node: false,
+            netns: None,
+            bind: "127.0.0.1".into(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Like [`Server::start_with`], run inside network namespace `netns` and listening on
+    /// `bind` (an address of that namespace); kubectl runs there too.
+    pub fn start_in_netns(bin: &Path, netns: &str, bind: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("distro-test-")
+            .tempdir()
+            .expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
         let mut s = Server {
             child: None,
             kubeconfig,
@@ -81,6 +142,8 @@ impl Server {
             bin: bin.to_path_buf(),
             port: 0,
             node: false,
+            netns: Some(netns.to_string()),
+            bind: bind.to_string(),
         };
         s.spawn();
         s
@@ -107,6 +170,9 @@ impl Server {
         if !extra.iter().any(|a| a.starts_with("--eviction-hard")) {
             extra_args.push("--eviction-hard=".into());
         }
+        if !extra.iter().any(|a| a.starts_with("--cluster-cidr")) {
+            extra_args.push(format!("--cluster-cidr={}", host_cluster_cidr()));
+        }
         prepare(&dir.path().join("data"));
         let mut s = Server {
             child: None,
@@ -116,6 +182,8 @@ impl Server {
             bin: bin.to_path_buf(),
             port: 0,
             node: true,
+            netns: None,
+            bind: "127.0.0.1".into(),
         };
         s.spawn();
         s
@@ -128,14 +196,14 @@ impl Server {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = in_netns(self.netns.as_deref(), &self.bin);
         cmd.arg("server")
             .arg("--config")
             .arg(self.dir.path().join("no-config.yaml"))
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .arg("--bind-address")
-            .arg("127.0.0.1")
+            .arg(&self.bind)
             .arg("--https-listen-port")
             .arg(self.port.to_string())
             .arg("--write-kubeconfig")
@@ -236,7 +304,7 @@ impl Server {
     /// Runs kubectl with `stdin` as standard input (for `-f -`).
     pub fn kubectl_stdin(&self, minor: u32, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
-        let mut cmd = Command::new(kubectl_path(minor));
+        let mut cmd = in_netns(self.netns.as_deref(), &kubectl_path(minor));
         cmd.args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.dir.path())
@@ -340,6 +408,8 @@ pub struct Agent {
     dir: tempfile::TempDir,
     args: Vec<String>,
     bin: PathBuf,
+    /// The network namespace the agent runs in; `None`: the test's own.
+    netns: Option<String>,
 }
 
 impl Agent {
@@ -374,6 +444,30 @@ impl Agent {
 
     fn start_prepared(
         bin: &Path,
+        url: &str,
+        token: &str,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Agent {
+        Self::start_prepared_in(bin, None, url, token, extra, prepare)
+    }
+
+    /// Starts `distro agent` inside network namespace `netns` (see [`cluster`]); `prepare`
+    /// gets the data dir before the start.
+    pub fn start_in_netns(
+        bin: &Path,
+        netns: &str,
+        url: &str,
+        token: &str,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Agent {
+        Self::start_prepared_in(bin, Some(netns), url, token, extra, prepare)
+    }
+
+    fn start_prepared_in(
+        bin: &Path,
+        netns: Option<&str>,
         url: &str,
         token: &str,
         extra: &[&str],
@@ -415,6 +509,7 @@ impl Agent {
             dir,
             args,
             bin: bin.to_path_buf(),
+            netns: netns.map(String::from),
         };
         a.spawn();
         a
@@ -426,7 +521,7 @@ impl Agent {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let child = Command::new(&self.bin)
+        let child = in_netns(self.netns.as_deref(), &self.bin)
             .args(&self.args)
             .env("DISTRO_LOG", "info")
             .stdin(Stdio::null())
@@ -435,6 +530,11 @@ impl Agent {
             .spawn()
             .expect("starting distro agent");
         self.child = Some(child);
+    }
+
+    /// The running agent's PID.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The agent's data directory.
