@@ -6,7 +6,7 @@
 //!
 //! # Limits
 //! - The pod network is the node's /24 on a local bridge ([`distro_network::cni`]); no
-//!   overlay to other nodes yet.
+//!   overlay to other nodes yet. Services are proxied by [`distro_network::proxy`].
 //! - Ready is decided at registration; a containerd that dies later is restarted by the
 //!   supervisor but not reported on the Node.
 
@@ -121,9 +121,31 @@ async fn serve(
         allocatable: real.capacity.clone(),
     };
     let leases = node::renew_leases(vec![Arc::new(registered)], shutdown.clone());
+    let proxy = distro_network::proxy::run(client.clone(), proxy_config(config)?, shutdown.clone());
     let workers = distro_kubelet::worker::run(client, rt.cri.clone(), settings, shutdown);
-    let (_, result) = tokio::join!(leases, workers);
+    let (_, proxied, result) = tokio::join!(leases, proxy, workers);
+    if let Err(e) = proxied {
+        tracing::warn!(error = %e, "service proxy stopped");
+    }
     result.map_err(Error::Kubelet)
+}
+
+/// The service proxy's settings. Its nftables table is `distro-proxy`, or
+/// `distro-proxy-<bridge>` with a non-default `--cni-bridge`, so several nodes sharing one
+/// kernel (tests) each own their table, as they each own their bridge.
+fn proxy_config(config: &Config) -> Result<distro_network::proxy::Config, Error> {
+    let table = match config.cni_bridge.as_str() {
+        "cni0" => "distro-proxy".to_string(),
+        bridge => format!("distro-proxy-{bridge}"),
+    };
+    Ok(distro_network::proxy::Config {
+        node_name: config.node_name.clone(),
+        table,
+        cluster_cidrs: vec![CLUSTER_CIDR.parse().map_err(|e| Error::Io {
+            path: config.data_dir.clone(),
+            source: std::io::Error::other(e),
+        })?],
+    })
 }
 
 /// The cluster's pod range (distro's and k3s's default), never masqueraded.

@@ -11,9 +11,12 @@
 //! - IPv6 (dual-stack) pods get an address, routes, masquerade and hostPorts, but a hostPort
 //!   is not reachable from `::1` (the kernel has no `route_localnet` for IPv6, as with the
 //!   reference portmap).
-//! - The overlay between nodes (VXLAN) and the service proxy are later modules.
+//! - The overlay between nodes (VXLAN) is a later module.
+//!
+//! [`proxy`] is the service proxy (kube-proxy's nftables mode) every node runs.
 
 pub mod cni;
 mod error;
+pub mod proxy;
 
 pub use error::Error;
