@@ -18,6 +18,7 @@
 //! split is visible.
 
 mod client;
+mod proxy;
 mod scale;
 mod server;
 
@@ -76,6 +77,10 @@ struct Opts {
     /// Pods for the scheduler phase (default 3000; 300 with --quick).
     #[arg(long)]
     sched_pods: Option<usize>,
+    /// Measure only the service proxy (root, containerd): rule update latency with this many
+    /// services (`hack/bench --proxy 1000`); see proxy.rs.
+    #[arg(long, value_name = "SERVICES")]
+    proxy: Option<usize>,
 }
 
 /// What one run does, resolved from [`Opts`].
@@ -135,7 +140,9 @@ impl Plan {
 }
 
 fn main() -> ExitCode {
-    let plan = match Plan::from_opts(Opts::parse()) {
+    let opts = Opts::parse();
+    let proxy_services = opts.proxy;
+    let plan = match Plan::from_opts(opts) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("distro-bench: {e:#}");
@@ -153,6 +160,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(services) = proxy_services {
+        return rt.block_on(run_proxy(&plan, services));
+    }
     let result = rt.block_on(async {
         tokio::select! {
             r = run(&plan) => r,
@@ -404,6 +414,43 @@ async fn run(plan: &Plan) -> Result<Report> {
         load_end: load_average(),
         scale,
     })
+}
+
+/// `--proxy`: only the service proxy phase, on its own server.
+async fn run_proxy(plan: &Plan, services: usize) -> ExitCode {
+    let result = async {
+        let (mut srv, spawned) = Server::spawn(&plan.bin, plan.tmp_dir.as_deref())?;
+        srv.wait_for_kubeconfig(POLL, Duration::from_secs(30))
+            .await?;
+        let target = Target::from_kubeconfig(&srv.kubeconfig)?;
+        wait_ready(&mut srv, &target, spawned).await?;
+        let data = srv.data_dir();
+        let samples = if plan.quick { 5 } else { 20 };
+        let report = proxy::run(
+            &plan.bin,
+            &scale::work_dir(&data),
+            &data,
+            &target,
+            services,
+            samples,
+        )
+        .await;
+        srv.stop().await?;
+        report
+    };
+    match tokio::select! {
+        r = result => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    } {
+        Ok(report) => {
+            report.print();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("distro-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// One line on stderr per phase, so a long run shows where it is (and whom to attach to).

@@ -24,8 +24,13 @@
 //!
 //! Like upstream's nftables mode, NodePorts answer on every local address except loopback
 //! (no `route_localnet` tricks).
+//!
+//! A sync is a diff, as upstream's partial syncs: [`render`] gives the whole wanted table as
+//! values, and [`transaction`] turns the difference from the last applied one into nft
+//! commands (only changed chains are flushed and refilled, only changed map elements
+//! replaced), so one Service changing among thousands costs a few lines, not the table.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -48,6 +53,38 @@ const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 /// Every cluster IP, so a port the service does not have is refused, not routed away.
 const CLUSTER_IPS: &str = "cluster-ips";
 
+/// The chains attached to netfilter hooks, with their hook specs.
+const BASE_CHAINS: &[(&str, &str)] = &[
+    (
+        "nat-prerouting",
+        "type nat hook prerouting priority dstnat; policy accept;",
+    ),
+    (
+        "nat-output",
+        "type nat hook output priority -100; policy accept;",
+    ),
+    (
+        "nat-postrouting",
+        "type nat hook postrouting priority srcnat; policy accept;",
+    ),
+    (
+        "filter-input",
+        "type filter hook input priority -110; policy accept;",
+    ),
+    (
+        "filter-forward",
+        "type filter hook forward priority -110; policy accept;",
+    ),
+    (
+        "filter-output",
+        "type filter hook output priority -110; policy accept;",
+    ),
+    (
+        "filter-output-post-dnat",
+        "type filter hook output priority -90; policy accept;",
+    ),
+];
+
 /// What the proxy of one node programs besides the services themselves.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -58,17 +95,19 @@ pub struct Settings {
     pub cluster_cidrs: Vec<IpNet>,
 }
 
-/// One family's rendered table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One family's wanted table, as values (so two can be compared and diffed).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
     /// The family.
-    pub family: Option<Family>,
-    /// Regular (non-base) chains, which a later sync deletes when no longer wanted.
-    pub chains: BTreeSet<String>,
-    /// Affinity sets (kept across syncs: their elements are the affinity state).
-    pub affinity_sets: BTreeSet<String>,
-    /// The commands that fill the table (after `flush table`), without deletions.
-    pub body: String,
+    pub family: Family,
+    /// Every chain (base chains included) with its rules, in order.
+    pub chains: BTreeMap<String, Vec<String>>,
+    /// Affinity sets and their timeouts in seconds (kept across syncs: their elements are
+    /// the affinity state).
+    pub affinity_sets: BTreeMap<String, u32>,
+    /// Elements of the fixed maps (`key : verdict`) and of the `cluster-ips` set (`key`,
+    /// empty verdict), by map and key.
+    pub elements: BTreeMap<&'static str, BTreeMap<String, String>>,
 }
 
 impl Family {
@@ -144,15 +183,29 @@ fn addr(ip: &IpAddr) -> String {
     }
 }
 
+impl Table {
+    fn rule(&mut self, chain: &str, rule: String) {
+        self.chains.entry(chain.to_string()).or_default().push(rule);
+    }
+
+    fn chain(&mut self, chain: &str) {
+        self.chains.entry(chain.to_string()).or_default();
+    }
+
+    fn element(&mut self, map: &'static str, key: String, verdict: String) {
+        self.elements.entry(map).or_default().insert(key, verdict);
+    }
+}
+
 /// Renders one family's table for `ports` (only those of `family` are used).
 pub fn render(settings: &Settings, family: Family, ports: &[ServicePort]) -> Table {
     let f = family.nft();
-    let t = &settings.table;
-    let mut out = Table {
-        family: Some(family),
-        ..Default::default()
+    let mut t = Table {
+        family,
+        chains: BTreeMap::new(),
+        affinity_sets: BTreeMap::new(),
+        elements: BTreeMap::new(),
     };
-    let s = &mut out.body;
     let local = family.localhost();
     let cidrs: Vec<String> = settings
         .cluster_cidrs
@@ -170,45 +223,6 @@ pub fn render(settings: &Settings, family: Family, ports: &[ServicePort]) -> Tab
         1 => Some(cidrs[0].clone()),
         _ => Some(format!("{{ {} }}", cidrs.join(", "))),
     };
-
-    // Base chains (hooks), re-declared each time: `add` of an identical chain is a no-op.
-    let base: &[(&str, &str)] = &[
-        (
-            "nat-prerouting",
-            "type nat hook prerouting priority dstnat; policy accept;",
-        ),
-        (
-            "nat-output",
-            "type nat hook output priority -100; policy accept;",
-        ),
-        (
-            "nat-postrouting",
-            "type nat hook postrouting priority srcnat; policy accept;",
-        ),
-        (
-            "filter-input",
-            "type filter hook input priority -110; policy accept;",
-        ),
-        (
-            "filter-forward",
-            "type filter hook forward priority -110; policy accept;",
-        ),
-        (
-            "filter-output",
-            "type filter hook output priority -110; policy accept;",
-        ),
-        (
-            "filter-output-post-dnat",
-            "type filter hook output priority -90; policy accept;",
-        ),
-    ];
-    for (name, spec) in base {
-        let _ = writeln!(s, "add chain {f} {t} {name} {{ {spec} }}");
-    }
-    let mut chain = |s: &mut String, name: &str| {
-        out.chains.insert(name.to_string());
-        let _ = writeln!(s, "add chain {f} {t} {name}");
-    };
     for name in [
         "services",
         "masquerading",
@@ -218,114 +232,83 @@ pub fn render(settings: &Settings, family: Family, ports: &[ServicePort]) -> Tab
         "cluster-ips-check",
         "reject-chain",
     ] {
-        chain(s, name);
+        t.chain(name);
     }
-    let addr_t = family.addr_type();
-    for (name, ty) in [
-        (
-            SERVICE_IPS,
-            format!("{addr_t} . inet_proto . inet_service : verdict"),
-        ),
-        (
-            SERVICE_NODEPORTS,
-            "inet_proto . inet_service : verdict".to_string(),
-        ),
-        (
-            NO_ENDPOINT_SERVICES,
-            format!("{addr_t} . inet_proto . inet_service : verdict"),
-        ),
-        (
-            NO_ENDPOINT_NODEPORTS,
-            "inet_proto . inet_service : verdict".to_string(),
-        ),
+    for map in [
+        SERVICE_IPS,
+        SERVICE_NODEPORTS,
+        NO_ENDPOINT_SERVICES,
+        NO_ENDPOINT_NODEPORTS,
+        CLUSTER_IPS,
     ] {
-        let _ = writeln!(s, "add map {f} {t} {name} {{ type {ty}; }}");
-        let _ = writeln!(s, "flush map {f} {t} {name}");
+        t.elements.entry(map).or_default();
     }
-    let _ = writeln!(s, "add set {f} {t} {CLUSTER_IPS} {{ type {addr_t}; }}");
-    let _ = writeln!(s, "flush set {f} {t} {CLUSTER_IPS}");
-
-    let rule = |s: &mut String, chain: &str, r: &str| {
-        let _ = writeln!(s, "add rule {f} {t} {chain} {r}");
-    };
-    rule(s, "nat-prerouting", "jump services");
-    rule(s, "nat-output", "jump services");
-    rule(s, "nat-postrouting", "jump masquerading");
-    rule(
-        s,
+    t.rule("nat-prerouting", "jump services".into());
+    t.rule("nat-output", "jump services".into());
+    t.rule("nat-postrouting", "jump masquerading".into());
+    t.rule(
         "filter-input",
-        "ct state new jump nodeport-endpoints-check",
+        "ct state new jump nodeport-endpoints-check".into(),
     );
-    rule(
-        s,
+    t.rule(
         "filter-input",
-        "ct state new jump service-endpoints-check",
+        "ct state new jump service-endpoints-check".into(),
     );
-    rule(
-        s,
+    t.rule(
         "filter-forward",
-        "ct state new jump service-endpoints-check",
+        "ct state new jump service-endpoints-check".into(),
     );
-    rule(s, "filter-forward", "ct state new jump cluster-ips-check");
-    rule(
-        s,
+    t.rule(
+        "filter-forward",
+        "ct state new jump cluster-ips-check".into(),
+    );
+    t.rule(
         "filter-output",
-        "ct state new jump service-endpoints-check",
+        "ct state new jump service-endpoints-check".into(),
     );
-    rule(
-        s,
+    t.rule(
         "filter-output-post-dnat",
-        "ct state new jump cluster-ips-check",
+        "ct state new jump cluster-ips-check".into(),
     );
-    rule(
-        s,
+    t.rule(
         "mark-for-masquerade",
-        &format!("mark set mark or {MASQUERADE_MARK}"),
+        format!("mark set mark or {MASQUERADE_MARK}"),
     );
-    rule(
-        s,
+    t.rule(
         "masquerading",
-        &format!("mark and {MASQUERADE_MARK} == 0 return"),
+        format!("mark and {MASQUERADE_MARK} == 0 return"),
     );
-    rule(
-        s,
+    t.rule(
         "masquerading",
-        &format!("mark set mark xor {MASQUERADE_MARK}"),
+        format!("mark set mark xor {MASQUERADE_MARK}"),
     );
-    rule(s, "masquerading", "masquerade fully-random");
-    rule(
-        s,
+    t.rule("masquerading", "masquerade fully-random".into());
+    t.rule(
         "services",
-        &format!("{f} daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
+        format!("{f} daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
     );
-    rule(
-        s,
+    t.rule(
         "services",
-        &format!(
+        format!(
             "fib daddr type local {f} daddr != {local} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"
         ),
     );
-    rule(
-        s,
+    t.rule(
         "service-endpoints-check",
-        &format!("{f} daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}"),
+        format!("{f} daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}"),
     );
-    rule(
-        s,
+    t.rule(
         "nodeport-endpoints-check",
-        &format!(
+        format!(
             "fib daddr type local {f} daddr != {local} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"
         ),
     );
-    rule(
-        s,
+    t.rule(
         "cluster-ips-check",
-        &format!("{f} daddr @{CLUSTER_IPS} reject comment \"port not served by the service\""),
+        format!("{f} daddr @{CLUSTER_IPS} reject comment \"port not served by the service\""),
     );
-    rule(s, "reject-chain", "reject");
+    t.rule("reject-chain", "reject".into());
 
-    let mut elements: Vec<(&str, String)> = Vec::new();
-    let mut cluster_ips = BTreeSet::new();
     for p in ports.iter().filter(|p| p.family == family) {
         let proto = p.protocol.nft();
         let no_eps_verdict = if p.any_endpoints {
@@ -338,36 +321,25 @@ pub fn render(settings: &Settings, family: Family, ports: &[ServicePort]) -> Tab
         eps.extend(&p.local_endpoints);
         for e in &eps {
             let name = endpoint_chain(p, e);
-            chain(s, &name);
             let (ip, port) = (e.ip, e.port);
-            rule(
-                s,
-                &name,
-                &format!("{f} saddr {ip} jump mark-for-masquerade"),
-            );
+            t.rule(&name, format!("{f} saddr {ip} jump mark-for-masquerade"));
             if let Some(timeout) = p.affinity_timeout {
                 let set = affinity_set(p, e, timeout);
-                let _ = writeln!(
-                    s,
-                    "add set {f} {t} {set} {{ type {addr_t}; flags dynamic,timeout; timeout {timeout}s; }}"
-                );
-                out.affinity_sets.insert(set.clone());
-                rule(s, &name, &format!("update @{set} {{ {f} saddr }}"));
+                t.rule(&name, format!("update @{set} {{ {f} saddr }}"));
+                t.affinity_sets.insert(set, timeout);
             }
-            rule(
-                s,
+            t.rule(
                 &name,
-                &format!("meta l4proto {proto} dnat to {}:{port}", addr(&ip)),
+                format!("meta l4proto {proto} dnat to {}:{port}", addr(&ip)),
             );
         }
         // A chain spreading over `eps` at random, after affinity lookups.
-        let spread = |s: &mut String, chain: &str, eps: &[Endpoint]| {
+        let spread = |t: &mut Table, chain: &str, eps: &[Endpoint]| {
             if let Some(timeout) = p.affinity_timeout {
                 for e in eps {
-                    rule(
-                        s,
+                    t.rule(
                         chain,
-                        &format!(
+                        format!(
                             "{f} saddr @{} goto {}",
                             affinity_set(p, e, timeout),
                             endpoint_chain(p, e)
@@ -380,10 +352,9 @@ pub fn render(settings: &Settings, family: Family, ports: &[ServicePort]) -> Tab
                 .enumerate()
                 .map(|(i, e)| format!("{i} : goto {}", endpoint_chain(p, e)))
                 .collect();
-            rule(
-                s,
+            t.rule(
                 chain,
-                &format!(
+                format!(
                     "numgen random mod {} vmap {{ {} }}",
                     eps.len(),
                     targets.join(", ")
@@ -392,33 +363,30 @@ pub fn render(settings: &Settings, family: Family, ports: &[ServicePort]) -> Tab
         };
         let cluster = (!p.cluster_endpoints.is_empty()).then(|| service_chain(p));
         if let Some(name) = &cluster {
-            chain(s, name);
             if let (Some(cip), Some(cidr)) = (p.cluster_ip, &cidr_match) {
-                rule(
-                    s,
+                t.rule(
                     name,
-                    &format!(
+                    format!(
                         "{f} daddr {cip} {proto} dport {} {f} saddr != {cidr} jump mark-for-masquerade",
                         p.port
                     ),
                 );
             }
-            spread(s, name, &p.cluster_endpoints);
+            spread(&mut t, name, &p.cluster_endpoints);
         }
         let needs_local = p.internal_local || (p.external_local && p.has_external());
         let local = (needs_local && !p.local_endpoints.is_empty()).then(|| local_chain(p));
         if let Some(name) = &local {
-            chain(s, name);
-            spread(s, name, &p.local_endpoints);
+            spread(&mut t, name, &p.local_endpoints);
         }
         // Cluster IP traffic.
         if let Some(cip) = p.cluster_ip {
-            cluster_ips.insert(cip);
+            t.element(CLUSTER_IPS, cip.to_string(), String::new());
             let target = if p.internal_local { &local } else { &cluster };
             let key = format!("{cip} . {proto} . {}", p.port);
             match target {
-                Some(chain) => elements.push((SERVICE_IPS, format!("{key} : goto {chain}"))),
-                None => elements.push((NO_ENDPOINT_SERVICES, format!("{key} : {no_eps_verdict}"))),
+                Some(chain) => t.element(SERVICE_IPS, key, format!("goto {chain}")),
+                None => t.element(NO_ENDPOINT_SERVICES, key, no_eps_verdict.into()),
             }
         }
         if !p.has_external() {
@@ -427,76 +395,167 @@ pub fn render(settings: &Settings, family: Family, ports: &[ServicePort]) -> Tab
         // External traffic: NodePorts, external IPs, load balancer IPs.
         let external = cluster.as_ref().map(|cluster| {
             let name = external_chain(p);
-            chain(s, &name);
             if p.external_local {
                 // Pods and the node itself reaching an external address are not "external":
                 // they use the whole cluster (upstream short-circuits them the same way).
                 if let Some(cidr) = &cidr_match {
-                    rule(s, &name, &format!("{f} saddr {cidr} goto {cluster}"));
+                    t.rule(&name, format!("{f} saddr {cidr} goto {cluster}"));
                 }
-                rule(s, &name, "fib saddr type local jump mark-for-masquerade");
-                rule(s, &name, &format!("fib saddr type local goto {cluster}"));
+                t.rule(
+                    &name,
+                    "fib saddr type local jump mark-for-masquerade".into(),
+                );
+                t.rule(&name, format!("fib saddr type local goto {cluster}"));
                 match &local {
-                    Some(l) => rule(s, &name, &format!("goto {l}")),
-                    None => rule(s, &name, "drop comment \"no local endpoints\""),
+                    Some(l) => t.rule(&name, format!("goto {l}")),
+                    None => t.rule(&name, "drop comment \"no local endpoints\"".into()),
                 }
             } else {
-                rule(s, &name, "jump mark-for-masquerade");
-                rule(s, &name, &format!("goto {cluster}"));
+                t.rule(&name, "jump mark-for-masquerade".into());
+                t.rule(&name, format!("goto {cluster}"));
             }
             name
         });
         for ip in &p.external_ips {
             let key = format!("{ip} . {proto} . {}", p.port);
             match &external {
-                Some(chain) => elements.push((SERVICE_IPS, format!("{key} : goto {chain}"))),
-                None => elements.push((NO_ENDPOINT_SERVICES, format!("{key} : {no_eps_verdict}"))),
+                Some(chain) => t.element(SERVICE_IPS, key, format!("goto {chain}")),
+                None => t.element(NO_ENDPOINT_SERVICES, key, no_eps_verdict.into()),
             }
         }
         if let Some(np) = p.node_port {
             let key = format!("{proto} . {np}");
             match &external {
-                Some(chain) => elements.push((SERVICE_NODEPORTS, format!("{key} : goto {chain}"))),
-                None => elements.push((NO_ENDPOINT_NODEPORTS, format!("{key} : {no_eps_verdict}"))),
+                Some(chain) => t.element(SERVICE_NODEPORTS, key, format!("goto {chain}")),
+                None => t.element(NO_ENDPOINT_NODEPORTS, key, no_eps_verdict.into()),
             }
         }
     }
-    for ip in &cluster_ips {
-        let _ = writeln!(s, "add element {f} {t} {CLUSTER_IPS} {{ {ip} }}");
-    }
-    for (map, element) in elements {
-        let _ = writeln!(s, "add element {f} {t} {map} {{ {element} }}");
-    }
-    out
+    t
 }
 
-/// The whole transaction for one sync of one family: create the table if missing, empty
-/// every chain and map, refill them, and delete the chains and affinity sets `previous`
-/// had that `next` no longer wants. With `previous` `None` (first sync) the table is
-/// deleted and recreated first, so whatever an earlier run left is gone.
+/// `add element` / `delete element` of one entry.
+fn element_cmd(verb: &str, f: &str, table: &str, map: &str, key: &str, verdict: &str) -> String {
+    if verdict.is_empty() || verb == "delete" {
+        format!("{verb} element {f} {table} {map} {{ {key} }}\n")
+    } else {
+        format!("{verb} element {f} {table} {map} {{ {key} : {verdict} }}\n")
+    }
+}
+
+/// The nft commands taking the kernel from `previous` (the last applied table; `None`: unknown,
+/// so the table is deleted and rebuilt) to `next`.
 ///
-/// Applied with `nft -f` it is one netlink transaction: packets see the old rules or the
-/// new ones, never a mix.
+/// Order matters within the one transaction: stale map elements go first (so nothing points
+/// at chains about to change), then changed and stale chains are flushed, new chains and
+/// sets declared, rules and elements added, and at last stale chains and sets deleted, once
+/// nothing refers to them. Applied with `nft -f` it is one netlink transaction: packets see
+/// the old rules or the new ones, never a mix.
 pub fn transaction(table: &str, previous: Option<&Table>, next: &Table) -> String {
-    let Some(family) = next.family else {
-        return String::new();
+    let f = next.family.nft();
+    let mut s = String::new();
+    let empty = Table {
+        family: next.family,
+        chains: BTreeMap::new(),
+        affinity_sets: BTreeMap::new(),
+        elements: BTreeMap::new(),
     };
-    let f = family.nft();
-    let mut s = format!("add table {f} {table}\n");
-    match previous {
+    let prev = match previous {
+        Some(p) => p,
         None => {
-            let _ = writeln!(s, "delete table {f} {table}\nadd table {f} {table}");
+            let addr_t = next.family.addr_type();
+            let _ = writeln!(
+                s,
+                "add table {f} {table}\ndelete table {f} {table}\nadd table {f} {table}"
+            );
+            for (name, spec) in BASE_CHAINS {
+                let _ = writeln!(s, "add chain {f} {table} {name} {{ {spec} }}");
+            }
+            for (name, ty) in [
+                (
+                    SERVICE_IPS,
+                    format!("{addr_t} . inet_proto . inet_service : verdict"),
+                ),
+                (
+                    SERVICE_NODEPORTS,
+                    "inet_proto . inet_service : verdict".to_string(),
+                ),
+                (
+                    NO_ENDPOINT_SERVICES,
+                    format!("{addr_t} . inet_proto . inet_service : verdict"),
+                ),
+                (
+                    NO_ENDPOINT_NODEPORTS,
+                    "inet_proto . inet_service : verdict".to_string(),
+                ),
+            ] {
+                let _ = writeln!(s, "add map {f} {table} {name} {{ type {ty}; }}");
+            }
+            let _ = writeln!(s, "add set {f} {table} {CLUSTER_IPS} {{ type {addr_t}; }}");
+            &empty
         }
-        Some(_) => {
-            let _ = writeln!(s, "flush table {f} {table}");
+    };
+    let no_elements = BTreeMap::new();
+    // 1. Elements that go or change.
+    for (map, old) in &prev.elements {
+        let new = next.elements.get(map).unwrap_or(&no_elements);
+        for (key, verdict) in old {
+            if new.get(key) != Some(verdict) {
+                s.push_str(&element_cmd("delete", f, table, map, key, verdict));
+            }
         }
     }
-    s.push_str(&next.body);
-    if let Some(prev) = previous {
-        for c in prev.chains.difference(&next.chains) {
-            let _ = writeln!(s, "delete chain {f} {table} {c}");
+    // 2. Chains that change or go are emptied.
+    let is_base = |name: &str| BASE_CHAINS.iter().any(|(b, _)| *b == name);
+    for (name, rules) in &prev.chains {
+        match next.chains.get(name) {
+            Some(new) if new == rules => {}
+            _ if rules.is_empty() => {}
+            _ => {
+                let _ = writeln!(s, "flush chain {f} {table} {name}");
+            }
         }
-        for set in prev.affinity_sets.difference(&next.affinity_sets) {
+    }
+    // 3. New chains and affinity sets.
+    for name in next.chains.keys() {
+        if !prev.chains.contains_key(name) && !is_base(name) {
+            let _ = writeln!(s, "add chain {f} {table} {name}");
+        }
+    }
+    for (set, timeout) in &next.affinity_sets {
+        if !prev.affinity_sets.contains_key(set) {
+            let addr_t = next.family.addr_type();
+            let _ = writeln!(
+                s,
+                "add set {f} {table} {set} {{ type {addr_t}; flags dynamic,timeout; timeout {timeout}s; }}"
+            );
+        }
+    }
+    // 4. Rules of new and changed chains, then new and changed elements.
+    for (name, rules) in &next.chains {
+        if prev.chains.get(name) == Some(rules) {
+            continue;
+        }
+        for r in rules {
+            let _ = writeln!(s, "add rule {f} {table} {name} {r}");
+        }
+    }
+    for (map, new) in &next.elements {
+        let old = prev.elements.get(map).unwrap_or(&no_elements);
+        for (key, verdict) in new {
+            if old.get(key) != Some(verdict) {
+                s.push_str(&element_cmd("add", f, table, map, key, verdict));
+            }
+        }
+    }
+    // 5. What nothing refers to any more.
+    for name in prev.chains.keys() {
+        if !next.chains.contains_key(name) {
+            let _ = writeln!(s, "delete chain {f} {table} {name}");
+        }
+    }
+    for set in prev.affinity_sets.keys() {
+        if !next.affinity_sets.contains_key(set) {
             let _ = writeln!(s, "delete set {f} {table} {set}");
         }
     }

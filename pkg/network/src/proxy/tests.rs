@@ -135,6 +135,7 @@ fn golden_ipv4_table() {
     let (services, slices) = fixtures();
     let ports = service_ports(&services, &slices, "n1");
     let table = render(&settings("distro-proxy"), Family::V4, &ports);
+    let text = transaction("distro-proxy", None, &table);
     let golden = include_str!("testdata/golden-v4.nft");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(
@@ -142,18 +143,17 @@ fn golden_ipv4_table() {
                 env!("CARGO_MANIFEST_DIR"),
                 "/src/proxy/testdata/golden-v4.nft"
             ),
-            &table.body,
+            &text,
         )
         .unwrap();
     }
-    assert_eq!(
-        table.body, golden,
-        "rendered rules differ from the golden file"
-    );
-    assert!(render(&settings("distro-proxy"), Family::V6, &ports)
-        .body
+    assert_eq!(text, golden, "rendered rules differ from the golden file");
+    let v6 = render(&settings("distro-proxy"), Family::V6, &ports);
+    assert!(transaction("distro-proxy", None, &v6)
         .lines()
         .all(|l| !l.starts_with("add element")));
+    // Nothing changed, nothing to do.
+    assert_eq!(transaction("distro-proxy", Some(&table), &table), "");
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn dual_stack_services_render_ipv6_rules() {
     assert_eq!(ports.len(), 2, "{ports:?}");
     let mut s = settings("t");
     s.cluster_cidrs.push("fd42::/56".parse().unwrap());
-    let v6 = render(&s, Family::V6, &ports).body;
+    let v6 = transaction("t", None, &render(&s, Family::V6, &ports));
     assert!(
         v6.contains("add element ip6 t service-ips { fd43::50 . tcp . 80 : goto service-"),
         "{v6}"
@@ -185,7 +185,7 @@ fn dual_stack_services_render_ipv6_rules() {
         "{v6}"
     );
     assert!(v6.contains("ip6 daddr != ::1 meta l4proto"), "{v6}");
-    let v4 = render(&s, Family::V4, &ports).body;
+    let v4 = transaction("t", None, &render(&s, Family::V4, &ports));
     assert!(
         v4.contains(
             "add element ip t no-endpoint-services { 10.43.0.50 . tcp . 80 : goto reject-chain }"
@@ -195,25 +195,68 @@ fn dual_stack_services_render_ipv6_rules() {
 }
 
 #[test]
-fn later_syncs_flush_and_delete_only_stale_objects() {
+fn later_syncs_change_only_what_changed() {
     let (services, slices) = fixtures();
     let ports = service_ports(&services, &slices, "n1");
     let before = render(&settings("t"), Family::V4, &ports);
     let first = transaction("t", None, &before);
     assert!(first.starts_with("add table ip t\ndelete table ip t\nadd table ip t\n"));
-    // The dns service goes away: its chains and affinity set are deleted, nothing else.
-    let fewer: Vec<_> = ports.into_iter().filter(|p| p.name != "dns").collect();
+    // The dns service goes away: its element, chains and affinity set go, nothing else.
+    let fewer: Vec<_> = ports.iter().filter(|p| p.name != "dns").cloned().collect();
     let after = render(&settings("t"), Family::V4, &fewer);
     let next = transaction("t", Some(&before), &after);
-    assert!(next.starts_with("add table ip t\nflush table ip t\n"));
-    let deletions: Vec<&str> = next.lines().filter(|l| l.starts_with("delete")).collect();
-    assert_eq!(deletions.len(), 3, "{deletions:#?}");
-    assert!(deletions
+    let lines: Vec<&str> = next.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("dns") || l.contains("10.43.0.10")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[0].starts_with("delete element ip t cluster-ips { 10.43.0.10 }"),
+        "{lines:#?}"
+    );
+    assert!(lines.contains(&"delete element ip t service-ips { 10.43.0.10 . udp . 53 }"));
+    assert!(lines
         .iter()
-        .all(|l| l.contains("kube-system/dns/udp/dns")));
-    assert!(deletions
+        .any(|l| l.starts_with("flush chain ip t endpoint-")));
+    assert!(lines
         .iter()
         .any(|l| l.starts_with("delete set ip t affinity-")));
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("delete chain"))
+            .count(),
+        2
+    );
+
+    // One endpoint of web becomes not ready: only web's service chain and one endpoint
+    // chain change.
+    let mut slices2 = slices.clone();
+    slices2[0].endpoints[1].conditions.as_mut().unwrap().ready = Some(false);
+    let changed = render(
+        &settings("t"),
+        Family::V4,
+        &service_ports(&services, &slices2, "n1"),
+    );
+    let next = transaction("t", Some(&before), &changed);
+    let lines: Vec<&str> = next.lines().collect();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("flush chain"))
+            .count(),
+        2,
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("numgen random mod 1 vmap")),
+        "{lines:#?}"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("delete chain ip t endpoint-") && l.contains("10.42.1.6")));
 }
 
 fn is_root() -> bool {
@@ -275,6 +318,10 @@ fn the_kernel_accepts_first_and_later_transactions() {
     let v4 = render(&s, Family::V4, &ports);
     let v6 = render(&s, Family::V6, &ports);
     let first = transaction("distro-proxy", None, &v4) + &transaction("distro-proxy", None, &v6);
+    assert!(
+        first.contains("add rule ip6 distro-proxy services"),
+        "{first}"
+    );
     let (ok, out) = nft_in(&ns.0, &["-f", "-"], &first);
     assert!(ok, "first sync refused: {out}");
     // Applying the same again (a restart) starts clean, too.
