@@ -21,7 +21,8 @@ const QUIET: Duration = Duration::from_millis(30);
 /// ...but never longer than this after the first change, so a change takes effect well
 /// within a second even under a constant stream of others.
 const MAX_DELAY: Duration = Duration::from_millis(200);
-/// Re-applied this often even without changes, repairing rules someone else removed.
+/// Re-rendered this often even without a change (a safety net, as upstream's periodic sync);
+/// only a difference from the last applied rules reaches the kernel.
 const RESYNC: Duration = Duration::from_secs(60);
 /// Retry delays after a failed apply (doubling, capped).
 const RETRY_MIN: Duration = Duration::from_millis(500);

@@ -157,6 +157,44 @@ fn golden_ipv4_table() {
 }
 
 #[test]
+fn internal_traffic_policy_local_uses_only_this_nodes_endpoints() {
+    let services = vec![svc(
+        json!({"metadata": {"name": "itp", "namespace": "default"},
+        "spec": {"clusterIP": "10.43.0.60", "internalTrafficPolicy": "Local",
+            "ports": [{"port": 80}]}}),
+    )];
+    let slices = vec![slice(
+        json!({"metadata": {"name": "itp-1", "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "itp"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.42.0.5"], "nodeName": "n1"},
+                      {"addresses": ["10.42.1.5"], "nodeName": "n2"}],
+        "ports": [{"port": 80, "protocol": "TCP"}]}),
+    )];
+    let ports = service_ports(&services, &slices, "n1");
+    let text = transaction("t", None, &render(&settings("t"), Family::V4, &ports));
+    assert!(
+        text.contains("service-ips { 10.43.0.60 . tcp . 80 : goto local-"),
+        "{text}"
+    );
+    let local = text
+        .lines()
+        .find(|l| l.starts_with("add rule ip t local-") && l.contains("numgen"))
+        .expect("local chain");
+    assert!(
+        local.contains("mod 1 ") && local.contains("10.42.0.5"),
+        "{local}"
+    );
+    // On a node without endpoints of its own: dropped (there are endpoints elsewhere).
+    let ports = service_ports(&services, &slices, "n3");
+    let text = transaction("t", None, &render(&settings("t"), Family::V4, &ports));
+    assert!(
+        text.contains("no-endpoint-services { 10.43.0.60 . tcp . 80 : drop }"),
+        "{text}"
+    );
+}
+
+#[test]
 fn dual_stack_services_render_ipv6_rules() {
     let services = vec![svc(
         json!({"metadata": {"name": "ds", "namespace": "default"},
