@@ -1,7 +1,8 @@
 //! End-to-end (root, real containerd and runc): the service proxy of `distro agent --runtime
 //! containerd` programs its nftables table, and traffic really flows: a ClusterIP reaches both
 //! ready endpoints at random (never a not-ready one, named targetPort resolved), NodePort on
-//! the node's address from the host, ClientIP affinity sticks, a pod reaches itself through its
+//! the node's address from the host (also with `externalTrafficPolicy: Local`), an external
+//! IP, ClientIP affinity sticks, a pod reaches itself through its
 //! service (hairpin), UDP through a Service with a hand-made EndpointSlice, a service without
 //! endpoints refuses at once, a Service change applies within a second, and scaling to zero
 //! turns into refusals.
@@ -188,11 +189,11 @@ impl Drop for Cleanup {
         for family in ["ip", "ip6"] {
             let _ = Command::new("nft")
                 .args(["delete", "table", family, &table])
-                .status();
+                .output();
         }
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
-            .status();
+            .output();
         if !self.cni_table_existed {
             let _ = Command::new("nft")
                 .args(["delete", "table", "inet", CNI_TABLE])
@@ -212,6 +213,9 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// An external IP of the `ext` service (TEST-NET-3: nobody else's address).
+const EXTERNAL_IP: &str = "203.0.113.7";
 
 /// An httpd answering its pod's hostname on 8080.
 const HTTPD: &str = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www";
@@ -293,6 +297,23 @@ kind: Service
 metadata: {{name: self}}
 spec:
   selector: {{app: self}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: local}}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {{app: self}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: ext}}
+spec:
+  selector: {{app: self}}
+  externalIPs: ["{EXTERNAL_IP}"]
   ports: [{{port: 80, targetPort: 8080}}]
 ---
 apiVersion: v1
@@ -539,6 +560,20 @@ fn services_reach_ready_endpoints_through_nftables() {
         get(SocketAddr::new(host, node_port)).ok()
     });
     assert!(web_pods.contains(&body), "NodePort answered {body:?}");
+
+    // externalTrafficPolicy Local with an endpoint on this node, and an external IP.
+    let local_port = json(&s, &["svc", "local"])["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .expect("nodePort") as u16;
+    let body = eventually(Duration::from_secs(10), EVERY, "Local NodePort", || {
+        get(SocketAddr::new(host, local_port)).ok()
+    });
+    assert_eq!(body, "self");
+    let ext: IpAddr = EXTERNAL_IP.parse().unwrap();
+    let body = eventually(Duration::from_secs(10), EVERY, "external IP", || {
+        get(SocketAddr::new(ext, 80)).ok()
+    });
+    assert_eq!(body, "self");
 
     // UDP through a Service to a hand-made endpoint (this test's echo socket).
     let udp_ip = cluster_ip(&s, "udp");
