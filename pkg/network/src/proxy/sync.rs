@@ -28,6 +28,10 @@ const RESYNC: Duration = Duration::from_secs(60);
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// The families programmed, in this order: both always, as upstream's dual-stack proxier
+/// (an empty table costs nothing).
+const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
 /// What one node's proxy needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,11 +42,6 @@ pub struct Config {
     pub table: String,
     /// The cluster's pod ranges (masquerade decisions, see [`Settings::cluster_cidrs`]).
     pub cluster_cidrs: Vec<IpNet>,
-}
-
-/// The last applied tables, what the next transaction deletes from.
-struct Applied {
-    tables: Vec<Table>,
 }
 
 /// Renders both families' tables from the informers' current state.
@@ -56,25 +55,45 @@ fn render_all(
         table: config.table.clone(),
         cluster_cidrs: config.cluster_cidrs.clone(),
     };
-    [Family::V4, Family::V6]
+    FAMILIES
         .into_iter()
         .map(|f| render::render(&settings, f, &ports))
         .collect()
 }
 
-/// Applies `next` over `previous` (`None`: a clean rebuild) in one `nft -f` transaction.
+/// Applies `next` over `previous` (`None`: unknown, so a clean rebuild) in one `nft -f`
+/// transaction for `next`'s family.
 ///
 /// # Errors
 /// [`Error::Nft`] if nft is missing or refuses the change; nothing is then changed.
-pub fn apply(table: &str, previous: Option<&[Table]>, next: &[Table]) -> Result<(), Error> {
-    let script: String = next
-        .iter()
-        .map(|t| {
-            let prev = previous.and_then(|p| p.iter().find(|pt| pt.family == t.family));
-            render::transaction(table, prev, t)
+pub fn apply(table: &str, previous: Option<&Table>, next: &Table) -> Result<(), Error> {
+    crate::cni::nft::apply(
+        "applying service proxy rules",
+        &render::transaction(table, previous, next),
+    )
+}
+
+/// Applies each family on its own, so a kernel without IPv6 still gets its IPv4 rules;
+/// returns what is now in the kernel per family (`None` where it failed, so the next sync
+/// rebuilds that table) and the first error.
+fn apply_all(
+    table: &str,
+    previous: Vec<Option<Table>>,
+    next: Vec<Table>,
+) -> (Vec<Option<Table>>, Option<Error>) {
+    let mut first_error = None;
+    let applied = previous
+        .into_iter()
+        .zip(next)
+        .map(|(prev, next)| match apply(table, prev.as_ref(), &next) {
+            Ok(()) => Some(next),
+            Err(e) => {
+                first_error.get_or_insert(e);
+                None
+            }
         })
         .collect();
-    crate::cni::nft::apply("applying service proxy rules", &script)
+    (applied, first_error)
 }
 
 /// Runs the proxy until `shutdown` turns true. Rules stay in place when it stops (as
@@ -103,7 +122,8 @@ pub async fn run(
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }
         tracing::info!(table = %config.table, "service proxy started");
-        let mut applied: Option<Applied> = None;
+        // What the kernel holds, per family of [`FAMILIES`] (`None`: unknown).
+        let mut applied: Vec<Option<Table>> = vec![None; FAMILIES.len()];
         let mut retry = RETRY_MIN;
         let mut next_sync = Instant::now();
         loop {
@@ -131,34 +151,32 @@ pub async fn run(
             }
             let started = Instant::now();
             let next = render_all(&config, &services.store().state(), &slices.store().state());
-            if first.is_some() && applied.as_ref().is_some_and(|a| a.tables == next) {
+            let unchanged = applied
+                .iter()
+                .zip(&next)
+                .all(|(a, n)| a.as_ref() == Some(n));
+            if first.is_some() && unchanged {
                 continue; // e.g. a status-only Service update
             }
             let table = config.table.clone();
-            let previous = applied.take();
-            let outcome = tokio::task::spawn_blocking(move || {
-                let r = apply(
-                    &table,
-                    previous.as_ref().map(|a| a.tables.as_slice()),
-                    &next,
-                );
-                (r, next)
-            })
-            .await;
+            let previous = std::mem::replace(&mut applied, vec![None; FAMILIES.len()]);
+            let outcome =
+                tokio::task::spawn_blocking(move || apply_all(&table, previous, next)).await;
             match outcome {
-                Ok((Ok(()), next)) => {
+                Ok((now, None)) => {
                     tracing::debug!(
-                        chains = next.iter().map(|t| t.chains.len()).sum::<usize>(),
+                        chains = now.iter().flatten().map(|t| t.chains.len()).sum::<usize>(),
                         took_ms = started.elapsed().as_millis() as u64,
                         "service rules applied"
                     );
-                    applied = Some(Applied { tables: next });
+                    applied = now;
                     retry = RETRY_MIN;
                     next_sync = Instant::now() + RESYNC;
                 }
-                Ok((Err(e), _)) => {
-                    // `applied` stays None: the next attempt rebuilds the table cleanly.
+                Ok((now, Some(e))) => {
+                    // A failed family stays None: the next attempt rebuilds its table.
                     tracing::warn!(error = %e, retry_in = ?retry, "applying service rules failed");
+                    applied = now;
                     next_sync = Instant::now() + retry;
                     retry = (retry * 2).min(RETRY_MAX);
                 }
