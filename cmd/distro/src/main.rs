@@ -363,6 +363,16 @@ struct AgentArgs {
     /// The pods' bridge on this node (change it only when several nodes share one kernel).
     #[arg(long, default_value = "cni0", help_heading = "Runtime")]
     cni_bridge: String,
+    /// Disk usage percent of the image filesystem at or above which unused images are
+    /// deleted, least recently used first.
+    #[arg(long, default_value_t = 85, help_heading = "Images")]
+    image_gc_high_threshold: u8,
+    /// Disk usage percent image garbage collection frees down to.
+    #[arg(long, default_value_t = 80, help_heading = "Images")]
+    image_gc_low_threshold: u8,
+    /// Delete images no container has used for this long, e.g. 720h (0: never).
+    #[arg(long, default_value = "0s", value_parser = parse_go_duration, help_heading = "Images")]
+    image_maximum_gc_age: std::time::Duration,
 }
 
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
@@ -508,6 +518,13 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         .map_err(anyhow::Error::msg)?;
     let fake_capacity =
         distro_agent::node::parse_capacity(&a.fake_capacity).map_err(anyhow::Error::msg)?;
+    let image_gc = distro_kubelet::images::gc::Policy {
+        high_threshold_percent: a.image_gc_high_threshold,
+        low_threshold_percent: a.image_gc_low_threshold,
+        max_age: a.image_maximum_gc_age,
+        ..Default::default()
+    };
+    image_gc.validate().map_err(anyhow::Error::msg)?;
     Ok(distro_agent::Config {
         server: a.join.trim_end_matches('/').to_string(),
         token,
@@ -520,6 +537,7 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         containerd,
         kubelet_port: a.kubelet_port,
         cni_bridge: a.cni_bridge,
+        image_gc,
     })
 }
 

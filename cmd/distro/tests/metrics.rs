@@ -388,4 +388,48 @@ fn kubelet_api_authenticates_and_authorizes_callers() {
         "{body}"
     );
     assert!(body.contains("node_memory_working_set_bytes "), "{body}");
+
+    // nodes/proxy: the API server relays to the kubelet as its kubelet client.
+    let raw = |path: &str| s.ok(LATEST, &["get", "--raw", path]);
+    assert_eq!(
+        raw(&format!("/api/v1/nodes/{node}/proxy/healthz")).trim(),
+        "ok"
+    );
+    let pods: serde_json::Value =
+        serde_json::from_str(&raw(&format!("/api/v1/nodes/{node}/proxy/pods"))).unwrap();
+    assert_eq!(pods["kind"], "PodList");
+    assert!(pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["metadata"]["name"] == "one"));
+    let summary: serde_json::Value = serde_json::from_str(&raw(&format!(
+        "/api/v1/nodes/{node}/proxy/stats/summary?only_cpu_and_memory=true"
+    )))
+    .unwrap();
+    assert_eq!(summary["node"]["nodeName"], node.as_str());
+    // Without nodes/proxy the caller is refused by the API server; an unknown node is 404.
+    let denied = s.kubectl(
+        LATEST,
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{node}/proxy/pods"),
+            "--as=stats-user",
+        ],
+    );
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        err.contains("cannot get resource \"nodes/proxy\"") || err.contains("Forbidden"),
+        "{err}"
+    );
+    let missing = s.kubectl(
+        LATEST,
+        &["get", "--raw", "/api/v1/nodes/nope/proxy/healthz"],
+    );
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
 }

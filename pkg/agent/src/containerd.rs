@@ -121,9 +121,25 @@ async fn serve(
         allocatable: real.capacity.clone(),
     };
     let leases = node::renew_leases(vec![Arc::new(registered)], shutdown.clone());
+    let image_gc = distro_kubelet::images::service::run(
+        client.clone(),
+        rt.cri.clone(),
+        distro_kubelet::images::service::GcSettings {
+            policy: config.image_gc.clone(),
+            image_fs: rt.paths.root.clone(),
+            state_file: root_dir.join("image-gc-state.json"),
+            pause_image: config
+                .containerd
+                .as_ref()
+                .map(|r| r.pause_image.clone())
+                .unwrap_or_default(),
+            node_name: name.clone(),
+        },
+        shutdown.clone(),
+    );
     let proxy = distro_network::proxy::run(client.clone(), proxy_config(config)?, shutdown.clone());
     let workers = distro_kubelet::worker::run(client, rt.cri.clone(), settings, shutdown);
-    let (_, proxied, result) = tokio::join!(leases, proxy, workers);
+    let (_, result, (), proxied) = tokio::join!(leases, workers, image_gc, proxy);
     if let Err(e) = proxied {
         tracing::warn!(error = %e, "service proxy stopped");
     }

@@ -169,6 +169,8 @@ pub struct Config {
     pub kubelet_port: u16,
     /// The pods' bridge (`--cni-bridge`; `cni0` unless several nodes share one kernel).
     pub cni_bridge: String,
+    /// Image garbage collection on a containerd node (`--image-gc-*`).
+    pub image_gc: distro_kubelet::images::gc::Policy,
 }
 
 impl Config {

@@ -220,6 +220,9 @@ pub enum Error {
         /// Suggested wait before retrying (0: none given).
         retry_after: u32,
     },
+    /// 503: a kubelet (or other backend) a proxy subresource needs could not be reached.
+    #[error("{0}")]
+    ServiceUnavailable(String),
     /// 504: waited for a resourceVersion that never came.
     #[error("{0}")]
     Timeout(String),
@@ -260,6 +263,7 @@ impl Error {
             Error::Gone(_) => (410, "Expired"),
             Error::TooLarge(_) => (413, "RequestEntityTooLarge"),
             Error::TooManyRequests(_) | Error::DisruptionBudget { .. } => (429, "TooManyRequests"),
+            Error::ServiceUnavailable(_) => (503, "ServiceUnavailable"),
             Error::Timeout(_) => (504, "Timeout"),
             Error::Store(_) | Error::Internal(_) => (500, "InternalError"),
         }
@@ -305,6 +309,7 @@ impl Error {
                 Some(json!({"causes": causes}))
             }
             Error::Timeout(_) => Some(json!({"retryAfterSeconds": 1})),
+            Error::ServiceUnavailable(_) => None,
             Error::DisruptionBudget {
                 cause, retry_after, ..
             } => {

@@ -178,7 +178,12 @@ impl Handler {
         peer: Option<&UserInfo>,
         seen: &mut Option<RequestInfo>,
     ) -> Response<Body> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        // A pending upgrade (exec, attach, port-forward) waits here for the route relaying it.
+        let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        parts
+            .extensions
+            .insert(crate::proxy::UpgradeSlot::new(upgrade));
         let path = parts.uri.path().to_string();
         if is_health(&path) {
             return text(StatusCode::OK, "ok");

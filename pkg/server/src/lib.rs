@@ -144,6 +144,9 @@ struct Pki {
     ca: Ca,
     serving: distro_pki::CertKeyPair,
     admin: distro_pki::CertKeyPair,
+    /// The API server's client certificate to kubelets (metrics scraping, `pods/log`,
+    /// `pods/exec`, `nodes/proxy`), user `kube-apiserver-kubelet-client` as kubeadm names it.
+    kubelet_client: distro_pki::CertKeyPair,
     signer: distro_pki::TokenSigner,
     encryption: distro_pki::EncryptionKey,
     join: JoinToken,
@@ -195,6 +198,13 @@ fn setup_pki(config: &Config) -> Result<Pki, Error> {
     let mut admin_spec = CertSpec::new("system:admin", Usage::Client);
     admin_spec.organizations = vec!["system:masters".into()];
     let admin = distro_pki::load_or_issue(&ca, &tls, "client-admin", &admin_spec).map_err(err)?;
+    let kubelet_client = distro_pki::load_or_issue(
+        &ca,
+        &tls,
+        "client-kube-apiserver-kubelet-client",
+        &CertSpec::new(metrics::KUBELET_CLIENT_USER, Usage::Client),
+    )
+    .map_err(err)?;
     let signer =
         distro_pki::TokenSigner::load_or_create(&tls.join("service-account.key")).map_err(err)?;
     let encryption = distro_pki::EncryptionKey::load_or_create(
@@ -210,6 +220,7 @@ fn setup_pki(config: &Config) -> Result<Pki, Error> {
         ca,
         serving,
         admin,
+        kubelet_client,
         signer,
         encryption,
         join,
@@ -270,6 +281,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let storage = Storage::new(store.clone(), Some(transformer))
         .with_admission(Arc::new(allocator))
         .with_admission(Arc::new(distro_apiserver::priority::PriorityAdmission))
+        .with_admission(Arc::new(
+            distro_apiserver::serviceaccount::ServiceAccountPullSecrets,
+        ))
         .with_admission(Arc::new(
             distro_apiserver::tolerationseconds::DefaultTolerationSeconds::default(),
         ))
@@ -341,6 +355,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         .await
         .map_err(Error::Bootstrap)?;
     let metrics = Arc::new(distro_apiserver::metrics::Metrics::default());
+    let kubelet_tls = distro_client::kubelet::tls(&pki.kubelet_client, pki.ca.cert_pem())
+        .map_err(Error::Client)?;
+    let kubelet_proxy = Arc::new(distro_apiserver::proxy::KubeletProxy {
+        registry: registry.clone(),
+        storage: storage.clone(),
+        tls: kubelet_tls.clone(),
+    });
     let subresources = Arc::new(distro_apiserver::subresources::Subresources {
         registry: registry.clone(),
         storage: storage.clone(),
@@ -398,6 +419,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             openapi.clone(),
             crds,
             subresources,
+            kubelet_proxy,
             reviews,
             metrics_route,
         ]
@@ -425,9 +447,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     );
     // The port is bound, so the controllers' first requests wait in its backlog until we serve.
     let controllers = controllers::start(&config, &url, shutdown.clone()).await?;
-    let scraper = resource_metrics
-        .start(&config, &url, shutdown.clone())
-        .await?;
+    let scraper = resource_metrics.start(
+        &config,
+        &url,
+        (&pki.kubelet_client, pki.ca.cert_pem()),
+        kubelet_tls,
+        shutdown.clone(),
+    )?;
     let kc = config.write_kubeconfig.clone();
     let mode = config.write_kubeconfig_mode;
     let ca_pem = pki.ca.cert_pem().to_string();

@@ -7,14 +7,13 @@
 //! `system:kubelet-api-admin` and `system:metrics-server`; it lists nodes and pods as that
 //! same user.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use distro_apiserver::handler::Route;
 use distro_apiserver::resources::Registry;
 use distro_apiserver::rest::{Storage, WriteOptions};
 use distro_client::Endpoint;
-use distro_pki::{Ca, CertSpec, Usage};
+use distro_pki::CertKeyPair;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -117,41 +116,24 @@ impl ResourceMetrics {
         Some(Arc::new(distro_metrics::api::MetricsApi { points }))
     }
 
-    /// Issues (or loads) the kubelet client certificate and starts scraping `url`'s nodes.
+    /// Starts scraping `url`'s nodes as the API server's kubelet client (`pair`, trusting
+    /// `ca_pem`), which also lists their nodes and pods.
     ///
     /// # Errors
-    /// [`Error::Pki`] if the certificate cannot be issued, [`Error::Client`] if no client can
-    /// be built from it.
-    pub(crate) async fn start(
+    /// [`Error::Client`] if no client can be built from the certificate.
+    pub(crate) fn start(
         &self,
         config: &Config,
         url: &str,
+        (pair, ca_pem): (&CertKeyPair, &str),
+        kubelet_tls: Arc<rustls::ClientConfig>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Option<JoinHandle<()>>, Error> {
         let Some(points) = self.points.clone() else {
             return Ok(None);
         };
-        let tls: PathBuf = config.data_dir.join("server").join("tls");
-        let dir = tls.clone();
-        let (ca_pem, pair) = tokio::task::spawn_blocking(move || {
-            let ca = Ca::load_or_create(&dir, "server-ca", "distro-server-ca")?;
-            let spec = CertSpec::new(KUBELET_CLIENT_USER, Usage::Client);
-            let pair = distro_pki::load_or_issue(
-                &ca,
-                &dir,
-                "client-kube-apiserver-kubelet-client",
-                &spec,
-            )?;
-            Ok::<_, distro_pki::Error>((ca.cert_pem().to_string(), pair))
-        })
-        .await?
-        .map_err(|source| Error::Pki {
-            dir: tls.clone(),
-            source,
-        })?;
-        let kubelet_tls = distro_client::kubelet::tls(&pair, &ca_pem).map_err(Error::Client)?;
         let client = distro_client::connect(
-            &Endpoint::with_cert(url, ca_pem, &pair),
+            &Endpoint::with_cert(url, ca_pem.to_string(), pair),
             &distro_client::user_agent("metrics", "server"),
         )
         .map_err(Error::Client)?;

@@ -9,16 +9,17 @@
 //! changes, and periodically. Everything is level-triggered: each sync reads containerd's
 //! state afresh and decides with `pod::actions`, so a missed wake-up costs only latency.
 //!
+//! Probes: each sync hands what it saw to the prober (`crate::prober::Manager`), whose
+//! workers wake the pod's worker when a verdict changes; the sync reads the verdicts back
+//! (kills for failed liveness/startup probes, `ready`/`started` in the status).
+//!
 //! Adoption: containerd keeps running containers across a distro restart, and sandboxes and
 //! containers carry the pod's UID and the spec hash as labels, so the first sync after a
 //! restart finds them and keeps them. Sandboxes whose pod no longer exists (deleted while
 //! distro was down) are stopped and removed once the first pod list is complete.
 //!
 //! # Limits
-//! - No probes (liveness, readiness, startup) and no lifecycle hooks yet: a running
-//!   container is ready.
-//! - No image garbage collection, no eviction, no static pods, no registry credentials from
-//!   `imagePullSecrets`.
+//! - No eviction and no static pods yet.
 //! - Containers of a terminated pod are kept (for logs) until the pod is deleted; there is
 //!   no container garbage collection of old attempts yet.
 
@@ -111,6 +112,8 @@ pub struct Context {
     pub(crate) container: ContainerSettings,
     pub(crate) volumes: VolumeManager,
     pub(crate) caches: Caches,
+    /// Probe workers and their verdicts.
+    pub(crate) prober: crate::prober::Manager,
     root_dir: PathBuf,
     node_name: String,
 }
@@ -170,6 +173,7 @@ pub async fn run(
         container: settings.container.clone(),
         volumes: VolumeManager::new(settings.root_dir.clone(), tokens),
         caches,
+        prober: crate::prober::Manager::new(client.clone(), cri.clone(), &settings.node_name),
         root_dir: settings.root_dir.clone(),
         node_name: settings.node_name.clone(),
     });
@@ -352,6 +356,8 @@ async fn worker(
         events: events::Recorder::new(ctx.client.clone(), &ctx.node_name),
         last_status: None,
         deleted: false,
+        wake: wake.clone(),
+        desired: desired.clone(),
     };
     loop {
         let current = desired.borrow_and_update().clone();
