@@ -7,15 +7,18 @@
 //! endpoints refuses at once, a Service change applies within a second, and scaling to zero
 //! turns into refusals.
 //!
-//! The node uses its own bridge, so its CNI masquerade rule and its proxy table
-//! (`distro-proxy-<bridge>`) are its own; the test removes both, and only those.
+//! The node uses its own bridge, so its CNI masquerade rule and its proxy tables
+//! (`distro-proxy-<bridge>`) are its own; the harness removes them, and only them.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use distro_testharness::containerd_node::{
+    install_images, nft_table_exists, test_images, NodeCleanup,
+};
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -25,45 +28,12 @@ fn bin() -> &'static Path {
 
 const EVERY: Duration = Duration::from_millis(50);
 
-/// Builds the test images once per target dir (under a file lock, as several test binaries
-/// may want them at once) and returns their directory.
-fn test_images() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-images");
-    std::fs::create_dir_all(&dir).expect("images dir");
-    let lock = std::fs::File::create(dir.join(".lock")).expect("lock file");
-    lock.lock().expect("locking the images dir");
-    let done = dir.join(".built");
-    if !done.exists() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/build-test-images");
-        let out = Command::new("bash")
-            .arg(script)
-            .arg(&dir)
-            .output()
-            .expect("running hack/build-test-images");
-        assert!(
-            out.status.success(),
-            "build-test-images: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(&done, "").expect("marker");
-    }
-    dir
+/// Puts the test images into the node's air-gap images dir.
+fn images(data: &Path) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let built = test_images(Path::new(env!("CARGO_TARGET_TMPDIR")), &repo);
+    install_images(&built, data);
 }
-
-fn install_images(data: &Path) {
-    let src = test_images();
-    let dst = data.join("agent/images");
-    std::fs::create_dir_all(&dst).expect("agent images dir");
-    for e in std::fs::read_dir(&src).expect("images").flatten() {
-        let name = e.file_name();
-        if !name.to_string_lossy().starts_with('.') {
-            std::fs::copy(e.path(), dst.join(&name)).expect("copy image");
-        }
-    }
-}
-
-/// The CNI plugin's nftables table (shared by nodes; this test removes only its bridge's rule).
-const CNI_TABLE: &str = "distro-cni";
 
 fn nft_ok(args: &[&str]) -> bool {
     Command::new("nft")
@@ -78,140 +48,6 @@ fn nft_out(args: &[&str]) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
         .unwrap_or_default()
-}
-
-/// `(pid, ppid, cmdline)` of every process.
-fn processes() -> Vec<(i32, i32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0);
-        out.push((pid, ppid, cmd));
-    }
-    out
-}
-
-fn unmount_under(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    for p in points {
-        let _ = Command::new("umount").arg("-l").arg(&p).status();
-    }
-}
-
-/// Removes what this test's node left: its agent, containerd and shims (matched by this data
-/// dir's socket and config), mounts, runtime dir, bridge, CNI masquerade rule, proxy tables.
-struct Cleanup {
-    data: PathBuf,
-    bridge: String,
-    cni_table_existed: bool,
-}
-
-impl Cleanup {
-    fn state_dir(&self) -> Option<PathBuf> {
-        let config =
-            std::fs::read_to_string(self.data.join("agent/etc/containerd/config.toml")).ok()?;
-        let line = config.lines().find(|l| l.starts_with("state = "))?;
-        Some(PathBuf::from(
-            line.trim_start_matches("state = ").trim_matches('"'),
-        ))
-    }
-
-    fn socket(&self) -> Option<PathBuf> {
-        Some(self.state_dir()?.parent()?.join("containerd.sock"))
-    }
-
-    fn proxy_table(&self) -> String {
-        format!("distro-proxy-{}", self.bridge)
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let (Some(state), Some(socket)) = (self.state_dir(), self.socket()) {
-            let socket = socket.to_string_lossy().to_string();
-            let config = self
-                .data
-                .join("agent/etc/containerd/config.toml")
-                .to_string_lossy()
-                .to_string();
-            let data = self.data.to_string_lossy().to_string();
-            for (pid, _, cmd) in processes() {
-                if cmd.contains(" agent ") && cmd.contains(&data) && !cmd.starts_with("containerd")
-                {
-                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-            let procs = processes();
-            let shims: Vec<i32> = procs
-                .iter()
-                .filter(|(_, _, c)| c.contains("containerd-shim") && c.contains(&socket))
-                .map(|(p, _, _)| *p)
-                .collect();
-            let mut victims: Vec<i32> = procs
-                .iter()
-                .filter(|(_, pp, _)| shims.contains(pp))
-                .map(|(p, _, _)| *p)
-                .collect();
-            victims.extend(&shims);
-            victims.extend(
-                procs
-                    .iter()
-                    .filter(|(_, _, c)| c.contains("containerd --config") && c.contains(&config))
-                    .map(|(p, _, _)| *p),
-            );
-            for pid in victims {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-            std::thread::sleep(Duration::from_millis(200));
-            unmount_under(&self.data);
-            unmount_under(&state);
-            if let Some(run) = state.parent() {
-                let _ = std::fs::remove_dir_all(run);
-            }
-        }
-        let table = self.proxy_table();
-        for family in ["ip", "ip6"] {
-            let _ = Command::new("nft")
-                .args(["delete", "table", family, &table])
-                .output();
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-        if !self.cni_table_existed {
-            let _ = Command::new("nft")
-                .args(["delete", "table", "inet", CNI_TABLE])
-                .status();
-            return;
-        }
-        let listing = nft_out(&["-a", "list", "chain", "inet", CNI_TABLE, "postrouting"]);
-        for line in listing.lines() {
-            if line.contains(&format!("masquerade {}\"", self.bridge)) {
-                if let Some(handle) = line.rsplit("# handle ").next() {
-                    let _ = Command::new("nft")
-                        .args(["delete", "rule", "inet", CNI_TABLE, "postrouting", "handle"])
-                        .arg(handle.trim())
-                        .status();
-                }
-            }
-        }
-    }
 }
 
 /// An external IP of the `ext` service (TEST-NET-3: nobody else's address).
@@ -439,19 +275,21 @@ fn services_reach_ready_endpoints_through_nftables() {
     let s = Server::start(bin());
     let node = format!("proxy-{}", std::process::id());
     let bridge = format!("dp{}", std::process::id() % 10_000_000);
-    let cni_table_existed = nft_ok(&["list", "table", "inet", CNI_TABLE]);
+    let table_existed = nft_table_exists();
+    let table = format!("distro-proxy-{bridge}");
     let a = Agent::start_containerd(
         bin(),
         &s,
         &["--node-name", &node, "--cni-bridge", &bridge],
-        install_images,
+        images,
     );
-    let cleanup = Cleanup {
+    // Declared after `a`, so dropped first (on a failed assertion too): it needs the agent's
+    // data dir, which dropping `a` removes; `a`'s drop then removes the proxy tables.
+    let cleanup = NodeCleanup {
         data: a.data_dir(),
         bridge,
-        cni_table_existed,
+        table_existed,
     };
-    let table = cleanup.proxy_table();
 
     // The proxy programs its table once the node runs; the kubernetes Service is in it.
     let kubernetes = cluster_ip(&s, "kubernetes");
@@ -641,7 +479,8 @@ fn services_reach_ready_endpoints_through_nftables() {
         t.elapsed(),
         began.elapsed()
     );
-    drop(a);
+    // The cleanup first: it reads the agent's data dir, which dropping `a` removes.
     drop(cleanup);
+    drop(a);
     assert!(!nft_ok(&["list", "table", "ip", &table]), "table removed");
 }
