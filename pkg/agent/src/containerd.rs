@@ -7,7 +7,8 @@
 //! # Limits
 //! - The pod network is the node's podCIDR (from the server's node IPAM controller, waited
 //!   for after registration) on a local bridge ([`distro_network::cni`]), reaching other
-//!   nodes' pods through the overlay ([`crate::overlay`]).
+//!   nodes' pods through the overlay ([`crate::overlay`]). Services are proxied by
+//!   [`distro_network::proxy`].
 //! - A containerd that stops answering turns the node NotReady within a status period
 //!   ([`crate::status`]); the supervisor restarts it.
 
@@ -183,6 +184,7 @@ async fn serve(
         },
         shutdown.clone(),
     );
+    let proxy = distro_network::proxy::run(client.clone(), proxy_config(config), shutdown.clone());
     let manifests = dir.join("pod-manifests");
     let workers = distro_kubelet::worker::run_with_static_pods(
         client,
@@ -191,15 +193,34 @@ async fn serve(
         Some(manifests),
         shutdown.clone(),
     );
-    let (_, result, _, _, (), ()) = tokio::join!(
+    let (_, result, _, _, (), (), proxied) = tokio::join!(
         leases,
         workers,
         reporter.run(shutdown.clone()),
         eviction.run(shutdown),
         image_gc,
-        overlay
+        overlay,
+        proxy
     );
+    if let Err(e) = proxied {
+        tracing::warn!(error = %e, "service proxy stopped");
+    }
     result.map_err(Error::Kubelet)
+}
+
+/// The service proxy's settings. Its nftables table is `distro-proxy`, or
+/// `distro-proxy-<bridge>` with a non-default `--cni-bridge`, so several nodes sharing one
+/// kernel (tests) each own their table, as they each own their bridge.
+fn proxy_config(config: &Config) -> distro_network::proxy::Config {
+    let table = match config.cni_bridge.as_str() {
+        "cni0" => "distro-proxy".to_string(),
+        bridge => format!("distro-proxy-{bridge}"),
+    };
+    distro_network::proxy::Config {
+        node_name: config.node_name.clone(),
+        table,
+        cluster_cidrs: config.network.cluster_cidrs.clone(),
+    }
 }
 
 /// Writes the CNI conflist for the node's pod ranges, so containerd gives non-hostNetwork

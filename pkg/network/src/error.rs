@@ -80,6 +80,9 @@ pub enum Error {
         /// nft's stderr or the spawn error.
         message: String,
     },
+    /// The service proxy's Service or EndpointSlice watch stopped.
+    #[error("the service proxy's watch of Services and EndpointSlices stopped")]
+    Watch,
     /// CHECK found the container's network differs from the previous result.
     #[error("check failed: {0}")]
     Check(String),
@@ -95,7 +98,11 @@ impl Error {
             Error::Io { .. } | Error::Netns { .. } | Error::Netlink { .. } => 5,
             Error::Decode(_) => 6,
             Error::InvalidConfig(_) => 7,
-            Error::RangeFull { .. } | Error::Link(_) | Error::Nft { .. } | Error::Check(_) => 999,
+            Error::RangeFull { .. }
+            | Error::Link(_)
+            | Error::Nft { .. }
+            | Error::Check(_)
+            | Error::Watch => 999,
         }
     }
 

@@ -13,9 +13,12 @@
 //!   reference portmap).
 //! - [`overlay`]: routes, neighbour and FDB entries to other nodes' pod ranges (VXLAN or
 //!   host-gw), as flannel's backends.
+//!
+//! [`proxy`] is the service proxy (kube-proxy's nftables mode) every node runs.
 
 pub mod cni;
 mod error;
 pub mod overlay;
+pub mod proxy;
 
 pub use error::Error;

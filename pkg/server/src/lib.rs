@@ -239,6 +239,22 @@ fn setup_pki(config: &Config) -> Result<Pki, Error> {
 }
 
 /// The first address of the (first) service range: the `kubernetes` Service's ClusterIP.
+/// The address this machine reaches other networks from: the default route's source address
+/// (found by routing a UDP socket; no packet is sent). Upstream's apiserver advertises this
+/// when bound to every address, and so must we: the `kubernetes` Service's endpoint must be an
+/// address pods can reach through the service proxy, which loopback is not.
+async fn default_route_ip() -> Option<IpAddr> {
+    let socket = tokio::net::UdpSocket::bind((IpAddr::from([0, 0, 0, 0]), 0))
+        .await
+        .ok()?;
+    // TEST-NET-2: never local, so the lookup takes the default route.
+    socket
+        .connect((IpAddr::from([198, 51, 100, 1]), 53))
+        .await
+        .ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+}
+
 fn first_service_ip(cidr: &str) -> Option<IpAddr> {
     let first = cidr.split(',').next()?.trim();
     let (addr, _) = first.split_once('/')?;
@@ -313,14 +329,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let addr = listener
         .local_addr()
         .map_err(|source| Error::Listen { addr, source })?;
-    let advertise_ip =
-        config
-            .advertise_address
-            .unwrap_or(if config.bind_address.is_unspecified() {
-                IpAddr::from([127, 0, 0, 1])
-            } else {
-                config.bind_address
-            });
+    let advertise_ip = match config.advertise_address {
+        Some(a) => a,
+        None if config.bind_address.is_unspecified() => default_route_ip()
+            .await
+            .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        None => config.bind_address,
+    };
     let advertise_addr = SocketAddr::new(advertise_ip, addr.port());
     let advertise = advertise_addr.to_string();
     if let Some(ip) = first_service_ip(&config.service_cidr) {

@@ -22,6 +22,7 @@
 
 mod client;
 mod node;
+mod proxy;
 mod scale;
 mod server;
 
@@ -90,6 +91,10 @@ struct Opts {
     /// Pods of the real-node phase (default 100; 10 with --quick).
     #[arg(long)]
     node_pods: Option<usize>,
+    /// Measure only the service proxy (root, containerd): rule update latency with this many
+    /// services (`hack/bench --proxy 1000`); see proxy.rs.
+    #[arg(long, value_name = "SERVICES")]
+    proxy: Option<usize>,
 }
 
 /// What one run does, resolved from [`Opts`].
@@ -159,7 +164,9 @@ impl Plan {
 }
 
 fn main() -> ExitCode {
-    let plan = match Plan::from_opts(Opts::parse()) {
+    let opts = Opts::parse();
+    let proxy_services = opts.proxy;
+    let plan = match Plan::from_opts(opts) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("distro-bench: {e:#}");
@@ -177,6 +184,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(services) = proxy_services {
+        return rt.block_on(run_proxy(&plan, services));
+    }
     if plan.node_only {
         let pods = plan.node_pods.unwrap_or(100);
         let alone = node::run_alone(&plan.bin, plan.tmp_dir.as_deref(), pods, plan.node_idle);
@@ -459,6 +469,43 @@ async fn run(plan: &Plan) -> Result<Report> {
         scale,
         node,
     })
+}
+
+/// `--proxy`: only the service proxy phase, on its own server.
+async fn run_proxy(plan: &Plan, services: usize) -> ExitCode {
+    let result = async {
+        let (mut srv, spawned) = Server::spawn(&plan.bin, plan.tmp_dir.as_deref())?;
+        srv.wait_for_kubeconfig(POLL, Duration::from_secs(30))
+            .await?;
+        let target = Target::from_kubeconfig(&srv.kubeconfig)?;
+        wait_ready(&mut srv, &target, spawned).await?;
+        let data = srv.data_dir();
+        let samples = if plan.quick { 5 } else { 20 };
+        let report = proxy::run(
+            &plan.bin,
+            &scale::work_dir(&data),
+            &data,
+            &target,
+            services,
+            samples,
+        )
+        .await;
+        srv.stop().await?;
+        report
+    };
+    match tokio::select! {
+        r = result => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    } {
+        Ok(report) => {
+            report.print();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("distro-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// One line on stderr per phase, so a long run shows where it is (and whom to attach to).

@@ -157,6 +157,14 @@ impl Node {
             .args(["link", "del", &self.bridge])
             .status()
             .await;
+        // The node's service proxy tables (named after its bridge).
+        for family in ["ip", "ip6"] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", family])
+                .arg(format!("distro-proxy-{}", self.bridge))
+                .output()
+                .await;
+        }
         if !self.table_existed {
             let _ = Command::new("nft")
                 .args(["delete", "table", "inet", NFT_TABLE])

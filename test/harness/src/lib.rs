@@ -410,6 +410,9 @@ pub struct Agent {
     bin: PathBuf,
     /// The network namespace the agent runs in; `None`: the test's own.
     netns: Option<String>,
+    /// The service proxy's nftables table this agent made (containerd runtime), removed on
+    /// drop: `distro-proxy-<bridge>`, or `distro-proxy` if it did not exist before.
+    proxy_table: Option<String>,
 }
 
 impl Agent {
@@ -507,6 +510,12 @@ impl Agent {
         let mut a = Agent {
             child: None,
             dir,
+            // In its own namespace the agent's tables go with the namespace.
+            proxy_table: if netns.is_some() {
+                None
+            } else {
+                proxy_table(&args)
+            },
             args,
             bin: bin.to_path_buf(),
             netns: netns.map(String::from),
@@ -585,12 +594,49 @@ impl Drop for Agent {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(table) = &self.proxy_table {
+            for family in ["ip", "ip6"] {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", family, table])
+                    .output();
+            }
+        }
         if std::thread::panicking() {
             eprintln!(
                 "---- distro agent log ({}) ----\n{}",
                 self.dir.path().display(),
                 self.log()
             );
+        }
+    }
+}
+
+/// The service proxy table a containerd agent started with `args` will make and the test then
+/// owns (named as `distro_agent::containerd` names it), if any.
+fn proxy_table(args: &[String]) -> Option<String> {
+    let containerd = args
+        .windows(2)
+        .any(|w| w[0] == "--runtime" && w[1] == "containerd");
+    if !containerd {
+        return None;
+    }
+    let bridge = args
+        .windows(2)
+        .find(|w| w[0] == "--cni-bridge")
+        .map(|w| w[1].clone())
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--cni-bridge=").map(str::to_string))
+        });
+    match bridge.as_deref() {
+        Some(b) if b != "cni0" => Some(format!("distro-proxy-{b}")),
+        // The machine's own node may own the default table: only one this agent creates.
+        _ => {
+            let exists = Command::new("nft")
+                .args(["list", "table", "ip", "distro-proxy"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            (!exists).then(|| "distro-proxy".to_string())
         }
     }
 }

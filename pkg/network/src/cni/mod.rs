@@ -10,7 +10,7 @@ pub mod config;
 pub mod ipam;
 pub mod loopback;
 mod netlink;
-mod nft;
+pub(crate) mod nft;
 mod plugin;
 mod sysctl;
 pub mod types;

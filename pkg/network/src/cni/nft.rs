@@ -224,8 +224,8 @@ fn list(table: &str) -> Result<Option<Vec<RuleRef>>> {
     parse_rules(&String::from_utf8_lossy(&out.stdout)).map(Some)
 }
 
-/// Applies a script as one transaction (`nft -f -`).
-fn apply(step: &'static str, script: &str) -> Result<()> {
+/// Applies a script as one transaction (`nft -f -`); also the service proxy's way to nft.
+pub(crate) fn apply(step: &'static str, script: &str) -> Result<()> {
     if script.is_empty() {
         return Ok(());
     }
@@ -253,8 +253,10 @@ fn apply(step: &'static str, script: &str) -> Result<()> {
         return Err(Error::Nft {
             step,
             message: format!(
-                "{} (script: {script:?})",
-                String::from_utf8_lossy(&out.stderr).trim()
+                "{} (script: {:?})",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                // nft names the failing line itself; a proxy's script can be megabytes.
+                script.get(..2000).unwrap_or(script)
             ),
         });
     }
