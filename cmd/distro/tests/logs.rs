@@ -453,3 +453,91 @@ fn check_logs(s: &Server, n: &str) {
         );
     }
 }
+
+/// Simulated nodes run no processes: `kubectl logs` says so instead of showing an empty log.
+/// The API server's own checks (container choice, unscheduled pods, option validation)
+/// answer before any kubelet is asked.
+#[test]
+fn simulated_nodes_and_apiserver_checks() {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_distro"));
+    let s = Server::start(bin);
+    let _a = distro_testharness::Agent::start(bin, &s, &["--node-name", "sim"]);
+    eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "simulated node Ready",
+        || {
+            let out = s.kubectl(LATEST, &["get", "node", "sim", "--no-headers"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains(" Ready")
+                .then_some(())
+        },
+    );
+    let pod = |name: &str, node: &str, containers: &[&str]| {
+        let list: String = containers
+            .iter()
+            .map(|c| format!("  - {{name: {c}, image: {BUSYBOX}}}\n"))
+            .collect();
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  {node}\n  containers:\n{list}"
+        )
+    };
+    s.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(
+            &[
+                pod("sim", "nodeName: sim", &["main"]),
+                pod("two", "nodeName: sim", &["a", "b"]),
+                pod("nowhere", "nodeSelector: {absent: label}", &["main"]),
+            ]
+            .concat(),
+        ),
+    );
+    eventually(Duration::from_secs(20), EVERY, "sim Running", || {
+        let out = s.kubectl(LATEST, &["get", "pod", "sim", "--no-headers"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("Running")
+            .then_some(())
+    });
+    for minor in [OLDEST, LATEST] {
+        let err = logs_fail(&s, minor, &["sim"]);
+        assert!(
+            err.contains("Error from server (BadRequest): container \"main\" in pod \"sim\" has no logs: this node's runtime is simulated and runs no processes"),
+            "{err}"
+        );
+        let err = s.fails(
+            minor,
+            &["get", "--raw", "/api/v1/namespaces/default/pods/two/log"],
+        );
+        assert!(
+            err.contains("a container name must be specified for pod two, choose one of: [a b]")
+                && !err.contains("init containers"),
+            "{err}"
+        );
+        let err = s.fails(
+            minor,
+            &[
+                "get",
+                "--raw",
+                "/api/v1/namespaces/default/pods/sim/log?tailLines=-1",
+            ],
+        );
+        assert!(
+            err.contains("The PodLogOptions \"sim\" is invalid: tailLines: Invalid value: -1: must be greater than or equal to 0"),
+            "{err}"
+        );
+        // Not scheduled: no log yet, and no error (as upstream).
+        let raw = s.ok(
+            minor,
+            &[
+                "get",
+                "--raw",
+                "/api/v1/namespaces/default/pods/nowhere/log",
+            ],
+        );
+        assert_eq!(raw, "");
+        let err = logs_fail(&s, minor, &["missing"]);
+        assert!(err.contains("pods \"missing\" not found"), "{err}");
+    }
+}
