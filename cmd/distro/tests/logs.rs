@@ -214,6 +214,20 @@ fn containerd_node_serves_metrics_and_logs() {
         "{metrics}"
     );
 
+    // /pods lists what is bound to the node.
+    let pods: serde_json::Value = serde_json::from_str(&s.ok(
+        LATEST,
+        &["get", "--raw", &format!("/api/v1/nodes/{n}/proxy/pods")],
+    ))
+    .expect("pods JSON");
+    assert_eq!(pods["kind"], "PodList");
+    assert!(
+        pods["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|p| p["metadata"]["name"] == "busy")),
+        "{pods}"
+    );
+
     // The summary names the pod and its container.
     let summary: serde_json::Value = serde_json::from_str(&s.ok(
         LATEST,
