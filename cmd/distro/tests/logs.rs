@@ -228,16 +228,25 @@ fn containerd_node_serves_metrics_and_logs() {
         "{pods}"
     );
 
-    // The summary names the pod and its container.
-    let summary: serde_json::Value = serde_json::from_str(&s.ok(
-        LATEST,
-        &[
-            "get",
-            "--raw",
-            &format!("/api/v1/nodes/{n}/proxy/stats/summary"),
-        ],
-    ))
-    .expect("summary JSON");
+    // The summary names the pod and its container; from the second request on, the busy
+    // loop's CPU rate (usageNanoCores) is most of a core.
+    let summary = eventually(Duration::from_secs(10), EVERY, "a CPU rate", || {
+        let raw = s.ok(
+            LATEST,
+            &[
+                "get",
+                "--raw",
+                &format!("/api/v1/nodes/{n}/proxy/stats/summary"),
+            ],
+        );
+        let summary: serde_json::Value = serde_json::from_str(&raw).expect("summary JSON");
+        let rate = summary["pods"]
+            .as_array()?
+            .iter()
+            .find(|p| p["podRef"]["name"] == "busy")?["cpu"]["usageNanoCores"]
+            .as_u64()?;
+        (rate > 100_000_000).then_some(summary)
+    });
     let busy = summary["pods"]
         .as_array()
         .and_then(|p| p.iter().find(|p| p["podRef"]["name"] == "busy"))

@@ -9,13 +9,14 @@
 //! shim, and the sandbox's pause process uses next to nothing).
 //!
 //! # Limits
-//! - `usageNanoCores` is not reported (containerd 1.6 leaves it unset): consumers compute
-//!   rates from the cumulative `usageCoreNanoSeconds`, as metrics-server does.
+//! - `usageNanoCores` (containerd 1.6 leaves it unset) is the rate since the previous
+//!   `/stats/summary` request ([`fill_nano_cores`]), not over cAdvisor's housekeeping
+//!   interval: absent on the first request, and noisier when several clients poll.
 //! - No filesystem, network or volume statistics.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use distro_cri::api::{self, ContainerState, PodSandboxState};
 use distro_cri::Cri;
@@ -51,6 +52,8 @@ pub struct CriNode {
     pub pod_log_root: PathBuf,
     /// Where the node's own counters are read.
     pub host: HostPaths,
+    /// The previous summary's CPU counters, for `usageNanoCores`.
+    pub last_cpu: Mutex<HashMap<String, (Timestamp, u64)>>,
 }
 
 fn time(nanos: i64) -> Time {
@@ -298,6 +301,37 @@ impl Liveness for Running {
     }
 }
 
+/// Sets `usageNanoCores` of the node, pods and containers from the change of their CPU
+/// counters since `last` (then replaced by this summary's counters). Counters that went
+/// backwards (a restarted container) or samples at the same instant give no rate.
+pub fn fill_nano_cores(summary: &mut Summary, last: &mut HashMap<String, (Timestamp, u64)>) {
+    let mut now = HashMap::new();
+    let mut rate = |key: String, cpu: &mut Option<CpuStats>| {
+        let Some(cpu) = cpu.as_mut() else { return };
+        let Some(total) = cpu.usage_core_nano_seconds else {
+            return;
+        };
+        let at = cpu.time.0;
+        if let Some((then, before)) = last.get(&key) {
+            let span = at.as_nanosecond() - then.as_nanosecond();
+            if span > 0 && total >= *before {
+                let cores = u128::from(total - before) * 1_000_000_000 / span.unsigned_abs();
+                cpu.usage_nano_cores = u64::try_from(cores).ok();
+            }
+        }
+        now.insert(key, (at, total));
+    };
+    rate(String::new(), &mut summary.node.cpu);
+    for p in &mut summary.pods {
+        let pod = format!("{}/{}", p.pod_ref.namespace, p.pod_ref.name);
+        for c in &mut p.containers {
+            rate(format!("{pod}/{}/{}", p.pod_ref.uid, c.name), &mut c.cpu);
+        }
+        rate(format!("{pod}/{}", p.pod_ref.uid), &mut p.cpu);
+    }
+    *last = now;
+}
+
 fn name_of(c: &api::Container) -> &str {
     c.metadata.as_ref().map_or("", |m| m.name.as_str())
 }
@@ -312,6 +346,7 @@ impl CriNode {
             started: Timestamp::now(),
             pod_log_root,
             host: HostPaths::default(),
+            last_cpu: Mutex::default(),
         })
     }
 
@@ -366,7 +401,11 @@ impl Provider for CriNode {
 
     async fn summary(&self) -> Summary {
         let sample = self.sample().await;
-        shape(&self.node, self.started, &sample, &HashMap::new()).0
+        let mut summary = shape(&self.node, self.started, &sample, &HashMap::new()).0;
+        if let Ok(mut last) = self.last_cpu.lock() {
+            fill_nano_cores(&mut summary, &mut last);
+        }
+        summary
     }
 
     async fn container_logs(
@@ -536,5 +575,54 @@ mod tests {
         );
         assert_eq!(entries[1].image, "busybox:latest");
         assert_eq!(entries[1].container, "app");
+    }
+
+    #[test]
+    fn nano_cores_are_the_counter_rate_since_the_last_summary() {
+        let at = |s: i64, n: u64| {
+            Some(CpuStats {
+                time: Time(Timestamp::from_second(s).unwrap()),
+                usage_nano_cores: None,
+                usage_core_nano_seconds: Some(n),
+            })
+        };
+        let summary = |s: i64, node: u64, c: u64| Summary {
+            node: NodeStats {
+                cpu: at(s, node),
+                ..Default::default()
+            },
+            pods: vec![PodStats {
+                pod_ref: PodReference {
+                    name: "p".into(),
+                    namespace: "ns".into(),
+                    uid: "u".into(),
+                },
+                cpu: at(s, c),
+                containers: vec![ContainerStats {
+                    name: "c".into(),
+                    cpu: at(s, c),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut last = HashMap::new();
+        let mut first = summary(10, 1_000_000_000, 0);
+        fill_nano_cores(&mut first, &mut last);
+        assert_eq!(first.node.cpu.unwrap().usage_nano_cores, None);
+        // Two seconds later: 1.5 node-seconds and 0.5 container-seconds more.
+        let mut second = summary(12, 2_500_000_000, 500_000_000);
+        fill_nano_cores(&mut second, &mut last);
+        assert_eq!(second.node.cpu.unwrap().usage_nano_cores, Some(750_000_000));
+        let p = &second.pods[0];
+        assert_eq!(p.cpu.as_ref().unwrap().usage_nano_cores, Some(250_000_000));
+        assert_eq!(
+            p.containers[0].cpu.as_ref().unwrap().usage_nano_cores,
+            Some(250_000_000)
+        );
+        // A restarted container's counter starts again: no rate.
+        let mut third = summary(13, 3_000_000_000, 10);
+        fill_nano_cores(&mut third, &mut last);
+        assert_eq!(third.pods[0].cpu.as_ref().unwrap().usage_nano_cores, None);
     }
 }
