@@ -30,6 +30,9 @@ use tokio::sync::mpsc;
 /// How often a followed file is checked for new lines.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
+/// How often a followed container is asked whether it still runs.
+pub const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+
 /// Chunks queued towards the client: enough to keep a fast reader busy, small enough that
 /// a stalled client holds at most a few hundred KiB.
 pub const CHANNEL_CHUNKS: usize = 16;
@@ -407,6 +410,7 @@ async fn read_log_inner(
     let mut line = Vec::new();
     let mut out = Vec::new();
     let mut finishing = false;
+    let mut last_check = None;
     loop {
         let n = reader.read_until(b'\n', &mut line).await?;
         if n > 0 && line.ends_with(b"\n") {
@@ -444,10 +448,16 @@ async fn read_log_inner(
         if tx.is_closed() {
             return Ok(());
         }
-        if !live.running().await {
-            // One more pass reads what was written before it stopped.
-            finishing = true;
-            continue;
+        // The runtime is asked at most every LIVENESS_CHECK, as upstream re-checks the
+        // container when no write arrived for a second.
+        let due = last_check.is_none_or(|t: tokio::time::Instant| t.elapsed() >= LIVENESS_CHECK);
+        if due {
+            last_check = Some(tokio::time::Instant::now());
+            if !live.running().await {
+                // One more pass reads what was written before it stopped.
+                finishing = true;
+                continue;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(FOLLOW_POLL) => {}
