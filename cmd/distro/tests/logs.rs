@@ -89,6 +89,10 @@ fn manifest(node: &str) -> String {
         format!(
             "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: absent, namespace: default}}\nspec:\n  nodeName: {node}\n  hostNetwork: true\n  containers:\n  - name: main\n    image: distro.test/absent:1\n    imagePullPolicy: Never\n"
         ),
+        // A registry on a closed loopback port: the pull fails at once.
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: unpullable, namespace: default}}\nspec:\n  nodeName: {node}\n  hostNetwork: true\n  containers:\n  - name: main\n    image: 127.0.0.1:1/none:1\n    imagePullPolicy: Always\n"
+        ),
     ]
     .concat()
 }
@@ -401,6 +405,19 @@ fn check_logs(s: &Server, n: &str) {
         assert!(
             err.contains("previous terminated container \"main\" in pod \"lines\" not found"),
             "{err}"
+        );
+        // Upstream's wording for the two pull failures.
+        eventually(
+            Duration::from_secs(20),
+            EVERY,
+            "a pull failure's message",
+            || {
+                let err = logs_fail(s, minor, &["unpullable"]);
+                let waiting = "container \"main\" in pod \"unpullable\" is waiting to start: ";
+                (err.contains(&format!("{waiting}image can't be pulled"))
+                    || err.contains(&format!("{waiting}trying and failing to pull image")))
+                .then_some(())
+            },
         );
         let err = logs_fail(s, minor, &["absent"]);
         assert!(
