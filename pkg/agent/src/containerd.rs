@@ -1,8 +1,9 @@
 //! `distro agent --runtime containerd`: the real node. containerd is started under the
 //! supervisor with distro's configuration and the air-gap images imported
 //! ([`distro_cri::runtime::NodeRuntime`]); then the node joins, registers its Node with this
-//! machine's capacity and nodeInfo (Ready: containerd answered), renews its Lease and runs
-//! the kubelet's pod workers ([`distro_kubelet::worker`]).
+//! machine's capacity and nodeInfo (Ready: containerd answered), renews its Lease, runs
+//! the kubelet's pod workers ([`distro_kubelet::worker`]) and serves the kubelet API
+//! ([`distro_kubelet::server::cri`]) with a serving certificate from the cluster CA.
 //!
 //! # Limits
 //! - The pod network is the node's podCIDR (from the server's node IPAM controller, waited
@@ -88,9 +89,13 @@ async fn serve(
         runtime_version,
         os_image: os_image(),
     };
-    // The kubelet API is not served for containerd nodes yet; the port is upstream's.
-    let kubelet = std::net::SocketAddr::new(node_ip, config.kubelet_port);
-    let registered = node::register(client.clone(), config, &name, kubelet, Some(&real)).await?;
+    // The kubelet API, with a serving certificate through the CSR API as simulated nodes
+    // get theirs; bound before registering so the Node names its port.
+    let listener =
+        crate::kubelet::Listener::bind(&client, &dir, &name, node_ip, config.kubelet_port, &ca_pem)
+            .await?;
+    let registered =
+        node::register(client.clone(), config, &name, listener.addr, Some(&real)).await?;
     tracing::info!(node = %name, "nodes registered and Ready");
     let Some(pod_cidrs) = crate::network::wait_pod_cidrs(&client, &name, shutdown.clone()).await?
     else {
@@ -134,10 +139,21 @@ async fn serve(
         max_concurrent_syncs: KUBELET_CONCURRENCY,
         allocatable: real.capacity.clone(),
     };
+    let api = Arc::new(distro_kubelet::server::KubeletApi {
+        provider: distro_kubelet::server::cri::CriNode::new(
+            &name,
+            client.clone(),
+            rt.cri.clone(),
+            settings.sandbox.pod_log_root.clone(),
+        ),
+        authorizer: distro_kubelet::server::SarAuthorizer::new(client.clone(), &name),
+    });
+    let server =
+        distro_kubelet::server::serve(listener.listener, listener.tls, api, shutdown.clone());
     // Node status and pressure eviction (status.rs, eviction.rs).
     let (pressure_tx, pressure_rx) = watch::channel(crate::status::Pressure::default());
     let machine = {
-        let (name, ip, port) = (name.clone(), real.host_ip.clone(), kubelet.port());
+        let (name, ip, port) = (name.clone(), real.host_ip.clone(), listener.addr.port());
         tokio::task::spawn_blocking(move || crate::status::Machine::read(&name, &ip, port)).await?
     };
     let reporter = crate::status::Reporter {
@@ -193,14 +209,15 @@ async fn serve(
         Some(manifests),
         shutdown.clone(),
     );
-    let (_, result, _, _, (), (), proxied) = tokio::join!(
+    let (_, result, _, _, (), (), proxied, ()) = tokio::join!(
         leases,
         workers,
         reporter.run(shutdown.clone()),
         eviction.run(shutdown),
         image_gc,
         overlay,
-        proxy
+        proxy,
+        server
     );
     if let Err(e) = proxied {
         tracing::warn!(error = %e, "service proxy stopped");

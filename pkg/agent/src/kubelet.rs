@@ -5,7 +5,8 @@
 //!
 //! Each node's serving certificate comes from the cluster CA through a
 //! `kubernetes.io/kubelet-serving` request ([`crate::join::serving_certificate`]), so the
-//! server verifies the kubelets it scrapes.
+//! server verifies the kubelets it scrapes. The real node (`--runtime containerd`) binds its
+//! port the same way ([`Listener`]) and serves `distro_kubelet::server::cri::CriNode`.
 //!
 //! # Limits
 //! - The serving certificate is not renewed while running (a restart renews it when a

@@ -369,4 +369,20 @@ impl Cri {
             .into_inner()
             .containers)
     }
+
+    /// CPU and memory statistics of every container with a task (containerd reads them
+    /// from the containers' cgroups), for the kubelet's `/stats/summary` and metrics.
+    ///
+    /// # Errors
+    /// The RPC failed.
+    pub async fn list_container_stats(&self) -> Result<Vec<api::ContainerStats>, Error> {
+        let req = api::ListContainerStatsRequest { filter: None };
+        Ok(self
+            .runtime()
+            .list_container_stats(req)
+            .await
+            .map_err(rpc("ListContainerStats"))?
+            .into_inner()
+            .stats)
+    }
 }

@@ -11,6 +11,8 @@
 //! whatever subprotocol the two ends agree on. Upgrades need the client's hyper `OnUpgrade`, which
 //! the handler parks in the request's extensions as an [`UpgradeSlot`].
 
+pub mod log;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -84,6 +86,7 @@ impl Route for KubeletProxy {
             r.subresource.as_deref(),
         ) {
             ("", "nodes", Some("proxy")) => self.node_proxy(req, r).await,
+            ("", "pods", Some("log")) => self.pod_log(req, r).await,
             _ => return None,
         };
         Some(result.unwrap_or_else(|e| error_response(&e)))

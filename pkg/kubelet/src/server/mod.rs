@@ -1,5 +1,6 @@
-//! The kubelet HTTPS API (port 10250): `/healthz`, `/pods`, `/stats/summary` and
-//! `/metrics/resource`, behind upstream's authentication and authorization.
+//! The kubelet HTTPS API (port 10250): `/healthz`, `/pods`, `/stats/summary`, `/metrics`,
+//! `/metrics/resource`, `/metrics/cadvisor` and `/containerLogs` ([`logs`]), behind
+//! upstream's authentication and authorization.
 //!
 //! # Design
 //! The server knows nothing of how pods run: a runtime implements [`Provider`] (the pods
@@ -10,8 +11,7 @@
 //!
 //! # Limits
 //! - Bearer tokens are not accepted (upstream also reviews them through TokenReview).
-//! - `/containerLogs`, `/exec`, `/attach`, `/portForward`, `/metrics`, `/metrics/cadvisor`
-//!   and `/spec` are not served yet (404).
+//! - `/exec`, `/attach`, `/portForward` and `/spec` are not served yet (404).
 //! - The serving certificate is the caller's to provide; [`self_signed`] makes one as
 //!   upstream's kubelet does without `--tls-cert-file`.
 
@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -34,10 +35,17 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 pub mod auth;
+pub mod cri;
+pub mod host;
+pub mod logs;
+pub mod metrics;
 pub mod stats;
 
 pub use auth::{Attributes, SarAuthorizer, User};
 pub use stats::Summary;
+
+/// The Prometheus text exposition format's content type.
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,6 +70,33 @@ pub trait Provider: Send + Sync + 'static {
     /// Resource usage of the node and its running pods, sampled now (`/stats/summary`,
     /// `/metrics/resource`).
     async fn summary(&self) -> Summary;
+
+    /// Per-cgroup usage for `/metrics/cadvisor`. The default derives it from
+    /// [`Provider::summary`] for runtimes without cgroups; real runtimes name the cgroups,
+    /// container IDs and images.
+    async fn cadvisor(&self) -> Vec<metrics::CadvisorEntry> {
+        metrics::from_summary(&self.summary().await)
+    }
+
+    /// A container's log (`/containerLogs/<namespace>/<pod>/<container>`), streamed through
+    /// the returned channel until it ends. The default is for runtimes that run no
+    /// processes (the simulated one): there is no log to read, and the answer says so.
+    ///
+    /// # Errors
+    /// As upstream's kubelet: 404 for an unknown pod or container, 400 when the container
+    /// has nothing to show yet.
+    async fn container_logs(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        opts: logs::LogOptions,
+    ) -> Result<tokio::sync::mpsc::Receiver<Bytes>, logs::LogError> {
+        let _ = (namespace, opts);
+        Err(logs::LogError::BadRequest(format!(
+            "container {container:?} in pod {pod:?} has no logs: this node's runtime is simulated and runs no processes"
+        )))
+    }
 }
 
 /// A certificate and key (PEM).
@@ -132,10 +167,11 @@ pub struct KubeletApi {
     pub authorizer: SarAuthorizer,
 }
 
-type Body = Full<Bytes>;
+/// Response bodies: whole (JSON, metrics) or streamed (logs).
+pub type Body = BoxBody<Bytes, Infallible>;
 
 fn text(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Full::new(body.into()).boxed());
     *r.status_mut() = code;
     if let Ok(v) = header::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -189,6 +225,9 @@ impl KubeletApi {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, plain, "Method Not Allowed");
         }
+        if let Some(rest) = path.strip_prefix("/containerLogs/") {
+            return self.container_logs(rest, req.uri().query()).await;
+        }
         match path.trim_end_matches('/') {
             "/pods" => {
                 let pods = self.provider.pods().await;
@@ -199,10 +238,92 @@ impl KubeletApi {
             "/stats/summary" => json(&self.provider.summary().await),
             "/metrics/resource" => text(
                 StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
+                PROMETHEUS,
                 stats::resource_metrics(&self.provider.summary().await),
             ),
+            "/metrics" => {
+                let summary = self.provider.summary().await;
+                let process = tokio::task::spawn_blocking(metrics::ProcessStats::this)
+                    .await
+                    .unwrap_or_default();
+                let node = summary.node.node_name.clone();
+                text(
+                    StatusCode::OK,
+                    PROMETHEUS,
+                    metrics::kubelet_metrics(&node, &summary, process),
+                )
+            }
+            "/metrics/cadvisor" => {
+                let entries = self.provider.cadvisor().await;
+                let machine = tokio::task::spawn_blocking(metrics::Machine::this)
+                    .await
+                    .unwrap_or_default();
+                text(
+                    StatusCode::OK,
+                    PROMETHEUS,
+                    metrics::cadvisor_metrics(&entries, machine),
+                )
+            }
             _ => text(StatusCode::NOT_FOUND, plain, "404 page not found"),
+        }
+    }
+}
+
+impl KubeletApi {
+    /// `/containerLogs/<namespace>/<pod>/<container>`, with upstream's checks and codes.
+    async fn container_logs(&self, rest: &str, query: Option<&str>) -> Response<Body> {
+        let plain = "text/plain; charset=utf-8";
+        let mut parts = rest.splitn(3, '/');
+        let (ns, pod, container) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let missing = [
+            (ns, r#"{"message": "Missing podNamespace."}"#),
+            (pod, r#"{"message": "Missing podID."}"#),
+            (container, r#"{"message": "Missing container name."}"#),
+        ];
+        if let Some((_, m)) = missing.iter().find(|(v, _)| v.is_empty()) {
+            return text(StatusCode::BAD_REQUEST, plain, *m);
+        }
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let (ns, pod, container) = (decode(ns), decode(pod), decode(container));
+        let result = match logs::LogOptions::from_query(query) {
+            Ok(opts) => {
+                self.provider
+                    .container_logs(&ns, &pod, &container, opts)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(rx) => {
+                let frames = futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv()
+                        .await
+                        .map(|b| (Ok::<_, Infallible>(hyper::body::Frame::data(b)), rx))
+                });
+                let mut r = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain"),
+                );
+                r
+            }
+            Err(e) => {
+                let code = match &e {
+                    logs::LogError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                    logs::LogError::NotFound(_) => StatusCode::NOT_FOUND,
+                    logs::LogError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    logs::LogError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                text(code, plain, e.to_string())
+            }
         }
     }
 }

@@ -126,16 +126,16 @@ pub struct MemoryStats {
 
 /// Core-nanoseconds as Prometheus core-seconds, exact to the nanosecond (no float rounding,
 /// so a rate computed from two samples is exact).
-fn seconds(nanos: u64) -> String {
+pub(crate) fn seconds(nanos: u64) -> String {
     format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000)
 }
 
-fn millis(t: &Time) -> i64 {
+pub(crate) fn millis(t: &Time) -> i64 {
     t.0.as_millisecond()
 }
 
 /// Escapes a Prometheus label value.
-fn label(v: &str) -> String {
+pub(crate) fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
