@@ -363,6 +363,31 @@ struct AgentArgs {
     /// The pods' bridge on this node (change it only when several nodes share one kernel).
     #[arg(long, default_value = "cni0", help_heading = "Runtime")]
     cni_bridge: String,
+    /// Cluster DNS address(es) this node serves and its pods use, comma-separated.
+    #[arg(
+        long,
+        env = "DISTRO_CLUSTER_DNS",
+        value_delimiter = ',',
+        default_value = "10.43.0.10",
+        help_heading = "Networking"
+    )]
+    cluster_dns: Vec<IpAddr>,
+    /// Cluster domain.
+    #[arg(
+        long,
+        env = "DISTRO_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        help_heading = "Networking"
+    )]
+    cluster_domain: String,
+    /// Upstream resolvers for names outside the cluster (default: /etc/resolv.conf without
+    /// its loopback nameservers).
+    #[arg(long, env = "DISTRO_RESOLV_CONF", help_heading = "Networking")]
+    resolv_conf: Option<PathBuf>,
+    /// The dummy link holding the cluster DNS address (change it only when several nodes
+    /// share one kernel).
+    #[arg(long, default_value = distro_dns::DEFAULT_INTERFACE, help_heading = "Networking")]
+    dns_interface: String,
 }
 
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
@@ -381,7 +406,14 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
+    // hickory-server logs every DNS query at info: only when asked for by name.
+    if !cli.log.contains("hickory") {
+        if let Ok(d) = "hickory_server=warn".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -520,6 +552,32 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         containerd,
         kubelet_port: a.kubelet_port,
         cni_bridge: a.cni_bridge,
+        dns: dns_config(
+            a.cluster_dns,
+            a.cluster_domain,
+            a.resolv_conf,
+            a.dns_interface,
+        )?,
+    })
+}
+
+/// The node's DNS settings, validated before anything binds.
+fn dns_config(
+    cluster_dns: Vec<IpAddr>,
+    cluster_domain: String,
+    resolv_conf: Option<PathBuf>,
+    interface: String,
+) -> Result<distro_dns::Config> {
+    distro_dns::zone(&cluster_domain)?;
+    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+        bail!("--dns-interface {interface:?} is not a link name (1-15 characters)");
+    }
+    Ok(distro_dns::Config {
+        cluster_dns,
+        cluster_domain,
+        resolv_conf,
+        interface,
+        ..distro_dns::Config::default()
     })
 }
 

@@ -103,11 +103,25 @@ async fn serve(
         host_ips: vec![real.host_ip.clone()],
         root_dir: root_dir.clone(),
         sandbox: SandboxSettings {
-            cluster_dns: ClusterDns::default(),
+            cluster_dns: ClusterDns {
+                servers: config
+                    .dns
+                    .cluster_dns
+                    .iter()
+                    .map(|ip| ip.to_string())
+                    .collect(),
+                domain: config.dns.cluster_domain.clone(),
+            },
             host_dns: parse_resolv_conf(
-                &tokio::fs::read_to_string("/etc/resolv.conf")
-                    .await
-                    .unwrap_or_default(),
+                &tokio::fs::read_to_string(
+                    config
+                        .dns
+                        .resolv_conf
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(distro_dns::DEFAULT_RESOLV_CONF)),
+                )
+                .await
+                .unwrap_or_default(),
             ),
             pod_log_root: dir.join("logs/pods"),
         },
@@ -121,9 +135,25 @@ async fn serve(
         allocatable: real.capacity.clone(),
     };
     let leases = node::renew_leases(vec![Arc::new(registered)], shutdown.clone());
+    let dns = serve_dns(config, client.clone(), shutdown.clone());
     let workers = distro_kubelet::worker::run(client, rt.cri.clone(), settings, shutdown);
-    let (_, result) = tokio::join!(leases, workers);
+    let (_, result, _) = tokio::join!(leases, workers, dns);
     result.map_err(Error::Kubelet)
+}
+
+/// The node's cluster DNS server until shutdown. Its failure (e.g. port 53 taken) is logged
+/// and leaves the rest of the node running: pods still run, only names fail.
+async fn serve_dns(
+    config: &Config,
+    client: distro_client::Client,
+    shutdown: watch::Receiver<bool>,
+) {
+    if !config.dns.enabled {
+        return;
+    }
+    if let Err(e) = distro_dns::run(config.dns.clone(), client, shutdown).await {
+        tracing::error!(error = %e, "cluster DNS is not served on this node");
+    }
 }
 
 /// The cluster's pod range (distro's and k3s's default), never masqueraded.

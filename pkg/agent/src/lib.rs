@@ -169,6 +169,9 @@ pub struct Config {
     pub kubelet_port: u16,
     /// The pods' bridge (`--cni-bridge`; `cni0` unless several nodes share one kernel).
     pub cni_bridge: String,
+    /// The node's cluster DNS server, and what its pods' resolv.conf names
+    /// (`--cluster-dns`, `--cluster-domain`, `--resolv-conf`).
+    pub dns: distro_dns::Config,
 }
 
 impl Config {
