@@ -1,18 +1,20 @@
 //! The cluster DNS address on a dummy interface of the node, as NodeLocal DNSCache does: the
 //! kernel then delivers pods' queries to this node's server directly, without the service
-//! proxy and without leaving the node.
+//! proxy and without leaving the node. Where the kernel has no dummy driver, a bridge
+//! without ports stands in (local addresses work the same on it).
 
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::LinkMessage;
-use rtnetlink::{Handle, LinkDummy, LinkUnspec};
+use rtnetlink::{Handle, LinkBridge, LinkDummy, LinkUnspec};
 
 use crate::Error;
 
 const EEXIST: i32 = -17;
 const ENODEV: i32 = -19;
+const EOPNOTSUPP: i32 = -95;
 
 fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
@@ -69,6 +71,20 @@ pub async fn ensure(name: &str, ips: &[IpAddr]) -> Result<(), Error> {
                 {
                     Ok(()) => {}
                     Err(e) if errno(&e) == Some(EEXIST) => {}
+                    // Kernels built without the dummy driver (some VMs): a bridge without
+                    // ports holds local addresses just as well.
+                    Err(e) if errno(&e) == Some(EOPNOTSUPP) => {
+                        match h
+                            .link()
+                            .add(LinkBridge::new(name).up().build())
+                            .execute()
+                            .await
+                        {
+                            Ok(()) => {}
+                            Err(e) if errno(&e) == Some(EEXIST) => {}
+                            Err(e) => return Err(nl(format!("creating link {name}"))(e)),
+                        }
+                    }
                     Err(e) => return Err(nl(format!("creating dummy link {name}"))(e)),
                 }
                 link_by_name(h, name)
