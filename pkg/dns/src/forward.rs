@@ -45,7 +45,7 @@ pub fn upstreams(resolv_conf: &str, skip_loopback: bool, skip: &[IpAddr]) -> Vec
                 .and_then(|a| a.split('%').next())
                 .and_then(|a| a.parse::<IpAddr>().ok())
         })
-        .filter(|ip| !(skip_loopback && ip.is_loopback()) && !skip.contains(ip))
+        .filter(|ip| !(skip.contains(ip) || (skip_loopback && ip.is_loopback())))
         .collect()
 }
 
