@@ -85,13 +85,18 @@ impl Forwarder {
     /// the file (then loopback entries are kept).
     ///
     /// # Errors
-    /// The file cannot be read.
+    /// The file cannot be read (a missing default file means no upstreams).
     pub async fn from_resolv_conf(
         path: &Path,
         explicit: bool,
         skip: &[IpAddr],
     ) -> std::io::Result<(Forwarder, Vec<IpAddr>)> {
-        let text = tokio::fs::read_to_string(path).await?;
+        let text = match tokio::fs::read_to_string(path).await {
+            Ok(t) => t,
+            // No default resolv.conf (a bare container or image): no upstreams, as glibc.
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
         let servers = upstreams(&text, !explicit, skip);
         Ok((Forwarder::new(&servers, 53), servers))
     }
