@@ -367,6 +367,23 @@ struct AgentArgs {
         help_heading = "Networking"
     )]
     cluster_cidr: String,
+    /// Cluster DNS address(es) this node serves and its pods use, comma-separated.
+    #[arg(
+        long,
+        env = "DISTRO_CLUSTER_DNS",
+        value_delimiter = ',',
+        default_value = "10.43.0.10",
+        help_heading = "Networking"
+    )]
+    cluster_dns: Vec<IpAddr>,
+    /// Cluster domain.
+    #[arg(
+        long,
+        env = "DISTRO_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        help_heading = "Networking"
+    )]
+    cluster_domain: String,
 }
 
 /// The node's flags, the same for `distro agent` and `distro server` (whose node they
@@ -444,6 +461,14 @@ struct NodeArgs {
         help_heading = "Networking"
     )]
     node_external_ip: Vec<IpAddr>,
+    /// Upstream resolvers for names outside the cluster (default: /etc/resolv.conf without
+    /// its loopback nameservers).
+    #[arg(long, env = "DISTRO_RESOLV_CONF", help_heading = "Networking")]
+    resolv_conf: Option<PathBuf>,
+    /// The dummy link holding the cluster DNS address (change it only when several nodes
+    /// share one kernel).
+    #[arg(long, default_value = distro_dns::DEFAULT_INTERFACE, help_heading = "Networking")]
+    dns_interface: String,
 }
 
 /// The node's network flags, validated, for a cluster whose pod range(s) are `cluster_cidr`.
@@ -482,7 +507,14 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
+    // hickory-server logs every DNS query at info: only when asked for by name.
+    if !cli.log.contains("hickory") {
+        if let Ok(d) = "hickory_server=warn".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -574,7 +606,13 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
     if uri.scheme_str() != Some("https") || uri.host().is_none() {
         bail!("--join {:?} must be an https:// URL of a server", a.join);
     }
-    let mut config = node_config(a.node, a.data_dir, containerd, network)?;
+    let mut config = node_config(
+        a.node,
+        a.data_dir,
+        containerd,
+        network,
+        (a.cluster_dns, a.cluster_domain),
+    )?;
     config.server = a.join.trim_end_matches('/').to_string();
     config.token = token;
     config.fake_capacity =
@@ -591,7 +629,14 @@ fn node_config(
     data_dir: PathBuf,
     containerd: bool,
     network: distro_agent::network::Settings,
+    (cluster_dns, cluster_domain): (Vec<IpAddr>, String),
 ) -> Result<distro_agent::Config> {
+    let dns = dns_config(
+        cluster_dns,
+        cluster_domain,
+        n.resolv_conf.clone(),
+        n.dns_interface.clone(),
+    )?;
     let containerd = if containerd {
         let mut rt = distro_cri::runtime::RuntimeConfig::new(data_dir.clone())?;
         rt.pause_image = n.pause_image.clone();
@@ -656,6 +701,27 @@ fn node_config(
         eviction_hard: n.eviction_hard.parse().map_err(anyhow::Error::msg)?,
         eviction_pressure_transition_period: n.eviction_pressure_transition_period,
         network,
+        dns,
+    })
+}
+
+/// The node's DNS settings, validated before anything binds.
+fn dns_config(
+    cluster_dns: Vec<IpAddr>,
+    cluster_domain: String,
+    resolv_conf: Option<PathBuf>,
+    interface: String,
+) -> Result<distro_dns::Config> {
+    distro_dns::zone(&cluster_domain)?;
+    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+        bail!("--dns-interface {interface:?} is not a link name (1-15 characters)");
+    }
+    Ok(distro_dns::Config {
+        cluster_dns,
+        cluster_domain,
+        resolv_conf,
+        interface,
+        ..distro_dns::Config::default()
     })
 }
 
@@ -754,7 +820,13 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
         None
     } else {
         let network = node_network(&a.node, &a.cluster_cidr)?;
-        Some(node_config(a.node, a.data_dir.clone(), true, network)?)
+        Some(node_config(
+            a.node,
+            a.data_dir.clone(),
+            true,
+            network,
+            (vec![a.cluster_dns], a.cluster_domain.clone()),
+        )?)
     };
     Ok(distro_server::Config {
         agent,

@@ -122,11 +122,25 @@ async fn serve(
         host_ips: vec![real.host_ip.clone()],
         root_dir: root_dir.clone(),
         sandbox: SandboxSettings {
-            cluster_dns: ClusterDns::default(),
+            cluster_dns: ClusterDns {
+                servers: config
+                    .dns
+                    .cluster_dns
+                    .iter()
+                    .map(|ip| ip.to_string())
+                    .collect(),
+                domain: config.dns.cluster_domain.clone(),
+            },
             host_dns: parse_resolv_conf(
-                &tokio::fs::read_to_string("/etc/resolv.conf")
-                    .await
-                    .unwrap_or_default(),
+                &tokio::fs::read_to_string(
+                    config
+                        .dns
+                        .resolv_conf
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(distro_dns::DEFAULT_RESOLV_CONF)),
+                )
+                .await
+                .unwrap_or_default(),
             ),
             pod_log_root: dir.join("logs/pods"),
         },
@@ -201,6 +215,7 @@ async fn serve(
         shutdown.clone(),
     );
     let proxy = distro_network::proxy::run(client.clone(), proxy_config(config), shutdown.clone());
+    let dns = serve_dns(config, client.clone(), shutdown.clone());
     let manifests = dir.join("pod-manifests");
     let workers = distro_kubelet::worker::run_with_static_pods(
         client,
@@ -209,7 +224,7 @@ async fn serve(
         Some(manifests),
         shutdown.clone(),
     );
-    let (_, result, _, _, (), (), proxied, ()) = tokio::join!(
+    let (_, result, _, _, (), (), proxied, (), ()) = tokio::join!(
         leases,
         workers,
         reporter.run(shutdown.clone()),
@@ -217,7 +232,8 @@ async fn serve(
         image_gc,
         overlay,
         proxy,
-        server
+        server,
+        dns
     );
     if let Err(e) = proxied {
         tracing::warn!(error = %e, "service proxy stopped");
@@ -237,6 +253,21 @@ fn proxy_config(config: &Config) -> distro_network::proxy::Config {
         node_name: config.node_name.clone(),
         table,
         cluster_cidrs: config.network.cluster_cidrs.clone(),
+    }
+}
+
+/// The node's cluster DNS server until shutdown. Its failure (e.g. port 53 taken) is logged
+/// and leaves the rest of the node running: pods still run, only names fail.
+async fn serve_dns(
+    config: &Config,
+    client: distro_client::Client,
+    shutdown: watch::Receiver<bool>,
+) {
+    if !config.dns.enabled {
+        return;
+    }
+    if let Err(e) = distro_dns::run(config.dns.clone(), client, shutdown).await {
+        tracing::error!(error = %e, "cluster DNS is not served on this node");
     }
 }
 

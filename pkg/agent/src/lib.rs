@@ -202,6 +202,9 @@ pub struct Config {
     /// Cluster ranges, overlay backend and node addresses (`--cluster-cidr`,
     /// `--flannel-backend`, `--node-ip`, `--node-external-ip`).
     pub network: network::Settings,
+    /// The node's cluster DNS server, and what its pods' resolv.conf names
+    /// (`--cluster-dns`, `--cluster-domain`, `--resolv-conf`).
+    pub dns: distro_dns::Config,
 }
 
 impl Config {

@@ -149,6 +149,55 @@ pub async fn kubernetes_service(
     Ok(())
 }
 
+/// The label that tells service proxies a Service is someone else's to serve (upstream
+/// kube-proxy skips such Services).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
+/// `kube-system/kube-dns` with the cluster DNS address, as k3s's CoreDNS manifest has it, so
+/// `kubectl get svc -n kube-system` shows where DNS is. Every node's own DNS server holds the
+/// address (distro-dns), so the Service has no selector and is labelled for proxies to skip.
+/// An existing Service is left alone.
+///
+/// # Errors
+/// Storage errors (an address outside the service range is refused by validation).
+pub async fn kube_dns_service(
+    storage: &Storage,
+    registry: &Registry,
+    cluster_dns: IpAddr,
+) -> Result<(), Error> {
+    let def = registry
+        .get("", "v1", "services")
+        .ok_or(Error::NoSuchResource)?;
+    let family = if cluster_dns.is_ipv6() {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+            "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
+                "kubernetes.io/name": "distro-dns", SERVICE_PROXY_NAME_LABEL: "distro-dns"}},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": cluster_dns.to_string(),
+            "clusterIPs": [cluster_dns.to_string()],
+            "ipFamilies": [family],
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ],
+        },
+    });
+    match storage
+        .create(&def, Some("kube-system"), service, &WriteOptions::default())
+        .await
+    {
+        Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates `obj`, or sets `path` of the existing object to `obj`'s value there if it differs.
 async fn upsert(
     storage: &Storage,

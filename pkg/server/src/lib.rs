@@ -343,6 +343,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             .await
             .map_err(Error::Bootstrap)?;
     }
+    // --- dns --- k3s's kube-dns Service, answered by every node's DNS server (distro-dns).
+    if !config.disable.iter().any(|d| d == "coredns") {
+        if let Err(e) = bootstrap::kube_dns_service(&storage, &registry, config.cluster_dns).await {
+            tracing::warn!(error = %e, ip = %config.cluster_dns, "creating kube-system/kube-dns");
+        }
+    }
     let signer = Arc::new(pki.signer);
     let openapi = Arc::new(distro_apiserver::openapi::OpenApiService::new(
         distro_apiserver::openapi::OpenApi::build(&registry.all()),
