@@ -82,9 +82,28 @@ async fn serve(
         runtime_version,
         os_image: os_image(),
     };
-    // The kubelet API is not served for containerd nodes yet; the port is upstream's.
-    let kubelet = std::net::SocketAddr::new(node_ip, config.kubelet_port);
+    let listener =
+        crate::kubelet::Listener::bind(&client, &dir, &name, node_ip, config.kubelet_port, &ca_pem)
+            .await?;
+    let kubelet = listener.addr;
     let registered = node::register(client.clone(), config, &name, kubelet, Some(&real)).await?;
+    let api = std::sync::Arc::new(distro_kubelet::server::KubeletApi {
+        provider: std::sync::Arc::new(crate::cri_api::CriNode {
+            node: name.clone(),
+            client: client.clone(),
+            cri: rt.cri.clone(),
+            started: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ),
+        }),
+        authorizer: distro_kubelet::server::SarAuthorizer::new(client.clone(), &name),
+    });
+    let kubelet_api = tokio::spawn(distro_kubelet::server::serve(
+        listener.listener,
+        listener.tls,
+        api,
+        shutdown.clone(),
+    ));
     tracing::info!(node = %name, "nodes registered and Ready");
     let conflist = write_cni_config(config, rt, registered.pod_prefix).await?;
     tracing::info!(path = %conflist.display(), "pod network configured");
@@ -123,6 +142,7 @@ async fn serve(
     let leases = node::renew_leases(vec![Arc::new(registered)], shutdown.clone());
     let workers = distro_kubelet::worker::run(client, rt.cri.clone(), settings, shutdown);
     let (_, result) = tokio::join!(leases, workers);
+    let _ = kubelet_api.await;
     result.map_err(Error::Kubelet)
 }
 

@@ -36,6 +36,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio::sync::watch;
 
 pub mod containerd;
+pub mod cri_api;
 pub mod fake;
 pub mod join;
 pub mod kubelet;

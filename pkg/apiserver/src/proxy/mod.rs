@@ -31,6 +31,8 @@ use crate::request::{RequestInfo, ResourceRequest};
 use crate::resources::Registry;
 use crate::rest::Storage;
 
+pub mod streams;
+
 /// The client's pending protocol upgrade, taken by the one route that relays it.
 #[derive(Clone, Default)]
 pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
@@ -84,6 +86,9 @@ impl Route for KubeletProxy {
             r.subresource.as_deref(),
         ) {
             ("", "nodes", Some("proxy")) => self.node_proxy(req, r).await,
+            ("", "pods", Some(sub @ ("exec" | "attach" | "portforward"))) => {
+                self.pod_stream(req, r, sub).await
+            }
             _ => return None,
         };
         Some(result.unwrap_or_else(|e| error_response(&e)))
