@@ -309,4 +309,129 @@ mod tests {
         assert_eq!(input(&Bytes::from_static(b"")), Input::Nothing);
         assert_eq!(input(&Bytes::from_static(b"\xff")), Input::Nothing);
     }
+    /// A runtime stand-in speaking SPDY with this crate's framer: accepts the streams,
+    /// echoes stdin upper-cased on stdout once stdin ends, then writes a status and hangs up.
+    async fn fake_runtime(io: tokio::io::DuplexStream) -> Vec<String> {
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let (mut dec, mut enc) = (Framer::new(), Framer::new());
+        let mut buf = BytesMut::new();
+        let mut kinds = HashMap::new();
+        let mut input = Vec::new();
+        let mut out = BytesMut::new();
+        'read: loop {
+            while let Some(frame) = dec.decode(&mut buf).unwrap() {
+                match frame {
+                    Frame::SynStream {
+                        stream, headers, ..
+                    } => {
+                        let kind = crate::spdy::header(&headers, "streamtype")
+                            .unwrap()
+                            .to_string();
+                        kinds.insert(kind, stream);
+                        let reply = Frame::SynReply {
+                            stream,
+                            flags: 0,
+                            headers: vec![],
+                        };
+                        enc.encode(&reply, &mut out).unwrap();
+                    }
+                    Frame::Data {
+                        stream,
+                        flags,
+                        data,
+                    } if Some(&stream) == kinds.get("stdin") => {
+                        input.extend_from_slice(&data);
+                        if flags & FLAG_FIN != 0 {
+                            break 'read;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            wr.write_all(&out).await.unwrap();
+            out.clear();
+            if rd.read_buf(&mut buf).await.unwrap() == 0 {
+                break;
+            }
+        }
+        let upper = Bytes::from(input.to_ascii_uppercase());
+        for (kind, data) in [
+            ("stdout", upper),
+            ("error", Bytes::from_static(b"{\"status\":\"Success\"}")),
+        ] {
+            let frame = Frame::Data {
+                stream: kinds[kind],
+                flags: FLAG_FIN,
+                data,
+            };
+            enc.encode(&frame, &mut out).unwrap();
+        }
+        wr.write_all(&out).await.unwrap();
+        wr.shutdown().await.unwrap();
+        let mut names: Vec<String> = kinds.into_keys().collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn translates_a_v5_session_with_stdin_close() {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (ws_server, ws_client) = tokio::io::duplex(1 << 16);
+        let (spdy_ours, spdy_theirs) = tokio::io::duplex(1 << 16);
+        let runtime = tokio::spawn(fake_runtime(spdy_theirs));
+        let options = StreamOptions {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+        let server = tokio::spawn(async move {
+            let ws = WebSocketStream::from_raw_socket(ws_server, Role::Server, None).await;
+            run(ws, spdy_ours, options).await
+        });
+        let mut client = WebSocketStream::from_raw_socket(ws_client, Role::Client, None).await;
+        // Larger than one frame of either side.
+        let payload: Vec<u8> = b"hello ".iter().copied().cycle().take(200_000).collect();
+        for chunk in payload.chunks(30_000) {
+            let mut msg = vec![STDIN];
+            msg.extend_from_slice(chunk);
+            client.send(Message::Binary(msg.into())).await.unwrap();
+        }
+        client
+            .send(Message::Binary(vec![CLOSE, STDIN].into()))
+            .await
+            .unwrap();
+        let mut stdout = Vec::new();
+        let mut status = Vec::new();
+        let mut first = None;
+        while let Some(msg) = client.next().await {
+            match msg.unwrap() {
+                Message::Binary(b) => {
+                    first.get_or_insert(b.clone());
+                    match b[0] {
+                        STDOUT => stdout.extend_from_slice(&b[1..]),
+                        ERROR => status.extend_from_slice(&b[1..]),
+                        other => panic!("unexpected channel {other}"),
+                    }
+                }
+                Message::Close(f) => {
+                    assert_eq!(f.unwrap().code, CloseCode::Normal);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            first.as_deref(),
+            Some(&[STDOUT][..]),
+            "the empty hello on stdout"
+        );
+        assert_eq!(stdout, payload.to_ascii_uppercase());
+        assert_eq!(status, b"{\"status\":\"Success\"}");
+        assert_eq!(
+            runtime.await.unwrap(),
+            ["error", "stderr", "stdin", "stdout"]
+        );
+        server.await.unwrap().unwrap();
+    }
 }
