@@ -2,7 +2,8 @@
 //! `port-forward` through the API server and the kubelet into real containers, with the
 //! oldest and newest kubectl (1.27 speaks SPDY/3.1 end to end; 1.33 speaks WebSocket v5
 //! for exec/attach/cp and SPDY tunnelled in WebSocket for port-forward, which the kubelet
-//! translates), and 1.29–1.31 for exec, where the protocols switch.
+//! translates), and 1.29–1.31 for exec, where the protocols switch; `kubectl debug` with an
+//! ephemeral container targeting another's process namespace.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -426,6 +427,68 @@ fn attach_checks(s: &Server, v: u32) {
     assert!(out.contains("got:hello"), "1.{v} attach: {out}");
 }
 
+fn debug_checks(s: &Server, v: u32) {
+    // An ephemeral container sharing main's process namespace: its `ps` shows httpd. Input
+    // stays open until the answer is seen, as a person's would (containerd detaches output
+    // when the input of a container without stdinOnce ends).
+    let name = format!("dbg-{v}");
+    let mut child = kubectl(s, v)
+        .args(["debug", "-i", "box", "--image", BUSYBOX])
+        .args([
+            "--image-pull-policy",
+            "IfNotPresent",
+            "--target",
+            "main",
+            "-c",
+            &name,
+        ])
+        .args(["--", "sh"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl debug");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"ps\n").unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("httpd -f -p 8080")) {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "1.{v} debug: no httpd in {seen:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+    stdin.write_all(b"exit\n").unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "1.{v} debug: {status}");
+    // The kubelet reports it among the pod's ephemeral container statuses.
+    eventually(Duration::from_secs(10), EVERY, "ephemeral status", || {
+        let pod = s.json(LATEST, &["get", "pod", "box"]);
+        let statuses = pod["status"]["ephemeralContainerStatuses"]
+            .as_array()?
+            .clone();
+        let st = statuses.into_iter().find(|c| c["name"] == name.as_str())?;
+        (st["state"]["terminated"]["exitCode"] == 0).then_some(())
+    });
+}
+
 #[test]
 fn exec_attach_cp_and_port_forward_with_old_and_new_kubectl() {
     let began = Instant::now();
@@ -472,6 +535,7 @@ fn exec_attach_cp_and_port_forward_with_old_and_new_kubectl() {
         cp_checks(&s, v, dir.path());
         port_forward_checks(&s, v);
         attach_checks(&s, v);
+        debug_checks(&s, v);
     }
     // Where the protocols switch: 1.29 (last SPDY-only), 1.30 (WebSocket exec), 1.31
     // (WebSocket port-forward).
