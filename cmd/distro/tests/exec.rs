@@ -2,7 +2,7 @@
 //! `port-forward` through the API server and the kubelet into real containers, with the
 //! oldest and newest kubectl (1.27 speaks SPDY/3.1 end to end; 1.33 speaks WebSocket v5
 //! for exec/attach/cp and SPDY tunnelled in WebSocket for port-forward, which the kubelet
-//! translates), and 1.29–1.31 for exec, where the protocols switch; `kubectl debug` with an
+//! translates), and 1.28–1.32 for exec, across where the protocols switch; `kubectl debug` with an
 //! ephemeral container targeting another's process namespace.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -537,9 +537,9 @@ fn exec_attach_cp_and_port_forward_with_old_and_new_kubectl() {
         attach_checks(&s, v);
         debug_checks(&s, v);
     }
-    // Where the protocols switch: 1.29 (last SPDY-only), 1.30 (WebSocket exec), 1.31
-    // (WebSocket port-forward).
-    for v in [29, 30, 31] {
+    // Every other kubectl, across where the protocols switch: 1.29 (last SPDY-only), 1.30
+    // (WebSocket exec), 1.31 (WebSocket port-forward).
+    for v in [28, 29, 30, 31, 32] {
         exec_checks(&s, v);
     }
     port_forward_checks(&s, 31);
