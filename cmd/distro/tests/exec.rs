@@ -489,6 +489,70 @@ fn debug_checks(s: &Server, v: u32) {
     });
 }
 
+/// Clients other than kubectl may speak the older WebSocket channel protocols (v4 here),
+/// which containerd speaks itself: relayed to it unchanged. curl makes the handshake.
+fn websocket_v4_relay(s: &Server, dir: &Path) {
+    let write = |field: &str, file: &str| {
+        let b64 = s.ok(
+            LATEST,
+            &[
+                "config",
+                "view",
+                "--raw",
+                "-o",
+                &format!("jsonpath={{{field}}}"),
+            ],
+        );
+        let mut child = Command::new("base64")
+            .arg("-d")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b64.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        std::fs::write(dir.join(file), out.stdout).unwrap();
+    };
+    write(".users[0].user.client-certificate-data", "admin.crt");
+    write(".users[0].user.client-key-data", "admin.key");
+    write(".clusters[0].cluster.certificate-authority-data", "ca.crt");
+    let url = format!(
+        "{}/api/v1/namespaces/default/pods/box/exec?container=main&command=echo&command=relayed-v4&stdout=true",
+        s.server_url().unwrap()
+    );
+    let out = Command::new("curl")
+        .current_dir(dir)
+        .args(["--http1.1", "-sS", "-i", "-N", "--max-time", "5"])
+        .args([
+            "--cacert",
+            "ca.crt",
+            "--cert",
+            "admin.crt",
+            "--key",
+            "admin.key",
+        ])
+        .args(["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"])
+        .args(["-H", "Sec-WebSocket-Version: 13"])
+        .args(["-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="])
+        .args(["-H", "Sec-WebSocket-Protocol: v4.channel.k8s.io"])
+        .arg(&url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        text.starts_with("http/1.1 101")
+            && text.contains("sec-websocket-protocol: v4.channel.k8s.io")
+            && text.contains("relayed-v4"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn exec_attach_cp_and_port_forward_with_old_and_new_kubectl() {
     let began = Instant::now();
@@ -543,6 +607,7 @@ fn exec_attach_cp_and_port_forward_with_old_and_new_kubectl() {
         exec_checks(&s, v);
     }
     port_forward_checks(&s, 31);
+    websocket_v4_relay(&s, dir.path());
     eprintln!("exec test took {:?}", began.elapsed());
     drop(a);
 }
