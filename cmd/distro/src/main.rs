@@ -195,6 +195,9 @@ struct ServerArgs {
     /// Run only the control plane, no node on this machine.
     #[arg(long, env = "DISTRO_DISABLE_AGENT", help_heading = "Components")]
     disable_agent: bool,
+    /// This machine's node (unless --disable-agent), as `distro agent` takes them.
+    #[command(flatten)]
+    node: NodeArgs,
     /// Shared secret agents use to join (generated if not set).
     #[arg(long, short = 't', env = "DISTRO_TOKEN", help_heading = "Cluster")]
     token: Option<String>,
@@ -317,15 +320,9 @@ struct AgentArgs {
         help_heading = "Data"
     )]
     data_dir: PathBuf,
-    /// Node name (default: the hostname); with --fake-nodes, the names' prefix.
-    #[arg(long, env = "DISTRO_NODE_NAME", help_heading = "Node")]
-    node_name: Option<String>,
-    /// Label to register the node with, key=value (repeatable).
-    #[arg(long = "node-label", help_heading = "Node")]
-    node_label: Vec<String>,
-    /// Taint to register the node with, key=value:Effect (repeatable).
-    #[arg(long = "node-taint", help_heading = "Node")]
-    node_taint: Vec<String>,
+    /// The node's own settings, shared with `distro server`.
+    #[command(flatten)]
+    node: NodeArgs,
     /// Container runtime: `containerd` (supervised by distro; pods run as real containers)
     /// or `fake`, which simulates pods without running them (a test tool).
     #[arg(
@@ -345,6 +342,21 @@ struct AgentArgs {
     /// Serve this many simulated nodes, named <node-name>-0 … <node-name>-(N-1).
     #[arg(long, help_heading = "Runtime")]
     fake_nodes: Option<u32>,
+}
+
+/// The node's flags, the same for `distro agent` and `distro server` (whose node they
+/// describe unless `--disable-agent`), as k3s shares its agent flags.
+#[derive(Args, Debug)]
+struct NodeArgs {
+    /// Node name (default: the hostname); with --fake-nodes, the names' prefix.
+    #[arg(long, env = "DISTRO_NODE_NAME", help_heading = "Node")]
+    node_name: Option<String>,
+    /// Label to register the node with, key=value (repeatable).
+    #[arg(long = "node-label", help_heading = "Node")]
+    node_label: Vec<String>,
+    /// Taint to register the node with, key=value:Effect (repeatable).
+    #[arg(long = "node-taint", help_heading = "Node")]
+    node_taint: Vec<String>,
     /// The pod sandbox ("pause") image containerd uses.
     #[arg(long, env = "DISTRO_PAUSE_IMAGE", default_value = distro_cri::containerd::DEFAULT_PAUSE_IMAGE, help_heading = "Runtime")]
     pause_image: String,
@@ -363,6 +375,25 @@ struct AgentArgs {
     /// The pods' bridge on this node (change it only when several nodes share one kernel).
     #[arg(long, default_value = "cni0", help_heading = "Runtime")]
     cni_bridge: String,
+    /// Disk usage percent of the image filesystem at or above which unused images are
+    /// deleted, least recently used first.
+    #[arg(long, default_value_t = 85, help_heading = "Images")]
+    image_gc_high_threshold: u8,
+    /// Disk usage percent image garbage collection frees down to.
+    #[arg(long, default_value_t = 80, help_heading = "Images")]
+    image_gc_low_threshold: u8,
+    /// Delete images no container has used for this long, e.g. 720h (0: never).
+    #[arg(long, default_value = "0s", value_parser = parse_go_duration, help_heading = "Images")]
+    image_maximum_gc_age: std::time::Duration,
+    /// Hard eviction thresholds, as the kubelet's flag: signal<quantity or signal<percent%,
+    /// comma-separated (memory.available, nodefs.available, nodefs.inodesFree,
+    /// imagefs.available, imagefs.inodesFree, pid.available).
+    #[arg(long, env = "DISTRO_EVICTION_HARD", default_value = distro_agent::eviction::DEFAULT_EVICTION_HARD, help_heading = "Node")]
+    eviction_hard: String,
+    /// How long a node keeps a pressure condition after its thresholds are no longer met
+    /// (the kubelet's flag; a Go duration).
+    #[arg(long, default_value = "5m", value_parser = parse_go_duration, help_heading = "Node")]
+    eviction_pressure_transition_period: std::time::Duration,
 }
 
 /// Exit code for bad configuration (sysexits' EX_USAGE), before anything binds.
@@ -456,14 +487,9 @@ async fn token(a: TokenArgs) -> Result<()> {
 
 fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
     let containerd = match a.runtime.as_str() {
-        "fake" => None,
+        "fake" => false,
         "containerd" if a.fake_nodes.is_some() => bail!("--fake-nodes needs --runtime fake"),
-        "containerd" => {
-            let mut rt = distro_cri::runtime::RuntimeConfig::new(a.data_dir.clone())?;
-            rt.pause_image = a.pause_image.clone();
-            rt.registries_file = a.private_registry.clone();
-            Some(rt)
-        }
+        "containerd" => true,
         other => bail!("--runtime {other:?} is not one of fake, containerd"),
     };
     let token: distro_pki::JoinToken = a
@@ -477,7 +503,28 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
     if uri.scheme_str() != Some("https") || uri.host().is_none() {
         bail!("--join {:?} must be an https:// URL of a server", a.join);
     }
-    let node_name = match a.node_name {
+    let mut config = node_config(a.node, a.data_dir, containerd)?;
+    config.server = a.join.trim_end_matches('/').to_string();
+    config.token = token;
+    config.fake_capacity =
+        distro_agent::node::parse_capacity(&a.fake_capacity).map_err(anyhow::Error::msg)?;
+    config.fake_nodes = a.fake_nodes;
+    Ok(config)
+}
+
+/// The node's configuration from its flags, shared by `distro agent` and `distro server`.
+/// The server to join and the token are left empty for the caller to fill in (the agent from
+/// `--join`/`--token`, the server with its own URL and token once it serves).
+fn node_config(n: NodeArgs, data_dir: PathBuf, containerd: bool) -> Result<distro_agent::Config> {
+    let containerd = if containerd {
+        let mut rt = distro_cri::runtime::RuntimeConfig::new(data_dir.clone())?;
+        rt.pause_image = n.pause_image.clone();
+        rt.registries_file = n.private_registry.clone();
+        Some(rt)
+    } else {
+        None
+    };
+    let node_name = match n.node_name {
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_lowercase())
@@ -496,30 +543,42 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         bail!("--node-name {node_name:?} is not a valid node name (lowercase DNS subdomain)");
     }
     let mut labels = std::collections::BTreeMap::new();
-    for l in &a.node_label {
+    for l in &n.node_label {
         let (k, v) = distro_agent::node::parse_label(l).map_err(anyhow::Error::msg)?;
         labels.insert(k, v);
     }
-    let taints = a
+    let taints = n
         .node_taint
         .iter()
         .map(|t| distro_agent::node::parse_taint(t))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
-    let fake_capacity =
-        distro_agent::node::parse_capacity(&a.fake_capacity).map_err(anyhow::Error::msg)?;
+    let image_gc = distro_kubelet::images::gc::Policy {
+        high_threshold_percent: n.image_gc_high_threshold,
+        low_threshold_percent: n.image_gc_low_threshold,
+        max_age: n.image_maximum_gc_age,
+        ..Default::default()
+    };
+    image_gc.validate().map_err(anyhow::Error::msg)?;
     Ok(distro_agent::Config {
-        server: a.join.trim_end_matches('/').to_string(),
-        token,
-        data_dir: a.data_dir,
+        server: String::new(),
+        token: distro_pki::JoinToken {
+            ca_hash: None,
+            username: distro_pki::DEFAULT_USERNAME.into(),
+            secret: String::new(),
+        },
+        data_dir,
         node_name,
         labels,
         taints,
-        fake_capacity,
-        fake_nodes: a.fake_nodes,
+        fake_capacity: Default::default(),
+        fake_nodes: None,
         containerd,
-        kubelet_port: a.kubelet_port,
-        cni_bridge: a.cni_bridge,
+        kubelet_port: n.kubelet_port,
+        cni_bridge: n.cni_bridge,
+        image_gc,
+        eviction_hard: n.eviction_hard.parse().map_err(anyhow::Error::msg)?,
+        eviction_pressure_transition_period: n.eviction_pressure_transition_period,
     })
 }
 
@@ -609,7 +668,13 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
             }
         }
     }
+    let agent = if a.disable_agent {
+        None
+    } else {
+        Some(node_config(a.node, a.data_dir.clone(), true)?)
+    };
     Ok(distro_server::Config {
+        agent,
         data_dir: a.data_dir,
         bind_address: a.bind_address,
         https_port: a.https_listen_port,

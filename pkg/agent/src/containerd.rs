@@ -7,8 +7,8 @@
 //! # Limits
 //! - The pod network is the node's /24 on a local bridge ([`distro_network::cni`]); no
 //!   overlay to other nodes yet.
-//! - Ready is decided at registration; a containerd that dies later is restarted by the
-//!   supervisor but not reported on the Node.
+//! - A containerd that stops answering turns the node NotReady within a status period
+//!   ([`crate::status`]); the supervisor restarts it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -139,9 +139,63 @@ async fn serve(
         max_concurrent_syncs: KUBELET_CONCURRENCY,
         allocatable: real.capacity.clone(),
     };
+    // Node status and pressure eviction (status.rs, eviction.rs).
+    let (pressure_tx, pressure_rx) = watch::channel(crate::status::Pressure::default());
+    let machine = {
+        let (name, ip, port) = (name.clone(), real.host_ip.clone(), kubelet.port());
+        tokio::task::spawn_blocking(move || crate::status::Machine::read(&name, &ip, port)).await?
+    };
+    let reporter = crate::status::Reporter {
+        client: client.clone(),
+        cri: rt.cri.clone(),
+        machine,
+        capacity: real.capacity.clone(),
+        root_dir: root_dir.clone(),
+        reserved: config.eviction_hard.clone(),
+        pressure: pressure_rx,
+    };
+    let eviction = crate::eviction::Manager {
+        client: client.clone(),
+        node: name.clone(),
+        thresholds: config.eviction_hard.clone(),
+        transition_period: config.eviction_pressure_transition_period,
+        root_dir: root_dir.clone(),
+        image_dir: rt.paths.root.clone(),
+        log_dir: dir.join("logs/pods"),
+        pressure: pressure_tx,
+    };
     let leases = node::renew_leases(vec![Arc::new(registered)], shutdown.clone());
-    let workers = distro_kubelet::worker::run(client, rt.cri.clone(), settings, shutdown);
-    let (_, result) = tokio::join!(leases, workers);
+    let image_gc = distro_kubelet::images::service::run(
+        client.clone(),
+        rt.cri.clone(),
+        distro_kubelet::images::service::GcSettings {
+            policy: config.image_gc.clone(),
+            image_fs: rt.paths.root.clone(),
+            state_file: root_dir.join("image-gc-state.json"),
+            pause_image: config
+                .containerd
+                .as_ref()
+                .map(|r| r.pause_image.clone())
+                .unwrap_or_default(),
+            node_name: name.clone(),
+        },
+        shutdown.clone(),
+    );
+    let manifests = dir.join("pod-manifests");
+    let workers = distro_kubelet::worker::run_with_static_pods(
+        client,
+        rt.cri.clone(),
+        settings,
+        Some(manifests),
+        shutdown.clone(),
+    );
+    let (_, result, _, _, ()) = tokio::join!(
+        leases,
+        workers,
+        reporter.run(shutdown.clone()),
+        eviction.run(shutdown),
+        image_gc
+    );
     let _ = kubelet_api.await;
     result.map_err(Error::Kubelet)
 }

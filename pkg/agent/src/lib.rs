@@ -11,6 +11,8 @@
 //!   and removed when deleted. It is a test tool and says so on every Node it serves.
 //! - [`kubelet`] and [`usage`]: each node's kubelet API (its own port, a serving certificate
 //!   from the cluster CA) reporting the usage its pods' annotations declare, for metrics.
+//! - [`status`] and [`eviction`] (the real node): the Node's status kept current (conditions,
+//!   nodeInfo, capacity/allocatable, images) and upstream's node-pressure eviction.
 //!
 //! # Design
 //! Each node authenticates as itself (`system:node:<name>` in `system:nodes`), so N simulated
@@ -37,10 +39,12 @@ use tokio::sync::watch;
 
 pub mod containerd;
 pub mod cri_api;
+pub mod eviction;
 pub mod fake;
 pub mod join;
 pub mod kubelet;
 pub mod node;
+pub mod status;
 pub mod usage;
 
 /// How many nodes join or register at once: enough to start 100 simulated nodes in a few
@@ -170,6 +174,13 @@ pub struct Config {
     pub kubelet_port: u16,
     /// The pods' bridge (`--cni-bridge`; `cni0` unless several nodes share one kernel).
     pub cni_bridge: String,
+    /// Image garbage collection on a containerd node (`--image-gc-*`).
+    pub image_gc: distro_kubelet::images::gc::Policy,
+    /// Hard eviction thresholds of the real node (`--eviction-hard`).
+    pub eviction_hard: eviction::Thresholds,
+    /// How long a pressure condition stays after its thresholds are no longer met
+    /// (`--eviction-pressure-transition-period`).
+    pub eviction_pressure_transition_period: std::time::Duration,
 }
 
 impl Config {

@@ -108,7 +108,7 @@ fn labels(config: &Config, name: &str, real: bool) -> BTreeMap<String, String> {
 }
 
 /// Go's name of this architecture, as node labels use it.
-fn go_arch() -> &'static str {
+pub(crate) fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -150,7 +150,7 @@ fn conditions(now: &str) -> serde_json::Value {
     ])
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
@@ -306,11 +306,25 @@ fn node_ref(name: &str) -> ObjectReference {
     }
 }
 
-/// Records a core/v1 Event from the kubelet of `node`, best effort (failures are logged).
+/// Records a Normal core/v1 Event from the kubelet of `node`, best effort (failures are
+/// logged).
 pub(crate) async fn event(
     client: &Client,
     node: &str,
     regarding: ObjectReference,
+    reason: &str,
+    message: String,
+) {
+    event_of_type(client, node, regarding, "Normal", reason, message).await
+}
+
+/// Records a core/v1 Event of `type_` (`Normal`, `Warning`) from the kubelet of `node`,
+/// best effort.
+pub(crate) async fn event_of_type(
+    client: &Client,
+    node: &str,
+    regarding: ObjectReference,
+    type_: &str,
     reason: &str,
     message: String,
 ) {
@@ -332,7 +346,7 @@ pub(crate) async fn event(
         involved_object: regarding,
         reason: Some(reason.into()),
         message: Some(message),
-        type_: Some("Normal".into()),
+        type_: Some(type_.into()),
         source: Some(EventSource {
             component: Some("kubelet".into()),
             host: Some(node.into()),

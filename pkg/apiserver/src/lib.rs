@@ -31,6 +31,7 @@ pub mod request;
 pub mod resources;
 pub mod rest;
 pub mod review;
+pub mod serviceaccount;
 pub mod subresources;
 pub mod table;
 pub mod tolerationseconds;

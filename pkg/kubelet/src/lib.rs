@@ -9,15 +9,22 @@
 //! # What it owns
 //! - [`pod`]: pure translation of a Pod to CRI configs, CRI state back to status, and the
 //!   sync decisions (upstream's `computePodActions`).
+//! - [`images`]: image pulls with registry credentials, and image garbage collection.
 //! - [`volume`]: pod volumes on the local disk.
 //! - [`worker`]: the pod workers that drive the above against containerd and the API: one
 //!   watch of the node's pods, one serial worker per pod, a 1 s relist of containerd (PLEG),
 //!   Events and status writes, graceful deletion, adoption after a restart.
+//! - [`prober`]: liveness, readiness and startup probes; [`lifecycle`]: postStart and preStop
+//!   hooks and the graceful stop of a container.
 
 pub mod backoff;
+pub mod images;
+pub mod lifecycle;
 pub mod pod;
+pub mod prober;
 pub mod qos;
 pub mod server;
+pub mod static_pods;
 #[cfg(test)]
 mod testutil;
 pub mod volume;

@@ -3,8 +3,8 @@
 //! Start-up order, in one place: PKI (CA, serving and admin certificates, service-account key,
 //! secrets encryption key) → datastore → apiserver → bootstrap objects → controllers and
 //! scheduler (as API clients, see `controllers.rs`) → resource metrics scraper (`metrics.rs`,
-//! its metrics.k8s.io kinds registered with the others) → kubeconfig and join token. The node
-//! parts join here as they land.
+//! its metrics.k8s.io kinds registered with the others) → kubeconfig and join token → this
+//! machine's node (`node.rs`: the agent joining its own server, unless `--disable-agent`).
 //!
 //! Limits: one CA signs serving and client certificates (k3s keeps separate server/client CAs).
 
@@ -30,6 +30,7 @@ pub mod bootstraptoken;
 mod controllers;
 mod join;
 mod metrics;
+mod node;
 mod nodepassword;
 pub mod tokencmd;
 
@@ -62,6 +63,10 @@ pub struct Config {
     pub disable: Vec<String>,
     /// Run only the control plane.
     pub disable_agent: bool,
+    /// This machine's node, started once the API server serves (`None` with
+    /// `--disable-agent`). Its `server` and `token` are replaced by this server's own URL
+    /// and join token.
+    pub agent: Option<distro_agent::Config>,
     /// A fixed join token secret (k3s `--token`); generated at first start otherwise.
     pub token: Option<String>,
     /// How long a node's Lease may go unrenewed before its conditions turn Unknown.
@@ -137,6 +142,9 @@ pub enum Error {
     /// A `distro token` command failed (bad option, API error), with what to do.
     #[error("{0}")]
     Token(String),
+    /// This server's own node failed (containerd, join, registration).
+    #[error("this server's node: {0}")]
+    Agent(#[source] distro_agent::Error),
 }
 
 /// The files and keys the control plane works with.
@@ -247,6 +255,16 @@ fn first_service_ip(cidr: &str) -> Option<IpAddr> {
 /// Start-up failures (certificates, datastore, port); once serving, only a listener failure.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
     let started = Instant::now();
+    // Everything stops on the caller's signal, or when this server's node fails.
+    let (stop, shutdown) = {
+        let (tx, rx) = watch::channel(*shutdown.borrow());
+        let (tx2, mut outer) = (tx.clone(), shutdown);
+        tokio::spawn(async move {
+            let _ = outer.wait_for(|s| *s).await;
+            let _ = tx2.send(true);
+        });
+        (tx, rx)
+    };
     let cfg = config.clone();
     let pki = tokio::task::spawn_blocking(move || setup_pki(&cfg)).await??;
     let db = config.data_dir.join("server").join("db").join("state.db");
@@ -265,6 +283,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let storage = Storage::new(store.clone(), Some(transformer))
         .with_admission(Arc::new(allocator))
         .with_admission(Arc::new(distro_apiserver::priority::PriorityAdmission))
+        .with_admission(Arc::new(
+            distro_apiserver::serviceaccount::ServiceAccountPullSecrets,
+        ))
         .with_admission(Arc::new(
             distro_apiserver::tolerationseconds::DefaultTolerationSeconds::default(),
         ))
@@ -441,9 +462,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let ca_pem = pki.ca.cert_pem().to_string();
     let admin = pki.admin.clone();
     let token_path = config.data_dir.join("server").join("token");
-    let join_token = pki.join;
+    let join_token = pki.join.clone();
     let data_dir = config.data_dir.clone();
+    let kubeconfig_url = url.clone();
     tokio::task::spawn_blocking(move || -> Result<(), Error> {
+        let url = kubeconfig_url;
         // The token first: the kubeconfig is the "ready" signal scripts and tests wait for.
         write_join_token(&join_token, &token_path)?;
         let credential = Credential::ClientCert {
@@ -475,27 +498,58 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     .await??;
 
     tracing::info!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %config.write_kubeconfig.display(), "API server ready");
+    let agent = match config.agent.clone() {
+        Some(agent) => {
+            let admin = distro_client::connect(
+                &distro_client::Endpoint::with_cert(&url, pki.ca.cert_pem(), &pki.admin),
+                &distro_client::user_agent("server", &agent.node_name),
+            )
+            .map_err(Error::Client)?;
+            Some(node::start(
+                agent,
+                &url,
+                &pki.join,
+                admin,
+                shutdown.clone(),
+                stop.clone(),
+            ))
+        }
+        None => None,
+    };
     // The apiserver stops serving only after the controllers stopped, so that they release
     // their Leases on the way out and a restarted server leads again at once.
     let (serving_tx, serving_rx) = watch::channel(false);
     let mut signal = shutdown.clone();
     let stopping = tokio::spawn(async move {
         let _ = signal.wait_for(|stop| *stop).await;
-        controllers.stopped().await;
+        // The node stops its pod workers and containerd (containers keep running).
+        let (_, node) = tokio::join!(controllers.stopped(), async {
+            match agent {
+                Some(task) => Some(task.await),
+                None => None,
+            }
+        });
         let _ = serving_tx.send(true);
+        node
     });
     let served = distro_apiserver::server::serve(listener, tls, handler, serving_rx).await;
-    if *shutdown.borrow() {
-        let _ = stopping.await;
+    let node = if *shutdown.borrow() {
+        stopping.await.ok().flatten()
     } else {
         stopping.abort();
-    }
+        None
+    };
     compactor.abort();
     crd_task.abort();
     if let Some(s) = scraper {
         s.abort();
     }
-    served.map_err(|source| Error::Listen { addr, source })
+    served.map_err(|source| Error::Listen { addr, source })?;
+    match node {
+        Some(Ok(Err(e))) => Err(Error::Agent(e)),
+        Some(Err(e)) => Err(Error::Join(e)),
+        Some(Ok(Ok(()))) | None => Ok(()),
+    }
 }
 
 /// The join token: the one in `<data-dir>/server/token` if written before (so agents that

@@ -13,11 +13,15 @@
 //! Available on 10 `distro agent --runtime fake` nodes, and scheduler throughput for 3,000
 //! pods on 100 simulated nodes.
 //!
+//! Then, as root with containerd, unless `--skip-node` (`node.rs`): a real node's idle RSS
+//! (agent and containerd apart) and pod startup latency, apply → Running, for 100 pods.
+//!
 //! Limits: the load generator shares the machine (and its cores) with the server, as wrk did
 //! for DESIGN.md's upstream figures; the table shows both processes' CPU time per phase so the
 //! split is visible.
 
 mod client;
+mod node;
 mod scale;
 mod server;
 
@@ -76,6 +80,16 @@ struct Opts {
     /// Pods for the scheduler phase (default 3000; 300 with --quick).
     #[arg(long)]
     sched_pods: Option<usize>,
+    /// Skip the real-node phase (root and containerd: idle RSS of a containerd node, pod
+    /// startup latency).
+    #[arg(long)]
+    skip_node: bool,
+    /// Run only the real-node phase, against its own fresh server.
+    #[arg(long, conflicts_with = "skip_node")]
+    node_only: bool,
+    /// Pods of the real-node phase (default 100; 10 with --quick).
+    #[arg(long)]
+    node_pods: Option<usize>,
 }
 
 /// What one run does, resolved from [`Opts`].
@@ -93,6 +107,12 @@ struct Plan {
     deploy: Option<(usize, usize)>,
     /// Simulated nodes and pods of the scheduler phase.
     sched: (usize, usize),
+    /// Pods of the real-node phase; `None`: skip it.
+    node_pods: Option<usize>,
+    /// Only the real-node phase.
+    node_only: bool,
+    /// How long the real node settles before its idle RSS is read.
+    node_idle: Duration,
 }
 
 /// Connections per task for CREATE and GET (2 tasks × 16, as wrk -t2 for DESIGN.md's figures).
@@ -126,6 +146,10 @@ impl Plan {
                 o.sched_nodes.unwrap_or(if o.quick { 10 } else { 100 }),
                 o.sched_pods.unwrap_or(if o.quick { 300 } else { 3000 }),
             ),
+            node_pods: (!o.skip_node)
+                .then(|| o.node_pods.unwrap_or(if o.quick { 10 } else { 100 })),
+            node_only: o.node_only,
+            node_idle: Duration::from_secs(if o.quick { 3 } else { 10 }),
         };
         if plan.objects == 0 || plan.list_objects == 0 || plan.threads == 0 {
             bail!("--objects, --list-objects and --threads must be at least 1");
@@ -153,6 +177,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if plan.node_only {
+        let pods = plan.node_pods.unwrap_or(100);
+        let alone = node::run_alone(&plan.bin, plan.tmp_dir.as_deref(), pods, plan.node_idle);
+        let result = rt.block_on(async {
+            tokio::select! {
+                r = alone => r,
+                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            }
+        });
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("distro-bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = rt.block_on(async {
         tokio::select! {
             r = run(&plan) => r,
@@ -238,6 +279,7 @@ struct Report {
     load_start: String,
     load_end: String,
     scale: Option<scale::ScaleReport>,
+    node: Option<node::NodeReport>,
 }
 
 async fn run(plan: &Plan) -> Result<Report> {
@@ -369,6 +411,18 @@ async fn run(plan: &Plan) -> Result<Report> {
         }
         None => None,
     };
+    let node = match (plan.node_pods, node::available()) {
+        (Some(pods), Ok(())) => {
+            let data = srv.data_dir();
+            let work = scale::work_dir(&data);
+            Some(node::run(&plan.bin, &work, &data, &target, pods, plan.node_idle).await?)
+        }
+        (Some(_), Err(why)) => {
+            progress(&format!("real-node phase skipped: {why}"));
+            None
+        }
+        (None, _) => None,
+    };
     let exit = match srv.stop().await {
         Ok(status) if status.success() => "clean".to_string(),
         Ok(status) => format!("{status}"),
@@ -403,6 +457,7 @@ async fn run(plan: &Plan) -> Result<Report> {
         load_start,
         load_end: load_average(),
         scale,
+        node,
     })
 }
 
@@ -705,6 +760,7 @@ impl Report {
         ]
         .into_iter()
         .chain(self.scale.as_ref().map(scale_rows).into_iter().flatten())
+        .chain(self.node.as_ref().map(node::rows).into_iter().flatten())
         .collect()
     }
 

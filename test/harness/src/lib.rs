@@ -5,9 +5,13 @@
 //! Tests find the binary through `DISTRO_BIN` or cargo's `CARGO_BIN_EXE_distro`, and kubectl at
 //! `/usr/lib/google-cloud-sdk/bin/kubectl.1.NN` (override the directory with `KUBECTL_DIR`).
 
+pub mod node;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod containerd_node;
 
 /// Every kubectl minor version tests must pass with.
 pub const KUBECTL_VERSIONS: &[u32] = &[27, 28, 29, 30, 31, 32, 33];
@@ -51,6 +55,8 @@ pub struct Server {
     bin: PathBuf,
     /// 0 until the first start picks a free port; restarts reuse it.
     port: u16,
+    /// Whether this server runs its own node (no `--disable-agent`).
+    node: bool,
 }
 
 impl Server {
@@ -74,6 +80,42 @@ impl Server {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             bin: bin.to_path_buf(),
             port: 0,
+            node: false,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts a server that is also a node (root, containerd: the real kubelet), as the
+    /// README's `distro server` runs, with `extra` flags (e.g. `--node-name`,
+    /// `--cni-bridge`); `prepare` gets the data dir first (e.g. to put image tarballs in
+    /// `agent/images/`). Waits for the kubeconfig only: wait for the node with
+    /// [`eventually`].
+    pub fn start_with_node(bin: &Path, extra: &[&str], prepare: impl FnOnce(&Path)) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("distro-test-")
+            .tempdir()
+            .expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let mut extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        // Tests run nodes side by side: the kubelet API on a free port.
+        if !extra.iter().any(|a| a.starts_with("--kubelet-port")) {
+            extra_args.push("--kubelet-port=0".into());
+        }
+        // Test machines' disks may be fuller than upstream's thresholds allow: no evictions
+        // unless a test asks for them.
+        if !extra.iter().any(|a| a.starts_with("--eviction-hard")) {
+            extra_args.push("--eviction-hard=".into());
+        }
+        prepare(&dir.path().join("data"));
+        let mut s = Server {
+            child: None,
+            kubeconfig,
+            dir,
+            extra_args,
+            bin: bin.to_path_buf(),
+            port: 0,
+            node: true,
         };
         s.spawn();
         s
@@ -98,7 +140,7 @@ impl Server {
             .arg(self.port.to_string())
             .arg("--write-kubeconfig")
             .arg(&self.kubeconfig)
-            .arg("--disable-agent")
+            .args((!self.node).then_some("--disable-agent"))
             // Nodes that tests create by hand post no heartbeats: unless a test is about node
             // lifecycle (and sets its own), they must not turn Unknown and tainted mid-test.
             .args(
@@ -359,6 +401,11 @@ impl Agent {
         // Tests run agents side by side: each kubelet API on a free port.
         if !extra.iter().any(|a| a.starts_with("--kubelet-port")) {
             args.push("--kubelet-port=0".into());
+        }
+        // Test machines' disks may be fuller than upstream's thresholds allow: no evictions
+        // unless a test asks for them.
+        if !extra.iter().any(|a| a.starts_with("--eviction-hard")) {
+            args.push("--eviction-hard=".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::write(dir.path().join("no-config.yaml"), "").expect("config file");

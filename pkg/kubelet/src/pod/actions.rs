@@ -123,11 +123,13 @@ enum Init<'a> {
     InProgress,
     /// Start this one next; the status is its last failed attempt, if any.
     Next(usize, Option<&'a ContainerStatus>),
+    /// This running sidecar failed its startup probe: kill it and start it again.
+    RestartSidecar(usize, &'a ContainerStatus),
 }
 
 /// Upstream `findNextInitContainerToRun`; a sidecar counts as done once it has started
 /// (running, and its startup probe, if any, succeeded).
-fn next_init<'a>(pod: &Pod, rt: &'a RuntimePod, not_started: &HashSet<String>) -> Init<'a> {
+fn next_init<'a>(pod: &Pod, rt: &'a RuntimePod, probes: &ProbeFailures) -> Init<'a> {
     let spec = pod.spec.as_ref();
     let inits = spec
         .and_then(|s| s.init_containers.as_deref())
@@ -150,7 +152,10 @@ fn next_init<'a>(pod: &Pod, rt: &'a RuntimePod, not_started: &HashSet<String>) -
             if runtime::state(s) != ContainerState::ContainerRunning {
                 return Init::Next(i, None);
             }
-            if not_started.contains(&s.id) {
+            if probes.startup.contains(&s.id) {
+                return Init::RestartSidecar(i, s);
+            }
+            if probes.not_started.contains(&s.id) {
                 return Init::InProgress;
             }
             continue;
@@ -204,7 +209,7 @@ pub fn compute_pod_actions(pod: &Pod, rt: &RuntimePod, probes: &ProbeFailures) -
             .filter(|(_, c)| !(policy == "OnFailure" && rt.latest(&c.name).is_some_and(exited_ok)))
             .map(|(i, _)| i)
             .collect();
-        if to_start.is_empty() && matches!(next_init(pod, rt, &probes.not_started), Init::Done) {
+        if to_start.is_empty() && matches!(next_init(pod, rt, probes), Init::Done) {
             a.create_sandbox = false;
             return a;
         }
@@ -224,7 +229,7 @@ pub fn compute_pod_actions(pod: &Pod, rt: &RuntimePod, probes: &ProbeFailures) -
         }
     }
 
-    match next_init(pod, rt, &probes.not_started) {
+    match next_init(pod, rt, probes) {
         Init::InProgress => return a,
         Init::Next(i, failed) => {
             if failed.is_some() && !restart_on_failure {
@@ -246,16 +251,36 @@ pub fn compute_pod_actions(pod: &Pod, rt: &RuntimePod, probes: &ProbeFailures) -
             }
             return a;
         }
+        Init::RestartSidecar(i, s) => {
+            a.containers_to_kill
+                .push(sidecar_kill(s, KillReason::StartupProbe));
+            a.next_init_container = Some(i);
+            return a;
+        }
         Init::Done => {}
     }
 
-    // Sidecars that stopped are restarted regardless of the pod's policy.
+    // Sidecars that stopped, or failed a probe, are restarted regardless of the pod's policy.
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        let running =
-            rt.latest(&c.name).map(runtime::state) == Some(ContainerState::ContainerRunning);
-        if is_sidecar(c) && !running {
-            a.sidecars_to_start.push(i);
+        if !is_sidecar(c) {
+            continue;
         }
+        let running = rt
+            .latest(&c.name)
+            .filter(|s| runtime::state(s) == ContainerState::ContainerRunning);
+        let Some(s) = running else {
+            a.sidecars_to_start.push(i);
+            continue;
+        };
+        let reason = if probes.liveness.contains(&s.id) {
+            KillReason::LivenessProbe
+        } else if probes.startup.contains(&s.id) {
+            KillReason::StartupProbe
+        } else {
+            continue;
+        };
+        a.containers_to_kill.push(sidecar_kill(s, reason));
+        a.sidecars_to_start.push(i);
     }
 
     let mut keep = 0;
@@ -317,6 +342,23 @@ pub fn compute_pod_actions(pod: &Pod, rt: &RuntimePod, probes: &ProbeFailures) -
         a.ephemeral_to_start.clear();
     }
     a
+}
+
+/// Upstream's kill of a sidecar whose probe failed (its message has no ", will be
+/// restarted": a sidecar always is).
+fn sidecar_kill(s: &ContainerStatus, reason: KillReason) -> KillContainer {
+    let name = container_name(s).to_string();
+    let probe = if reason == KillReason::LivenessProbe {
+        "liveness"
+    } else {
+        "startup"
+    };
+    KillContainer {
+        id: s.id.clone(),
+        message: format!("Init container {name} failed {probe} probe"),
+        name,
+        reason,
+    }
 }
 
 /// Upstream's stable backoff key: pod name, namespace, UID, container name and spec hash.
@@ -813,6 +855,51 @@ mod tests {
             (&[0][..], false),
             "sidecars restart even under Never"
         );
+    }
+
+    #[test]
+    fn sidecars_failing_probes_are_restarted() {
+        let mut p = pod("Always", &["a"], &["side"]);
+        p.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[0].restart_policy =
+            Some("Always".into());
+        // Initializing: a failed startup probe restarts the sidecar, an unknown one waits.
+        let rt = ready(vec![ctr("side", 0, Running, 0)]);
+        let probes = ProbeFailures {
+            startup: ["side-0".to_string()].into(),
+            not_started: ["side-0".to_string()].into(),
+            ..Default::default()
+        };
+        let a = compute_pod_actions(&p, &rt, &probes);
+        assert_eq!(a.next_init_container, Some(0));
+        assert_eq!(
+            (
+                a.containers_to_kill[0].message.as_str(),
+                a.containers_to_kill[0].reason
+            ),
+            (
+                "Init container side failed startup probe",
+                KillReason::StartupProbe
+            )
+        );
+        let waiting = ProbeFailures {
+            not_started: ["side-0".to_string()].into(),
+            ..Default::default()
+        };
+        let a = compute_pod_actions(&p, &rt, &waiting);
+        assert!(a.next_init_container.is_none() && a.containers_to_start.is_empty());
+        // Initialized: a failed liveness probe restarts it, the app keeps running.
+        let rt = ready(vec![ctr("side", 0, Running, 0), ctr("a", 1, Running, 0)]);
+        let probes = ProbeFailures {
+            liveness: ["side-0".to_string()].into(),
+            ..Default::default()
+        };
+        let a = compute_pod_actions(&p, &rt, &probes);
+        assert_eq!(a.sidecars_to_start, vec![0]);
+        assert_eq!(
+            a.containers_to_kill[0].message,
+            "Init container side failed liveness probe"
+        );
+        assert!(!a.kill_pod && a.containers_to_start.is_empty());
     }
 
     #[test]

@@ -9,16 +9,17 @@
 //! changes, and periodically. Everything is level-triggered: each sync reads containerd's
 //! state afresh and decides with `pod::actions`, so a missed wake-up costs only latency.
 //!
+//! Probes: each sync hands what it saw to the prober (`crate::prober::Manager`), whose
+//! workers wake the pod's worker when a verdict changes; the sync reads the verdicts back
+//! (kills for failed liveness/startup probes, `ready`/`started` in the status).
+//!
 //! Adoption: containerd keeps running containers across a distro restart, and sandboxes and
 //! containers carry the pod's UID and the spec hash as labels, so the first sync after a
 //! restart finds them and keeps them. Sandboxes whose pod no longer exists (deleted while
 //! distro was down) are stopped and removed once the first pod list is complete.
 //!
 //! # Limits
-//! - No probes (liveness, readiness, startup) and no lifecycle hooks yet: a running
-//!   container is ready.
-//! - No image garbage collection, no eviction, no static pods, no registry credentials from
-//!   `imagePullSecrets`.
+//! - No eviction and no static pods yet.
 //! - Containers of a terminated pod are kept (for logs) until the pod is deleted; there is
 //!   no container garbage collection of old attempts yet.
 
@@ -102,6 +103,9 @@ pub struct Settings {
     pub allocatable: BTreeMap<String, Quantity>,
 }
 
+/// Static pod changes in flight: a directory's worth, and the source waits when full.
+const STATIC_CHANGES: usize = 64;
+
 /// What every pod worker shares.
 pub struct Context {
     pub(crate) client: Client,
@@ -111,6 +115,8 @@ pub struct Context {
     pub(crate) container: ContainerSettings,
     pub(crate) volumes: VolumeManager,
     pub(crate) caches: Caches,
+    /// Probe workers and their verdicts.
+    pub(crate) prober: crate::prober::Manager,
     root_dir: PathBuf,
     node_name: String,
 }
@@ -146,6 +152,21 @@ pub async fn run(
     client: Client,
     cri: Cri,
     settings: Settings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    run_with_static_pods(client, cri, settings, None, shutdown).await
+}
+
+/// [`run`], also running the static pods of `manifests` (`<data-dir>/agent/pod-manifests`;
+/// see [`crate::static_pods`]).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_static_pods(
+    client: Client,
+    cri: Cri,
+    settings: Settings,
+    manifests: Option<PathBuf>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let informers = Informers::new(client.clone());
@@ -170,6 +191,7 @@ pub async fn run(
         container: settings.container.clone(),
         volumes: VolumeManager::new(settings.root_dir.clone(), tokens),
         caches,
+        prober: crate::prober::Manager::new(client.clone(), cri.clone(), &settings.node_name),
         root_dir: settings.root_dir.clone(),
         node_name: settings.node_name.clone(),
     });
@@ -184,6 +206,29 @@ pub async fn run(
 
     let mut workers: HashMap<String, Handle> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
+    // Static pods: known before the first sweep of unknown sandboxes, then as files change.
+    let (static_tx, mut static_rx) = tokio::sync::mpsc::channel(STATIC_CHANGES);
+    let static_source = match manifests {
+        Some(dir) => {
+            let source = crate::static_pods::Source {
+                dir,
+                node: settings.node_name.clone(),
+                client: client.clone(),
+            };
+            let first = source.read().await;
+            for pod in first.values() {
+                run_pod(
+                    &ctx,
+                    &permits,
+                    &mut workers,
+                    &mut tasks,
+                    Desired::Run(Arc::new(pod.clone())),
+                );
+            }
+            Some(tokio::spawn(source.run(first, static_tx, shutdown.clone())))
+        }
+        None => None,
+    };
     let mut listed: HashSet<String> = HashSet::new();
     let mut synced = false;
     let mut last = Snapshot::default();
@@ -202,11 +247,13 @@ pub async fn run(
                 }
                 Some(Ok(watcher::Event::Init)) => listed.clear(),
                 Some(Ok(watcher::Event::InitDone)) => {
-                    // Pods that vanished while the watch was down.
+                    // Pods that vanished while the watch was down (static pods are not in
+                    // the API).
                     let gone: Vec<Arc<Pod>> = workers
                         .iter()
                         .filter(|(uid, _)| !listed.contains(*uid))
                         .filter_map(|(_, h)| match &*h.desired.borrow() {
+                            Desired::Run(p) if crate::static_pods::is_static(p) => None,
                             Desired::Run(p) => Some(p.clone()),
                             Desired::Gone(_) => None,
                         })
@@ -251,8 +298,19 @@ pub async fn run(
                     release_objects(&ctx, &workers);
                 }
             }
-            _ = shutdown.wait_for(|s| *s) => break,
+            Some(change) = static_rx.recv() => {
+                let desired = match change {
+                    crate::static_pods::Change::Run(p) => Desired::Run(Arc::new(p)),
+                    crate::static_pods::Change::Gone(p) => Desired::Gone(Arc::new(p)),
+                };
+                run_pod(&ctx, &permits, &mut workers, &mut tasks, desired);
+            }
+            // Not the guard `wait_for` returns: it is not Send, and this future must be.
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
         }
+    }
+    if let Some(source) = static_source {
+        source.abort();
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
@@ -286,7 +344,8 @@ fn run_pod(
         Desired::Run(p) | Desired::Gone(p) => p.clone(),
     };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    if uid.is_empty() {
+    // Mirror pods stand for static pods, which run from their files.
+    if uid.is_empty() || crate::static_pods::is_mirror(&pod) {
         return;
     }
     if let Some(h) = workers.get(&uid) {
@@ -352,6 +411,8 @@ async fn worker(
         events: events::Recorder::new(ctx.client.clone(), &ctx.node_name),
         last_status: None,
         deleted: false,
+        wake: wake.clone(),
+        desired: desired.clone(),
     };
     loop {
         let current = desired.borrow_and_update().clone();

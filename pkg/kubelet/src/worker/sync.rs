@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distro_cri::api::{self, ContainerState};
@@ -11,15 +12,16 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde_json::json;
+use tokio::sync::{watch, Notify};
 
 use super::events::{Part, Recorder, NORMAL, WARNING};
 use super::relist::runtime_pod;
-use super::{Context, Error};
+use super::{Context, Desired, Error};
 use crate::backoff::{wall_clock_now, Backoff};
+use crate::lifecycle;
 use crate::pod::actions::{
-    backoff_event_message, compute_pod_actions, container_backoff, grace_after_pre_stop,
-    image_decision, image_pull_backoff, record_pull_failure, termination_grace_period,
-    ImageDecision, KillReason, ProbeFailures,
+    backoff_event_message, compute_pod_actions, container_backoff, image_decision,
+    image_pull_backoff, record_pull_failure, termination_grace_period, ImageDecision,
 };
 use crate::pod::container::{container_config, create_termination_log, ContainerInputs};
 use crate::pod::env::{make_environment, EnvContext};
@@ -54,6 +56,11 @@ pub struct PodState {
     pub(super) last_status: Option<serde_json::Value>,
     /// The pod object was deleted (grace 0) after its containers stopped.
     pub(super) deleted: bool,
+    /// Wakes this pod's worker (probe verdict changes use it).
+    pub(super) wake: Arc<Notify>,
+    /// What the worker is asked to do (a deletion's grace period may shrink while it stops
+    /// the pod).
+    pub(super) desired: watch::Receiver<Desired>,
 }
 
 fn uid(pod: &Pod) -> &str {
@@ -83,7 +90,7 @@ impl PodState {
         let rt = runtime_pod(&ctx.cri, uid(pod)).await.map_err(cri_err)?;
         if pod.metadata.deletion_timestamp.is_some() {
             if !self.deleted {
-                self.kill_pod(ctx, pod, &rt, true).await?;
+                self.stop_deleted_pod(ctx, pod, rt).await?;
                 ctx.volumes.teardown(uid(pod)).await?;
                 self.delete_object(ctx, pod).await?;
                 self.deleted = true;
@@ -94,6 +101,9 @@ impl PodState {
         if matches!(phase, Some("Succeeded" | "Failed")) {
             // Terminal: nothing runs again; stop what may still run, keep it for logs.
             self.kill_pod(ctx, pod, &rt, false).await?;
+            // Its probe workers see the terminal phase and end.
+            ctx.prober
+                .observe(pod, &rt, primary_pod_ip(ctx, pod, &rt), &self.wake);
             return Ok(Next::Resync(RESYNC));
         }
 
@@ -108,7 +118,7 @@ impl PodState {
             }
         };
 
-        let actions = compute_pod_actions(pod, &rt, &ProbeFailures::default());
+        let actions = compute_pod_actions(pod, &rt, &ctx.prober.failures(pod, &rt));
         tracing::debug!(pod = %crate::pod::format_pod(pod), ?actions, "sync");
         if actions.kill_pod {
             self.kill_pod(ctx, pod, &rt, false).await?;
@@ -118,16 +128,8 @@ impl PodState {
             let grace = c.map_or(crate::pod::actions::MIN_GRACE_PERIOD_SECONDS, |(c, _)| {
                 termination_grace_period(pod, c, Some(k.reason))
             });
-            let part = c.map_or(Part::Container(&k.name), |(c, init)| part(c, init));
-            self.events
-                .record(pod, part, NORMAL, "Killing", k.message.clone())
-                .await;
-            if k.reason == KillReason::Unknown || grace >= 0 {
-                ctx.cri
-                    .stop_container(&k.id, grace_after_pre_stop(grace, 0))
-                    .await
-                    .map_err(cri_err)?;
-            }
+            self.kill_container(ctx, pod, &rt, &k.name, &k.id, grace, k.message.clone())
+                .await?;
         }
 
         let mut retry = false;
@@ -243,7 +245,45 @@ impl PodState {
         self.kill_pod(ctx, pod, &rt, true).await?;
         ctx.volumes.teardown(uid(pod)).await?;
         ctx.volumes.tokens().forget_pod(uid(pod));
+        ctx.prober.remove_pod(pod, &rt);
         Ok(Next::Finished)
+    }
+
+    /// Stops a deleted pod's containers and sandboxes. A second deletion with a shorter grace
+    /// period (`kubectl delete --grace-period=1` after a plain delete) cuts the stop short
+    /// and starts it over with the shorter one, as upstream's pod workers do.
+    async fn stop_deleted_pod(
+        &mut self,
+        ctx: &Context,
+        pod: &Pod,
+        rt: RuntimePod,
+    ) -> Result<(), Error> {
+        let grace_of = |p: &Pod| p.metadata.deletion_grace_period_seconds.unwrap_or(i64::MAX);
+        let mut pod = pod.clone();
+        let mut rt = rt;
+        let mut desired = self.desired.clone();
+        loop {
+            let current = grace_of(&pod);
+            let shortened = async {
+                while desired.changed().await.is_ok() {
+                    // A forced deletion (the object gone) counts as the shortest grace.
+                    let (Desired::Run(p) | Desired::Gone(p)) = &*desired.borrow_and_update();
+                    if p.metadata.uid == pod.metadata.uid && grace_of(p) < current {
+                        return (**p).clone();
+                    }
+                }
+                std::future::pending().await
+            };
+            // Cancel safety: dropping the stop abandons its CRI calls; the next round
+            // issues StopContainer again, which containerd honours with the new timeout.
+            let shorter = tokio::select! {
+                r = self.kill_pod(ctx, &pod, &rt, true) => return r,
+                p = shortened => p,
+            };
+            tracing::debug!(pod = %crate::pod::format_pod(&shorter), "grace period shortened; stopping again");
+            pod = shorter;
+            rt = runtime_pod(&ctx.cri, uid(&pod)).await.map_err(cri_err)?;
+        }
     }
 
     /// Stops every running container (each with its grace period, in parallel) and every
@@ -265,14 +305,19 @@ impl PodState {
                 )
             })
             .collect();
+        let pod_ip = primary_pod_ip(ctx, pod, rt);
         let mut stops = Vec::new();
         for c in &running {
             let name = container_name(c).to_string();
             let found = find_container(pod, &name);
-            let grace = found.map_or(
-                crate::pod::actions::MIN_GRACE_PERIOD_SECONDS,
-                |(spec, _)| termination_grace_period(pod, spec, None),
-            );
+            // Upstream's pod workers give a stopping pod at least 1 s (even a forced
+            // deletion's 0), so a preStop hook still gets its chance.
+            let grace = found
+                .map_or(
+                    crate::pod::actions::MIN_GRACE_PERIOD_SECONDS,
+                    |(spec, _)| termination_grace_period(pod, spec, None),
+                )
+                .max(1);
             let part = found.map_or(Part::Container(&name), |(spec, init)| part(spec, init));
             self.events
                 .record(
@@ -283,15 +328,32 @@ impl PodState {
                     format!("Stopping container {name}"),
                 )
                 .await;
-            let cri = ctx.cri.clone();
-            let id = c.id.clone();
+            let (cri, id, pod_ip) = (&ctx.cri, c.id.clone(), pod_ip.as_deref());
             stops.push(async move {
-                cri.stop_container(&id, grace_after_pre_stop(grace, 0))
-                    .await
+                let spec = found.map(|(s, _)| s);
+                let (hook, r) = lifecycle::kill_container(cri, pod, spec, &id, grace, pod_ip).await;
+                (name, found.is_some_and(|(_, init)| init), hook, r)
             });
         }
-        for r in futures::future::join_all(stops).await {
-            r.map_err(cri_err)?;
+        // Every container stops at once, each within its own grace period (upstream).
+        let mut failed = None;
+        for (name, init, hook, r) in futures::future::join_all(stops).await {
+            if let Some(msg) = hook {
+                let part = if init {
+                    Part::InitContainer(&name)
+                } else {
+                    Part::Container(&name)
+                };
+                self.events
+                    .record(pod, part, WARNING, "FailedPreStopHook", msg)
+                    .await;
+            }
+            if let Err(e) = r {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(cri_err(e));
         }
         for sb in &rt.sandboxes {
             if sb.state == api::PodSandboxState::SandboxReady as i32 {
@@ -555,8 +617,74 @@ impl PodState {
                 format!("Started container {}", c.name),
             )
             .await;
+        if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            let pod_ip = primary_pod_ip(ctx, pod, rt);
+            let ran =
+                lifecycle::run_handler(&ctx.cri, pod, c, &id, hook, pod_ip.as_deref(), None).await;
+            if let Err(msg) = ran {
+                // Upstream: the container is killed and restarted per the pod's policy.
+                self.events
+                    .record(
+                        pod,
+                        part(c, init),
+                        WARNING,
+                        "FailedPostStartHook",
+                        msg.clone(),
+                    )
+                    .await;
+                let grace = termination_grace_period(pod, c, None);
+                self.kill_container(
+                    ctx,
+                    pod,
+                    rt,
+                    &c.name,
+                    &id,
+                    grace,
+                    "FailedPostStartHook".into(),
+                )
+                .await?;
+                self.reasons.insert(
+                    c.name.clone(),
+                    WaitingReason {
+                        reason: "PostStartHookError".into(),
+                        message: msg,
+                    },
+                );
+                return Ok(false);
+            }
+        }
         self.reasons.remove(&c.name);
         Ok(true)
+    }
+
+    /// Upstream `killContainer` for one container: the Killing Event with `message`, its
+    /// preStop hook, then SIGTERM and SIGKILL after what is left of `grace`.
+    #[allow(clippy::too_many_arguments)]
+    async fn kill_container(
+        &mut self,
+        ctx: &Context,
+        pod: &Pod,
+        rt: &RuntimePod,
+        name: &str,
+        id: &str,
+        grace: i64,
+        message: String,
+    ) -> Result<(), Error> {
+        let found = find_container(pod, name);
+        let part = found.map_or(Part::Container(name), |(c, init)| part(c, init));
+        self.events
+            .record(pod, part, NORMAL, "Killing", message)
+            .await;
+        let pod_ip = primary_pod_ip(ctx, pod, rt);
+        let spec = found.map(|(c, _)| c);
+        let (hook, stopped) =
+            lifecycle::kill_container(&ctx.cri, pod, spec, id, grace, pod_ip.as_deref()).await;
+        if let Some(msg) = hook {
+            self.events
+                .record(pod, part, WARNING, "FailedPreStopHook", msg)
+                .await;
+        }
+        stopped.map_err(cri_err)
     }
 
     async fn config_error(
@@ -630,22 +758,40 @@ impl PodState {
                         format!("Pulling image {image:?}"),
                     )
                     .await;
+                let secrets = crate::images::pull::PullSecrets::for_pod(pod, |ns, name| {
+                    ctx.caches.secrets.get(ns, name)
+                });
+                if let Some(msg) = secrets.missing_message() {
+                    self.events
+                        .record(
+                            pod,
+                            Part::Pod,
+                            WARNING,
+                            "FailedToRetrieveImagePullSecret",
+                            msg,
+                        )
+                        .await;
+                }
                 let began = Instant::now();
-                match ctx
-                    .cri
-                    .pull_image(&image, None, Some(sb_config.clone()))
-                    .await
-                {
+                let pulled = crate::images::pull::pull(
+                    &ctx.cri,
+                    &image,
+                    &secrets.keyring,
+                    Some(sb_config.clone()),
+                )
+                .await;
+                match pulled {
                     Ok(_) => {
                         let took = began.elapsed();
+                        let size = ctx.cri.image_status(&image).await.ok().flatten();
+                        let msg = crate::images::pull::pulled_message(
+                            &image,
+                            took,
+                            took,
+                            size.map(|s| s.size),
+                        );
                         self.events
-                            .record(
-                                pod,
-                                part(c, init),
-                                NORMAL,
-                                "Pulled",
-                                format!("Successfully pulled image {image:?} in {took:.3?}"),
-                            )
+                            .record(pod, part(c, init), NORMAL, "Pulled", msg)
                             .await;
                     }
                     Err(e) => {
@@ -696,13 +842,15 @@ impl PodState {
         pod: &Pod,
         rt: &RuntimePod,
     ) -> Result<(), Error> {
-        let empty = HashMap::new();
+        ctx.prober
+            .observe(pod, rt, primary_pod_ip(ctx, pod, rt), &self.wake);
+        let (readiness, startup) = ctx.prober.status_inputs(rt);
         let log_dir = log_directory(&ctx.sandbox.pod_log_root, pod);
         let messages = termination_messages(rt, log_dir).await;
         let inputs = StatusInputs {
             reasons: &self.reasons,
-            readiness: &empty,
-            startup: &empty,
+            readiness: &readiness,
+            startup: &startup,
             termination_messages: &messages,
             host_ips: &ctx.host_ips,
             pod_is_terminal: pod.metadata.deletion_timestamp.is_some(),
@@ -715,14 +863,23 @@ impl PodState {
             .status
             .as_ref()
             .and_then(|s| serde_json::to_value(s).ok());
-        if old.as_ref() == Some(&new) || self.last_status.as_ref() == Some(&new) {
+        // A static pod's `status` is its mirror's (see static_pods), which may be a new
+        // object without the status last written.
+        let written =
+            self.last_status.as_ref() == Some(&new) && !crate::static_pods::is_static(pod);
+        if old.as_ref() == Some(&new) || written {
             return Ok(());
         }
         let api: Api<Pod> = Api::namespaced(
             ctx.client.clone(),
             pod.metadata.namespace.as_deref().unwrap_or_default(),
         );
-        let body = json!({"metadata": {"uid": uid(pod)}, "status": new});
+        // A static pod's status goes to its mirror pod (same name, its own uid).
+        let body = if crate::static_pods::is_static(pod) {
+            json!({"status": new})
+        } else {
+            json!({"metadata": {"uid": uid(pod)}, "status": new})
+        };
         match api
             .patch_status(
                 pod.metadata.name.as_deref().unwrap_or_default(),
@@ -766,6 +923,21 @@ async fn termination_messages(rt: &RuntimePod, log_dir: PathBuf) -> HashMap<Stri
     })
     .await
     .unwrap_or_default()
+}
+
+/// The pod's primary IP as its status shows it (the node's for hostNetwork pods): where
+/// probes and httpGet hooks connect by default.
+fn primary_pod_ip(ctx: &Context, pod: &Pod, rt: &RuntimePod) -> Option<String> {
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    if host_network {
+        ctx.host_ips.first().cloned()
+    } else {
+        rt.pod_ips().into_iter().next()
+    }
 }
 
 /// The spec of container `name` and whether it is an init container.

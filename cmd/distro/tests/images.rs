@@ -1,0 +1,550 @@
+//! End-to-end (root, real containerd and Debian's docker-registry): image pulls with
+//! credentials from `imagePullSecrets` (directly and through the pod's ServiceAccount) from
+//! a registry with htpasswd auth, `imagePullPolicy` honoured, and image garbage collection
+//! by age since last use that keeps images in use and the pause image.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use distro_testharness::{eventually, Agent, Server, LATEST};
+use serde_json::Value;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_distro"))
+}
+
+const EVERY: Duration = Duration::from_millis(100);
+
+/// Builds the test images (plus `extra` busybox variants) into `dir`.
+fn build_images(dir: &Path, extra: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/build-test-images");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(dir)
+        .env("EXTRA_IMAGES", extra.join(" "))
+        .output()
+        .expect("running hack/build-test-images");
+    assert!(
+        out.status.success(),
+        "build-test-images: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `(pid, cmdline)` of every process.
+fn processes() -> Vec<(i32, i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        out.push((pid, ppid, cmd));
+    }
+    out
+}
+
+fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    for p in points {
+        let _ = Command::new("umount").arg("-l").arg(&p).status();
+    }
+}
+
+/// Kills what this test's agent and its containerd left (all pods here use the host
+/// network, so no bridge or nft rule is made), unmounts and removes its runtime dir.
+struct Cleanup {
+    data: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let config = self.data.join("agent/etc/containerd/config.toml");
+        let Some(state) = std::fs::read_to_string(&config).ok().and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("state = "))
+                .map(|l| PathBuf::from(l.trim_start_matches("state = ").trim_matches('"')))
+        }) else {
+            return;
+        };
+        let Some(run) = state.parent().map(Path::to_path_buf) else {
+            return;
+        };
+        let socket = run.join("containerd.sock").to_string_lossy().to_string();
+        let (data, config) = (
+            self.data.to_string_lossy().to_string(),
+            config.to_string_lossy().to_string(),
+        );
+        for (pid, _, cmd) in processes() {
+            if cmd.contains(" agent ") && cmd.contains(&data) && !cmd.starts_with("containerd") {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let procs = processes();
+        let shims: Vec<i32> = procs
+            .iter()
+            .filter(|(_, _, c)| c.contains("containerd-shim") && c.contains(&socket))
+            .map(|(p, _, _)| *p)
+            .collect();
+        let mut victims: Vec<i32> = procs
+            .iter()
+            .filter(|(_, pp, _)| shims.contains(pp))
+            .map(|(p, _, _)| *p)
+            .collect();
+        victims.extend(&shims);
+        victims.extend(
+            procs
+                .iter()
+                .filter(|(_, _, c)| c.contains("containerd --config") && c.contains(&config))
+                .map(|(p, _, _)| *p),
+        );
+        for pid in victims {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        unmount_under(&self.data);
+        unmount_under(&state);
+        let _ = std::fs::remove_dir_all(run);
+    }
+}
+
+/// Starts a containerd agent named `node` with `extra` flags, the images of `images`
+/// (file names in `built`) in its air-gap dir; waits for its Node to be Ready.
+fn start_node(
+    s: &Server,
+    node: &str,
+    extra: &[&str],
+    built: &Path,
+    images: &[&str],
+) -> (Agent, Cleanup) {
+    let mut args = vec!["--node-name", node];
+    args.extend_from_slice(extra);
+    let a = Agent::start_containerd(bin(), s, &args, |data| {
+        let dst = data.join("agent/images");
+        std::fs::create_dir_all(&dst).expect("agent images dir");
+        for name in images {
+            std::fs::copy(built.join(name), dst.join(name)).expect("copy image");
+        }
+    });
+    let cleanup = Cleanup { data: a.data_dir() };
+    eventually(Duration::from_secs(60), EVERY, "node Ready", || {
+        let out = s.kubectl(LATEST, &["get", "node", node, "-o", "json"]);
+        let n: Value = serde_json::from_slice(&out.stdout).ok()?;
+        n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            .then_some(())
+    });
+    (a, cleanup)
+}
+
+fn pod(s: &Server, name: &str) -> Option<Value> {
+    let out = s.kubectl(LATEST, &["get", "pod", name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+fn waiting(p: &Value) -> (String, String) {
+    let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+    (
+        w["reason"].as_str().unwrap_or_default().to_string(),
+        w["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+fn events(s: &Server, name: &str) -> Vec<(String, String)> {
+    let v = s.json(
+        LATEST,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "json",
+        ],
+    );
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or_default().to_string(),
+                e["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Pushes an OCI layout tarball's first image to `<registry>/<repo>:<tag>` with the
+/// registry HTTP API, with basic auth.
+const PUSH: &str = r#"
+import base64, json, sys, tarfile, urllib.request
+tarball, registry, repo, tag, user, password = sys.argv[1:7]
+auth = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+t = tarfile.open(tarball)
+blob = lambda d: t.extractfile("blobs/" + d.replace(":", "/")).read()
+index = json.load(t.extractfile("index.json"))
+desc = index["manifests"][0]
+manifest = json.loads(blob(desc["digest"]))
+for d in [manifest["config"]] + manifest["layers"]:
+    r = urllib.request.urlopen(urllib.request.Request(f"{registry}/v2/{repo}/blobs/uploads/", method="POST", headers=auth))
+    loc = r.headers["Location"]
+    loc = (loc if loc.startswith("http") else registry + loc) + ("&" if "?" in loc else "?") + "digest=" + d["digest"]
+    urllib.request.urlopen(urllib.request.Request(loc, data=blob(d["digest"]), method="PUT",
+        headers={"Content-Type": "application/octet-stream", **auth}))
+urllib.request.urlopen(urllib.request.Request(f"{registry}/v2/{repo}/manifests/{tag}", data=blob(desc["digest"]),
+    method="PUT", headers={"Content-Type": desc["mediaType"], **auth}))
+"#;
+
+/// Debian's docker-registry, stopped by PID on drop.
+struct Registry(Child);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A registry on a loopback port with htpasswd (bcrypt) auth for `user`:`password`.
+fn start_registry(dir: &Path, user: &str, password: &str) -> (Registry, u16) {
+    let hash = Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))",
+            password,
+        ])
+        .output()
+        .expect("python3");
+    let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
+    assert!(hash.starts_with("$2"), "bcrypt hash: {hash:?}");
+    std::fs::write(dir.join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
+    let port = free_port();
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: distro-test\n    path: {}\n",
+            dir.join("registry").display(),
+            dir.join("htpasswd").display()
+        ),
+    )
+    .unwrap();
+    let registry = Registry(
+        Command::new("docker-registry")
+            .args(["serve".as_ref(), config.as_os_str()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry)"),
+    );
+    eventually(
+        Duration::from_secs(10),
+        EVERY,
+        "the registry to listen",
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
+    (registry, port)
+}
+
+#[test]
+fn pulls_private_images_with_pull_secrets_and_service_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = dir.path().join("images");
+    build_images(&built, &[]);
+    let (user, password) = ("puller", "s3cret-pass");
+    let (_registry, port) = start_registry(dir.path(), user, password);
+    let registry = format!("127.0.0.1:{port}");
+    let push = Command::new("python3")
+        .args(["-c", PUSH])
+        .arg(built.join("busybox.tar"))
+        .args([
+            &format!("http://{registry}"),
+            "private/busybox",
+            "1",
+            user,
+            password,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        push.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+
+    let s = Server::start(bin());
+    let node = format!("images-pull-{}", std::process::id());
+    let (_agent, _cleanup) = start_node(&s, &node, &[], &built, &["pause.tar"]);
+
+    let image = format!("{registry}/private/busybox:1");
+    let auth = base64_encode(&format!("{user}:{password}"));
+    let config_json = base64_encode(&format!(
+        r#"{{"auths":{{"http://{registry}":{{"auth":"{auth}"}}}}}}"#
+    ));
+    let manifest = |name: &str, extra: &str, policy: &str| {
+        format!(
+            r#"---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default}}
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+{extra}  containers:
+  - name: main
+    image: {image}
+    imagePullPolicy: {policy}
+    command: ["sleep", "3600"]
+"#
+        )
+    };
+    // Credentials first, so the ServiceAccount exists when its pod is admitted.
+    s.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            r#"apiVersion: v1
+kind: Secret
+metadata: {{name: regcred, namespace: default}}
+type: kubernetes.io/dockerconfigjson
+data: {{.dockerconfigjson: {config_json}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: puller, namespace: default}}
+imagePullSecrets: [{{name: regcred}}]
+"#
+        )),
+    );
+    s.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(
+            &(manifest("anonymous", "", "Always")
+                + &manifest(
+                    "with-secret",
+                    "  imagePullSecrets: [{name: regcred}]\n",
+                    "Always",
+                )
+                + &manifest("via-account", "  serviceAccountName: puller\n", "Always")),
+        ),
+    );
+
+    // The ServiceAccount admission copied the account's pull secrets into the pod.
+    let via = pod_json(&s, "via-account");
+    assert_eq!(
+        via["spec"]["imagePullSecrets"],
+        serde_json::json!([{"name": "regcred"}]),
+        "{}",
+        via["spec"]
+    );
+
+    for name in ["with-secret", "via-account"] {
+        eventually(
+            Duration::from_secs(40),
+            EVERY,
+            &format!("{name} Running"),
+            || (pod_json(&s, name)["status"]["phase"] == "Running").then_some(()),
+        );
+        let ev = events(&s, name);
+        assert!(
+            ev.iter()
+                .any(|(r, m)| r == "Pulling" && m == &format!("Pulling image {image:?}")),
+            "{ev:?}"
+        );
+        assert!(
+            ev.iter().any(|(r, m)| r == "Pulled"
+                && m.starts_with(&format!("Successfully pulled image {image:?} in "))
+                && m.contains(" including waiting)")),
+            "{ev:?}"
+        );
+    }
+
+    // Without credentials the registry refuses: ErrImagePull (briefly: the next sync is
+    // in backoff), then ImagePullBackOff, with the registry's answer in the Failed event.
+    eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "anonymous ImagePullBackOff",
+        || {
+            let w = waiting(&pod_json(&s, "anonymous"));
+            (w.0 == "ImagePullBackOff").then_some(w)
+        },
+    );
+    let ev = events(&s, "anonymous");
+    let failed = ev
+        .iter()
+        .find(|(r, m)| r == "Failed" && m.starts_with(&format!("Failed to pull image {image:?}: ")))
+        .unwrap_or_else(|| panic!("no Failed event: {ev:?}"));
+    assert!(
+        failed.1.contains("401") || failed.1.to_lowercase().contains("unauthorized"),
+        "{failed:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|(r, m)| r == "Failed" && m == "Error: ErrImagePull"),
+        "{ev:?}"
+    );
+    assert!(ev.iter().any(|(r, _)| r == "BackOff"), "{ev:?}");
+
+    // The image is on the node now: IfNotPresent uses it without credentials, Never too.
+    s.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(&(manifest("if-not-present", "", "IfNotPresent") + &manifest("never", "", "Never"))),
+    );
+    for name in ["if-not-present", "never"] {
+        eventually(
+            Duration::from_secs(30),
+            EVERY,
+            &format!("{name} Running"),
+            || (pod_json(&s, name)["status"]["phase"] == "Running").then_some(()),
+        );
+        let ev = events(&s, name);
+        assert!(
+            ev.iter().any(|(r, m)| r == "Pulled"
+                && m == &format!("Container image {image:?} already present on machine")),
+            "{ev:?}"
+        );
+    }
+}
+
+fn pod_json(s: &Server, name: &str) -> Value {
+    pod(s, name).unwrap_or(Value::Null)
+}
+
+fn base64_encode(text: &str) -> String {
+    let out = Command::new("base64")
+        .arg("-w0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(text.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("base64");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn collects_images_unused_past_the_maximum_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = dir.path().join("images");
+    build_images(
+        &built,
+        &["distro.test/gc-used:1", "distro.test/gc-unused:1"],
+    );
+    let s = Server::start(bin());
+    let node = format!("images-gc-{}", std::process::id());
+    // The pod exists before the node starts, so its image is in use from the first passes.
+    s.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: user, namespace: default}}
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: distro.test/gc-used:1
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#
+        )),
+    );
+    let (a, _cleanup) = start_node(
+        &s,
+        &node,
+        &["--image-maximum-gc-age", "4s"],
+        &built,
+        &[
+            "pause.tar",
+            "distro.test_gc-used_1.tar",
+            "distro.test_gc-unused_1.tar",
+        ],
+    );
+    eventually(Duration::from_secs(30), EVERY, "user Running", || {
+        (pod_json(&s, "user")["status"]["phase"] == "Running").then_some(())
+    });
+    let socket = std::fs::read_to_string(a.data_dir().join("agent/etc/containerd/config.toml"))
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.trim_start().starts_with("address = "))
+                .map(|l| {
+                    l.trim()
+                        .trim_start_matches("address = ")
+                        .trim_matches('"')
+                        .to_string()
+                })
+        })
+        .expect("containerd socket in its config");
+    let images = || {
+        let out = Command::new("ctr")
+            .args(["--address", &socket, "-n", "k8s.io", "images", "ls", "-q"])
+            .output()
+            .expect("ctr");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let left = eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "the unused image removed",
+        || {
+            let now = images();
+            (!now.contains("distro.test/gc-unused:1")).then_some(now)
+        },
+    );
+    assert!(
+        left.contains("distro.test/gc-used:1"),
+        "in use: kept\n{left}"
+    );
+    assert!(
+        left.contains("docker.io/rancher/mirrored-pause:3.6"),
+        "pause: kept\n{left}"
+    );
+    // The records persist in the kubelet dir across restarts.
+    let state = std::fs::read_to_string(a.data_dir().join("agent/kubelet/image-gc-state.json"))
+        .expect("GC state file");
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert!(state.as_object().is_some_and(|o| !o.is_empty()), "{state}");
+    assert_eq!(pod_json(&s, "user")["status"]["phase"], "Running");
+}
