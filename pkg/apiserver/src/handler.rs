@@ -650,6 +650,27 @@ impl Handler {
                     .await?;
                 Ok(written(def, w, &want, query))
             }
+            // `kubectl debug`: the pod, and writes that may only add ephemeral containers.
+            ("ephemeralcontainers", "get") if def.plural == "pods" => Ok(render_one(
+                def,
+                &self.storage.get(def, ns, name).await?,
+                &Want::Json,
+                query,
+            )),
+            ("ephemeralcontainers", "update") if def.plural == "pods" => {
+                let body = decode_body(req)?;
+                let storage = &self.storage;
+                let w = storage
+                    .guaranteed_update(def, ns, name, Some(sub), &opts, |_| {
+                        storage.admit_body(def, body.clone(), &opts)
+                    })
+                    .await?;
+                Ok(written(def, w, &want, query))
+            }
+            ("ephemeralcontainers", "patch") if def.plural == "pods" => {
+                let w = self.patch(req, def, ns, name, Some(sub), &opts).await?;
+                Ok(written(def, w, &want, query))
+            }
             ("finalize", "update") if def.plural == "namespaces" => {
                 let body = decode_body(req)?;
                 let storage = &self.storage;

@@ -994,6 +994,13 @@ fn prepare_update(def: &ResourceDef, obj: &mut Value, old: &Value, subresource: 
         }
         next["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
         *obj = next;
+    } else if subresource == Some("ephemeralcontainers") {
+        // Upstream's ephemeralcontainers strategy: only spec.ephemeralContainers changes.
+        let ephemeral = obj["spec"]["ephemeralContainers"].clone();
+        let mut next = old.clone();
+        next["spec"]["ephemeralContainers"] = ephemeral;
+        next["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
+        *obj = next;
     } else if def.strategy.has_status() {
         match old.get("status") {
             Some(s) => obj["status"] = s.clone(),

@@ -966,6 +966,15 @@ pub fn pod_validate_update(obj: &Value, old: &Value) -> Vec<FieldError> {
     if new_gates.iter().all(|g| old_gates.contains(g)) {
         munged["schedulingGates"] = old_spec["schedulingGates"].clone();
     }
+    // Ephemeral containers (`kubectl debug`) may be added, never changed or removed.
+    let old_eph = arr(&old_spec["ephemeralContainers"]);
+    let new_eph = arr(&new_spec["ephemeralContainers"]);
+    if old_eph
+        .iter()
+        .all(|o| new_eph.iter().any(|n| util::same(n, o)))
+    {
+        munged["ephemeralContainers"] = old_spec["ephemeralContainers"].clone();
+    }
     if !util::same(&munged, old_spec) {
         let mut paths = Vec::new();
         util::diff_paths(old_spec, &munged, "spec", &mut paths);
@@ -1327,6 +1336,22 @@ mod tests {
         assert!(errs[0]
             .message()
             .starts_with(&format!("spec: Forbidden: {POD_UPDATE_FORBIDDEN}")));
+    }
+
+    #[test]
+    fn ephemeral_containers_may_only_be_added() {
+        let old = defaulted(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a:1"}]}}),
+        );
+        let mut new = old.clone();
+        new["spec"]["ephemeralContainers"] = json!([{"name": "dbg", "image": "busybox"}]);
+        assert!(pod_validate_update(&new, &old).is_empty());
+        let mut changed = new.clone();
+        changed["spec"]["ephemeralContainers"][0]["image"] = json!("other");
+        assert_eq!(pod_validate_update(&changed, &new).len(), 1);
+        let mut removed = new.clone();
+        removed["spec"]["ephemeralContainers"] = json!([]);
+        assert_eq!(pod_validate_update(&removed, &new).len(), 1);
     }
 
     #[test]

@@ -33,6 +33,8 @@ use crate::request::{RequestInfo, ResourceRequest};
 use crate::resources::Registry;
 use crate::rest::Storage;
 
+pub mod streams;
+
 /// The client's pending protocol upgrade, taken by the one route that relays it.
 #[derive(Clone, Default)]
 pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
@@ -87,6 +89,9 @@ impl Route for KubeletProxy {
         ) {
             ("", "nodes", Some("proxy")) => self.node_proxy(req, r).await,
             ("", "pods", Some("log")) => self.pod_log(req, r).await,
+            ("", "pods", Some(sub @ ("exec" | "attach" | "portforward"))) => {
+                self.pod_stream(req, r, sub).await
+            }
             _ => return None,
         };
         Some(result.unwrap_or_else(|e| error_response(&e)))

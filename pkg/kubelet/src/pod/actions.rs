@@ -66,6 +66,28 @@ pub struct PodActions {
     pub containers_to_start: Vec<usize>,
     /// Running containers to stop.
     pub containers_to_kill: Vec<KillContainer>,
+    /// Indexes into `ephemeralContainers` to start (`kubectl debug`; never restarted).
+    pub ephemeral_to_start: Vec<usize>,
+}
+
+/// The pod's ephemeral containers as containers (the same fields but `targetContainerName`),
+/// in `ephemeralContainers` order, to be configured and started like any other.
+pub fn ephemeral_containers(pod: &Pod) -> Vec<Container> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .filter_map(|e| serde_json::to_value(e).ok())
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect()
+}
+
+/// The container whose process namespace ephemeral container `name` joins (`--target`).
+pub fn ephemeral_target<'a>(pod: &'a Pod, name: &str) -> Option<&'a str> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .find(|e| e.name == name)
+        .and_then(|e| e.target_container_name.as_deref())
 }
 
 /// Probe failures known for running containers, by CRI container ID.
@@ -199,6 +221,14 @@ pub fn compute_pod_actions(pod: &Pod, rt: &RuntimePod, probes: &ProbeFailures) -
         return a;
     }
 
+    // As upstream: ephemeral containers start even before initialization completes, once,
+    // and are never restarted.
+    for (i, c) in ephemeral_containers(pod).iter().enumerate() {
+        if rt.latest(&c.name).is_none() {
+            a.ephemeral_to_start.push(i);
+        }
+    }
+
     match next_init(pod, rt, probes) {
         Init::InProgress => return a,
         Init::Next(i, failed) => {
@@ -309,6 +339,7 @@ pub fn compute_pod_actions(pod: &Pod, rt: &RuntimePod, probes: &ProbeFailures) -
     if keep == 0 && a.containers_to_start.is_empty() {
         a.kill_pod = true;
         a.sidecars_to_start.clear();
+        a.ephemeral_to_start.clear();
     }
     a
 }
@@ -584,6 +615,25 @@ mod tests {
     use ContainerState::{
         ContainerExited as Exited, ContainerRunning as Running, ContainerUnknown as Unknown,
     };
+
+    #[test]
+    fn ephemeral_containers_start_once_and_never_restart() {
+        let mut p = pod("Always", &["a"], &[]);
+        p.spec.as_mut().unwrap().ephemeral_containers = Some(vec![serde_json::from_value(
+            serde_json::json!({"name": "dbg", "image": "busybox", "targetContainerName": "a"}),
+        )
+        .unwrap()]);
+        assert_eq!(ephemeral_containers(&p)[0].name, "dbg");
+        assert_eq!(ephemeral_target(&p, "dbg"), Some("a"));
+        let a = plan(&p, &ready(vec![ctr("a", 0, Running, 0)]));
+        assert_eq!(a.ephemeral_to_start, vec![0]);
+        assert!(!a.kill_pod);
+        let a = plan(
+            &p,
+            &ready(vec![ctr("a", 0, Running, 0), ctr("dbg", 0, Exited, 1)]),
+        );
+        assert!(a.ephemeral_to_start.is_empty() && !a.kill_pod, "{a:?}");
+    }
 
     #[test]
     fn fresh_pod_creates_sandbox_then_containers() {

@@ -18,8 +18,9 @@
 //! # Limits
 //! - Sidecars ride the classic init-container path, extended (upstream 1.29+ has a dedicated
 //!   one); edge cases such as a sidecar dying while a later init container runs may differ.
-//! - No in-place resize, user namespaces, AppArmor, SELinux labels, hugepages, devices or
-//!   ephemeral containers in the generated configs.
+//! - No in-place resize, user namespaces, AppArmor, SELinux labels, hugepages or devices in
+//!   the generated configs. Ephemeral containers (`kubectl debug`) are configured as
+//!   containers, joining their target's process namespace ([`actions::ephemeral_target`]).
 //! - Environment variables come out in first-definition order (upstream's is random).
 
 pub mod actions;

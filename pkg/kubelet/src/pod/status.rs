@@ -775,6 +775,18 @@ pub fn pod_status(pod: &Pod, runtime: &RuntimePod, inputs: &StatusInputs<'_>) ->
         inputs,
     );
 
+    let ephemeral = super::actions::ephemeral_containers(pod);
+    let ephemeral_statuses = container_statuses(
+        pod,
+        runtime,
+        old.ephemeral_container_statuses
+            .as_deref()
+            .unwrap_or_default(),
+        &ephemeral,
+        false,
+        inputs,
+    );
+
     let old_phase = old.phase.as_deref().unwrap_or("");
     let phase = if matches!(old_phase, "Succeeded" | "Failed") {
         old_phase // terminal phases never go back
@@ -836,7 +848,7 @@ pub fn pod_status(pod: &Pod, runtime: &RuntimePod, inputs: &StatusInputs<'_>) ->
         qos_class: Some(pod_qos(&spec).as_str().to_string()),
         init_container_statuses: (!inits.is_empty()).then_some(init_statuses),
         container_statuses: Some(statuses),
-        ephemeral_container_statuses: old.ephemeral_container_statuses.clone(),
+        ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral_statuses),
         nominated_node_name: old.nominated_node_name.clone(),
         // The reason and message belong to the phase: kept only while it stays the same.
         message: old.message.clone().filter(|_| old_phase == phase),

@@ -446,6 +446,13 @@ impl Provider for CriNode {
         ))
     }
 
+    async fn stream_url(
+        &self,
+        req: &super::streams::StreamRequest,
+    ) -> Result<String, super::streams::StreamError> {
+        super::streams::cri_stream_url(&self.cri, req).await
+    }
+
     async fn cadvisor(&self) -> Vec<CadvisorEntry> {
         let (sample, pods) = tokio::join!(self.sample(), self.pods());
         let labels = pods

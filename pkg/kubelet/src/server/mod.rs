@@ -11,7 +11,9 @@
 //!
 //! # Limits
 //! - Bearer tokens are not accepted (upstream also reviews them through TokenReview).
-//! - `/exec`, `/attach`, `/portForward` and `/spec` are not served yet (404).
+//! - `/spec` is not served yet (404).
+//! - `/exec`, `/attach` and `/portForward` ([`streams`]) need a runtime that streams
+//!   ([`Provider::stream_url`]); simulated nodes answer them 404.
 //! - The serving certificate is the caller's to provide; [`self_signed`] makes one as
 //!   upstream's kubelet does without `--tls-cert-file`.
 
@@ -40,6 +42,7 @@ pub mod host;
 pub mod logs;
 pub mod metrics;
 pub mod stats;
+pub mod streams;
 
 pub use auth::{Attributes, SarAuthorizer, User};
 pub use stats::Summary;
@@ -96,6 +99,18 @@ pub trait Provider: Send + Sync + 'static {
         Err(logs::LogError::BadRequest(format!(
             "container {container:?} in pod {pod:?} has no logs: this node's runtime is simulated and runs no processes"
         )))
+    }
+
+    /// The runtime's streaming URL for an exec, attach or port-forward request
+    /// ([`streams`]). Runtimes that cannot stream keep this default.
+    ///
+    /// # Errors
+    /// [`streams::StreamError`]: unsupported, no such pod or container, or a runtime failure.
+    async fn stream_url(
+        &self,
+        _req: &streams::StreamRequest,
+    ) -> Result<String, streams::StreamError> {
+        Err(streams::StreamError::Unsupported)
     }
 }
 
@@ -191,6 +206,77 @@ fn json(v: &impl serde::Serialize) -> Response<Body> {
 }
 
 impl KubeletApi {
+    /// Authenticates and authorizes `req`: `None` if allowed, else the 401/403/500 answer.
+    async fn authorize(&self, req: &Request<()>, user: Option<&User>) -> Option<Response<Body>> {
+        let plain = "text/plain; charset=utf-8";
+        let path = req.uri().path();
+        let Some(user) = user else {
+            return Some(text(StatusCode::UNAUTHORIZED, plain, "Unauthorized"));
+        };
+        let attrs = auth::attributes(req.method(), path);
+        match self.authorizer.allowed(user, &attrs).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(user = %user.name, %path, "kubelet API request forbidden");
+                return Some(text(
+                    StatusCode::FORBIDDEN,
+                    plain,
+                    auth::forbidden_message(user, &attrs),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kubelet API authorization failed");
+                return Some(text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    plain,
+                    "Internal Server Error",
+                ));
+            }
+        }
+        None
+    }
+
+    /// Serves `/exec`, `/attach` and `/portForward` ([`streams`]): any method (kubectl's SPDY
+    /// uses POST, its WebSocket GET), with the connection's pending `upgrade`.
+    pub async fn handle_stream(
+        &self,
+        req: &Request<()>,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
+        user: Option<&User>,
+    ) -> Response<Body> {
+        let plain = "text/plain; charset=utf-8";
+        if let Some(denied) = self.authorize(req, user).await {
+            return denied;
+        }
+        let parsed = match streams::parse(req.uri().path(), req.uri().query()) {
+            Ok(p) => p,
+            Err(e) => return text(StatusCode::BAD_REQUEST, plain, e.to_string()),
+        };
+        let url = match self.provider.stream_url(&parsed).await {
+            Ok(u) => u,
+            Err(e @ (streams::StreamError::NotFound(_) | streams::StreamError::Unsupported)) => {
+                return text(StatusCode::NOT_FOUND, plain, e.to_string())
+            }
+            Err(e @ streams::StreamError::BadRequest(_)) => {
+                return text(StatusCode::BAD_REQUEST, plain, e.to_string())
+            }
+            Err(e @ streams::StreamError::Runtime(_)) => {
+                tracing::warn!(error = %e, path = %req.uri().path(), "streaming request failed");
+                return text(StatusCode::INTERNAL_SERVER_ERROR, plain, e.to_string());
+            }
+        };
+        distro_streaming::serve(
+            parsed.kind,
+            &url,
+            req.method(),
+            req.headers(),
+            upgrade,
+            parsed.options,
+        )
+        .await
+        .map(|b| b.map_err(|e| match e {}).boxed())
+    }
+
     /// Answers one request from `user` (`None`: no client certificate).
     pub async fn handle(&self, req: &Request<()>, user: Option<&User>) -> Response<Body> {
         let plain = "text/plain; charset=utf-8";
@@ -199,28 +285,8 @@ impl KubeletApi {
         if path == "/healthz" {
             return text(StatusCode::OK, plain, "ok");
         }
-        let Some(user) = user else {
-            return text(StatusCode::UNAUTHORIZED, plain, "Unauthorized");
-        };
-        let attrs = auth::attributes(req.method(), path);
-        match self.authorizer.allowed(user, &attrs).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::debug!(user = %user.name, %path, "kubelet API request forbidden");
-                return text(
-                    StatusCode::FORBIDDEN,
-                    plain,
-                    auth::forbidden_message(user, &attrs),
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "kubelet API authorization failed");
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    plain,
-                    "Internal Server Error",
-                );
-            }
+        if let Some(denied) = self.authorize(req, user).await {
+            return denied;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, plain, "Method Not Allowed");
@@ -382,13 +448,22 @@ pub async fn serve(
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (api, user) = (api.clone(), user.clone());
                 async move {
-                    let (parts, _body) = req.into_parts();
+                    let (mut parts, _body) = req.into_parts();
+                    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
                     let req = Request::from_parts(parts, ());
+                    if streams::is_stream_path(req.uri().path()) {
+                        return Ok::<_, Infallible>(
+                            api.handle_stream(&req, upgrade, user.as_deref()).await,
+                        );
+                    }
                     Ok::<_, Infallible>(api.handle(&req, user.as_deref()).await)
                 }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
                 tracing::debug!(%remote, error = %e, "kubelet API connection ended with an error");
             }
         });

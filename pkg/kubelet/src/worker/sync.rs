@@ -194,7 +194,8 @@ impl PodState {
 
         let start_any = actions.next_init_container.is_some()
             || !actions.sidecars_to_start.is_empty()
-            || !actions.containers_to_start.is_empty();
+            || !actions.containers_to_start.is_empty()
+            || !actions.ephemeral_to_start.is_empty();
         if let (Some(sb), true) = (sandbox_id.as_deref(), start_any) {
             let spec = pod.spec.clone().unwrap_or_default();
             let inits = spec.init_containers.clone().unwrap_or_default();
@@ -214,6 +215,13 @@ impl PodState {
                     .containers_to_start
                     .iter()
                     .filter_map(|i| spec.containers.get(*i).map(|c| (c, false))),
+            );
+            let ephemeral = crate::pod::actions::ephemeral_containers(pod);
+            todo.extend(
+                actions
+                    .ephemeral_to_start
+                    .iter()
+                    .filter_map(|i| ephemeral.get(*i).map(|c| (c, false))),
             );
             for (c, init) in todo {
                 let started = self
@@ -532,6 +540,23 @@ impl PodState {
             }
             Err(e) => return self.config_error(pod, c, init, &e).await,
         };
+        let mut config = config;
+        // `kubectl debug --target`: share the target container's process namespace.
+        if let Some(target) = crate::pod::actions::ephemeral_target(pod, &c.name) {
+            let running = rt
+                .latest(target)
+                .filter(|s| rt_helpers::state(s) == ContainerState::ContainerRunning);
+            if let Some(t) = running {
+                let sc = config
+                    .linux
+                    .get_or_insert_with(Default::default)
+                    .security_context
+                    .get_or_insert_with(Default::default);
+                let ns = sc.namespace_options.get_or_insert_with(Default::default);
+                ns.pid = api::NamespaceMode::Target as i32;
+                ns.target_id = t.id.clone();
+            }
+        }
         let id = match ctx
             .cri
             .create_container(sandbox_id, config, sb_config.clone())
