@@ -236,18 +236,17 @@ fn free_port() -> u16 {
 
 /// A registry on a loopback port with htpasswd (bcrypt) auth for `user`:`password`.
 fn start_registry(dir: &Path, user: &str, password: &str) -> (Registry, u16) {
-    let hash = Command::new("python3")
-        .args([
-            "-W",
-            "ignore",
-            "-c",
-            "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))",
-            password,
-        ])
+    // apache2-utils' htpasswd: bcrypt, the one scheme the registry accepts.
+    let out = Command::new("htpasswd")
+        .args(["-nbB", "-C", "4", user, password])
         .output()
-        .expect("python3");
-    let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
-    assert!(hash.starts_with("$2"), "bcrypt hash: {hash:?}");
+        .expect("htpasswd (apache2-utils)");
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let hash = line
+        .strip_prefix(&format!("{user}:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(hash.starts_with("$2"), "bcrypt hash: {line:?}");
     std::fs::write(dir.join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
     let port = free_port();
     let config = dir.join("registry.yml");
