@@ -3,14 +3,13 @@
 //! `nodes/proxy` — and `kubectl logs` reads its containers' CRI log files with every flag,
 //! for kubectl 1.27 and the latest.
 
-mod common;
-
 use std::io::BufRead;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Node, BUSYBOX};
+use distro_testharness::node::{Node, BUSYBOX};
 use distro_testharness::{eventually, Server, LATEST};
 
 const EVERY: Duration = Duration::from_millis(100);
@@ -132,7 +131,12 @@ fn top_shows_cpu(s: &Server, minor: u32, args: &[&str], first: &str) {
 #[test]
 fn containerd_node_serves_metrics_and_logs() {
     let began = std::time::Instant::now();
-    let node = Node::start("logs", &["--metrics-resolution=1s"]);
+    let node = Node::start(
+        Path::new(env!("CARGO_BIN_EXE_distro")),
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "logs",
+        &["--metrics-resolution=1s"],
+    );
     let s = &node.server;
     let n = &node.name;
     s.ok_stdin(LATEST, &["apply", "-f", "-"], Some(&manifest(n)));

@@ -27,9 +27,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use distro_testharness::containerd_node::{
-    install_images, nft_table_exists, test_images, NodeCleanup,
-};
+use distro_testharness::node::{install_images, nft_table_exists, NodeCleanup, BUSYBOX};
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -38,14 +36,9 @@ fn bin() -> &'static Path {
 }
 
 const EVERY: Duration = Duration::from_millis(100);
-const BUSYBOX: &str = "distro.test/busybox:latest";
 
 fn install(data: &Path) {
-    let images = test_images(
-        Path::new(env!("CARGO_TARGET_TMPDIR")),
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
-    );
-    install_images(&images, data);
+    install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data);
 }
 
 fn pod(s: &Server, name: &str) -> Option<Value> {

@@ -16,9 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use distro_testharness::containerd_node::{
-    install_images, nft_table_exists, test_images, NodeCleanup,
-};
+use distro_testharness::node::{install_images, nft_table_exists, NodeCleanup};
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -30,9 +28,7 @@ const EVERY: Duration = Duration::from_millis(50);
 
 /// Puts the test images into the node's air-gap images dir.
 fn images(data: &Path) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let built = test_images(Path::new(env!("CARGO_TARGET_TMPDIR")), &repo);
-    install_images(&built, data);
+    install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data);
 }
 
 fn nft_ok(args: &[&str]) -> bool {

@@ -29,6 +29,7 @@ fn server_with_node(tag: &str, extra: &[&str]) -> (Server, NodeCleanup, String) 
     let cleanup = NodeCleanup {
         data: s.data_dir(),
         bridge: bridge.clone(),
+        table_existed: true,
     };
     (s, cleanup, node)
 }
@@ -279,6 +280,7 @@ fn disk_pressure_evicts_ranked_pods_taints_and_clears() {
     let _cleanup = NodeCleanup {
         data: s.data_dir(),
         bridge,
+        table_existed: true,
     };
     let n = ready_node(&s, &node);
     assert_eq!(condition(&n, "DiskPressure").unwrap()["status"], "False");

@@ -14,7 +14,7 @@
 //! as runc needs the cgroup mounts); containerd's mounts under the node's data and run dirs
 //! are unmounted on drop.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -238,33 +238,6 @@ impl Cluster {
     }
 }
 
-/// `(pid, ppid, cmdline)` of every process.
-fn processes() -> Vec<(i32, i32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0);
-        out.push((pid, ppid, cmd));
-    }
-    out
-}
-
-/// containerd's run dir of the agent with data dir `data` (from the config it wrote).
-fn run_dir(data: &Path) -> Option<PathBuf> {
-    let config = std::fs::read_to_string(data.join("agent/etc/containerd/config.toml")).ok()?;
-    let line = config.lines().find(|l| l.starts_with("state = "))?;
-    let state = PathBuf::from(line.trim_start_matches("state = ").trim_matches('"'));
-    state.parent().map(Path::to_path_buf)
-}
-
 impl Drop for Node {
     fn drop(&mut self) {
         let data = self.agent.data_dir();
@@ -278,53 +251,6 @@ impl Drop for Node {
             // It did not stop in time; it is still our child's PID (not yet reaped).
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
-        let Some(run) = run_dir(&data) else {
-            return;
-        };
-        let socket = run.join("containerd.sock").to_string_lossy().to_string();
-        let config = data
-            .join("agent/etc/containerd/config.toml")
-            .to_string_lossy()
-            .to_string();
-        let procs = processes();
-        let shims: Vec<i32> = procs
-            .iter()
-            .filter(|(_, _, c)| c.contains("containerd-shim") && c.contains(&socket))
-            .map(|(p, _, _)| *p)
-            .collect();
-        let mut victims: Vec<i32> = procs
-            .iter()
-            .filter(|(_, pp, _)| shims.contains(pp))
-            .map(|(p, _, _)| *p)
-            .collect();
-        victims.extend(&shims);
-        victims.extend(
-            procs
-                .iter()
-                .filter(|(_, _, c)| c.contains("containerd --config") && c.contains(&config))
-                .map(|(p, _, _)| *p),
-        );
-        for pid in victims {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        unmount_under(&data);
-        unmount_under(&run);
-        let _ = std::fs::remove_dir_all(&run);
-    }
-}
-
-/// Lazily unmounts every mount point under `dir`, deepest first.
-fn unmount_under(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    for p in points {
-        let _ = Command::new("umount").arg("-l").arg(&p).status();
+        crate::node::remove_runtime(&data);
     }
 }

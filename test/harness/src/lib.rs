@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub mod containerd_node;
-
 /// Every kubectl minor version tests must pass with.
 pub const KUBECTL_VERSIONS: &[u32] = &[27, 28, 29, 30, 31, 32, 33];
 

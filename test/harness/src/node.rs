@@ -1,16 +1,28 @@
-//! Helpers for tests that run a real node (root, containerd): the test images in the node's
-//! air-gap directory, and a guard that removes what the node leaves behind (its containerd,
-//! shims and containers, mounts, runtime dir, bridge) when the test ends, passed or failed.
+//! Helpers for tests that run a real containerd node (root, containerd; `Agent::start_containerd`
+//! or a server that is a node): the test images in the node's air-gap directory, and a guard
+//! that removes what the node leaves behind (distro, its containerd, shims and containers,
+//! mounts, runtime dir, bridge and masquerade rule) when the test ends, passed or failed.
+//! Shared here so real-containerd test files need not copy them.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use crate::{eventually, Agent, Server, LATEST};
 
 /// The busybox test image (`hack/build-test-images`).
 pub const BUSYBOX: &str = "distro.test/busybox:latest";
 
+/// The repository's `hack/build-test-images`.
+fn build_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/build-test-images")
+}
+
 /// Builds the test images once per `target_tmp` (cargo's `CARGO_TARGET_TMPDIR`), under a
 /// file lock as several test binaries may want them at once, and returns their directory.
+///
+/// # Panics
+/// When the script fails (missing busybox-static or gcc): the message says which.
 pub fn test_images(target_tmp: &Path) -> PathBuf {
     let dir = target_tmp.join("test-images");
     std::fs::create_dir_all(&dir).expect("images dir");
@@ -18,23 +30,33 @@ pub fn test_images(target_tmp: &Path) -> PathBuf {
     lock.lock().expect("locking the images dir");
     let done = dir.join(".built");
     if !done.exists() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/build-test-images");
-        let out = Command::new("bash")
-            .arg(script)
-            .arg(&dir)
-            .output()
-            .expect("running hack/build-test-images");
-        assert!(
-            out.status.success(),
-            "build-test-images: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        build_images(&dir, &[]);
         std::fs::write(&done, "").expect("marker");
     }
     dir
 }
 
-/// Copies the test images of `target_tmp` into `<data>/agent/images/`.
+/// Builds the test images (plus `extra` busybox variants, `EXTRA_IMAGES`) into `dir`, every
+/// time (for tests that want images of their own; [`test_images`] builds the shared ones once).
+///
+/// # Panics
+/// When the script fails (missing busybox-static or gcc): the message says which.
+pub fn build_images(dir: &Path, extra: &[&str]) {
+    let out = Command::new("bash")
+        .arg(build_script())
+        .arg(dir)
+        .env("EXTRA_IMAGES", extra.join(" "))
+        .output()
+        .expect("running hack/build-test-images");
+    assert!(
+        out.status.success(),
+        "build-test-images: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Copies the test images of `target_tmp` ([`test_images`]) into `<data>/agent/images/`
+/// (air-gap import).
 pub fn install_images(target_tmp: &Path, data: &Path) {
     let src = test_images(target_tmp);
     let dst = data.join("agent/images");
@@ -47,17 +69,65 @@ pub fn install_images(target_tmp: &Path, data: &Path) {
     }
 }
 
-/// On drop, kills the distro process running on `data` (`server` or `agent`) and the
-/// containerd, shims and containers of that data dir, unmounts what is under it and its
-/// runtime dir, and deletes the test's pod `bridge`. Only processes naming this data dir's
-/// socket or config are touched.
+/// The CNI plugin's nftables table.
+const NFT_TABLE: &str = "distro-cni";
+
+/// Whether the CNI plugin's nftables table exists (take this before starting the node: a
+/// table the test made is removed by [`NodeCleanup`], a shared one only loses this test's rule).
+pub fn nft_table_exists() -> bool {
+    Command::new("nft")
+        .args(["list", "table", "inet", NFT_TABLE])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// On drop: kills the distro process running on `data` (`server` or `agent`) first (or its
+/// kubelet restarts and remounts what is cleaned up), then the containerd, shims and
+/// containers of that data dir, unmounts what is under it and its runtime dir, removes the
+/// runtime dir, and removes the test's pod bridge and masquerade rule. Only processes naming
+/// this data dir, its socket or config are touched.
 pub struct NodeCleanup {
     /// The node's data dir.
     pub data: PathBuf,
-    /// The pods' bridge the test's node made (a unique name).
+    /// The pods' bridge (`--cni-bridge`) this test's node made (a unique name); empty when
+    /// its pods use only the host network (no bridge or rule is made then).
     pub bridge: String,
+    /// Whether the CNI table existed before the test ([`nft_table_exists`]); `true` keeps the
+    /// table (tests of one binary run in parallel on it) and removes only this bridge's rule.
+    pub table_existed: bool,
 }
 
+impl NodeCleanup {
+    /// A cleanup for a node whose pods all use the host network (no bridge or nft rule).
+    pub fn host_network(data: PathBuf) -> NodeCleanup {
+        NodeCleanup {
+            data,
+            bridge: String::new(),
+            table_existed: true,
+        }
+    }
+
+    /// The node's containerd socket, once its config is written.
+    pub fn socket(&self) -> Option<PathBuf> {
+        Some(state_dir(&self.data)?.parent()?.join("containerd.sock"))
+    }
+}
+
+/// containerd's state dir of the node with data dir `data` (from the config it wrote).
+fn state_dir(data: &Path) -> Option<PathBuf> {
+    let config = std::fs::read_to_string(data.join("agent/etc/containerd/config.toml")).ok()?;
+    let line = config.lines().find(|l| l.starts_with("state = "))?;
+    Some(PathBuf::from(
+        line.trim_start_matches("state = ").trim_matches('"'),
+    ))
+}
+
+/// containerd's run dir of the node with data dir `data` (from the config it wrote).
+fn run_dir(data: &Path) -> Option<PathBuf> {
+    state_dir(data)?.parent().map(Path::to_path_buf)
+}
+
+/// `(pid, ppid, cmdline)` of every process.
 fn processes() -> Vec<(i32, i32, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -76,6 +146,7 @@ fn processes() -> Vec<(i32, i32, String)> {
     out
 }
 
+/// Lazily unmounts every mount point under `dir`, deepest first.
 fn unmount_under(dir: &Path) {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<PathBuf> = mounts
@@ -90,14 +161,74 @@ fn unmount_under(dir: &Path) {
     }
 }
 
-impl NodeCleanup {
-    fn state_dir(&self) -> Option<PathBuf> {
-        let config =
-            std::fs::read_to_string(self.data.join("agent/etc/containerd/config.toml")).ok()?;
-        let line = config.lines().find(|l| l.starts_with("state = "))?;
-        Some(PathBuf::from(
-            line.trim_start_matches("state = ").trim_matches('"'),
-        ))
+/// Kills the containerd of data dir `data`, the shims of its socket and their containers,
+/// then unmounts what is under `data` and its run dir and removes the run dir (the distro
+/// process must be gone already). Does nothing before containerd's config is written.
+pub(crate) fn remove_runtime(data: &Path) {
+    let Some(run) = run_dir(data) else {
+        return;
+    };
+    let socket = run.join("containerd.sock").to_string_lossy().to_string();
+    let config = data
+        .join("agent/etc/containerd/config.toml")
+        .to_string_lossy()
+        .to_string();
+    let procs = processes();
+    let shims: Vec<i32> = procs
+        .iter()
+        .filter(|(_, _, c)| c.contains("containerd-shim") && c.contains(&socket))
+        .map(|(p, _, _)| *p)
+        .collect();
+    let mut victims: Vec<i32> = procs
+        .iter()
+        .filter(|(_, pp, _)| shims.contains(pp))
+        .map(|(p, _, _)| *p)
+        .collect();
+    victims.extend(&shims);
+    victims.extend(
+        procs
+            .iter()
+            .filter(|(_, _, c)| c.contains("containerd --config") && c.contains(&config))
+            .map(|(p, _, _)| *p),
+    );
+    for pid in victims {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    unmount_under(data);
+    unmount_under(&run);
+    let _ = std::fs::remove_dir_all(&run);
+}
+
+/// Removes `bridge` and, from the shared table, only that bridge's masquerade rule (the
+/// whole table when the test created it).
+fn remove_network(bridge: &str, table_existed: bool) {
+    let _ = Command::new("ip")
+        .args(["link", "del", bridge])
+        .stderr(Stdio::null())
+        .status();
+    if !table_existed {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", NFT_TABLE])
+            .status();
+        return;
+    }
+    let Ok(out) = Command::new("nft")
+        .args(["-a", "list", "chain", "inet", NFT_TABLE, "postrouting"])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.contains(&format!("masquerade {bridge}\"")) {
+            if let Some(handle) = line.rsplit("# handle ").next() {
+                let _ = Command::new("nft")
+                    .args(["delete", "rule", "inet", NFT_TABLE, "postrouting", "handle"])
+                    .arg(handle.trim())
+                    .status();
+            }
+        }
     }
 }
 
@@ -111,49 +242,69 @@ impl Drop for NodeCleanup {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             }
         }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let Some(state) = self.state_dir() else {
-            return;
-        };
-        let Some(socket) = state.parent().map(|p| p.join("containerd.sock")) else {
-            return;
-        };
-        let socket = socket.to_string_lossy().to_string();
-        let config = self
-            .data
-            .join("agent/etc/containerd/config.toml")
-            .to_string_lossy()
-            .to_string();
         std::thread::sleep(Duration::from_millis(100));
-        let procs = processes();
-        let shims: Vec<i32> = procs
-            .iter()
-            .filter(|(_, _, c)| c.contains("containerd-shim") && c.contains(&socket))
-            .map(|(p, _, _)| *p)
-            .collect();
-        let mut victims: Vec<i32> = procs
-            .iter()
-            .filter(|(_, pp, _)| shims.contains(pp))
-            .map(|(p, _, _)| *p)
-            .collect();
-        victims.extend(&shims);
-        victims.extend(
-            procs
-                .iter()
-                .filter(|(_, _, c)| c.contains("containerd --config") && c.contains(&config))
-                .map(|(p, _, _)| *p),
+        remove_runtime(&self.data);
+        if !self.bridge.is_empty() {
+            remove_network(&self.bridge, self.table_existed);
+        }
+    }
+}
+
+/// A server and one containerd node joined to it. Dropping it removes the node's
+/// containers, mounts and network first, then stops the agent and the server.
+pub struct Node {
+    /// Cleans up the node's runtime (dropped first).
+    pub cleanup: NodeCleanup,
+    /// The agent.
+    pub agent: Agent,
+    /// The server.
+    pub server: Server,
+    /// The node's name.
+    pub name: String,
+}
+
+impl Node {
+    /// Starts a server of `bin` (with `server_args`) and a containerd node named
+    /// `<prefix>-<pid>` with the test images of `target_tmp` ([`install_images`]), and waits
+    /// until the node is Ready.
+    pub fn start(bin: &Path, target_tmp: &Path, prefix: &str, server_args: &[&str]) -> Node {
+        let server = Server::start_with(bin, server_args);
+        let name = format!("{prefix}-{}", std::process::id());
+        let bridge = format!("dl{}", std::process::id() % 10_000_000);
+        let table_existed = nft_table_exists();
+        let agent = Agent::start_containerd(
+            bin,
+            &server,
+            &["--node-name", &name, "--cni-bridge", &bridge],
+            |data| install_images(target_tmp, data),
         );
-        for pid in victims {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        unmount_under(&self.data);
-        unmount_under(&state);
-        if let Some(run) = state.parent() {
-            let _ = std::fs::remove_dir_all(run);
-        }
+        let cleanup = NodeCleanup {
+            data: agent.data_dir(),
+            bridge,
+            table_existed,
+        };
+        let node = Node {
+            cleanup,
+            agent,
+            server,
+            name,
+        };
+        eventually(
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            "node Ready",
+            || {
+                let out = node
+                    .server
+                    .kubectl(LATEST, &["get", "node", &node.name, "-o", "json"]);
+                let n: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                n["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    .then_some(())
+            },
+        );
+        node
     }
 }
