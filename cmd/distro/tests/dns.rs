@@ -7,12 +7,13 @@
 //! removed when the agent stops.
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use distro_testharness::node::{install_images, nft_table_exists, NodeCleanup, BUSYBOX};
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -21,47 +22,13 @@ fn bin() -> &'static Path {
 }
 
 const EVERY: Duration = Duration::from_millis(200);
-const BUSYBOX: &str = "distro.test/busybox:latest";
 /// What the scripted upstream answers for [`EXTERNAL_NAME`].
 const EXTERNAL_IP: &str = "192.0.2.53";
 const EXTERNAL_NAME: &str = "external.test";
 
-/// Builds the test images once per target dir (under a file lock, as several test
-/// binaries may want them at once) and returns their directory.
-fn test_images() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-images");
-    std::fs::create_dir_all(&dir).expect("images dir");
-    let lock = std::fs::File::create(dir.join(".lock")).expect("lock file");
-    lock.lock().expect("locking the images dir");
-    let done = dir.join(".built");
-    if !done.exists() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/build-test-images");
-        let out = Command::new("bash")
-            .arg(script)
-            .arg(&dir)
-            .output()
-            .expect("running hack/build-test-images");
-        assert!(
-            out.status.success(),
-            "build-test-images: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(&done, "").expect("marker");
-    }
-    dir
-}
-
-/// Copies the image tarballs into `<data>/agent/images/`.
-fn install_images(data: &Path) {
-    let src = test_images();
-    let dst = data.join("agent/images");
-    std::fs::create_dir_all(&dst).expect("agent images dir");
-    for e in std::fs::read_dir(&src).expect("images").flatten() {
-        let name = e.file_name();
-        if !name.to_string_lossy().starts_with('.') {
-            std::fs::copy(e.path(), dst.join(&name)).expect("copy image");
-        }
-    }
+/// Puts the test images into the node's air-gap images dir.
+fn install(data: &Path) {
+    install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data);
 }
 
 /// A scripted upstream resolver on a loopback address of its own, port 53: A for
@@ -143,24 +110,11 @@ fn dns_reply(q: &[u8]) -> Option<Vec<u8>> {
     Some(r)
 }
 
-/// Kills what the agent's containerd left (after a failed assertion), unmounts and removes
-/// its runtime dir, and removes this test's bridge and DNS link. Only processes naming this
-/// data dir's socket or config are touched.
+/// Removes this test's DNS link, then (dropping `_node`) what the node left behind.
 struct Cleanup {
-    data: PathBuf,
-    bridge: String,
-    table_existed: bool,
+    /// Held only for its drop, which runs after the link is removed.
+    _node: NodeCleanup,
     dns_link: String,
-}
-
-/// The CNI plugin's nftables table.
-const NFT_TABLE: &str = "distro-cni";
-
-fn nft_table_exists() -> bool {
-    Command::new("nft")
-        .args(["list", "table", "inet", NFT_TABLE])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 fn link_exists(name: &str) -> bool {
@@ -170,78 +124,6 @@ fn link_exists(name: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Removes this test's bridge and, from the shared table, only the masquerade rule of that
-/// bridge (the whole table when this test created it).
-fn remove_network(bridge: &str, table_existed: bool) {
-    let _ = Command::new("ip").args(["link", "del", bridge]).status();
-    if !table_existed {
-        let _ = Command::new("nft")
-            .args(["delete", "table", "inet", NFT_TABLE])
-            .status();
-        return;
-    }
-    let Ok(out) = Command::new("nft")
-        .args(["-a", "list", "chain", "inet", NFT_TABLE, "postrouting"])
-        .output()
-    else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if line.contains(&format!("masquerade {bridge}\"")) {
-            if let Some(handle) = line.rsplit("# handle ").next() {
-                let _ = Command::new("nft")
-                    .args(["delete", "rule", "inet", NFT_TABLE, "postrouting", "handle"])
-                    .arg(handle.trim())
-                    .status();
-            }
-        }
-    }
-}
-
-impl Cleanup {
-    fn state_dir(&self) -> Option<PathBuf> {
-        let config =
-            std::fs::read_to_string(self.data.join("agent/etc/containerd/config.toml")).ok()?;
-        let line = config.lines().find(|l| l.starts_with("state = "))?;
-        Some(PathBuf::from(
-            line.trim_start_matches("state = ").trim_matches('"'),
-        ))
-    }
-}
-
-/// `(pid, ppid, cmdline)` of every process.
-fn processes() -> Vec<(i32, i32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0);
-        out.push((pid, ppid, cmd));
-    }
-    out
-}
-
-fn unmount_under(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    for p in points {
-        let _ = Command::new("umount").arg("-l").arg(&p).status();
-    }
-}
-
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if link_exists(&self.dns_link) {
@@ -249,55 +131,6 @@ impl Drop for Cleanup {
                 .args(["link", "del", &self.dns_link])
                 .status();
         }
-        let Some(state) = self.state_dir() else {
-            remove_network(&self.bridge, self.table_existed);
-            return;
-        };
-        let socket = state
-            .parent()
-            .map(|p| p.join("containerd.sock").to_string_lossy().to_string())
-            .unwrap_or_default();
-        let config = self
-            .data
-            .join("agent/etc/containerd/config.toml")
-            .to_string_lossy()
-            .to_string();
-        // The agent first, or its kubelet restarts and remounts what is cleaned up here.
-        let data = self.data.to_string_lossy().to_string();
-        for (pid, _, cmd) in processes() {
-            if cmd.contains(" agent ") && cmd.contains(&data) && !cmd.starts_with("containerd") {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let procs = processes();
-        let shims: Vec<i32> = procs
-            .iter()
-            .filter(|(_, _, c)| c.contains("containerd-shim") && c.contains(&socket))
-            .map(|(p, _, _)| *p)
-            .collect();
-        let mut victims: Vec<i32> = procs
-            .iter()
-            .filter(|(_, pp, _)| shims.contains(pp))
-            .map(|(p, _, _)| *p)
-            .collect();
-        victims.extend(&shims);
-        victims.extend(
-            procs
-                .iter()
-                .filter(|(_, _, c)| c.contains("containerd --config") && c.contains(&config))
-                .map(|(p, _, _)| *p),
-        );
-        for pid in victims {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        unmount_under(&self.data);
-        unmount_under(&state);
-        if let Some(run) = state.parent() {
-            let _ = std::fs::remove_dir_all(run);
-        }
-        remove_network(&self.bridge, self.table_existed);
     }
 }
 
@@ -426,12 +259,14 @@ fn pods_resolve_cluster_and_outside_names() {
             "--resolv-conf",
             &resolv_conf.to_string_lossy(),
         ],
-        install_images,
+        install,
     );
     let _cleanup = Cleanup {
-        data: a.data_dir(),
-        bridge,
-        table_existed,
+        _node: NodeCleanup {
+            data: a.data_dir(),
+            bridge,
+            table_existed,
+        },
         dns_link: dns_link.clone(),
     };
 
