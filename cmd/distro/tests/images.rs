@@ -3,10 +3,11 @@
 //! a registry with htpasswd auth, `imagePullPolicy` honoured, and image garbage collection
 //! by age since last use that keeps images in use and the pause image.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use distro_testharness::node::{build_images, NodeCleanup};
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -16,113 +17,6 @@ fn bin() -> &'static Path {
 
 const EVERY: Duration = Duration::from_millis(100);
 
-/// Builds the test images (plus `extra` busybox variants) into `dir`.
-fn build_images(dir: &Path, extra: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/build-test-images");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(dir)
-        .env("EXTRA_IMAGES", extra.join(" "))
-        .output()
-        .expect("running hack/build-test-images");
-    assert!(
-        out.status.success(),
-        "build-test-images: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `(pid, cmdline)` of every process.
-fn processes() -> Vec<(i32, i32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0);
-        out.push((pid, ppid, cmd));
-    }
-    out
-}
-
-fn unmount_under(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    for p in points {
-        let _ = Command::new("umount").arg("-l").arg(&p).status();
-    }
-}
-
-/// Kills what this test's agent and its containerd left (all pods here use the host
-/// network, so no bridge or nft rule is made), unmounts and removes its runtime dir.
-struct Cleanup {
-    data: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let config = self.data.join("agent/etc/containerd/config.toml");
-        let Some(state) = std::fs::read_to_string(&config).ok().and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("state = "))
-                .map(|l| PathBuf::from(l.trim_start_matches("state = ").trim_matches('"')))
-        }) else {
-            return;
-        };
-        let Some(run) = state.parent().map(Path::to_path_buf) else {
-            return;
-        };
-        let socket = run.join("containerd.sock").to_string_lossy().to_string();
-        let (data, config) = (
-            self.data.to_string_lossy().to_string(),
-            config.to_string_lossy().to_string(),
-        );
-        for (pid, _, cmd) in processes() {
-            if cmd.contains(" agent ") && cmd.contains(&data) && !cmd.starts_with("containerd") {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let procs = processes();
-        let shims: Vec<i32> = procs
-            .iter()
-            .filter(|(_, _, c)| c.contains("containerd-shim") && c.contains(&socket))
-            .map(|(p, _, _)| *p)
-            .collect();
-        let mut victims: Vec<i32> = procs
-            .iter()
-            .filter(|(_, pp, _)| shims.contains(pp))
-            .map(|(p, _, _)| *p)
-            .collect();
-        victims.extend(&shims);
-        victims.extend(
-            procs
-                .iter()
-                .filter(|(_, _, c)| c.contains("containerd --config") && c.contains(&config))
-                .map(|(p, _, _)| *p),
-        );
-        for pid in victims {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        unmount_under(&self.data);
-        unmount_under(&state);
-        let _ = std::fs::remove_dir_all(run);
-    }
-}
-
 /// Starts a containerd agent named `node` with `extra` flags, the images of `images`
 /// (file names in `built`) in its air-gap dir; waits for its Node to be Ready.
 fn start_node(
@@ -131,7 +25,7 @@ fn start_node(
     extra: &[&str],
     built: &Path,
     images: &[&str],
-) -> (Agent, Cleanup) {
+) -> (Agent, NodeCleanup) {
     let mut args = vec!["--node-name", node];
     args.extend_from_slice(extra);
     let a = Agent::start_containerd(bin(), s, &args, |data| {
@@ -141,7 +35,8 @@ fn start_node(
             std::fs::copy(built.join(name), dst.join(name)).expect("copy image");
         }
     });
-    let cleanup = Cleanup { data: a.data_dir() };
+    // All pods here use the host network, so no bridge or nft rule is made.
+    let cleanup = NodeCleanup::host_network(a.data_dir());
     eventually(Duration::from_secs(60), EVERY, "node Ready", || {
         let out = s.kubectl(LATEST, &["get", "node", node, "-o", "json"]);
         let n: Value = serde_json::from_slice(&out.stdout).ok()?;
