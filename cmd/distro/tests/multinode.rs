@@ -4,11 +4,12 @@
 //! reaches a pod on another by pod IP through the VXLAN overlay (and through host-gw routes),
 //! and the server sees the client pod's own address (no masquerade inside the cluster).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use distro_testharness::cluster::{Cluster, Options};
+use distro_testharness::node::{install_images, BUSYBOX};
 use distro_testharness::{eventually, Agent, LATEST};
 use serde_json::Value;
 
@@ -16,45 +17,11 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_distro"))
 }
 
-const BUSYBOX: &str = "distro.test/busybox:latest";
 const EVERY: Duration = Duration::from_millis(200);
 
-/// Builds the test images once per target dir (under a file lock, as several test
-/// binaries may want them at once) and returns their directory.
-fn test_images() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-images");
-    std::fs::create_dir_all(&dir).expect("images dir");
-    let lock = std::fs::File::create(dir.join(".lock")).expect("lock file");
-    lock.lock().expect("locking the images dir");
-    let done = dir.join(".built");
-    if !done.exists() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/build-test-images");
-        let out = Command::new("bash")
-            .arg(script)
-            .arg(&dir)
-            .output()
-            .expect("running hack/build-test-images");
-        assert!(
-            out.status.success(),
-            "build-test-images: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(&done, "").expect("marker");
-    }
-    dir
-}
-
-/// Copies the image tarballs into `<data>/agent/images/`.
-fn install_images(data: &Path) {
-    let src = test_images();
-    let dst = data.join("agent/images");
-    std::fs::create_dir_all(&dst).expect("agent images dir");
-    for e in std::fs::read_dir(&src).expect("images").flatten() {
-        let name = e.file_name();
-        if !name.to_string_lossy().starts_with('.') {
-            std::fs::copy(e.path(), dst.join(&name)).expect("copy image");
-        }
-    }
+/// Puts the test images into the node's air-gap images dir.
+fn install(data: &Path) {
+    install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data);
 }
 
 /// An HTTP server on `node` whose CGI answers the caller's address, and a client on
@@ -180,7 +147,7 @@ fn vxlan_nodes_get_distinct_ranges_and_pods_reach_each_other() {
             ipv6: false,
             detect_node_ip: false,
         },
-        install_images,
+        install,
     );
     c.wait_ready(Duration::from_secs(60));
 
@@ -323,7 +290,7 @@ fn host_gw_routes_pods_via_node_addresses() {
             ipv6: false,
             detect_node_ip: false,
         },
-        install_images,
+        install,
     );
     c.wait_ready(Duration::from_secs(60));
     let peer = pod_cidr(&c, &c.nodes[1].name)["spec"]["podCIDR"]
@@ -390,7 +357,7 @@ fn dual_stack_pods_reach_each_other_over_ipv6() {
             ipv6: true,
             detect_node_ip: false,
         },
-        install_images,
+        install,
     );
     c.wait_ready(Duration::from_secs(60));
     let node = eventually(Duration::from_secs(20), EVERY, "annotations", || {
@@ -463,7 +430,7 @@ fn a_node_whose_address_changes_is_followed_by_its_peers() {
             ipv6: false,
             detect_node_ip: true,
         },
-        install_images,
+        install,
     );
     c.wait_ready(Duration::from_secs(60));
     let fdb_dst = |want: &str| {
