@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use distro_testharness::node::{build_images, NodeCleanup};
+use distro_testharness::node::{build_images, events, pod, NodeCleanup};
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -49,45 +49,12 @@ fn start_node(
     (a, cleanup)
 }
 
-fn pod(s: &Server, name: &str) -> Option<Value> {
-    let out = s.kubectl(LATEST, &["get", "pod", name, "-o", "json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
-}
-
 fn waiting(p: &Value) -> (String, String) {
     let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
     (
         w["reason"].as_str().unwrap_or_default().to_string(),
         w["message"].as_str().unwrap_or_default().to_string(),
     )
-}
-
-fn events(s: &Server, name: &str) -> Vec<(String, String)> {
-    let v = s.json(
-        LATEST,
-        &[
-            "get",
-            "events",
-            "--field-selector",
-            &format!("involvedObject.name={name}"),
-            "-o",
-            "json",
-        ],
-    );
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["reason"].as_str().unwrap_or_default().to_string(),
-                e["message"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// Pushes an OCI layout tarball's first image to `<registry>/<repo>:<tag>` with the

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{install_images, nft_table_exists, NodeCleanup, BUSYBOX};
+use distro_testharness::node::{install_images, nft_table_exists, pod, NodeCleanup, BUSYBOX};
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -21,14 +21,6 @@ const EVERY: Duration = Duration::from_millis(100);
 /// Puts the test images into the node's air-gap images dir.
 fn install(data: &Path) {
     install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data);
-}
-
-fn pod(s: &Server, name: &str) -> Option<Value> {
-    let out = s.kubectl(LATEST, &["get", "pod", name, "-o", "json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
 }
 
 fn container_status(p: &Value) -> &Value {

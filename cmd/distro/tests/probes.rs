@@ -27,7 +27,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{install_images, nft_table_exists, NodeCleanup, BUSYBOX};
+use distro_testharness::node::{
+    events, install_images, nft_table_exists, pod, NodeCleanup, BUSYBOX,
+};
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -39,14 +41,6 @@ const EVERY: Duration = Duration::from_millis(100);
 
 fn install(data: &Path) {
     install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data);
-}
-
-fn pod(s: &Server, name: &str) -> Option<Value> {
-    let out = s.kubectl(LATEST, &["get", "pod", name, "-o", "json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
 }
 
 /// The status of container `name` of pod `p`.
@@ -65,33 +59,6 @@ fn ready_column(s: &Server, name: &str) -> String {
         .nth(1)
         .unwrap_or_default()
         .to_string()
-}
-
-/// `(reason, message)` of the pod's Events.
-fn events(s: &Server, name: &str) -> Vec<(String, String)> {
-    let e = s.json(
-        LATEST,
-        &[
-            "get",
-            "events",
-            "--field-selector",
-            &format!("involvedObject.name={name}"),
-        ],
-    );
-    e["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|e| {
-                    (
-                        e["reason"].as_str().unwrap_or_default().to_string(),
-                        e["message"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn manifest(node: &str, shared: &Path, host_port: u16) -> String {

@@ -250,6 +250,39 @@ impl Drop for NodeCleanup {
     }
 }
 
+/// Pod `name` (default namespace) as JSON, or `None` while kubectl cannot get it.
+pub fn pod(s: &Server, name: &str) -> Option<serde_json::Value> {
+    let out = s.kubectl(LATEST, &["get", "pod", name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+/// `(reason, message)` of the Events about object `name` (default namespace).
+pub fn events(s: &Server, name: &str) -> Vec<(String, String)> {
+    let e = s.json(
+        LATEST,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+        ],
+    );
+    e["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or_default().to_string(),
+                e["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// A server and one containerd node joined to it. Dropping it removes the node's
 /// containers, mounts and network first, then stops the agent and the server.
 pub struct Node {
