@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{install_images, nft_table_exists, NodeCleanup, BUSYBOX};
-use distro_testharness::{eventually, Agent, Server, LATEST};
+use distro_testharness::node::{start_agent, NodeCleanup, BUSYBOX};
+use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
@@ -25,11 +25,6 @@ const EVERY: Duration = Duration::from_millis(200);
 /// What the scripted upstream answers for [`EXTERNAL_NAME`].
 const EXTERNAL_IP: &str = "192.0.2.53";
 const EXTERNAL_NAME: &str = "external.test";
-
-/// Puts the test images into the node's air-gap images dir.
-fn install(data: &Path) {
-    install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data);
-}
 
 /// A scripted upstream resolver on a loopback address of its own, port 53: A for
 /// [`EXTERNAL_NAME`], NXDOMAIN for everything else. Stops when dropped.
@@ -243,15 +238,13 @@ fn pods_resolve_cluster_and_outside_names() {
     let resolv = tempfile::tempdir().unwrap();
     let resolv_conf = resolv.path().join("resolv.conf");
     std::fs::write(&resolv_conf, format!("nameserver {}\n", upstream.addr)).unwrap();
-    let table_existed = nft_table_exists();
-    let mut a = Agent::start_containerd(
+    let (mut a, node_cleanup) = start_agent(
         bin(),
         &s,
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        &node,
+        &bridge,
         &[
-            "--node-name",
-            &node,
-            "--cni-bridge",
-            &bridge,
             "--cluster-dns",
             &dns_ip,
             "--dns-interface",
@@ -259,14 +252,9 @@ fn pods_resolve_cluster_and_outside_names() {
             "--resolv-conf",
             &resolv_conf.to_string_lossy(),
         ],
-        install,
     );
     let _cleanup = Cleanup {
-        _node: NodeCleanup {
-            data: a.data_dir(),
-            bridge,
-            table_existed,
-        },
+        _node: node_cleanup,
         dns_link: dns_link.clone(),
     };
 

@@ -10,19 +10,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{install_images, nft_table_exists, NodeCleanup, BUSYBOX};
-use distro_testharness::{eventually, kubectl_path, Agent, Server, LATEST};
+use distro_testharness::node::{start_agent, BUSYBOX};
+use distro_testharness::{eventually, kubectl_path, Server, LATEST};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_distro"))
 }
 
 const EVERY: Duration = Duration::from_millis(100);
-
-/// Puts the test images into the node's air-gap images dir.
-fn install(data: &Path) {
-    install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data);
-}
 
 fn manifest(node: &str, versions: &[u32]) -> String {
     let mut out = format!(
@@ -380,18 +375,14 @@ fn exec_attach_cp_and_port_forward_with_old_and_new_kubectl() {
     let s = Server::start(bin());
     let node = format!("exec-{}", std::process::id());
     let bridge = format!("de{}", std::process::id() % 10_000_000);
-    let table_existed = nft_table_exists();
-    let a = Agent::start_containerd(
+    let (a, _cleanup) = start_agent(
         bin(),
         &s,
-        &["--node-name", &node, "--cni-bridge", &bridge],
-        install,
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        &node,
+        &bridge,
+        &[],
     );
-    let _cleanup = NodeCleanup {
-        data: a.data_dir(),
-        bridge,
-        table_existed,
-    };
     let both = [27, LATEST];
     s.ok_stdin(LATEST, &["apply", "-f", "-"], Some(&manifest(&node, &both)));
     eventually(Duration::from_secs(60), EVERY, "box 2/2 Running", || {

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{install_images, nft_table_exists, pod, NodeCleanup, BUSYBOX};
-use distro_testharness::{eventually, Agent, Server, LATEST};
+use distro_testharness::node::{pod, start_agent, BUSYBOX};
+use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
@@ -17,11 +17,6 @@ fn bin() -> &'static Path {
 }
 
 const EVERY: Duration = Duration::from_millis(100);
-
-/// Puts the test images into the node's air-gap images dir.
-fn install(data: &Path) {
-    install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data);
-}
 
 fn container_status(p: &Value) -> &Value {
     &p["status"]["containerStatuses"][0]
@@ -136,18 +131,14 @@ fn containerd_runs_pods_restarts_crashes_completes_adopts_and_deletes() {
     let s = Server::start(bin());
     let node = format!("kubelet-{}", std::process::id());
     let bridge = format!("dk{}", std::process::id() % 10_000_000);
-    let table_existed = nft_table_exists();
-    let mut a = Agent::start_containerd(
+    let (mut a, cleanup) = start_agent(
         bin(),
         &s,
-        &["--node-name", &node, "--cni-bridge", &bridge],
-        install,
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        &node,
+        &bridge,
+        &[],
     );
-    let cleanup = NodeCleanup {
-        data: a.data_dir(),
-        bridge,
-        table_existed,
-    };
 
     // The node registers Ready with containerd's version once containerd answers.
     let n = eventually(Duration::from_secs(60), EVERY, "node Ready", || {

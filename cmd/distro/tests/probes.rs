@@ -27,10 +27,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{
-    events, install_images, nft_table_exists, pod, NodeCleanup, BUSYBOX,
-};
-use distro_testharness::{eventually, Agent, Server, LATEST};
+use distro_testharness::node::{events, pod, start_agent, BUSYBOX};
+use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
@@ -38,10 +36,6 @@ fn bin() -> &'static Path {
 }
 
 const EVERY: Duration = Duration::from_millis(100);
-
-fn install(data: &Path) {
-    install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data);
-}
 
 /// The status of container `name` of pod `p`.
 fn status<'a>(p: &'a Value, name: &str) -> Option<&'a Value> {
@@ -280,24 +274,20 @@ fn probes_hooks_and_graceful_termination() {
     let s = Server::start(bin());
     let node = format!("probes-{}", std::process::id());
     let bridge = format!("dp{}", std::process::id() % 10_000_000);
-    let table_existed = nft_table_exists();
     // A port for the hostNetwork pod, unlikely to be taken on the node.
     let host_port = 20_000 + (std::process::id() % 10_000) as u16;
     let shared = tempfile::Builder::new()
         .prefix("distro-probes-")
         .tempdir()
         .expect("shared dir");
-    let mut a = Agent::start_containerd(
+    let (mut a, cleanup) = start_agent(
         bin(),
         &s,
-        &["--node-name", &node, "--cni-bridge", &bridge],
-        install,
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        &node,
+        &bridge,
+        &[],
     );
-    let cleanup = NodeCleanup {
-        data: a.data_dir(),
-        bridge,
-        table_existed,
-    };
     eventually(Duration::from_secs(60), EVERY, "node Ready", || {
         let n = s.json(LATEST, &["get", "node"]);
         n["items"].as_array()?.iter().find(|n| {

@@ -16,8 +16,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{install_images, nft_table_exists, NodeCleanup};
-use distro_testharness::{eventually, Agent, Server, LATEST};
+use distro_testharness::node::start_agent;
+use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
@@ -25,11 +25,6 @@ fn bin() -> &'static Path {
 }
 
 const EVERY: Duration = Duration::from_millis(50);
-
-/// Puts the test images into the node's air-gap images dir.
-fn images(data: &Path) {
-    install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data);
-}
 
 fn nft_ok(args: &[&str]) -> bool {
     Command::new("nft")
@@ -271,21 +266,17 @@ fn services_reach_ready_endpoints_through_nftables() {
     let s = Server::start(bin());
     let node = format!("proxy-{}", std::process::id());
     let bridge = format!("dp{}", std::process::id() % 10_000_000);
-    let table_existed = nft_table_exists();
     let table = format!("distro-proxy-{bridge}");
-    let a = Agent::start_containerd(
-        bin(),
-        &s,
-        &["--node-name", &node, "--cni-bridge", &bridge],
-        images,
-    );
     // Declared after `a`, so dropped first (on a failed assertion too): it needs the agent's
     // data dir, which dropping `a` removes; `a`'s drop then removes the proxy tables.
-    let cleanup = NodeCleanup {
-        data: a.data_dir(),
-        bridge,
-        table_existed,
-    };
+    let (a, cleanup) = start_agent(
+        bin(),
+        &s,
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        &node,
+        &bridge,
+        &[],
+    );
 
     // The proxy programs its table once the node runs; the kubernetes Service is in it.
     let kubernetes = cluster_ip(&s, "kubernetes");

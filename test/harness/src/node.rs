@@ -250,6 +250,32 @@ impl Drop for NodeCleanup {
     }
 }
 
+/// Starts a containerd agent of `bin` joined to `server` as node `node`, its pods on the
+/// test's own `bridge` (plus `extra` flags), with the test images of `target_tmp`, and returns
+/// it with its cleanup (whether the CNI table existed is taken before the agent starts). Bind
+/// both in one `let (agent, cleanup)`: the cleanup, declared last, is dropped first, as it
+/// needs the agent's data dir, which dropping the agent removes.
+pub fn start_agent(
+    bin: &Path,
+    server: &Server,
+    target_tmp: &Path,
+    node: &str,
+    bridge: &str,
+    extra: &[&str],
+) -> (Agent, NodeCleanup) {
+    let table_existed = nft_table_exists();
+    let mut args = vec!["--node-name", node, "--cni-bridge", bridge];
+    args.extend_from_slice(extra);
+    let agent =
+        Agent::start_containerd(bin, server, &args, |data| install_images(target_tmp, data));
+    let cleanup = NodeCleanup {
+        data: agent.data_dir(),
+        bridge: bridge.to_string(),
+        table_existed,
+    };
+    (agent, cleanup)
+}
+
 /// Pod `name` (default namespace) as JSON, or `None` while kubectl cannot get it.
 pub fn pod(s: &Server, name: &str) -> Option<serde_json::Value> {
     let out = s.kubectl(LATEST, &["get", "pod", name, "-o", "json"]);
@@ -304,18 +330,7 @@ impl Node {
         let server = Server::start_with(bin, server_args);
         let name = format!("{prefix}-{}", std::process::id());
         let bridge = format!("dl{}", std::process::id() % 10_000_000);
-        let table_existed = nft_table_exists();
-        let agent = Agent::start_containerd(
-            bin,
-            &server,
-            &["--node-name", &name, "--cni-bridge", &bridge],
-            |data| install_images(target_tmp, data),
-        );
-        let cleanup = NodeCleanup {
-            data: agent.data_dir(),
-            bridge,
-            table_existed,
-        };
+        let (agent, cleanup) = start_agent(bin, &server, target_tmp, &name, &bridge, &[]);
         let node = Node {
             cleanup,
             agent,
