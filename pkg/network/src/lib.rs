@@ -18,6 +18,7 @@
 
 pub mod cni;
 mod error;
+pub mod netlink;
 pub mod overlay;
 pub mod proxy;
 
