@@ -7,7 +7,6 @@
 //! Credentials are stored under `<data-dir>/agent/` and reused while valid.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use distro_client::{Client, Endpoint};
@@ -71,7 +70,9 @@ async fn fetch_cacerts(url: &str) -> std::io::Result<Vec<u8>> {
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
     let name =
         rustls::pki_types::ServerName::try_from(host.clone()).map_err(std::io::Error::other)?;
-    let connector = tokio_rustls::TlsConnector::from(insecure_tls()?);
+    let connector = tokio_rustls::TlsConnector::from(
+        distro_pki::insecure_client_tls_config().map_err(std::io::Error::other)?,
+    );
     let mut tls = connector.connect(name, tcp).await?;
     let request = format!(
         "GET /cacerts HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
@@ -107,67 +108,6 @@ async fn fetch_cacerts(url: &str) -> std::io::Result<Vec<u8>> {
         Some(n) if n <= body.len() => body[..n].to_vec(),
         _ => body.to_vec(),
     })
-}
-
-/// A TLS client that accepts any certificate (signatures are still checked, so the peer
-/// holds the key of what it presents). Only for `/cacerts`, whose answer is verified by hash.
-fn insecure_tls() -> std::io::Result<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-#[derive(Debug)]
-struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Where a node's client certificate and key are kept.

@@ -92,18 +92,7 @@ impl Settings {
     }
 }
 
-/// The pod ranges a Node records (`spec.podCIDRs`, else `spec.podCIDR`).
-pub fn pod_cidrs(node: &Node) -> Vec<IpNet> {
-    let Some(spec) = node.spec.as_ref() else {
-        return Vec::new();
-    };
-    let list: Vec<&String> = match (&spec.pod_cidrs, &spec.pod_cidr) {
-        (Some(l), _) if !l.is_empty() => l.iter().collect(),
-        (_, Some(one)) if !one.is_empty() => vec![one],
-        _ => Vec::new(),
-    };
-    list.iter().filter_map(|c| c.parse().ok()).collect()
-}
+pub use distro_network::pod_cidrs;
 
 /// Waits until the node `name` has its pod ranges (set by the server's node IPAM
 /// controller), watching the Node; `None` if `shutdown` comes first.

@@ -25,6 +25,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use distro_network::pod_cidrs;
 use futures::StreamExt;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
@@ -255,19 +256,6 @@ impl CidrSet {
     }
 }
 
-/// A node's ranges as it records them (`podCIDRs`, else `podCIDR`).
-pub fn node_cidrs(node: &Node) -> Vec<IpNet> {
-    let Some(spec) = node.spec.as_ref() else {
-        return Vec::new();
-    };
-    let list: Vec<&String> = match (&spec.pod_cidrs, &spec.pod_cidr) {
-        (Some(l), _) if !l.is_empty() => l.iter().collect(),
-        (_, Some(one)) if !one.is_empty() => vec![one],
-        _ => Vec::new(),
-    };
-    list.iter().filter_map(|c| c.parse().ok()).collect()
-}
-
 /// The allocator's state between passes.
 pub struct Allocator {
     sets: Vec<CidrSet>,
@@ -411,8 +399,8 @@ async fn pass(client: &Client, store: &Store<Node>, allocator: &mut Allocator) {
     let nodes = store.state();
     let listed: Vec<(String, Vec<IpNet>)> = nodes
         .iter()
-        .filter(|n| n.metadata.deletion_timestamp.is_none() || !node_cidrs(n).is_empty())
-        .map(|n| (n.name_any(), node_cidrs(n)))
+        .filter(|n| n.metadata.deletion_timestamp.is_none() || !pod_cidrs(n).is_empty())
+        .map(|n| (n.name_any(), pod_cidrs(n)))
         .collect();
     for (name, decision) in allocator.plan(&listed) {
         let Some(node) = nodes.iter().find(|n| n.name_any() == name) else {

@@ -5,23 +5,15 @@
 
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::{Handle, LinkBridge, LinkDummy, LinkUnspec};
 
+use distro_network::netlink::{errno, EEXIST};
+
 use crate::Error;
 
-const EEXIST: i32 = -17;
-const ENODEV: i32 = -19;
 const EOPNOTSUPP: i32 = -95;
-
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| c.get()),
-        _ => None,
-    }
-}
 
 fn nl(step: String) -> impl FnOnce(rtnetlink::Error) -> Error {
     move |source| Error::Netlink { step, source }
@@ -39,19 +31,18 @@ async fn with_handle<T>(f: impl AsyncFnOnce(&Handle) -> Result<T, Error>) -> Res
     out
 }
 
-async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
-    match h
-        .link()
-        .get()
-        .match_name(name.to_string())
-        .execute()
-        .try_next()
-        .await
-    {
-        Ok(link) => Ok(link),
-        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
-        Err(e) => Err(nl(format!("looking up link {name}"))(e)),
+/// distro-network's netlink failures as ours (its link helpers fail only with `Netlink`).
+fn from_network(e: distro_network::Error) -> Error {
+    match e {
+        distro_network::Error::Netlink { step, source } => Error::Netlink { step, source },
+        other => Error::Interface(other.to_string()),
     }
+}
+
+async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
+    distro_network::netlink::link_by_name(h, name)
+        .await
+        .map_err(from_network)
 }
 
 /// Ensures the dummy link `name` exists, is up and holds each address (/32 or /128).
@@ -123,14 +114,9 @@ pub async fn ensure(name: &str, ips: &[IpAddr]) -> Result<(), Error> {
 /// [`Error::Netlink`] when the deletion is refused.
 pub async fn remove(name: &str) -> Result<(), Error> {
     with_handle(async |h| {
-        if let Some(link) = link_by_name(h, name).await? {
-            match h.link().del(link.header.index).execute().await {
-                Ok(()) => {}
-                Err(e) if errno(&e) == Some(ENODEV) => {}
-                Err(e) => return Err(nl(format!("deleting link {name}"))(e)),
-            }
-        }
-        Ok(())
+        distro_network::netlink::delete_link(h, name)
+            .await
+            .map_err(from_network)
     })
     .await
 }

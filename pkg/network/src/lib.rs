@@ -18,7 +18,25 @@
 
 pub mod cni;
 mod error;
+pub mod netlink;
 pub mod overlay;
 pub mod proxy;
 
 pub use error::Error;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Node;
+
+/// The pod ranges a Node records (`spec.podCIDRs`, else `spec.podCIDR`): what the server's
+/// node IPAM wrote and what the agent's network and overlay read.
+pub fn pod_cidrs(node: &Node) -> Vec<IpNet> {
+    let Some(spec) = node.spec.as_ref() else {
+        return Vec::new();
+    };
+    let list: Vec<&String> = match (&spec.pod_cidrs, &spec.pod_cidr) {
+        (Some(l), _) if !l.is_empty() => l.iter().collect(),
+        (_, Some(one)) if !one.is_empty() => vec![one],
+        _ => Vec::new(),
+    };
+    list.iter().filter_map(|c| c.parse().ok()).collect()
+}

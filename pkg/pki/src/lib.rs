@@ -65,7 +65,7 @@ pub use kubeconfig::{
     read_kubeconfig, write_kubeconfig, AuthInfo, Cluster, Context, Credential, Kubeconfig,
     NamedCluster, NamedContext, NamedUser,
 };
-pub use tls::{client_tls_config, server_tls_config, Identity};
+pub use tls::{client_tls_config, insecure_client_tls_config, server_tls_config, Identity};
 pub use token::{JoinToken, DEFAULT_USERNAME};
 
 #[cfg(test)]

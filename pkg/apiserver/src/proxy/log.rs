@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
-use super::{forward, KubeletProxy};
+use super::{forward, pod_container, KubeletProxy};
 use crate::error::{Error, FieldError, Result};
 use crate::handler::Body;
 use crate::request::ResourceRequest;
@@ -162,52 +162,7 @@ impl PodLogOptions {
 /// # Errors
 /// 400 with upstream's messages: an unknown name, or no name for a pod with several.
 pub fn log_container(pod: &Pod, container: Option<&str>) -> Result<String> {
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
-    let spec = pod.spec.clone().unwrap_or_default();
-    let names = |list: &[k8s_openapi::api::core::v1::Container]| {
-        list.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
-    };
-    let containers = names(&spec.containers);
-    let inits = names(spec.init_containers.as_deref().unwrap_or_default());
-    let ephemeral: Vec<String> = spec
-        .ephemeral_containers
-        .iter()
-        .flatten()
-        .map(|c| c.name.clone())
-        .collect();
-    match container {
-        Some(c) => {
-            if containers
-                .iter()
-                .chain(&inits)
-                .chain(&ephemeral)
-                .any(|n| n == c)
-            {
-                Ok(c.to_string())
-            } else {
-                Err(Error::BadRequest(format!(
-                    "container {c} is not valid for pod {name}"
-                )))
-            }
-        }
-        None if containers.len() == 1 => Ok(containers[0].clone()),
-        None if containers.is_empty() => Err(Error::BadRequest(format!(
-            "a container name must be specified for pod {name}"
-        ))),
-        None => {
-            let mut msg = format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            );
-            if !inits.is_empty() {
-                msg.push_str(&format!(
-                    " or one of the init containers: [{}]",
-                    inits.join(" ")
-                ));
-            }
-            Err(Error::BadRequest(msg))
-        }
-    }
+    pod_container(pod, container)
 }
 
 /// A kubelet's non-2xx answer as upstream's `GenericHttpResponseChecker` turns it into a

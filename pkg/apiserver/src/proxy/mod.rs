@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::Value;
 
 use crate::authn::UserInfo;
@@ -243,6 +243,65 @@ pub async fn forward(
     }
     r.body(BodyExt::boxed(StreamBody::new(frames)))
         .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// The container a request is for: the named one if the pod has it (containers, init and
+/// ephemeral containers), else the only container, as upstream's `validateContainer`. Logs,
+/// exec and attach all choose this way.
+///
+/// # Errors
+/// 400 with upstream's messages: an unknown name, or no name for a pod with several.
+pub fn pod_container(pod: &Pod, asked: Option<&str>) -> Result<String> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let containers: Vec<String> = spec.containers.iter().map(|c| c.name.clone()).collect();
+    let init: Vec<String> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    let ephemeral: Vec<String> = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    match asked {
+        Some(c) => {
+            if containers
+                .iter()
+                .chain(&init)
+                .chain(&ephemeral)
+                .any(|n| n == c)
+            {
+                Ok(c.to_string())
+            } else {
+                Err(Error::BadRequest(format!(
+                    "container {c} is not valid for pod {name}"
+                )))
+            }
+        }
+        None => match containers.as_slice() {
+            [only] => Ok(only.clone()),
+            [] => Err(Error::BadRequest(format!(
+                "a container name must be specified for pod {name}"
+            ))),
+            _ => {
+                let mut msg = format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    containers.join(" ")
+                );
+                if !init.is_empty() {
+                    msg.push_str(&format!(
+                        " or one of the init containers: [{}]",
+                        init.join(" ")
+                    ));
+                }
+                Err(Error::BadRequest(msg))
+            }
+        },
+    }
 }
 
 /// Whether the client asks for a protocol upgrade (`Connection: Upgrade` + `Upgrade: …`).

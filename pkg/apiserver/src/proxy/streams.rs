@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use k8s_openapi::api::core::v1::Pod;
 
-use super::{forward, KubeletProxy};
+use super::{forward, pod_container, KubeletProxy};
 use crate::error::{Error, Result};
 use crate::handler::Body;
 use crate::request::ResourceRequest;
@@ -71,64 +71,6 @@ pub fn parse_options(query: Option<&str>) -> Result<ConnectOptions> {
     Ok(o)
 }
 
-/// The container a request is for: the named one if the pod has it (containers, init and
-/// ephemeral containers), else the only container, as upstream's `validateContainer`.
-///
-/// # Errors
-/// 400 with upstream's messages.
-pub fn container_for(pod: &Pod, name: &str, asked: Option<&str>) -> Result<String> {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let names = |v: Vec<String>| v.join(" ");
-    let containers: Vec<String> = spec.containers.iter().map(|c| c.name.clone()).collect();
-    let init: Vec<String> = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .map(|c| c.name.clone())
-        .collect();
-    let ephemeral: Vec<String> = spec
-        .ephemeral_containers
-        .iter()
-        .flatten()
-        .map(|c| c.name.clone())
-        .collect();
-    match asked {
-        Some(c) => {
-            if containers
-                .iter()
-                .chain(&init)
-                .chain(&ephemeral)
-                .any(|n| n == c)
-            {
-                Ok(c.to_string())
-            } else {
-                Err(Error::BadRequest(format!(
-                    "container {c} is not valid for pod {name}"
-                )))
-            }
-        }
-        None => match containers.as_slice() {
-            [only] => Ok(only.clone()),
-            [] => Err(Error::BadRequest(format!(
-                "a container name must be specified for pod {name}"
-            ))),
-            _ => {
-                let mut msg = format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
-                    names(containers)
-                );
-                if !init.is_empty() {
-                    msg.push_str(&format!(
-                        " or one of the init containers: [{}]",
-                        names(init)
-                    ));
-                }
-                Err(Error::BadRequest(msg))
-            }
-        },
-    }
-}
-
 /// The kubelet path and query for a connect request on `pod`.
 ///
 /// # Errors
@@ -150,7 +92,7 @@ pub fn kubelet_path(pod: &Pod, subresource: &str, o: &ConnectOptions) -> Result<
         }
         format!("/portForward/{ns}/{name}")
     } else {
-        let container = container_for(pod, name, o.container.as_deref())?;
+        let container = pod_container(pod, o.container.as_deref())?;
         if !(o.stdin || o.stdout || o.stderr) {
             return Err(Error::BadRequest(
                 "you must specify at least 1 of stdin, stdout, stderr".into(),

@@ -19,9 +19,8 @@ use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteM
 
 use crate::error::{Error, Result};
 
-const ENODEV: i32 = -19;
-const EEXIST: i32 = -17;
-const ESRCH: i32 = -3;
+pub(crate) use crate::netlink::{delete_link, link_by_name};
+use crate::netlink::{errno, exists_ok, nl, ENODEV, ESRCH};
 
 /// Runs `f` with a netlink handle in the calling thread's network namespace.
 pub(crate) fn on_host<T>(f: impl AsyncFnOnce(Handle) -> Result<T>) -> Result<T> {
@@ -64,44 +63,6 @@ pub(crate) fn in_netns<T: Send>(
         .join()
         .unwrap_or_else(|_| Err(Error::Link("the network namespace thread panicked".into())))
     })
-}
-
-fn nl(step: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
-    let step = step.into();
-    move |source| Error::Netlink { step, source }
-}
-
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| c.get()),
-        _ => None,
-    }
-}
-
-/// Treats "already exists" as success (a concurrent or repeated call got there first).
-fn exists_ok(
-    r: std::result::Result<(), rtnetlink::Error>,
-) -> std::result::Result<(), rtnetlink::Error> {
-    match r {
-        Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
-        other => other,
-    }
-}
-
-/// The link called `name`, if there is one.
-pub(crate) async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>> {
-    match h
-        .link()
-        .get()
-        .match_name(name.to_string())
-        .execute()
-        .try_next()
-        .await
-    {
-        Ok(link) => Ok(link),
-        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
-        Err(e) => Err(nl(format!("looking up link {name}"))(e)),
-    }
 }
 
 /// The link's hardware address as `aa:bb:cc:dd:ee:ff`.
@@ -223,18 +184,6 @@ pub(crate) fn bridge_mac(name: &str) -> Vec<u8> {
     let mut mac = digest[..6].to_vec();
     mac[0] = (mac[0] & 0xfe) | 0x02;
     mac
-}
-
-/// Deletes the link called `name` if it exists.
-pub(crate) async fn delete_link(h: &Handle, name: &str) -> Result<()> {
-    if let Some(link) = link_by_name(h, name).await? {
-        match h.link().del(link.header.index).execute().await {
-            Ok(()) => {}
-            Err(e) if errno(&e) == Some(ENODEV) => {}
-            Err(e) => return Err(nl(format!("deleting link {name}"))(e)),
-        }
-    }
-    Ok(())
 }
 
 /// Host half of ADD: a veth pair whose host end joins the bridge (hairpin as asked) and whose

@@ -25,48 +25,8 @@ use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use super::{Route, Vtep, Wanted, ROUTE_PROTOCOL, VNI, VXLAN_PORT};
 use crate::error::{Error, Result};
 
-const ENODEV: i32 = -19;
-const ENOENT: i32 = -2;
-const ESRCH: i32 = -3;
-const EEXIST: i32 = -17;
-
-fn nl(step: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
-    let step = step.into();
-    move |source| Error::Netlink { step, source }
-}
-
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| c.get()),
-        _ => None,
-    }
-}
-
-/// Treats "already gone" as success when deleting.
-fn gone_ok(
-    r: std::result::Result<(), rtnetlink::Error>,
-) -> std::result::Result<(), rtnetlink::Error> {
-    match r {
-        Err(e) if matches!(errno(&e), Some(ENOENT | ESRCH | ENODEV)) => Ok(()),
-        other => other,
-    }
-}
-
-/// The link called `name`, if there is one.
-pub async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>> {
-    match h
-        .link()
-        .get()
-        .match_name(name.to_string())
-        .execute()
-        .try_next()
-        .await
-    {
-        Ok(link) => Ok(link),
-        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
-        Err(e) => Err(nl(format!("looking up link {name}"))(e)),
-    }
-}
+pub use crate::netlink::{delete_link, link_by_name};
+use crate::netlink::{errno, gone_ok, nl, EEXIST};
 
 fn link_mtu(link: &LinkMessage) -> Option<u32> {
     link.attributes.iter().find_map(|a| match a {
@@ -252,18 +212,6 @@ pub async fn ensure_vxlan(h: &Handle, spec: &VxlanSpec) -> Result<u32> {
         .await
         .map_err(nl(format!("setting {name} up")))?;
     Ok(index)
-}
-
-/// Deletes the link `name` if it exists.
-///
-/// # Errors
-/// [`Error::Netlink`] when the kernel refuses.
-pub async fn delete_link(h: &Handle, name: &str) -> Result<()> {
-    if let Some(link) = link_by_name(h, name).await? {
-        gone_ok(h.link().del(link.header.index).execute().await)
-            .map_err(nl(format!("deleting link {name}")))?;
-    }
-    Ok(())
 }
 
 fn route_message(r: &Route, device: Option<u32>) -> Result<RouteMessage> {
