@@ -375,7 +375,7 @@ fn exec_attach_cp_and_port_forward_with_old_and_new_kubectl() {
     let s = Server::start(bin());
     let node = format!("exec-{}", std::process::id());
     let bridge = format!("de{}", std::process::id() % 10_000_000);
-    let (a, _cleanup) = start_agent(
+    let (a, cleanup) = start_agent(
         bin(),
         &s,
         Path::new(env!("CARGO_TARGET_TMPDIR")),
@@ -421,5 +421,7 @@ fn exec_attach_cp_and_port_forward_with_old_and_new_kubectl() {
     port_forward_checks(&s, 31);
     websocket_v4_relay(&s, dir.path());
     eprintln!("exec test took {:?}", began.elapsed());
+    // The cleanup first: it reads the agent's data dir, which dropping `a` removes.
+    drop(cleanup);
     drop(a);
 }

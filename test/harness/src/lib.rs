@@ -163,6 +163,17 @@ impl Server {
         if !extra.iter().any(|a| a.starts_with("--kubelet-port")) {
             extra_args.push("--kubelet-port=0".into());
         }
+        // Its DNS server on the test's own link, named after the test's bridge.
+        let bridge = extra
+            .iter()
+            .position(|a| *a == "--cni-bridge")
+            .and_then(|i| extra.get(i + 1));
+        if let (Some(bridge), false) = (
+            bridge,
+            extra.iter().any(|a| a.starts_with("--dns-interface")),
+        ) {
+            extra_args.push(format!("--dns-interface={}", node::dns_link(bridge)));
+        }
         // Test machines' disks may be fuller than upstream's thresholds allow: no evictions
         // unless a test asks for them.
         if !extra.iter().any(|a| a.starts_with("--eviction-hard")) {

@@ -246,8 +246,28 @@ impl Drop for NodeCleanup {
         remove_runtime(&self.data);
         if !self.bridge.is_empty() {
             remove_network(&self.bridge, self.table_existed);
+            // A killed node leaves its DNS link behind.
+            let _ = Command::new("ip")
+                .args(["link", "del", &dns_link(&self.bridge)])
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
+}
+
+/// The DNS link of the node whose pods use `bridge` (a test's unique name).
+pub fn dns_link(bridge: &str) -> String {
+    let tail: String = bridge.chars().skip(2).take(13).collect();
+    format!("dn{tail}")
+}
+
+/// A cluster DNS address for the node whose pods use `bridge`, outside every range distro
+/// uses by default.
+pub fn dns_ip(bridge: &str) -> String {
+    let h = bridge
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("10.254.{}.{}", (h >> 8) % 256, h % 250 + 2)
 }
 
 /// Starts a containerd agent of `bin` joined to `server` as node `node`, its pods on the
@@ -265,6 +285,12 @@ pub fn start_agent(
 ) -> (Agent, NodeCleanup) {
     let table_existed = nft_table_exists();
     let mut args = vec!["--node-name", node, "--cni-bridge", bridge];
+    // The node's DNS server on a link and address of this test's own, never the machine's
+    // `distro-dns` and 10.43.0.10.
+    let (link, ip) = (dns_link(bridge), dns_ip(bridge));
+    if !extra.iter().any(|a| a.starts_with("--dns-interface")) {
+        args.extend(["--dns-interface", &link, "--cluster-dns", &ip]);
+    }
     args.extend_from_slice(extra);
     let agent =
         Agent::start_containerd(bin, server, &args, |data| install_images(target_tmp, data));
