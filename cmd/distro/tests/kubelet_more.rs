@@ -3,12 +3,17 @@
 //! OOMKilled (exit 137, the limit really in its cgroup) and crash-loops with upstream's
 //! CrashLoopBackOff message and BackOff events; configMap and secret volumes (whole, with
 //! `items` and `defaultMode`) follow `kubectl apply` within seconds while a `subPath` mount
-//! keeps its first content, as upstream.
+//! keeps its first content, as upstream; container logs rotate by `--container-log-max-size`
+//! into timestamped, then gzipped files, at most `--container-log-max-files`, while
+//! `kubectl logs` (also `-f` across a rotation, and `--previous`) reads on.
 
-use std::path::Path;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{events, pod, Node, BUSYBOX};
+use distro_testharness::node::{events, pod, start_agent, BUSYBOX};
 use distro_testharness::{eventually, Server, LATEST};
 
 const EVERY: Duration = Duration::from_millis(100);
@@ -238,30 +243,224 @@ fn check_volumes(s: &Server) {
     });
 }
 
-#[test]
-fn oom_kill_crash_loop_and_live_volume_updates() {
-    let began = Instant::now();
-    let node = Node::start(
-        Path::new(env!("CARGO_BIN_EXE_distro")),
-        Path::new(env!("CARGO_TARGET_TMPDIR")),
-        "kmore",
-        &[],
+/// The node's log rotation flags: small files, checked often.
+const ROTATION: [&str; 3] = [
+    "--container-log-max-size=4Ki",
+    "--container-log-max-files=3",
+    "--container-log-monitor-interval=3s",
+];
+
+/// A pod writing numbered lines (about 4 KiB/s): its first instance stops after 300 lines
+/// with `bye-1`, the second runs on.
+fn chatty_pod(node: &str) -> String {
+    let script = "n=$(cat /d/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /d/n; i=0; \
+        while [ $n -ge 2 ] || [ $i -lt 300 ]; do i=$((i+1)); \
+        echo line-$i-0123456789abcdefghijklmnopqrstuvwxyz; usleep 20000; done; echo bye-$n; exit 1";
+    format!(
+        r#"---
+apiVersion: v1
+kind: Pod
+metadata: {{name: chatty, namespace: default}}
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: d, emptyDir: {{}}}}]
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", {script:?}]
+    volumeMounts: [{{name: d, mountPath: /d}}]
+"#
+    )
+}
+
+/// The numbers of `line-N-...` lines (`bye-` lines left out); anything else fails.
+fn line_numbers(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter(|l| !l.starts_with("bye-"))
+        .map(|l| {
+            l.strip_prefix("line-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected log line {l:?}"))
+        })
+        .collect()
+}
+
+fn assert_contiguous(numbers: &[u64], what: &str) {
+    assert!(!numbers.is_empty(), "{what}: no lines");
+    for w in numbers.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "{what}: a gap or repeat at {w:?}");
+    }
+}
+
+/// Names of `<attempt>.log*` files in `dir`, leaving out `.tmp` files of a compression
+/// in progress.
+fn log_files(dir: &Path, attempt: u32) -> Vec<String> {
+    let prefix = format!("{attempt}.log");
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix) && !n.ends_with(".tmp"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn check_rotation(s: &Server, logs: &Path) {
+    // The first instance's lines end with bye-1, read back through --previous.
+    let p = eventually(Duration::from_secs(60), EVERY, "chatty restarted", || {
+        let p = pod(s, "chatty")?;
+        let cs = &p["status"]["containerStatuses"][0];
+        (cs["restartCount"].as_i64()? >= 1 && cs["state"]["running"].is_object()).then_some(p)
+    });
+    let uid = p["metadata"]["uid"].as_str().expect("uid");
+    let dir = logs.join(format!("default_chatty_{uid}/main"));
+    let previous = s.ok(LATEST, &["logs", "chatty", "--previous"]);
+    assert_eq!(previous.lines().last(), Some("bye-1"), "{previous}");
+    let numbers = line_numbers(&previous);
+    assert_eq!(numbers.last(), Some(&300));
+    assert_contiguous(&numbers, "--previous");
+
+    // The running instance's log rotates: a plain newest rotation, older ones gzipped,
+    // never more than 3 files.
+    let files = eventually(
+        Duration::from_secs(60),
+        EVERY,
+        "rotated and gzipped",
+        || {
+            let files = log_files(&dir, 1);
+            assert!(files.len() <= 3, "{files:?}");
+            let gz = files.iter().filter(|f| f.ends_with(".gz")).count();
+            (gz == 1 && files.len() == 3).then_some(files)
+        },
     );
-    let s = &node.server;
-    let n = &node.name;
+    assert_eq!(files[0], "1.log", "{files:?}");
+    for rotated in &files[1..] {
+        let stamp = rotated.trim_start_matches("1.log.").trim_end_matches(".gz");
+        assert!(
+            stamp.len() == 15
+                && stamp.as_bytes()[8] == b'-'
+                && stamp.chars().filter(char::is_ascii_digit).count() == 14,
+            "{rotated}"
+        );
+    }
+    let gz = files.iter().find(|f| f.ends_with(".gz")).unwrap();
+    let unzipped = Command::new("gzip")
+        .arg("-dc")
+        .arg(dir.join(gz))
+        .output()
+        .expect("gzip");
+    let text = String::from_utf8_lossy(&unzipped.stdout);
+    assert!(
+        unzipped.status.success() && text.lines().all(|l| l.contains(" stdout F line-")),
+        "{text}"
+    );
+    let size = std::fs::metadata(dir.join("1.log")).map_or(0, |m| m.len());
+    assert!(size < 64 * 1024, "current file {size} bytes");
+
+    // `kubectl logs` shows the current file only: its first lines were rotated away.
+    let current = line_numbers(&s.ok(LATEST, &["logs", "chatty"]));
+    assert!(current[0] > 1, "{:?}", &current[..3]);
+    assert_contiguous(&current, "kubectl logs");
+
+    // `kubectl logs -f` goes on across a rotation without losing or repeating lines.
+    let newest = |files: &[String]| files.iter().find(|f| !f.ends_with(".gz")).cloned();
+    let rotated_before = newest(&files[1..]);
+    let (mut child, rx) = follow(s);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("kubectl logs -f stalled");
+        seen.extend(line_numbers(&line.expect("kubectl logs -f ended")));
+        let files = log_files(&dir, 1);
+        assert!(files.len() <= 3, "{files:?}");
+        // A rotation since the follow began, and lines written after it.
+        if newest(&files[1..]) != rotated_before && seen.len() > 300 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rotation while following");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_contiguous(&seen, "kubectl logs -f");
+    eprintln!("followed {} lines across a rotation", seen.len());
+}
+
+/// `kubectl logs -f --tail=1 chatty` on its own process; its lines arrive on the channel,
+/// `None` at EOF.
+fn follow(s: &Server) -> (std::process::Child, mpsc::Receiver<Option<String>>) {
+    let mut child = Command::new(distro_testharness::kubectl_path(LATEST))
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["logs", "-f", "--tail=1", "chatty"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl logs -f");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(Some(line)).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(None);
+    });
+    (child, rx)
+}
+
+#[test]
+fn oom_kill_crash_loop_live_volume_updates_and_log_rotation() {
+    let began = Instant::now();
+    let bin = Path::new(env!("CARGO_BIN_EXE_distro"));
+    let server = Server::start(bin);
+    let s = &server;
+    let node = format!("kmore-{}", std::process::id());
+    let n = &node;
+    let bridge = format!("dr{}", std::process::id() % 10_000_000);
+    let (agent, cleanup) = start_agent(
+        bin,
+        s,
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        n,
+        &bridge,
+        &ROTATION,
+    );
+    eventually(Duration::from_secs(60), EVERY, "node Ready", || {
+        let out = s.kubectl(LATEST, &["get", "node", n, "-o", "json"]);
+        let node: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        node["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            .then_some(())
+    });
     s.ok_stdin(
         LATEST,
         &["apply", "-f", "-"],
         Some(&format!(
-            "{}{}{}",
+            "{}{}{}{}",
             sources("one"),
             oom_pod(n),
-            volumes_pod(n)
+            volumes_pod(n),
+            chatty_pod(n)
         )),
     );
 
     check_volumes(s);
     check_oom(s);
+    let logs: PathBuf = agent.data_dir().join("agent/logs/pods");
+    check_rotation(s, &logs);
 
     s.ok(LATEST, &["delete", "pods", "--all", "--wait=false"]);
     eventually(Duration::from_secs(30), EVERY, "pods gone", || {
@@ -271,5 +470,6 @@ fn oom_kill_crash_loop_and_live_volume_updates() {
             .then_some(())
     });
     eprintln!("kubelet_more e2e took {:?}", began.elapsed());
-    drop(node);
+    drop(cleanup);
+    drop(agent);
 }
