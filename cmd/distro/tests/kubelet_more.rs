@@ -469,6 +469,21 @@ fn oom_kill_crash_loop_live_volume_updates_and_log_rotation() {
             .is_empty()
             .then_some(())
     });
+    // As upstream, a removed pod's log directory goes with it, rotated files included.
+    eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "pod log directories removed",
+        || {
+            let left: Vec<_> = std::fs::read_dir(&logs)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            left.is_empty().then_some(())
+        },
+    );
     eprintln!("kubelet_more e2e took {:?}", began.elapsed());
     drop(cleanup);
     drop(agent);
