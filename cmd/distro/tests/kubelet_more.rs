@@ -112,17 +112,15 @@ fn read_files(s: &Server, paths: &[&str]) -> Option<Vec<String>> {
 }
 
 fn check_oom(s: &Server) {
-    // OOMKilled with 137, as containerd reports it, and restarts that back off.
+    // OOMKilled with 137, as containerd reports it, then CrashLoopBackOff.
     let p = eventually(
         Duration::from_secs(60),
         EVERY,
-        "oom restarted twice in CrashLoopBackOff",
+        "oom in CrashLoopBackOff",
         || {
             let p = pod(s, "oom")?;
             let cs = &p["status"]["containerStatuses"][0];
-            (cs["restartCount"].as_i64()? >= 2
-                && cs["state"]["waiting"]["reason"] == "CrashLoopBackOff")
-                .then_some(p)
+            (cs["state"]["waiting"]["reason"] == "CrashLoopBackOff").then_some(p)
         },
     );
     let cs = &p["status"]["containerStatuses"][0];
@@ -133,15 +131,16 @@ fn check_oom(s: &Server) {
     assert_eq!(p["status"]["qosClass"], "Burstable");
     assert_eq!(p["status"]["phase"], "Running");
 
-    // Upstream's messages: the waiting state and the BackOff event.
+    // Upstream's messages: the waiting state and the BackOff event. As upstream, the first
+    // restart is immediate, then the backoff starts at 10 s and doubles per restart.
     let uid = p["metadata"]["uid"].as_str().expect("uid");
+    let restarts = cs["restartCount"].as_u64().expect("restartCount");
+    assert!((1..=4).contains(&restarts), "{cs}");
+    let backoff = 10u64 << (restarts - 1);
     let message = cs["state"]["waiting"]["message"].as_str().expect("message");
-    let suffix = format!(" restarting failed container=main pod=oom_default({uid})");
-    assert!(
-        ["10s", "20s", "40s"]
-            .iter()
-            .any(|d| message == format!("back-off {d}{suffix}")),
-        "{message}"
+    assert_eq!(
+        message,
+        format!("back-off {backoff}s restarting failed container=main pod=oom_default({uid})")
     );
     let want = format!("Back-off restarting failed container main in pod oom_default({uid})");
     eventually(Duration::from_secs(10), EVERY, "BackOff event", || {
@@ -156,17 +155,16 @@ fn check_oom(s: &Server) {
     assert_eq!(previous.lines().next(), Some(LIMIT.to_string().as_str()));
     assert!(!previous.contains("survived"), "{previous}");
 
-    // The restart count keeps growing.
-    let before = cs["restartCount"].as_i64().unwrap();
-    eventually(
-        Duration::from_secs(60),
-        EVERY,
-        "oom restarted again",
-        || {
-            let p = pod(s, "oom")?;
-            (p["status"]["containerStatuses"][0]["restartCount"].as_i64()? > before).then_some(())
-        },
-    );
+    // The restart count grows once the backoff is over, and the next attempt is OOMKilled
+    // too.
+    let deadline = Duration::from_secs(backoff + 60);
+    eventually(deadline, EVERY, "oom restarted again", || {
+        let p = pod(s, "oom")?;
+        let cs = &p["status"]["containerStatuses"][0];
+        (cs["restartCount"].as_u64()? > restarts
+            && cs["lastState"]["terminated"]["reason"] == "OOMKilled")
+            .then_some(())
+    });
 }
 
 fn check_volumes(s: &Server) {
@@ -322,9 +320,12 @@ fn check_rotation(s: &Server, logs: &Path) {
     let dir = logs.join(format!("default_chatty_{uid}/main"));
     let previous = s.ok(LATEST, &["logs", "chatty", "--previous"]);
     assert_eq!(previous.lines().last(), Some("bye-1"), "{previous}");
+    // A rotation just before the exit may have left only the last lines in the file.
     let numbers = line_numbers(&previous);
-    assert_eq!(numbers.last(), Some(&300));
-    assert_contiguous(&numbers, "--previous");
+    if !numbers.is_empty() {
+        assert_eq!(numbers.last(), Some(&300));
+        assert_contiguous(&numbers, "--previous");
+    }
 
     // The running instance's log rotates: a plain newest rotation, older ones gzipped,
     // never more than 3 files.

@@ -321,6 +321,19 @@ pub async fn rotate_if_needed(
         }
         return Err(Error::Cri(Box::new(e)));
     }
+    // The reopen may race the container's exit: then the path holds an empty file and the
+    // instance's last lines sit in the rotated one, where `kubectl logs --previous` would
+    // not look. Put them back.
+    let stopped = cri
+        .container_status(id)
+        .await
+        .is_ok_and(|s| s.state != ContainerState::ContainerRunning as i32);
+    if stopped && tokio::fs::metadata(log).await.is_ok_and(|m| m.len() == 0) {
+        tokio::fs::rename(&rotated, log)
+            .await
+            .map_err(io_err("rename", &rotated))?;
+        return Ok(false);
+    }
     tracing::debug!(container = id, path = %rotated.display(), size, "container log rotated");
     Ok(true)
 }
