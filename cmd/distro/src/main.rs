@@ -436,6 +436,17 @@ struct NodeArgs {
     /// (the kubelet's flag; a Go duration).
     #[arg(long, default_value = "5m", value_parser = parse_go_duration, help_heading = "Node")]
     eviction_pressure_transition_period: std::time::Duration,
+    /// Rotate a container's log file once it reaches this size (a quantity, e.g. 10Mi;
+    /// negative: never), as the kubelet's flag.
+    #[arg(long, default_value = distro_kubelet::log_rotation::DEFAULT_MAX_SIZE, allow_hyphen_values = true, help_heading = "Node")]
+    container_log_max_size: String,
+    /// Log files kept per container, the current one included (at least 2).
+    #[arg(long, default_value_t = distro_kubelet::log_rotation::DEFAULT_MAX_FILES, help_heading = "Node")]
+    container_log_max_files: usize,
+    /// How often container log sizes are checked (the kubelet's containerLogMonitorInterval;
+    /// at least 3s).
+    #[arg(long, default_value = "10s", value_parser = parse_go_duration, help_heading = "Node")]
+    container_log_monitor_interval: std::time::Duration,
     // --- overlay ---
     /// How pod traffic reaches other nodes: vxlan, host-gw (nodes on one L2 segment) or none.
     #[arg(
@@ -700,6 +711,11 @@ fn node_config(
         image_gc,
         eviction_hard: n.eviction_hard.parse().map_err(anyhow::Error::msg)?,
         eviction_pressure_transition_period: n.eviction_pressure_transition_period,
+        container_logs: distro_kubelet::log_rotation::Policy::parse(
+            &n.container_log_max_size,
+            n.container_log_max_files,
+            n.container_log_monitor_interval,
+        )?,
         network,
         dns,
     })

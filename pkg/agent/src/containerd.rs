@@ -220,6 +220,17 @@ async fn serve(
         },
         shutdown.clone(),
     );
+    // Container log rotation runs beside image GC (both tend the node's disk).
+    let image_gc = {
+        let rotation = distro_kubelet::log_rotation::run(
+            rt.cri.clone(),
+            config.container_logs.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            tokio::join!(image_gc, rotation);
+        }
+    };
     let proxy = distro_network::proxy::run(client.clone(), proxy_config(config), shutdown.clone());
     let dns = serve_dns(config, client.clone(), shutdown.clone());
     let manifests = dir.join("pod-manifests");

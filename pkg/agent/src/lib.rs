@@ -199,6 +199,8 @@ pub struct Config {
     /// How long a pressure condition stays after its thresholds are no longer met
     /// (`--eviction-pressure-transition-period`).
     pub eviction_pressure_transition_period: std::time::Duration,
+    /// Container log rotation (`--container-log-max-size`, `--container-log-max-files`).
+    pub container_logs: distro_kubelet::log_rotation::Policy,
     /// Cluster ranges, overlay backend and node addresses (`--cluster-cidr`,
     /// `--flannel-backend`, `--node-ip`, `--node-external-ip`).
     pub network: network::Settings,

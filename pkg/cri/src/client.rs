@@ -337,6 +337,22 @@ impl Cri {
         Ok(())
     }
 
+    /// Asks the runtime to reopen a running container's log file at its path, after the
+    /// kubelet renamed it away (log rotation): new output goes to a fresh file.
+    ///
+    /// # Errors
+    /// The RPC failed (e.g. the container is not running).
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), Error> {
+        let req = api::ReopenContainerLogRequest {
+            container_id: id.into(),
+        };
+        self.runtime()
+            .reopen_container_log(req)
+            .await
+            .map_err(rpc("ReopenContainerLog"))?;
+        Ok(())
+    }
+
     /// A container's status (state, exit code, log path, ...).
     ///
     /// # Errors

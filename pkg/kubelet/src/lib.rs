@@ -16,10 +16,12 @@
 //!   Events and status writes, graceful deletion, adoption after a restart.
 //! - [`prober`]: liveness, readiness and startup probes; [`lifecycle`]: postStart and preStop
 //!   hooks and the graceful stop of a container.
+//! - [`log_rotation`]: containers' log files rotated by size and compressed, as upstream.
 
 pub mod backoff;
 pub mod images;
 pub mod lifecycle;
+pub mod log_rotation;
 pub mod pod;
 pub mod prober;
 pub mod qos;

@@ -12,12 +12,14 @@
 //!
 //! # Limits
 //! - Files are polled, not watched (no inotify crate in the workspace).
-//! - Log rotation is not followed (the kubelet does not rotate container logs yet).
+//! - Only the current file is read (as upstream): lines rotated away
+//!   ([`crate::log_rotation`]) are not shown; `follow` goes on in the new file.
 //! - The `stream` parameter (split stdout/stderr, an alpha gate upstream) is ignored.
 //! - Partial lines are joined before they are written, with the first fragment's time;
 //!   upstream writes each fragment with its own timestamp.
 
 use std::io::{BufRead, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -391,6 +393,7 @@ async fn read_log_inner(
     tx: &mpsc::Sender<Bytes>,
 ) -> std::io::Result<()> {
     let mut file = tokio::fs::File::open(path).await?;
+    let mut inode = file.metadata().await?.ino();
     if let Some(n) = opts.tail_lines {
         let p = path.to_path_buf();
         let n = u64::try_from(n).unwrap_or(0);
@@ -410,6 +413,7 @@ async fn read_log_inner(
     let mut line = Vec::new();
     let mut out = Vec::new();
     let mut finishing = false;
+    let mut rotated = false;
     let mut last_check = None;
     loop {
         let n = reader.read_until(b'\n', &mut line).await?;
@@ -447,6 +451,23 @@ async fn read_log_inner(
         }
         if tx.is_closed() {
             return Ok(());
+        }
+        if rotated {
+            // The old file is read to its end: go on at the start of the new one.
+            let f = tokio::fs::File::open(path).await?;
+            inode = f.metadata().await?.ino();
+            reader = BufReader::new(f);
+            rotated = false;
+            continue;
+        }
+        // A new file at the path: the kubelet rotated the log (while it renames, the path
+        // may be missing for a moment). One more pass reads what the old file still got.
+        if tokio::fs::metadata(path)
+            .await
+            .is_ok_and(|m| m.ino() != inode)
+        {
+            rotated = true;
+            continue;
         }
         // The runtime is asked at most every LIVENESS_CHECK, as upstream re-checks the
         // container when no write arrived for a second.
@@ -679,6 +700,39 @@ mod tests {
             f.write_all(b"o\n").unwrap();
         }
         assert_eq!(&rx.recv().await.unwrap()[..], b"two\n");
+        running.store(false, Ordering::SeqCst);
+        assert_eq!(collect(rx).await, "");
+    }
+
+    #[tokio::test]
+    async fn follow_goes_on_in_the_new_file_after_a_rotation() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.log");
+        std::fs::write(&p, "2024-01-02T03:04:01Z stdout F one\n").unwrap();
+        let running = Arc::new(AtomicBool::new(true));
+        let mut rx = spawn_reader(
+            p.clone(),
+            opts("follow=true"),
+            Box::new(Flag(running.clone())),
+        );
+        assert_eq!(&rx.recv().await.unwrap()[..], b"one\n");
+        // Rotated as the kubelet does: renamed away, a last line still lands in the old
+        // file, then the runtime reopens a new file at the path.
+        let old = dir.path().join("0.log.20240102-030402");
+        std::fs::rename(&p, &old).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&old).unwrap();
+        f.write_all(b"2024-01-02T03:04:02Z stdout F two\n").unwrap();
+        std::fs::write(&p, "2024-01-02T03:04:03Z stdout F three\n").unwrap();
+        let mut got = String::new();
+        while got != "two\nthree\n" {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the new file's line")
+                .unwrap();
+            got.push_str(std::str::from_utf8(&chunk).unwrap());
+            assert!("two\nthree\n".starts_with(&got), "{got}");
+        }
         running.store(false, Ordering::SeqCst);
         assert_eq!(collect(rx).await, "");
     }

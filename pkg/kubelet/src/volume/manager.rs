@@ -8,6 +8,14 @@
 //! kubelet can run `setup` again over what it left: existing tmpfs mounts are reused,
 //! projections are rewritten only if their content changed, emptyDirs keep their data.
 //!
+//! # Update latency
+//! Upstream refreshes configMap and secret volumes on its pod sync period (1 min) plus its
+//! object cache TTL, so changes take up to about two minutes to land. Here every object a
+//! pod reads has its own watch (`worker::objects`), whose events sync the pod at once, and
+//! pods also resync every `worker::sync::RESYNC` (10 s): a change lands within a second or
+//! two, and within 10 s even if a watch event was missed. A `subPath` mount never updates
+//! (as upstream): it binds the file the key's symlink pointed to at container start.
+//!
 //! # Limits
 //! - `fsGroupChangePolicy` is ignored: ownership is always applied (emptyDirs only when
 //!   created, projections on every change); local PVs get no fsGroup handling.

@@ -450,12 +450,30 @@ async fn worker(
 }
 
 /// Removes what the kubelet wrote for a pod besides its volumes (hosts file, termination
-/// messages), once the volumes are torn down.
+/// messages), once the volumes are torn down, and its log directory (rotated files
+/// included), as upstream's container GC does for pods that are gone.
 async fn remove_pod_dir(ctx: &Context, uid: &str) {
     let dir = ctx.pod_dir(uid);
     let _ = tokio::fs::remove_file(dir.join("etc-hosts")).await;
     let _ = tokio::fs::remove_dir_all(dir.join("containers")).await;
     let _ = tokio::fs::remove_dir(&dir).await;
+    remove_pod_logs(&ctx.sandbox.pod_log_root, uid).await;
+}
+
+/// Removes `<pod_log_root>/<namespace>_<name>_<uid>` (found by its UID: an orphan's name
+/// is not known).
+async fn remove_pod_logs(pod_log_root: &std::path::Path, uid: &str) {
+    let Ok(mut entries) = tokio::fs::read_dir(pod_log_root).await else {
+        return;
+    };
+    let suffix = format!("_{uid}");
+    while let Ok(Some(e)) = entries.next_entry().await {
+        if e.file_name().to_string_lossy().ends_with(&suffix) {
+            if let Err(err) = tokio::fs::remove_dir_all(e.path()).await {
+                tracing::debug!(path = %e.path().display(), error = %err, "removing a pod's logs failed");
+            }
+        }
+    }
 }
 
 /// Tears down volumes of pods that are neither in the API nor running (deleted while the
