@@ -8,6 +8,7 @@
 //! - a NodePort answers a machine on the LAN (not a node) on a node without endpoints, and
 //!   with `externalTrafficPolicy: Local` only on the node with one (keeping the client's
 //!   address);
+//! - the same over IPv6 in a dual-stack cluster (ClusterIP, NodePort from the LAN, AAAA);
 //! - a pod resolves a Service, a headless Service (one record per endpoint) and a pod's
 //!   `hostname.subdomain` on the other node through its own node's DNS;
 //! - a node whose agent is killed turns `Ready=Unknown` and its pod, tolerating
@@ -123,18 +124,21 @@ fn tools() -> &'static Path {
 
 /// Starts a two-node VXLAN cluster (plus `server_args`) and waits until both nodes are Ready.
 fn cluster(server_args: Vec<&str>) -> Cluster {
+    cluster_with(Options {
+        nodes: 2,
+        server_args,
+        agent_args: vec![],
+        ipv6: false,
+        detect_node_ip: false,
+    })
+}
+
+/// [`cluster`] with all the options.
+fn cluster_with(opts: Options<'_>) -> Cluster {
     tools();
-    let c = Cluster::start(
-        bin(),
-        Options {
-            nodes: 2,
-            server_args,
-            agent_args: vec![],
-            ipv6: false,
-            detect_node_ip: false,
-        },
-        |data| install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data),
-    );
+    let c = Cluster::start(bin(), opts, |data| {
+        install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data)
+    });
     assert_eq!(c.nodes[0].name, CLIENT_NODE);
     assert_eq!(c.nodes[1].name, SERVER_NODE);
     c.wait_ready(Duration::from_secs(90));
@@ -586,4 +590,78 @@ spec:
     );
     assert_ne!(again.0, first[0].0);
     eprintln!("killed agent test took {:?}", began.elapsed());
+}
+
+#[test]
+fn dual_stack_services_reach_endpoints_on_another_node_over_ipv6() {
+    let began = Instant::now();
+    const CIDRS: &str = "10.42.0.0/16,fd42::/56";
+    let c = cluster_with(Options {
+        nodes: 2,
+        server_args: vec![
+            "--cluster-cidr",
+            CIDRS,
+            "--service-cidr",
+            "10.43.0.0/16,fd43::/112",
+        ],
+        agent_args: vec!["--cluster-cidr", CIDRS],
+        ipv6: true,
+        detect_node_ip: false,
+    });
+    c.server
+        .ok_stdin(LATEST, &["apply", "-f", "-"], Some(&echo_deployment()));
+    c.server.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(
+            r#"apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  type: NodePort
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv6, IPv4]
+  selector: {app: echo}
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+"#,
+        ),
+    );
+    start_client(&c);
+    let client_ip6 = c.server.json(LATEST, &["get", "pod", "client"])["status"]["podIPs"][1]["ip"]
+        .as_str()
+        .expect("the client's IPv6 address")
+        .to_string();
+    wait_running(&c, "app=echo", 2);
+    let svc = c.server.json(LATEST, &["get", "svc", "echo"]);
+    let cluster_ip6 = svc["spec"]["clusterIP"].as_str().expect("clusterIP");
+    assert!(cluster_ip6.starts_with("fd43::"), "{svc}");
+    assert!(svc["spec"]["clusterIPs"][1].is_string(), "{svc}");
+    let port = node_port(&c, "echo");
+
+    // The IPv6 ClusterIP from node 0, endpoints on node 1, the client's address kept.
+    let seen = eventually(
+        Duration::from_secs(40),
+        EVERY,
+        "the IPv6 ClusterIP answering",
+        || {
+            let a = answers(&in_client(&c, &http_get(cluster_ip6, 80))?);
+            (!a.is_empty()).then_some(a)
+        },
+    );
+    assert_eq!(seen[0].0, client_ip6, "{seen:?}");
+    // Its AAAA record through node 0's DNS.
+    eventually(Duration::from_secs(30), EVERY, "the AAAA record", || {
+        let out = in_client(&c, "nslookup -type=aaaa echo.default.svc.cluster.local")?;
+        out.contains(&format!("Address: {cluster_ip6}\n"))
+            .then_some(())
+    });
+    // The NodePort on node 0's IPv6 address, from the LAN.
+    let node0 = format!("{}10", distro_testharness::cluster::LAN_PREFIX6);
+    eventually(
+        Duration::from_secs(40),
+        EVERY,
+        "the NodePort on node 0's IPv6 address answering the LAN",
+        || (!from_lan(&c, &node0, port).is_empty()).then_some(()),
+    );
+    eprintln!("dual-stack services test took {:?}", began.elapsed());
 }
