@@ -9,10 +9,10 @@
 //!   with `externalTrafficPolicy: Local` only on the node with one (keeping the client's
 //!   address);
 //! - the same over IPv6 in a dual-stack cluster (ClusterIP, NodePort from the LAN, AAAA);
-//! - a pod resolves a Service, a headless Service (one record per endpoint) and a pod's
+//! - a pod resolves a Service, a headless Service (one record per ready endpoint) and a pod's
 //!   `hostname.subdomain` on the other node through its own node's DNS;
-//! - a node whose agent is killed turns `Ready=Unknown` and its pod, tolerating
-//!   `unreachable` for 5 s, is recreated on the other node.
+//! - a node whose agent is killed turns `Ready=Unknown`, its endpoints leave the Service,
+//!   and its pod, tolerating `unreachable` for 5 s, is recreated on the other node.
 //!
 //! The UDP peer is a tiny static C program (`udptool`, built here with gcc as
 //! `hack/build-test-images` builds its pause) that pods run from a hostPath, as busybox's nc
@@ -198,6 +198,40 @@ spec:
     )
 }
 
+/// A pod `name` on `node` serving the CGI on 8080, labelled `app: web`.
+fn web_pod(name: &str, node: &str) -> String {
+    let tools = tools().display();
+    format!(
+        r#"---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default, labels: {{app: web}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: tools, hostPath: {{path: "{tools}", type: Directory}}}}]
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: ["httpd", "-f", "-p", "8080", "-h", "/tools/www"]
+    volumeMounts: [{{name: tools, mountPath: /tools}}]
+"#
+    )
+}
+
+/// The pod names answering 16 requests to the CGI at `ip:80` from the client pod.
+fn hosts_answering(c: &Cluster, ip: &str) -> Option<Vec<String>> {
+    let script = format!("for i in $(seq 16); do {}; done", http_get(ip, 80));
+    let mut hosts: Vec<String> = answers(&in_client(c, &script)?)
+        .into_iter()
+        .map(|(_, h)| h)
+        .collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    Some(hosts)
+}
+
 /// `(name, node, pod IP)` of the Running, not deleted pods matching `selector`.
 fn running(c: &Cluster, selector: &str) -> Vec<(String, String, String)> {
     let out = c
@@ -314,6 +348,14 @@ spec:
   ports:
   - {name: http, port: 80, targetPort: 8080, protocol: TCP}
   - {name: dns, port: 53, targetPort: 9090, protocol: UDP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo-node-local, namespace: default}
+spec:
+  internalTrafficPolicy: Local
+  selector: {app: echo}
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
 "#,
         ),
     );
@@ -350,6 +392,26 @@ spec:
         in_client(&c, &format!("/tools/udptool ask {cluster_ip} 53"))
     });
     assert_eq!(udp.trim(), format!("UDP={client_ip}"));
+
+    // internalTrafficPolicy: Local, and node 0 has no endpoint: node 0's proxy drops it
+    // (as upstream: "has no local endpoints"), once programmed.
+    let local_ip = c.server.json(LATEST, &["get", "svc", "echo-node-local"])["spec"]["clusterIP"]
+        .as_str()
+        .expect("clusterIP")
+        .to_string();
+    eventually(
+        Duration::from_secs(20),
+        EVERY,
+        "node 0 dropping the Local service",
+        || {
+            let t = c.nodes[0].netns.exec(&["nft", "list", "ruleset"]);
+            String::from_utf8_lossy(&t.stdout)
+                .contains(&format!("{local_ip} . tcp . 80 : drop"))
+                .then_some(())
+        },
+    );
+    let out = in_client(&c, &http_get(&local_ip, 80)).unwrap_or_default();
+    assert!(answers(&out).is_empty(), "answered from node 0: {out}");
     eprintln!("cluster IP test took {:?}", began.elapsed());
 }
 
@@ -450,7 +512,15 @@ spec:
   ports: [{name: pg, port: 5432, protocol: TCP}]
 "#,
     );
-    for pod in ["db-0", "db-1"] {
+    // db-late never passes its readiness probe: no record of it.
+    for (pod, probe) in [
+        ("db-0", ""),
+        ("db-1", ""),
+        (
+            "db-late",
+            "\n    readinessProbe: {exec: {command: [\"false\"]}, periodSeconds: 1}",
+        ),
+    ] {
         manifest.push_str(&format!(
             r#"---
 apiVersion: v1
@@ -465,7 +535,7 @@ spec:
   - name: main
     image: {BUSYBOX}
     imagePullPolicy: Never
-    command: ["sleep", "3600"]
+    command: ["sleep", "3600"]{probe}
 "#
         ));
     }
@@ -494,8 +564,9 @@ spec:
                 ))
             })
             .collect();
-        (ips.len() == 2).then_some(ips)
+        (ips.len() == 3).then_some(ips)
     });
+    let (late, db): (Vec<_>, Vec<_>) = db.into_iter().partition(|(name, _)| name == "db-late");
 
     let lookup = |name: &str, want: &[&str]| {
         eventually(
@@ -517,6 +588,7 @@ spec:
     let ips: Vec<&str> = db.iter().map(|(_, ip)| ip.as_str()).collect();
     let out = lookup("db.shop.svc.cluster.local", &ips);
     assert_eq!(out.matches("Address: ").count(), 2, "{out}");
+    assert!(!out.contains(&format!("Address: {}\n", late[0].1)), "{out}");
     for (pod, ip) in &db {
         lookup(&format!("{pod}.db.shop.svc.cluster.local"), &[ip]);
     }
@@ -556,6 +628,30 @@ spec:
     let first = wait_running(&c, "app=sleeper", 1);
     assert_eq!(first[0].1, SERVER_NODE, "{first:?}");
     c.server.ok(LATEST, &["uncordon", CLIENT_NODE]);
+    // A Service with an endpoint on each node.
+    let web = String::from(
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+"#,
+    ) + &web_pod("web-a", CLIENT_NODE)
+        + &web_pod("web-b", SERVER_NODE);
+    c.server.ok_stdin(LATEST, &["apply", "-f", "-"], Some(&web));
+    start_client(&c);
+    wait_running(&c, "app=web", 2);
+    let web_ip = c.server.json(LATEST, &["get", "svc", "web"])["spec"]["clusterIP"]
+        .as_str()
+        .expect("clusterIP")
+        .to_string();
+    eventually(
+        Duration::from_secs(40),
+        EVERY,
+        "both web pods answering",
+        || (hosts_answering(&c, &web_ip)? == ["web-a", "web-b"]).then_some(()),
+    );
 
     // SIGKILL: no goodbye, the Lease just stops being renewed (containerd may stay; the
     // harness removes it).
@@ -577,6 +673,13 @@ spec:
                 .any(|c| c["type"] == "Ready" && c["status"] == "Unknown")
                 .then_some(())
         },
+    );
+    // Its pods are marked not Ready, so the Service sends node 0's client only to web-a.
+    eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "only web-a answering",
+        || (hosts_answering(&c, &web_ip)? == ["web-a"]).then_some(()),
     );
     let again = eventually(
         Duration::from_secs(60),
