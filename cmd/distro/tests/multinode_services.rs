@@ -4,10 +4,11 @@
 //! clients on node 0, so every packet crosses the overlay:
 //!
 //! - a ClusterIP reaches both endpoints on the other node over TCP and UDP, and the endpoint
-//!   sees the client pod's own address;
-//! - a NodePort answers a machine on the LAN (not a node) on a node without endpoints, and
-//!   with `externalTrafficPolicy: Local` only on the node with one (keeping the client's
-//!   address);
+//!   sees the client pod's own address; `sessionAffinity: ClientIP` sticks to one, and
+//!   `internalTrafficPolicy: Local` drops on the node without endpoints;
+//! - a NodePort (TCP and UDP) answers a machine on the LAN (not a node) on a node without
+//!   endpoints, and with `externalTrafficPolicy: Local` only on the node with one (keeping
+//!   the client's address);
 //! - the same over IPv6 in a dual-stack cluster (ClusterIP, NodePort from the LAN, AAAA);
 //! - a pod resolves a Service, a headless Service (one record per ready endpoint) and a pod's
 //!   `hostname.subdomain` on the other node through its own node's DNS;
@@ -351,6 +352,14 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: echo-sticky, namespace: default}
+spec:
+  sessionAffinity: ClientIP
+  selector: {app: echo}
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: echo-node-local, namespace: default}
 spec:
   internalTrafficPolicy: Local
@@ -393,6 +402,16 @@ spec:
     });
     assert_eq!(udp.trim(), format!("UDP={client_ip}"));
 
+    // sessionAffinity: ClientIP: every connection of the client goes to one endpoint.
+    let sticky = c.server.json(LATEST, &["get", "svc", "echo-sticky"])["spec"]["clusterIP"]
+        .as_str()
+        .expect("clusterIP")
+        .to_string();
+    let hosts = eventually(Duration::from_secs(20), EVERY, "the sticky service", || {
+        hosts_answering(&c, &sticky).filter(|h| !h.is_empty())
+    });
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+
     // internalTrafficPolicy: Local, and node 0 has no endpoint: node 0's proxy drops it
     // (as upstream: "has no local endpoints"), once programmed.
     let local_ip = c.server.json(LATEST, &["get", "svc", "echo-node-local"])["spec"]["clusterIP"]
@@ -431,7 +450,9 @@ metadata: {name: echo, namespace: default}
 spec:
   type: NodePort
   selector: {app: echo}
-  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+  ports:
+  - {name: http, port: 80, targetPort: 8080, protocol: TCP}
+  - {name: dns, port: 53, targetPort: 9090, protocol: UDP}
 ---
 apiVersion: v1
 kind: Service
@@ -483,6 +504,25 @@ spec:
     assert!(
         none.is_empty(),
         "node 0 answered a Local NodePort: {none:?}"
+    );
+
+    // UDP: the same Service's UDP NodePort on node 0, asked from the LAN.
+    let svc = c.server.json(LATEST, &["get", "svc", "echo"]);
+    let udp_port = svc["spec"]["ports"][1]["nodePort"]
+        .as_u64()
+        .expect("UDP nodePort");
+    let udptool = tools().join("udptool");
+    let udptool = udptool.to_str().expect("path");
+    eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "the UDP NodePort on node 0 answering the LAN",
+        || {
+            let out = c.lan_exec(&[udptool, "ask", node0, &udp_port.to_string()]);
+            String::from_utf8_lossy(&out.stdout)
+                .starts_with("UDP=")
+                .then_some(())
+        },
     );
     eprintln!("NodePort test took {:?}", began.elapsed());
 }
