@@ -42,20 +42,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// bookmarks, so a longer silence means a dead connection (kube-rs uses the same 295 s).
 const READ_TIMEOUT: Duration = Duration::from_secs(295);
 
-/// TCP keepalive on API connections: idle after this long, a probe every
-/// [`KEEPALIVE_INTERVAL`], [`KEEPALIVE_RETRIES`] of them. A pooled connection whose peer or
-/// local address is gone (the node's address changed, the server died without a FIN) is
-/// dropped in about 20 s instead of being reused, and hanging, until [`READ_TIMEOUT`].
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
-/// See [`KEEPALIVE_IDLE`].
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
-/// See [`KEEPALIVE_IDLE`].
-const KEEPALIVE_RETRIES: u32 = 3;
-/// How long sent data may stay unacknowledged before the kernel drops the connection
-/// (`TCP_USER_TIMEOUT`): a request on a dead connection fails in seconds, not after
-/// [`READ_TIMEOUT`] (client-go gets the same from HTTP/2 health pings).
-const USER_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// Errors building a client.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -221,10 +207,6 @@ pub fn connect(endpoint: &Endpoint, user_agent: &str) -> Result<Client, Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_keepalive(Some(KEEPALIVE_IDLE));
-    http.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
-    http.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
-    http.set_tcp_user_timeout(Some(USER_TIMEOUT));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
