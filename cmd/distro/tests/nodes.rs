@@ -123,8 +123,18 @@ fn live(pod: &Value) -> bool {
 
 /// Reports every live pod of app `web` Running and Ready, as a kubelet would.
 fn settle(s: &Server) {
+    settle_on(s, "");
+}
+
+/// [`settle`] for the pods of `node` only (every bound pod when empty): a lost node's pods
+/// must keep the status the node lifecycle controller gives them.
+fn settle_on(s: &Server, node: &str) {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    for pod in pods(s).iter().filter(|p| live(p) && !node_of(p).is_empty()) {
+    let pods = pods(s);
+    let bound = pods
+        .iter()
+        .filter(|p| live(p) && !node_of(p).is_empty() && (node.is_empty() || node_of(p) == node));
+    for pod in bound {
         let patch = serde_json::json!({"status": {"phase": "Running", "conditions": [
             {"type": "Ready", "status": "True", "lastTransitionTime": now},
         ]}});
@@ -193,10 +203,18 @@ fn scenario(s: &Server, v: u32, alive: &Mutex<BTreeSet<String>>) {
     add_node(s, "n1");
     alive.lock().unwrap().insert("n1".into());
     s.ok_stdin(v, &["apply", "-f", "-"], Some(DEPLOYMENT));
-    let first: Vec<String> = eventually(SOON, EVERY, "2 pods bound to n1", || {
+    // Bound and Ready, as a kubelet would report them: the node lifecycle controller only
+    // turns an existing Ready condition False.
+    let first: Vec<String> = eventually(SOON, EVERY, "2 pods bound to n1 and Ready", || {
         settle(s);
         let p = pods(s);
-        (p.len() == 2 && p.iter().all(|p| node_of(p) == "n1")).then(|| {
+        let ready = |p: &Value| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        };
+        (p.len() == 2 && p.iter().all(|p| node_of(p) == "n1" && ready(p))).then(|| {
             p.iter()
                 .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
                 .collect()
@@ -251,8 +269,8 @@ fn scenario(s: &Server, v: u32, alive: &Mutex<BTreeSet<String>>) {
     });
 
     // After their 2 s toleration the pods are evicted and replaced on n2.
-    eventually(Duration::from_secs(20), EVERY, "2 live pods on n2", || {
-        settle(s);
+    eventually(Duration::from_secs(60), EVERY, "2 live pods on n2", || {
+        settle_on(s, "n2");
         let p = pods(s);
         let on_n2 = p.iter().filter(|p| live(p) && node_of(p) == "n2").count();
         (on_n2 == 2).then_some(())

@@ -75,7 +75,7 @@ async fn serve(
     let name = config.node_name.clone();
     let password = join::node_password(&dir).await?;
     let pair = join::node_credentials(&bootstrap, &dir, &ca_pem, &name, &password).await?;
-    let client = join::node_client(&config.server, &ca_pem, &name, &pair)?;
+    let (client, connections) = join::node_client(&config.server, &ca_pem, &name, &pair)?;
     // Also with stored credentials: the name may have been taken meanwhile.
     join::claim_node_name(&client, &name, &password).await?;
     let node_ip = match config.network.node_ips.first() {
@@ -94,8 +94,14 @@ async fn serve(
     let listener =
         crate::kubelet::Listener::bind(&client, &dir, &name, node_ip, config.kubelet_port, &ca_pem)
             .await?;
-    let registered =
-        node::register(client.clone(), config, &name, listener.addr, Some(&real)).await?;
+    let registered = node::register(
+        (client.clone(), connections.clone()),
+        config,
+        &name,
+        listener.addr,
+        Some(&real),
+    )
+    .await?;
     tracing::info!(node = %name, "nodes registered and Ready");
     let Some(pod_cidrs) = crate::network::wait_pod_cidrs(&client, &name, shutdown.clone()).await?
     else {
@@ -194,7 +200,7 @@ async fn serve(
         let (client, shutdown) = (client.clone(), shutdown.clone());
         async move {
             if let Some(o) = overlay {
-                o.run(client, shutdown).await;
+                o.run(client, connections, shutdown).await;
             }
         }
     };

@@ -405,7 +405,8 @@ pub fn bootstrap_client(url: &str, ca_pem: &str, token: &JoinToken) -> Result<Cl
     .map_err(Error::Client)
 }
 
-/// The client of `node` with its own certificate.
+/// The client of `node` with its own certificate, and its connections (closed when the
+/// node's heartbeats keep failing or its address changes).
 ///
 /// # Errors
 /// [`Error::Client`] if the certificate or CA is unusable.
@@ -414,8 +415,8 @@ pub fn node_client(
     ca_pem: &str,
     node: &str,
     pair: &CertKeyPair,
-) -> Result<Client, Error> {
-    distro_client::connect(
+) -> Result<(Client, distro_client::Connections), Error> {
+    distro_client::connect_tracked(
         &Endpoint::with_cert(url, ca_pem, pair),
         &distro_client::user_agent("agent", node),
     )

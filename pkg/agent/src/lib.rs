@@ -238,21 +238,23 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let bootstrap = join::bootstrap_client(&config.server, &ca_pem, &config.token)?;
     let names = config.node_names();
     let password = join::node_password(&dir).await?;
-    let nodes: Vec<(String, distro_client::Client)> = futures::stream::iter(names)
-        .map(|name| {
-            let (bootstrap, dir, ca_pem, url) = (&bootstrap, &dir, &ca_pem, &config.server);
-            let password = &password;
-            async move {
-                let pair = join::node_credentials(bootstrap, dir, ca_pem, &name, password).await?;
-                let client = join::node_client(url, ca_pem, &name, &pair)?;
-                // Also with stored credentials: the name may have been taken meanwhile.
-                join::claim_node_name(&client, &name, password).await?;
-                Ok::<_, Error>((name, client))
-            }
-        })
-        .buffered(STARTUP_CONCURRENCY)
-        .try_collect()
-        .await?;
+    let nodes: Vec<(String, (distro_client::Client, distro_client::Connections))> =
+        futures::stream::iter(names)
+            .map(|name| {
+                let (bootstrap, dir, ca_pem, url) = (&bootstrap, &dir, &ca_pem, &config.server);
+                let password = &password;
+                async move {
+                    let pair =
+                        join::node_credentials(bootstrap, dir, ca_pem, &name, password).await?;
+                    let client = join::node_client(url, ca_pem, &name, &pair)?;
+                    // Also with stored credentials: the name may have been taken meanwhile.
+                    join::claim_node_name(&client.0, &name, password).await?;
+                    Ok::<_, Error>((name, client))
+                }
+            })
+            .buffered(STARTUP_CONCURRENCY)
+            .try_collect()
+            .await?;
     tracing::info!(nodes = nodes.len(), "joined; registering");
     let node_ip = kubelet::node_ip(&config.server).await?;
     let port = if config.fake_nodes.is_some() {
@@ -261,7 +263,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         config.kubelet_port
     };
     let listeners: Vec<kubelet::Listener> = futures::stream::iter(&nodes)
-        .map(|(name, client)| kubelet::Listener::bind(client, &dir, name, node_ip, port, &ca_pem))
+        .map(|(name, (client, _))| {
+            kubelet::Listener::bind(client, &dir, name, node_ip, port, &ca_pem)
+        })
         .buffered(STARTUP_CONCURRENCY)
         .try_collect()
         .await?;

@@ -25,6 +25,9 @@ pub const FAKE_LABEL: &str = "node.distro.io/fake";
 /// How often a node's Lease is renewed (upstream: a quarter of the 40 s lease duration).
 pub const LEASE_RENEW: Duration = Duration::from_secs(10);
 
+/// Failed Lease renewals in a row after which the node's connections are closed.
+const HEARTBEAT_FAILURES: u32 = 2;
+
 /// The Lease duration, as upstream's `nodeLeaseDurationSeconds`.
 const LEASE_DURATION_SECONDS: i32 = 40;
 
@@ -44,6 +47,8 @@ pub struct Registered {
     pub name: String,
     /// The node's own client (`system:node:<name>`).
     pub client: Client,
+    /// The client's connections, closed after repeated heartbeat failures.
+    pub connections: distro_client::Connections,
     /// The node's UID (owner of its Lease).
     pub uid: String,
     /// The node's InternalIP, reported as pods' hostIP: the address its kubelet API listens
@@ -225,7 +230,7 @@ fn status(
 /// # Errors
 /// [`Error::Api`] if the Node cannot be created, read or updated.
 pub async fn register(
-    client: Client,
+    (client, connections): (Client, distro_client::Connections),
     config: &Config,
     name: &str,
     kubelet: std::net::SocketAddr,
@@ -293,6 +298,7 @@ pub async fn register(
         pod_prefix: pod_prefix(&node, name),
         host_ip,
         client,
+        connections,
     })
 }
 
@@ -367,6 +373,11 @@ pub(crate) async fn event_of_type(
 /// Renews every node's Lease every [`LEASE_RENEW`] (and re-posts its status every
 /// [`STATUS_REPORT`]) until `shutdown` turns true. Nodes start at spread-out offsets so 100
 /// nodes do not renew in one burst.
+///
+/// Each renewal is bounded by [`LEASE_RENEW`] and abandoned on shutdown. After
+/// [`HEARTBEAT_FAILURES`] failures in a row the node's connections are closed, as the
+/// kubelet's `onRepeatedHeartbeatFailure` does: a connection from an address the machine no
+/// longer has never answers, and the next request must dial anew.
 pub async fn renew_leases(nodes: Vec<Arc<Registered>>, shutdown: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     for node in nodes {
@@ -377,17 +388,36 @@ pub async fn renew_leases(nodes: Vec<Arc<Registered>>, shutdown: watch::Receiver
                 tokio::time::interval_at(tokio::time::Instant::now() + offset, LEASE_RENEW);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_status = tokio::time::Instant::now();
+            let mut failures = 0u32;
             // The first renewal now, not after the offset: a new node is not left without one.
-            renew(&node).await;
+            let mut first = true;
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.wait_for(|s| *s) => return,
+                if !first {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
                 }
-                renew(&node).await;
+                first = false;
+                let renewed = tokio::select! {
+                    r = tokio::time::timeout(LEASE_RENEW, renew(&node)) => r.unwrap_or_else(|_| {
+                        tracing::warn!(node = %node.name, "renewing the node Lease timed out; retrying");
+                        false
+                    }),
+                    _ = shutdown.wait_for(|s| *s) => return,
+                };
+                failures = if renewed { 0 } else { failures + 1 };
+                if failures >= HEARTBEAT_FAILURES {
+                    let closed = node.connections.close_all();
+                    tracing::warn!(node = %node.name, failures, closed, "heartbeats keep failing; closed the connections to the API server");
+                    failures = 0;
+                }
                 if last_status.elapsed() >= STATUS_REPORT {
                     last_status = tokio::time::Instant::now();
-                    heartbeat(&node).await;
+                    tokio::select! {
+                        _ = tokio::time::timeout(LEASE_RENEW, heartbeat(&node)) => {}
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
                 }
             }
         });
@@ -396,7 +426,8 @@ pub async fn renew_leases(nodes: Vec<Arc<Registered>>, shutdown: watch::Receiver
 }
 
 /// Renews (or creates) the Lease of `node`; failures are logged and retried next tick.
-async fn renew(node: &Registered) {
+/// Returns whether the API server took the renewal.
+async fn renew(node: &Registered) -> bool {
     let api: Api<Lease> = Api::namespaced(node.client.clone(), LEASE_NAMESPACE);
     let now = MicroTime(Timestamp::now());
     let patch = json!({"spec": {
@@ -408,7 +439,7 @@ async fn renew(node: &Registered) {
         .patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => {}
+        Ok(_) => true,
         Err(kube::Error::Api(s)) if s.code == 404 => {
             let lease: Lease = match serde_json::from_value(json!({
                 "metadata": {
@@ -421,15 +452,20 @@ async fn renew(node: &Registered) {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(node = %node.name, error = %e, "building the node Lease");
-                    return;
+                    return false;
                 }
             };
-            if let Err(e) = api.create(&PostParams::default(), &lease).await {
-                tracing::warn!(node = %node.name, error = %e, "creating the node Lease failed; retrying");
+            match api.create(&PostParams::default(), &lease).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(node = %node.name, error = %e, "creating the node Lease failed; retrying");
+                    false
+                }
             }
         }
         Err(e) => {
-            tracing::warn!(node = %node.name, error = %e, "renewing the node Lease failed; retrying")
+            tracing::warn!(node = %node.name, error = %e, "renewing the node Lease failed; retrying");
+            false
         }
     }
 }

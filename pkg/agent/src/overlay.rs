@@ -207,7 +207,14 @@ impl Overlay {
     }
 
     /// Publishes this node's annotations, then follows the cluster's Nodes until `shutdown`.
-    pub async fn run(mut self, client: distro_client::Client, mut shutdown: watch::Receiver<bool>) {
+    /// When the node's address changes, `connections` (the node client's) are closed: they
+    /// were made from the old address and would hang.
+    pub async fn run(
+        mut self,
+        client: distro_client::Client,
+        connections: distro_client::Connections,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let api: Api<Node> = Api::all(client.clone());
         let (store, writer) = reflector::store();
         let mut events = reflector(
@@ -235,7 +242,11 @@ impl Overlay {
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = address_check.tick() => {
                     match self.follow_address().await {
-                        Ok(true) => dirty = true,
+                        Ok(true) => {
+                            let closed = connections.close_all();
+                            tracing::debug!(closed, "closed the connections made from the old address");
+                            dirty = true;
+                        }
                         Ok(false) => {}
                         Err(e) => tracing::warn!(error = %e, "re-detecting the node's address failed"),
                     }

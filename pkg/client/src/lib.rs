@@ -29,10 +29,12 @@ use hyper_util::rt::TokioExecutor;
 use kube::client::ConfigExt;
 pub use kube::Client;
 
+mod conns;
 mod informers;
 pub mod kubelet;
 pub mod leader;
 
+pub use conns::Connections;
 pub use informers::{Informer, Informers, Stopped, DEFAULT_FANOUT_CAPACITY};
 
 /// How long a TCP connect may take before the request fails (kube-rs' default).
@@ -41,6 +43,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a response may be silent. Watches are asked to end after at most 290 s and carry
 /// bookmarks, so a longer silence means a dead connection (kube-rs uses the same 295 s).
 const READ_TIMEOUT: Duration = Duration::from_secs(295);
+
+/// TCP keepalive idle time (Go's net.Dialer default).
+const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Errors building a client.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +180,18 @@ impl Endpoint {
 /// [`Error::Url`], [`Error::Tls`] or [`Error::Header`] for unusable endpoint data. Nothing is
 /// sent: connection errors show up on the first request.
 pub fn connect(endpoint: &Endpoint, user_agent: &str) -> Result<Client, Error> {
+    connect_tracked(endpoint, user_agent).map(|(client, _)| client)
+}
+
+/// [`connect`], also returning the client's [`Connections`], for long-running agents that
+/// must drop every connection when the network under them changes (as the kubelet does).
+///
+/// # Errors
+/// As [`connect`].
+pub fn connect_tracked(
+    endpoint: &Endpoint,
+    user_agent: &str,
+) -> Result<(Client, Connections), Error> {
     let uri: http::Uri = endpoint.url.parse().map_err(|source| Error::Url {
         url: endpoint.url.clone(),
         source,
@@ -207,11 +224,14 @@ pub fn connect(endpoint: &Endpoint, user_agent: &str) -> Result<Client, Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
+    // Go's dialer default: idle connections whose peer vanished are found and dropped.
+    http.set_keepalive(Some(KEEPALIVE));
+    let connections = Connections::default();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(conns::Connector::new(http, connections.clone()));
     let mut connector = hyper_timeout::TimeoutConnector::new(https);
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
     connector.set_read_timeout(Some(READ_TIMEOUT));
@@ -225,7 +245,7 @@ pub fn connect(endpoint: &Endpoint, user_agent: &str) -> Result<Client, Error> {
         .layer(extra_headers)
         .map_err(tower::BoxError::from)
         .service(http_client);
-    Ok(Client::new(service, config.default_namespace))
+    Ok((Client::new(service, config.default_namespace), connections))
 }
 
 /// The user agent for a component on this machine: `distro-<component>@<node>`.
