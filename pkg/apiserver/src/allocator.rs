@@ -12,6 +12,17 @@
 //! the value (the server died between reserving and writing the Service) is taken over once it is
 //! older than [`STALE_AFTER`]: the repair upstream does with a periodic loop happens here on
 //! collision.
+//!
+//! Dual-stack (a second range of the other family in `--service-cidr`): as upstream's
+//! `initIPFamilyFields`, `ipFamilyPolicy: PreferDualStack`/`RequireDualStack` gives a Service
+//! one cluster IP per family (`spec.ipFamilies` order, the first also in `spec.clusterIP`), a
+//! family the cluster lacks is refused, and turning a dual-stack Service `SingleStack` keeps
+//! only its first address.
+//!
+//! # Limits
+//! - Service defaults run before allocation and fill `ipFamilies: [IPv4]` when the user left
+//!   it out; on an IPv6-only cluster that default is read as "unset" (the primary family), but
+//!   on a dual-stack cluster whose first range is IPv6 such a Service gets IPv4 first.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -84,6 +95,15 @@ impl Cidr {
         };
         let off = n.checked_sub(self.base)?;
         (off >= 1 && off <= self.last).then_some(off)
+    }
+
+    /// `IPv4` or `IPv6`, as `spec.ipFamilies` names it.
+    fn family(&self) -> &'static str {
+        if self.v6 {
+            "IPv6"
+        } else {
+            "IPv4"
+        }
     }
 
     /// Upstream keeps the low band of a range for addresses users pick themselves and gives out
@@ -176,26 +196,37 @@ fn needs_health_port(spec: &Value) -> bool {
 
 /// Allocates Service cluster IPs from the service CIDR and node ports from the node-port range.
 pub struct ServiceAllocator {
-    cidr: Cidr,
+    /// The service ranges, primary first: one, or one per family (dual-stack).
+    cidrs: Vec<Cidr>,
     ports: (i64, i64),
 }
 
 impl ServiceAllocator {
-    /// An allocator for `service_cidr` (the first range, if several are given) and node ports in
-    /// `node_ports` (inclusive).
+    /// An allocator for `service_cidr` (one range, or one per family, primary first: e.g.
+    /// `10.43.0.0/16,fd43::/112`) and node ports in `node_ports` (inclusive).
     ///
     /// # Errors
-    /// A message if the CIDR cannot be parsed or is too small.
+    /// A message if a CIDR cannot be parsed or is too small, or two are of one family.
     pub fn new(
         service_cidr: &str,
         node_ports: std::ops::RangeInclusive<u16>,
     ) -> std::result::Result<ServiceAllocator, String> {
-        let first = service_cidr.split(',').next().unwrap_or("");
-        let cidr = Cidr::parse(first).ok_or_else(|| {
-            format!("invalid service CIDR {service_cidr:?}: want e.g. 10.43.0.0/16")
-        })?;
+        let cidrs = service_cidr
+            .split(',')
+            .map(|c| {
+                Cidr::parse(c).ok_or_else(|| {
+                    format!("invalid service CIDR {service_cidr:?}: want e.g. 10.43.0.0/16")
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let dual_ok = cidrs.len() == 1 || (cidrs.len() == 2 && cidrs[0].v6 != cidrs[1].v6);
+        if !dual_ok {
+            return Err(format!(
+                "invalid service CIDR {service_cidr:?}: want one range, or one IPv4 and one IPv6"
+            ));
+        }
         Ok(ServiceAllocator {
-            cidr,
+            cidrs,
             ports: (i64::from(*node_ports.start()), i64::from(*node_ports.end())),
         })
     }
@@ -287,14 +318,13 @@ impl ServiceAllocator {
         }
     }
 
-    /// A free cluster IP; reserved for `owner` unless `dry_run`.
+    /// A free cluster IP of range `c`; reserved for `owner` unless `dry_run`.
     async fn allocate_ip(
-        &self,
+        c: &Cidr,
         store: &Arc<dyn Datastore>,
         owner: &Owner,
         dry_run: bool,
     ) -> Result<Option<IpAddr>> {
-        let c = &self.cidr;
         let band = c.static_band();
         // Dynamic addresses come from above the static band, then from anywhere.
         let (lo, hi) = if band < c.last {
@@ -360,7 +390,16 @@ impl ServiceAllocator {
         let had = old.map(holdings).unwrap_or_default();
         let mut got = Holdings::default();
         let result = self
-            .allocate_into(store, def, obj, &had, &owner, &mut got, dry_run)
+            .allocate_into(
+                store,
+                def,
+                obj,
+                &had,
+                old.is_some(),
+                &owner,
+                &mut got,
+                dry_run,
+            )
             .await;
         if result.is_err() && !dry_run {
             Self::release_all(store, &got, &Holdings::default(), &owner).await;
@@ -375,6 +414,7 @@ impl ServiceAllocator {
         def: &ResourceDef,
         obj: &mut Value,
         had: &Holdings,
+        update: bool,
         owner: &Owner,
         got: &mut Holdings,
         dry_run: bool,
@@ -383,61 +423,9 @@ impl ServiceAllocator {
         if !spec.is_object() {
             return Ok(());
         }
-        if spec["type"] != "ExternalName" && spec["clusterIP"] != "None" {
-            let asked = spec["clusterIP"].as_str().unwrap_or("").to_string();
-            if asked.is_empty() {
-                let Some(ip) = self.allocate_ip(store, owner, dry_run).await? else {
-                    return Err(Error::Internal(format!(
-                        "failed to allocate a serviceIP: range is full ({})",
-                        self.cidr.text
-                    )));
-                };
-                got.ips.push(ip.to_string());
-                obj["spec"]["clusterIP"] = json!(ip.to_string());
-                obj["spec"]["clusterIPs"] = json!([ip.to_string()]);
-            } else if !had.ips.contains(&asked) {
-                let in_range = asked
-                    .parse::<IpAddr>()
-                    .ok()
-                    .and_then(|ip| self.cidr.offset(&ip))
-                    .is_some();
-                if !in_range {
-                    return Err(Self::invalid(
-                        def,
-                        obj,
-                        vec![invalid_raw(
-                            "spec.clusterIPs",
-                            &format!("[]string{{{asked:?}}}"),
-                            &format!(
-                                "failed to allocate IP {asked}: the provided IP ({asked}) is not in the valid range. The range of valid IPs is {}",
-                                self.cidr.text
-                            ),
-                        )],
-                    ));
-                }
-                let key = ip_reservation(&asked);
-                let free = Self::take(store, &key, owner, dry_run).await?;
-                if !free {
-                    return Err(Self::invalid(
-                        def,
-                        obj,
-                        vec![invalid_raw(
-                            "spec.clusterIPs",
-                            &format!("[]string{{{asked:?}}}"),
-                            &format!(
-                                "failed to allocate IP {asked}: provided IP is already allocated"
-                            ),
-                        )],
-                    ));
-                }
-                got.ips.push(asked.clone());
-                if obj["spec"]["clusterIPs"]
-                    .as_array()
-                    .is_none_or(|a| a.is_empty())
-                {
-                    obj["spec"]["clusterIPs"] = json!([asked]);
-                }
-            }
+        if spec["type"] != "ExternalName" {
+            self.allocate_cluster_ips(store, def, obj, had, update, owner, got, dry_run)
+                .await?;
         }
         if !needs_node_ports(&spec) && !needs_health_port(&spec) {
             return Ok(());
@@ -508,6 +496,92 @@ impl ServiceAllocator {
         Ok(())
     }
 
+    /// Settles `spec.ipFamilies`/`ipFamilyPolicy` ([`resolve_families`]) and gives the
+    /// Service one cluster IP per family (none when headless): asked ones checked and
+    /// reserved, missing ones allocated.
+    #[allow(clippy::too_many_arguments)]
+    async fn allocate_cluster_ips(
+        &self,
+        store: &Arc<dyn Datastore>,
+        def: &ResourceDef,
+        obj: &mut Value,
+        had: &Holdings,
+        update: bool,
+        owner: &Owner,
+        got: &mut Holdings,
+        dry_run: bool,
+    ) -> Result<()> {
+        let configured: Vec<&str> = self.cidrs.iter().map(Cidr::family).collect();
+        let r = resolve_families(&configured, &obj["spec"], update)
+            .map_err(|causes| Self::invalid(def, obj, causes))?;
+        obj["spec"]["ipFamilies"] = json!(r.families);
+        obj["spec"]["ipFamilyPolicy"] = json!(r.policy);
+        if r.headless {
+            obj["spec"]["clusterIPs"] = json!(["None"]);
+            return Ok(());
+        }
+        let mut ips = Vec::new();
+        for (i, family) in r.families.iter().enumerate() {
+            let Some(cidr) = self.cidrs.iter().find(|c| c.family() == *family) else {
+                continue; // resolve_families refused it already
+            };
+            let Some(asked) = r.asked.get(i) else {
+                let Some(ip) = Self::allocate_ip(cidr, store, owner, dry_run).await? else {
+                    return Err(Error::Internal(format!(
+                        "failed to allocate a serviceIP: range is full ({})",
+                        cidr.text
+                    )));
+                };
+                got.ips.push(ip.to_string());
+                ips.push(ip.to_string());
+                continue;
+            };
+            if had.ips.contains(asked) {
+                ips.push(asked.clone());
+                continue;
+            }
+            let field = format!("[]string{{{asked:?}}}");
+            let in_range = asked
+                .parse::<IpAddr>()
+                .ok()
+                .and_then(|ip| cidr.offset(&ip))
+                .is_some();
+            if !in_range {
+                return Err(Self::invalid(
+                    def,
+                    obj,
+                    vec![invalid_raw(
+                        "spec.clusterIPs",
+                        &field,
+                        &format!(
+                            "failed to allocate IP {asked}: the provided IP ({asked}) is not in the valid range. The range of valid IPs is {}",
+                            cidr.text
+                        ),
+                    )],
+                ));
+            }
+            let key = ip_reservation(asked);
+            if !Self::take(store, &key, owner, dry_run).await? {
+                return Err(Self::invalid(
+                    def,
+                    obj,
+                    vec![invalid_raw(
+                        "spec.clusterIPs",
+                        &field,
+                        &format!("failed to allocate IP {asked}: provided IP is already allocated"),
+                    )],
+                ));
+            }
+            got.ips.push(asked.clone());
+            ips.push(asked.clone());
+        }
+        if let Some(first) = ips.first() {
+            obj["spec"]["clusterIP"] = json!(first);
+        }
+        obj["spec"]["clusterIPs"] = json!(ips);
+        Ok(())
+    }
+
     /// Releases what `from` holds and `keep` does not.
     async fn release_diff(store: &Arc<dyn Datastore>, from: &Value, keep: Option<&Value>) {
         let owner = Owner::of(from);
@@ -530,6 +604,154 @@ impl ServiceAllocator {
             Self::release(store, &port_reservation(*p), owner).await;
         }
     }
+}
+
+/// A Service's IP families as allocation settles them.
+#[derive(Debug, PartialEq)]
+struct Families {
+    /// `spec.ipFamilies`, primary first.
+    families: Vec<&'static str>,
+    /// `spec.ipFamilyPolicy`.
+    policy: &'static str,
+    /// The cluster IPs the Service asks for (or holds), one per family at most.
+    asked: Vec<String>,
+    /// `clusterIP: None`.
+    headless: bool,
+}
+
+fn family_name(f: &str) -> Option<&'static str> {
+    match f {
+        "IPv4" => Some("IPv4"),
+        "IPv6" => Some("IPv6"),
+        _ => None,
+    }
+}
+
+/// Upstream's `initIPFamilyFields` for a cluster with service ranges of the `configured`
+/// families (primary first): the families follow the asked cluster IPs, then `ipFamilies`,
+/// then the primary; `PreferDualStack`/`RequireDualStack` add the other configured family;
+/// an update to `SingleStack` keeps the first (upstream's downgrade).
+fn resolve_families(
+    configured: &[&'static str],
+    spec: &Value,
+    update: bool,
+) -> std::result::Result<Families, Vec<FieldError>> {
+    let strs = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(String::from))
+            .filter(|x| !x.is_empty())
+            .collect()
+    };
+    let headless = spec["clusterIP"] == "None"
+        || spec["clusterIPs"].get(0).and_then(Value::as_str) == Some("None");
+    let mut asked = strs(&spec["clusterIPs"]);
+    if asked.is_empty() {
+        asked.extend(
+            spec["clusterIP"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+        );
+    }
+    if headless {
+        asked.clear();
+    }
+    let mut policy = match spec["ipFamilyPolicy"].as_str() {
+        Some("PreferDualStack") => "PreferDualStack",
+        Some("RequireDualStack") => "RequireDualStack",
+        _ => "SingleStack",
+    };
+    let given = strs(&spec["ipFamilies"]);
+    let mut errs = Vec::new();
+    let mut families: Vec<&'static str> = Vec::new();
+    for (i, f) in given.iter().enumerate() {
+        match family_name(f) {
+            Some(f) if families.contains(&f) => errs.push(FieldError::duplicate(
+                format!("spec.ipFamilies[{i}]"),
+                &json!(f),
+            )),
+            Some(f) => families.push(f),
+            None => errs.push(FieldError::not_supported(
+                format!("spec.ipFamilies[{i}]"),
+                &json!(f),
+                &["IPv4", "IPv6"],
+            )),
+        }
+    }
+    // The defaulted `[IPv4]` of a Service asking for nothing, on a cluster without IPv4.
+    if asked.is_empty() && families == ["IPv4"] && !configured.contains(&"IPv4") {
+        families.clear();
+    }
+    // Asked addresses decide their families.
+    for (i, ip) in asked.iter().enumerate() {
+        let Ok(addr) = ip.parse::<IpAddr>() else {
+            continue; // validation reports it
+        };
+        let f = if addr.is_ipv6() { "IPv6" } else { "IPv4" };
+        match families.get(i) {
+            Some(g) if *g != f => errs.push(FieldError::invalid(
+                format!("spec.clusterIPs[{i}]"),
+                &json!(ip),
+                format!("expected an {g} value as indicated by `ipFamilies[{i}]`"),
+            )),
+            Some(_) => {}
+            None if families.contains(&f) => errs.push(FieldError::invalid(
+                format!("spec.clusterIPs[{i}]"),
+                &json!(ip),
+                "may not have the same IP family as clusterIPs[0]",
+            )),
+            None => families.push(f),
+        }
+    }
+    if families.len() > 1 && policy == "SingleStack" {
+        if update {
+            // Downgrade: the first address and family stay, the second is released.
+            families.truncate(1);
+            asked.truncate(1);
+        } else if asked.len() > 1 && given.len() <= 1 {
+            // Two addresses and no policy asked: upstream makes it RequireDualStack.
+            policy = "RequireDualStack";
+        } else {
+            errs.push(FieldError::invalid(
+                "spec.ipFamilyPolicy",
+                &json!(policy),
+                "must be 'RequireDualStack' or 'PreferDualStack' when multiple IP families are specified",
+            ));
+        }
+    }
+    if families.is_empty() {
+        families.extend(configured.first());
+    }
+    if policy == "RequireDualStack" && configured.len() < 2 {
+        errs.push(FieldError::invalid(
+            "spec.ipFamilyPolicy",
+            &json!(policy),
+            "this cluster is not configured for dual-stack services",
+        ));
+    }
+    for (i, f) in families.iter().enumerate() {
+        if !configured.contains(f) {
+            errs.push(FieldError::invalid(
+                format!("spec.ipFamilies[{i}]"),
+                &json!(f),
+                "not configured on this cluster",
+            ));
+        }
+    }
+    if policy != "SingleStack" && families.len() == 1 {
+        families.extend(configured.iter().find(|f| !families.contains(f)));
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(Families {
+        families,
+        policy,
+        asked,
+        headless,
+    })
 }
 
 /// The datastore key reserving a cluster IP. IPv6 addresses contain `:`; keep keys
@@ -639,5 +861,87 @@ mod tests {
         );
         let headless = json!({"spec": {"clusterIP": "None", "clusterIPs": ["None"]}});
         assert_eq!(holdings(&headless), Holdings::default());
+    }
+
+    fn families(configured: &[&'static str], spec: Value, update: bool) -> Families {
+        resolve_families(configured, &spec, update).expect("families")
+    }
+
+    fn refused(configured: &[&'static str], spec: Value) -> String {
+        let errs = resolve_families(configured, &spec, false).expect_err("refused");
+        errs.iter()
+            .map(|e| format!("{}: {}", e.field, e.detail))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    #[test]
+    fn ip_families_as_upstream() {
+        const V4: &[&str] = &["IPv4"];
+        const DUAL: &[&str] = &["IPv4", "IPv6"];
+        const V6_DUAL: &[&str] = &["IPv6", "IPv4"];
+        // Defaults (`[IPv4]`, SingleStack) on every kind of cluster.
+        let single = json!({"ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack"});
+        assert_eq!(families(DUAL, single.clone(), false).families, ["IPv4"]);
+        assert_eq!(families(&["IPv6"], single, false).families, ["IPv6"]);
+        // Dual-stack policies add the other family, in the asked order.
+        let prefer = json!({"ipFamilies": ["IPv4"], "ipFamilyPolicy": "PreferDualStack"});
+        assert_eq!(
+            families(DUAL, prefer.clone(), false).families,
+            ["IPv4", "IPv6"]
+        );
+        assert_eq!(families(V4, prefer, false).families, ["IPv4"]);
+        let v6_first =
+            json!({"ipFamilies": ["IPv6", "IPv4"], "ipFamilyPolicy": "RequireDualStack"});
+        assert_eq!(families(DUAL, v6_first, false).families, ["IPv6", "IPv4"]);
+        let v6_only = json!({"ipFamilies": ["IPv6"], "ipFamilyPolicy": "RequireDualStack"});
+        assert_eq!(families(V6_DUAL, v6_only, false).families, ["IPv6", "IPv4"]);
+        // Two asked addresses under the defaulted policy: RequireDualStack.
+        let two = json!({"clusterIP": "10.43.0.5", "clusterIPs": ["10.43.0.5", "fd43::5"],
+            "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack"});
+        let f = families(DUAL, two.clone(), false);
+        assert_eq!(
+            (f.families, f.policy, f.asked.len()),
+            (vec!["IPv4", "IPv6"], "RequireDualStack", 2)
+        );
+        // Turned SingleStack on update: the first address stays.
+        let f = families(DUAL, two, true);
+        assert_eq!(
+            (f.families, f.asked),
+            (vec!["IPv4"], vec!["10.43.0.5".into()])
+        );
+        // Headless: families, no addresses.
+        let headless = json!({"clusterIP": "None", "clusterIPs": ["None"],
+            "ipFamilies": ["IPv4"], "ipFamilyPolicy": "PreferDualStack"});
+        let f = families(DUAL, headless, false);
+        assert!(f.headless && f.asked.is_empty());
+        assert_eq!(f.families, ["IPv4", "IPv6"]);
+
+        assert_eq!(
+            refused(V4, json!({"ipFamilies": ["IPv4"], "ipFamilyPolicy": "RequireDualStack"})),
+            "spec.ipFamilyPolicy: Invalid value: \"RequireDualStack\": this cluster is not configured for dual-stack services"
+        );
+        assert_eq!(
+            refused(
+                V4,
+                json!({"ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack"})
+            ),
+            "spec.ipFamilies[0]: Invalid value: \"IPv6\": not configured on this cluster"
+        );
+        assert!(refused(
+            DUAL,
+            json!({"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "SingleStack"})
+        )
+        .contains("must be 'RequireDualStack' or 'PreferDualStack'"));
+        assert!(refused(
+            DUAL,
+            json!({"ipFamilies": ["IPv4", "IPv4"], "ipFamilyPolicy": "PreferDualStack"})
+        )
+        .starts_with("spec.ipFamilies[1]: Duplicate value"));
+        assert!(refused(
+            DUAL,
+            json!({"clusterIPs": ["fd43::1"], "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack"})
+        )
+        .contains("expected an IPv4 value"));
     }
 }

@@ -25,6 +25,11 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The LAN's prefix: `10.77.0.1` is the server, nodes are `10.77.0.10`, `.11`, …
 pub const LAN_PREFIX: &str = "10.77.0";
+/// The LAN bridge's own address in the LAN namespace: "a laptop on the LAN" that is no node
+/// (see [`Cluster::lan_exec`]).
+pub const LAN_CLIENT: &str = "10.77.0.254";
+/// [`LAN_CLIENT`]'s IPv6 address (with [`Options::ipv6`]).
+pub const LAN_CLIENT6: &str = "fd77::fe";
 /// The LAN's IPv6 prefix (with [`Options::ipv6`]): `fd77::1` is the server, nodes `fd77::10`, …
 pub const LAN_PREFIX6: &str = "fd77::";
 
@@ -121,6 +126,27 @@ impl Cluster {
         let lan = Netns::new(format!("{id}-lan"));
         ip(&["-n", &lan.name, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &lan.name, "link", "set", "br0", "up"]);
+        ip(&[
+            "-n",
+            &lan.name,
+            "addr",
+            "add",
+            &format!("{LAN_CLIENT}/24"),
+            "dev",
+            "br0",
+        ]);
+        if opts.ipv6 {
+            ip(&[
+                "-n",
+                &lan.name,
+                "addr",
+                "add",
+                &format!("{LAN_CLIENT6}/64"),
+                "dev",
+                "br0",
+                "nodad",
+            ]);
+        }
         let join = |ns: &Netns, port: &str, addr: &str, addr6: Option<&str>| {
             ip(&[
                 "-n", &lan.name, "link", "add", port, "type", "veth", "peer", "name", "eth0",
@@ -230,6 +256,12 @@ impl Cluster {
                 },
             );
         }
+    }
+
+    /// Runs `args` on the LAN itself, from [`LAN_CLIENT`] / [`LAN_CLIENT6`] (a machine on the LAN that is not a
+    /// node, e.g. a client of NodePorts).
+    pub fn lan_exec(&self, args: &[&str]) -> std::process::Output {
+        self.lan.exec(args)
     }
 
     /// The server's namespace.

@@ -161,9 +161,28 @@ fn unmount_under(dir: &Path) {
     }
 }
 
-/// Kills the containerd of data dir `data`, the shims of its socket and their containers,
-/// then unmounts what is under `data` and its run dir and removes the run dir (the distro
-/// process must be gone already). Does nothing before containerd's config is written.
+/// The names of containerd's pod sandbox namespaces (`/var/run/netns/cni-*`) that processes
+/// `pids` are in: a node killed with its pods running leaves them mounted otherwise.
+fn pod_netns(pids: &[i32]) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let ns_of = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let ours: Vec<(u64, u64)> = pids
+        .iter()
+        .filter_map(|p| ns_of(Path::new(&format!("/proc/{p}/ns/net"))))
+        .collect();
+    std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("cni-"))
+        .filter(|e| ns_of(&e.path()).is_some_and(|id| ours.contains(&id)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Kills the containerd of data dir `data`, the shims of its socket and their containers
+/// (removing their pod network namespaces), then unmounts what is under `data` and its run
+/// dir and removes the run dir (the distro process must be gone already). Does nothing before containerd's config is written.
 pub(crate) fn remove_runtime(data: &Path) {
     let Some(run) = run_dir(data) else {
         return;
@@ -191,10 +210,15 @@ pub(crate) fn remove_runtime(data: &Path) {
             .filter(|(_, _, c)| c.contains("containerd --config") && c.contains(&config))
             .map(|(p, _, _)| *p),
     );
+    // Taken before the kill: the containers' sandbox namespaces containerd would have removed.
+    let pod_netns = pod_netns(&victims);
     for pid in victims {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
     std::thread::sleep(Duration::from_millis(200));
+    for name in pod_netns {
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    }
     unmount_under(data);
     unmount_under(&run);
     let _ = std::fs::remove_dir_all(&run);
