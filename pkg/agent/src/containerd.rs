@@ -117,6 +117,8 @@ async fn serve(
         .and_then(|k| k.parse::<i64>().ok())
         .map_or(0, |k| k * 1024);
     let root_dir = dir.join("kubelet");
+    // Node status and pressure eviction (status.rs, eviction.rs); admission reads it too.
+    let (pressure_tx, pressure_rx) = watch::channel(crate::status::Pressure::default());
     let settings = distro_kubelet::worker::Settings {
         node_name: name.clone(),
         host_ips: vec![real.host_ip.clone()],
@@ -152,6 +154,7 @@ async fn serve(
         },
         max_concurrent_syncs: KUBELET_CONCURRENCY,
         allocatable: real.capacity.clone(),
+        pressure: pressure_rx.clone(),
     };
     let api = Arc::new(distro_kubelet::server::KubeletApi {
         provider: distro_kubelet::server::cri::CriNode::new(
@@ -164,8 +167,6 @@ async fn serve(
     });
     let server =
         distro_kubelet::server::serve(listener.listener, listener.tls, api, shutdown.clone());
-    // Node status and pressure eviction (status.rs, eviction.rs).
-    let (pressure_tx, pressure_rx) = watch::channel(crate::status::Pressure::default());
     let machine = {
         let (name, ip, port) = (name.clone(), real.host_ip.clone(), listener.addr.port());
         tokio::task::spawn_blocking(move || crate::status::Machine::read(&name, &ip, port)).await?

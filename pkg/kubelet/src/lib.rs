@@ -16,7 +16,9 @@
 //!   Events and status writes, graceful deletion, adoption after a restart.
 //! - [`prober`]: liveness, readiness and startup probes; [`lifecycle`]: postStart and preStop
 //!   hooks and the graceful stop of a container.
+//! - [`admission`]: which new pods the node refuses (pressure, resources, node affinity).
 
+pub mod admission;
 pub mod backoff;
 pub mod images;
 pub mod lifecycle;
