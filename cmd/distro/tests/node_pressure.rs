@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use distro_testharness::node::{install_images, NodeCleanup, BUSYBOX};
-use distro_testharness::{eventually, Server, LATEST};
+use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
@@ -163,6 +163,7 @@ fn node_refuses_pods_it_cannot_admit() {
         ],
     );
     ready_node(&s, &node);
+    check_spec(&s, &node);
 
     let elsewhere = pod_manifest("elsewhere", &node, "exec sleep 3600", "").replace(
         "  hostNetwork: true\n",
@@ -229,4 +230,134 @@ fn node_refuses_pods_it_cannot_admit() {
     );
     std::fs::remove_file(&fill).unwrap();
     eprintln!("node_refuses_pods_it_cannot_admit: {:?}", began.elapsed());
+}
+
+/// Whether containerd of the server's node runs a container of pod `uid`.
+fn running_containers(s: &Server, uid: &str) -> bool {
+    let socket = distro_cri::containerd::Paths::new(&s.data_dir(), Path::new("/run/distro")).socket;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cri = distro_cri::Cri::connect(&socket).await.expect("containerd");
+        let list = cri.list_containers().await.expect("listing containers");
+        list.iter().any(|c| {
+            c.labels.get("io.kubernetes.pod.uid").map(String::as_str) == Some(uid)
+                && c.state == distro_cri::api::ContainerState::ContainerRunning as i32
+        })
+    })
+}
+
+/// A soft threshold sets the condition at once but evicts only after its grace period, and
+/// the evicted pod gets `--eviction-max-pod-grace-period`, not its own 60 s, to stop.
+#[test]
+fn soft_threshold_evicts_after_its_grace_period() {
+    let began = Instant::now();
+    let (s, _cleanup, node) = server_on_tmpfs(
+        "soft",
+        &[
+            "--eviction-hard=",
+            "--eviction-soft=nodefs.available<50%",
+            "--eviction-soft-grace-period=nodefs.available=20s",
+            "--eviction-max-pod-grace-period=2",
+            "--eviction-minimum-reclaim=nodefs.available=1Mi",
+            "--eviction-pressure-transition-period=0s",
+        ],
+    );
+    ready_node(&s, &node);
+    // Ignores SIGTERM: only the kill at the end of its grace period stops it.
+    let stubborn = pod_manifest(
+        "stubborn",
+        &node,
+        "trap '' TERM; while true; do sleep 1; done",
+        "",
+    )
+    .replace(
+        "terminationGracePeriodSeconds: 1",
+        "terminationGracePeriodSeconds: 60",
+    );
+    s.ok_stdin(LATEST, &["apply", "-f", "-"], Some(&stubborn));
+    let uid = eventually(Duration::from_secs(30), EVERY, "stubborn Running", || {
+        let p = pod(&s, "stubborn")?;
+        (p["status"]["phase"] == "Running")
+            .then(|| p["metadata"]["uid"].as_str().unwrap().to_string())
+    });
+
+    let fill = fill_to_40_percent(&s);
+    eventually(Duration::from_secs(30), EVERY, "DiskPressure", || {
+        disk_pressure(&s, &node).then_some(())
+    });
+    let pressured = Instant::now();
+    let p = failed(&s, "stubborn");
+    let waited = pressured.elapsed();
+    assert!(
+        waited >= Duration::from_secs(15),
+        "evicted {waited:?} after the condition, before the 20 s grace period"
+    );
+    assert_eq!(p["status"]["reason"], "Evicted", "{}", p["status"]);
+    let msg = p["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("The node was low on resource: ephemeral-storage."),
+        "{msg}"
+    );
+    let evicted = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "stubborn's container stopped",
+        || (!running_containers(&s, &uid)).then_some(()),
+    );
+    let stopped = evicted.elapsed();
+    assert!(
+        stopped < Duration::from_secs(20),
+        "stopping took {stopped:?}: the max pod grace period (2 s) applies, not the pod's 60 s"
+    );
+    std::fs::remove_file(&fill).unwrap();
+    eprintln!(
+        "soft_threshold_evicts_after_its_grace_period: {:?}",
+        began.elapsed()
+    );
+}
+
+/// `/spec` through the API server's node proxy: cAdvisor's MachineInfo of this machine.
+fn check_spec(s: &Server, node: &str) {
+    let path = format!("/api/v1/nodes/{node}/proxy/spec");
+    let spec: Value = serde_json::from_str(&s.ok(LATEST, &["get", "--raw", &path])).unwrap();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count() as u64;
+    assert_eq!(spec["num_cores"], cores, "{spec}");
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert_eq!(spec["memory_capacity"], kib * 1024, "{spec}");
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(spec["boot_id"], boot_id.trim());
+    assert!(spec["machine_id"].is_string() && spec["system_uuid"].is_string());
+    let fs = spec["filesystems"].as_array().expect("filesystems");
+    assert!(
+        fs.iter().all(
+            |f| f["device"].as_str().is_some_and(|d| d.starts_with("/dev/"))
+                && f["capacity"].as_u64().is_some()
+        ),
+        "{spec}"
+    );
+}
+
+/// `/spec` on a simulated node too (the API server's kubelet client needs `nodes/spec`).
+#[test]
+fn spec_is_served_by_simulated_nodes() {
+    let began = Instant::now();
+    let s = Server::start(bin());
+    let node = format!("specfake-{}", std::process::id());
+    let _agent = Agent::start(bin(), &s, &["--node-name", &node]);
+    ready_node(&s, &node);
+    check_spec(&s, &node);
+    eprintln!("spec_is_served_by_simulated_nodes: {:?}", began.elapsed());
 }

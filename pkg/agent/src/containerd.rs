@@ -155,6 +155,7 @@ async fn serve(
         max_concurrent_syncs: KUBELET_CONCURRENCY,
         allocatable: real.capacity.clone(),
         pressure: pressure_rx.clone(),
+        eviction_grace: Default::default(),
     };
     let api = Arc::new(distro_kubelet::server::KubeletApi {
         provider: distro_kubelet::server::cri::CriNode::new(
@@ -184,6 +185,9 @@ async fn serve(
         client: client.clone(),
         node: name.clone(),
         thresholds: config.eviction_hard.clone(),
+        soft: config.eviction_soft.clone(),
+        max_pod_grace_period: config.eviction_max_pod_grace_period,
+        grace: settings.eviction_grace.clone(),
         transition_period: config.eviction_pressure_transition_period,
         root_dir: root_dir.clone(),
         image_dir: rt.paths.root.clone(),

@@ -199,6 +199,11 @@ pub struct Config {
     /// How long a pressure condition stays after its thresholds are no longer met
     /// (`--eviction-pressure-transition-period`).
     pub eviction_pressure_transition_period: std::time::Duration,
+    /// Soft eviction thresholds with their grace periods (`--eviction-soft`,
+    /// `--eviction-soft-grace-period`; minimum reclaim on both sets).
+    pub eviction_soft: eviction::Thresholds,
+    /// The most a soft eviction gives a pod to stop (`--eviction-max-pod-grace-period`).
+    pub eviction_max_pod_grace_period: i64,
     /// Cluster ranges, overlay backend and node addresses (`--cluster-cidr`,
     /// `--flannel-backend`, `--node-ip`, `--node-external-ip`).
     pub network: network::Settings,

@@ -103,6 +103,35 @@ pub struct Settings {
     pub allocatable: BTreeMap<String, Quantity>,
     /// The eviction manager's pressure conditions, for admission ([`crate::admission`]).
     pub pressure: watch::Receiver<crate::admission::Pressure>,
+    /// The grace periods the eviction manager gives the pods it evicts.
+    pub eviction_grace: EvictionGrace,
+}
+
+/// The grace period of each pod the node-pressure eviction manager evicted, by pod UID:
+/// upstream's eviction manager kills the pod itself with this override; here it marks the
+/// pod Failed through the API and its pod worker stops the containers, so the override is
+/// handed over in memory (the API has no field for it).
+#[derive(Clone, Debug, Default)]
+pub struct EvictionGrace(Arc<std::sync::Mutex<HashMap<String, i64>>>);
+
+impl EvictionGrace {
+    /// Records that pod `uid` was evicted with `seconds` to stop.
+    pub fn set(&self, uid: &str, seconds: i64) {
+        self.lock().insert(uid.to_string(), seconds);
+    }
+
+    /// The grace period pod `uid` was evicted with, if it was.
+    pub fn get(&self, uid: &str) -> Option<i64> {
+        self.lock().get(uid).copied()
+    }
+
+    fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Static pod changes in flight: a directory's worth, and the source waits when full.
@@ -124,6 +153,7 @@ pub struct Context {
     /// This node's Node (from its own watch), for admission; `None` until first seen.
     node: std::sync::Mutex<Option<Arc<Node>>>,
     pressure: watch::Receiver<crate::admission::Pressure>,
+    pub(crate) eviction_grace: EvictionGrace,
 }
 
 impl Context {
@@ -201,6 +231,7 @@ pub async fn run_with_static_pods(
         node_name: settings.node_name.clone(),
         node: std::sync::Mutex::new(None),
         pressure: settings.pressure.clone(),
+        eviction_grace: settings.eviction_grace.clone(),
     });
     let permits = Arc::new(Semaphore::new(settings.max_concurrent_syncs.max(1)));
 
@@ -572,6 +603,7 @@ async fn worker(
         let delay = match result {
             Ok(Next::Finished) => {
                 remove_pod_dir(&ctx, &uid).await;
+                ctx.eviction_grace.forget(&uid);
                 return uid;
             }
             Ok(Next::Resync(d)) => d,
