@@ -382,10 +382,22 @@ async fn own_node(
     ctx: &Context,
 ) -> impl futures::Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Send {
     let api: Api<Node> = Api::all(ctx.client.clone());
-    match api.get(&ctx.node_name).await {
-        Ok(n) => *ctx.node.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(n)),
-        Err(e) => {
-            tracing::warn!(node = %ctx.node_name, error = %e, "reading the node for admission failed; waiting for its watch")
+    // The Node was registered just before: a failure here is transient, and without the
+    // Node new pods would be refused (InvalidNodeInfo), so retry a few times first.
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match api.get(&ctx.node_name).await {
+            Ok(n) => {
+                *ctx.node.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(n));
+                break;
+            }
+            Err(e) if attempt == 5 => {
+                tracing::warn!(node = %ctx.node_name, error = %e, "reading the node for admission failed; waiting for its watch")
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
         }
     }
     let config = watcher::Config::default().fields(&format!("metadata.name={}", ctx.node_name));
