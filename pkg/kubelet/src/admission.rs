@@ -12,6 +12,9 @@
 //! - Critical pods (static, mirror, priority ≥ system-critical) are admitted without the
 //!   resource checks; upstream instead evicts lower-priority pods to make room for them.
 //! - No device-plugin, topology-manager, sysctl or AppArmor handlers.
+//! - Simulated nodes (`--runtime fake`) run no pod workers and admit every pod.
+//! - A pod seen again before its refusal is written (a rare watch race) may be refused and
+//!   recorded twice.
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 

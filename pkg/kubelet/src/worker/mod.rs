@@ -18,8 +18,10 @@
 //! restart finds them and keeps them. Sandboxes whose pod no longer exists (deleted while
 //! distro was down) are stopped and removed once the first pod list is complete.
 //!
+//! Admission: a pod new to the node passes [`crate::admission`] before it gets a worker
+//! (pressure, resources, node affinity); a refused one is marked Failed instead.
+//!
 //! # Limits
-//! - No eviction and no static pods yet.
 //! - Containers of a terminated pod are kept (for logs) until the pod is deleted; there is
 //!   no container garbage collection of old attempts yet.
 
