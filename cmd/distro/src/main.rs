@@ -447,6 +447,28 @@ struct NodeArgs {
     /// at least 3s).
     #[arg(long, default_value = "10s", value_parser = parse_go_duration, help_heading = "Node")]
     container_log_monitor_interval: std::time::Duration,
+    // --- pressure ---
+    /// Soft eviction thresholds (same syntax as --eviction-hard): pods are evicted once one
+    /// has held for its --eviction-soft-grace-period.
+    #[arg(
+        long,
+        env = "DISTRO_EVICTION_SOFT",
+        default_value = "",
+        help_heading = "Node"
+    )]
+    eviction_soft: String,
+    /// Grace period of each soft threshold, signal=duration comma-separated (e.g.
+    /// memory.available=1m30s); every soft threshold needs one.
+    #[arg(long, default_value = "", help_heading = "Node")]
+    eviction_soft_grace_period: String,
+    /// The most seconds a pod evicted for a soft threshold gets to stop (it gets the smaller
+    /// of this and its own terminationGracePeriodSeconds).
+    #[arg(long, default_value_t = 0, help_heading = "Node")]
+    eviction_max_pod_grace_period: i64,
+    /// How far above a threshold a signal must climb before eviction stops, signal=quantity
+    /// or signal=percent% comma-separated (e.g. nodefs.available=500Mi).
+    #[arg(long, default_value = "", help_heading = "Node")]
+    eviction_minimum_reclaim: String,
     // --- overlay ---
     /// How pod traffic reaches other nodes: vxlan, host-gw (nodes on one L2 segment) or none.
     #[arg(
@@ -709,13 +731,25 @@ fn node_config(
         kubelet_port: n.kubelet_port,
         cni_bridge: n.cni_bridge,
         image_gc,
-        eviction_hard: n.eviction_hard.parse().map_err(anyhow::Error::msg)?,
+        eviction_hard: n
+            .eviction_hard
+            .parse::<distro_agent::eviction::Thresholds>()
+            .and_then(|t| t.with_min_reclaim(&n.eviction_minimum_reclaim))
+            .map_err(anyhow::Error::msg)?,
         eviction_pressure_transition_period: n.eviction_pressure_transition_period,
         container_logs: distro_kubelet::log_rotation::Policy::parse(
             &n.container_log_max_size,
             n.container_log_max_files,
             n.container_log_monitor_interval,
         )?,
+        eviction_soft: distro_agent::eviction::Thresholds::soft(
+            &n.eviction_soft,
+            &n.eviction_soft_grace_period,
+            parse_go_duration,
+        )
+        .and_then(|t| t.with_min_reclaim(&n.eviction_minimum_reclaim))
+        .map_err(anyhow::Error::msg)?,
+        eviction_max_pod_grace_period: n.eviction_max_pod_grace_period,
         network,
         dns,
     })

@@ -123,6 +123,8 @@ async fn serve(
         .and_then(|k| k.parse::<i64>().ok())
         .map_or(0, |k| k * 1024);
     let root_dir = dir.join("kubelet");
+    // Node status and pressure eviction (status.rs, eviction.rs); admission reads it too.
+    let (pressure_tx, pressure_rx) = watch::channel(crate::status::Pressure::default());
     let settings = distro_kubelet::worker::Settings {
         node_name: name.clone(),
         host_ips: vec![real.host_ip.clone()],
@@ -158,6 +160,8 @@ async fn serve(
         },
         max_concurrent_syncs: KUBELET_CONCURRENCY,
         allocatable: real.capacity.clone(),
+        pressure: pressure_rx.clone(),
+        eviction_grace: Default::default(),
     };
     let api = Arc::new(distro_kubelet::server::KubeletApi {
         provider: distro_kubelet::server::cri::CriNode::new(
@@ -170,8 +174,6 @@ async fn serve(
     });
     let server =
         distro_kubelet::server::serve(listener.listener, listener.tls, api, shutdown.clone());
-    // Node status and pressure eviction (status.rs, eviction.rs).
-    let (pressure_tx, pressure_rx) = watch::channel(crate::status::Pressure::default());
     let machine = {
         let (name, ip, port) = (name.clone(), real.host_ip.clone(), listener.addr.port());
         tokio::task::spawn_blocking(move || crate::status::Machine::read(&name, &ip, port)).await?
@@ -189,6 +191,9 @@ async fn serve(
         client: client.clone(),
         node: name.clone(),
         thresholds: config.eviction_hard.clone(),
+        soft: config.eviction_soft.clone(),
+        max_pod_grace_period: config.eviction_max_pod_grace_period,
+        grace: settings.eviction_grace.clone(),
         transition_period: config.eviction_pressure_transition_period,
         root_dir: root_dir.clone(),
         image_dir: rt.paths.root.clone(),

@@ -1,6 +1,8 @@
 //! Node-pressure eviction, as upstream's kubelet eviction manager with hard thresholds
 //! (`--eviction-hard`, default `memory.available<100Mi,nodefs.available<10%,
-//! imagefs.available<15%,nodefs.inodesFree<5%`).
+//! imagefs.available<15%,nodefs.inodesFree<5%`) and soft ones (`--eviction-soft` with
+//! `--eviction-soft-grace-period`, `--eviction-max-pod-grace-period`), both with
+//! `--eviction-minimum-reclaim`.
 //!
 //! Every [`MONITOR_INTERVAL`] the signals are observed — `memory.available` as the machine's
 //! memory less the root memory cgroup's working set (usage less inactive file pages; from
@@ -9,16 +11,20 @@
 //! process count — and compared with the thresholds. A met threshold sets the node's
 //! pressure condition ([`crate::status::Pressure`], posted at once by the status reporter;
 //! the node lifecycle controller then adds the `node.kubernetes.io/*-pressure` NoSchedule
-//! taint) and evicts one pod per interval, ranked as upstream: pods whose usage exceeds
+//! taint) at once, soft thresholds included; once a threshold has held for its grace period
+//! (zero for hard ones) the manager evicts one pod per interval, ranked as upstream: pods whose usage exceeds
 //! their requests first, then lower priority, then larger usage above requests. The evicted
 //! pod's status becomes phase Failed, reason Evicted with upstream's message, and its pod
-//! worker stops its containers (a terminal phase). A condition clears only once no
-//! threshold of its kind was met for the pressure transition period
-//! (`--eviction-pressure-transition-period`, upstream's 5 m default).
+//! worker stops its containers (a terminal phase) with the eviction's grace period: 0 (the
+//! runtime's 2 s minimum) for a hard threshold, the smaller of the pod's own and
+//! `--eviction-max-pod-grace-period` for a soft one ([`distro_kubelet::worker::EvictionGrace`]).
+//! A threshold once acted on stays met until `available` is back above its quantity plus
+//! its minimum reclaim. A condition clears only once no threshold of its kind was met for
+//! the pressure transition period (`--eviction-pressure-transition-period`, upstream's 5 m
+//! default). The decisions are the pure [`Tracker`].
 //!
 //! # Limits
-//! - Hard thresholds only (no soft thresholds and grace periods, no minimum reclaim), and
-//!   no node-level reclaim (image or container garbage collection) before evicting.
+//! - No node-level reclaim (image or container garbage collection) before evicting.
 //! - A pod's disk usage counts its volumes and logs under the kubelet's dirs, not its
 //!   containers' writable layers; its memory usage is its pod cgroup's working set
 //!   (cgroup v1 or v2 file names).
@@ -93,28 +99,120 @@ pub enum Amount {
     Percent(f64),
 }
 
-/// One hard threshold: `signal < amount`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Threshold {
-    /// What is measured.
-    pub signal: Signal,
-    /// Below this is pressure.
-    pub amount: Amount,
-}
-
-impl Threshold {
-    /// The threshold in absolute units, for a resource of `capacity`.
-    pub fn quantity(&self, capacity: i64) -> i64 {
-        match self.amount {
+impl Amount {
+    /// The amount in absolute units, for a resource of `capacity`.
+    pub fn of(self, capacity: i64) -> i64 {
+        match self {
             Amount::Quantity(q) => q,
             Amount::Percent(p) => (capacity as f64 * p / 100.0).round() as i64,
         }
     }
 }
 
-/// The hard thresholds (`--eviction-hard`).
+/// One threshold: `signal < amount`, acted on once it held for `grace_period`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Threshold {
+    /// What is measured.
+    pub signal: Signal,
+    /// Below this is pressure.
+    pub amount: Amount,
+    /// How long it must hold before pods are evicted: zero for a hard threshold.
+    pub grace_period: Duration,
+    /// Once acted on, how far above `amount` available must climb before the threshold is
+    /// no longer met (`--eviction-minimum-reclaim`).
+    pub min_reclaim: Option<Amount>,
+}
+
+impl Threshold {
+    /// A hard threshold (no grace period, no minimum reclaim).
+    pub fn hard(signal: Signal, amount: Amount) -> Self {
+        Threshold {
+            signal,
+            amount,
+            grace_period: Duration::ZERO,
+            min_reclaim: None,
+        }
+    }
+
+    /// The threshold in absolute units, for a resource of `capacity`.
+    pub fn quantity(&self, capacity: i64) -> i64 {
+        self.amount.of(capacity)
+    }
+
+    /// Whether this is a hard threshold: acted on at once, pods killed without their grace.
+    pub fn is_hard(&self) -> bool {
+        self.grace_period.is_zero()
+    }
+}
+
+/// A set of thresholds (`--eviction-hard`, `--eviction-soft`).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Thresholds(pub Vec<Threshold>);
+
+fn signal_named(flag: &str, part: &str, name: &str) -> Result<Signal, String> {
+    Signal::ALL
+        .iter()
+        .find(|(_, n)| *n == name.trim())
+        .map(|(s, _)| *s)
+        .ok_or_else(|| {
+            format!(
+                "{flag} {part:?}: unknown signal {name:?} (one of {})",
+                Signal::ALL.map(|(_, n)| n).join(", ")
+            )
+        })
+}
+
+/// `quantity` or `percent%`, never negative.
+fn amount(flag: &str, part: &str, value: &str) -> Result<Amount, String> {
+    let value = value.trim();
+    match value.strip_suffix('%') {
+        Some(p) => {
+            let p: f64 = p
+                .parse()
+                .map_err(|_| format!("{flag} {part:?}: bad percentage"))?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(format!("{flag} {part:?}: percentage out of range"));
+            }
+            Ok(Amount::Percent(p))
+        }
+        None => {
+            let q = Q::parse(value).map_err(|e| format!("{flag} {part:?}: {e}"))?;
+            if q.value() < 0 {
+                return Err(format!("{flag} {part:?}: negative quantity"));
+            }
+            Ok(Amount::Quantity(q.value()))
+        }
+    }
+}
+
+/// `signal<value` items of a threshold flag.
+fn parse_thresholds(flag: &str, s: &str) -> Result<Vec<Threshold>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part
+            .split_once('<')
+            .ok_or_else(|| format!("{flag} {part:?} is not signal<value"))?;
+        let signal = signal_named(flag, part, name)?;
+        out.push(Threshold::hard(signal, amount(flag, part, value)?));
+    }
+    Ok(out)
+}
+
+/// `signal=value` items of a per-signal flag, each value parsed by `value`.
+fn per_signal<T>(
+    flag: &str,
+    s: &str,
+    value: impl Fn(&str, &str) -> Result<T, String>,
+) -> Result<BTreeMap<Signal, T>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{flag} {part:?} is not signal=value"))?;
+        out.insert(signal_named(flag, part, name)?, value(part, v.trim())?);
+    }
+    Ok(out)
+}
 
 impl std::str::FromStr for Thresholds {
     type Err = String;
@@ -122,44 +220,52 @@ impl std::str::FromStr for Thresholds {
     /// Parses `signal<quantity` or `signal<percent%`, comma-separated, as the kubelet's
     /// `--eviction-hard`; an empty string sets none.
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, value) = part
-                .split_once('<')
-                .ok_or_else(|| format!("--eviction-hard {part:?} is not signal<value"))?;
-            let signal = Signal::ALL
-                .iter()
-                .find(|(_, n)| *n == name.trim())
-                .map(|(s, _)| *s)
-                .ok_or_else(|| {
-                    format!(
-                        "--eviction-hard {part:?}: unknown signal {name:?} (one of {})",
-                        Signal::ALL.map(|(_, n)| n).join(", ")
-                    )
-                })?;
-            let value = value.trim();
-            let amount = match value.strip_suffix('%') {
-                Some(p) => {
-                    let p: f64 = p
-                        .parse()
-                        .map_err(|_| format!("--eviction-hard {part:?}: bad percentage"))?;
-                    if !(0.0..=100.0).contains(&p) {
-                        return Err(format!("--eviction-hard {part:?}: percentage out of range"));
-                    }
-                    Amount::Percent(p)
-                }
-                None => {
-                    let q =
-                        Q::parse(value).map_err(|e| format!("--eviction-hard {part:?}: {e}"))?;
-                    if q.value() < 0 {
-                        return Err(format!("--eviction-hard {part:?}: negative quantity"));
-                    }
-                    Amount::Quantity(q.value())
-                }
-            };
-            out.push(Threshold { signal, amount });
+        parse_thresholds("--eviction-hard", s).map(Thresholds)
+    }
+}
+
+impl Thresholds {
+    /// Soft thresholds as the kubelet's `--eviction-soft` (same syntax as hard ones) with
+    /// `--eviction-soft-grace-period` (`signal=duration`, comma-separated), which must name
+    /// a grace period for every soft threshold, as upstream requires.
+    ///
+    /// # Errors
+    /// Either flag malformed, or a soft threshold without its grace period.
+    pub fn soft(
+        thresholds: &str,
+        grace_periods: &str,
+        parse_duration: impl Fn(&str) -> Result<Duration, String>,
+    ) -> Result<Thresholds, String> {
+        let flag = "--eviction-soft-grace-period";
+        let graces = per_signal(flag, grace_periods, |part, v| {
+            parse_duration(v).map_err(|e| format!("{flag} {part:?}: {e}"))
+        })?;
+        let mut out = parse_thresholds("--eviction-soft", thresholds)?;
+        for t in &mut out {
+            let grace = graces.get(&t.signal).ok_or_else(|| {
+                format!(
+                    "grace period must be specified for the soft eviction threshold {} (--eviction-soft-grace-period)",
+                    Signal::ALL.iter().find(|(s, _)| *s == t.signal).map_or("", |(_, n)| n)
+                )
+            })?;
+            // Zero would make it hard; upstream's smallest grace is a tick anyway.
+            t.grace_period = (*grace).max(Duration::from_nanos(1));
         }
         Ok(Thresholds(out))
+    }
+
+    /// Sets `--eviction-minimum-reclaim` (`signal=quantity` or `signal=percent%`,
+    /// comma-separated) on the thresholds of the signals it names.
+    ///
+    /// # Errors
+    /// The flag malformed.
+    pub fn with_min_reclaim(mut self, spec: &str) -> Result<Thresholds, String> {
+        let flag = "--eviction-minimum-reclaim";
+        let reclaim = per_signal(flag, spec, |part, v| amount(flag, part, v))?;
+        for t in &mut self.0 {
+            t.min_reclaim = reclaim.get(&t.signal).copied();
+        }
+        Ok(self)
     }
 }
 
@@ -355,6 +461,110 @@ pub fn pressure(met: &[(Threshold, Observation)]) -> Pressure {
     p
 }
 
+/// The eviction manager's memory between observations, upstream's `thresholdsMet`,
+/// `thresholdsFirstObservedAt` and `nodeConditionsLastObservedAt`: pure, so its timing is
+/// tested without a node.
+#[derive(Debug)]
+pub struct Tracker {
+    thresholds: Vec<Threshold>,
+    transition_period: Duration,
+    /// Per threshold: when it was first seen met, while it stays met.
+    first_observed: Vec<Option<tokio::time::Instant>>,
+    /// Per threshold: acted on last round (held for its grace period), so it stays met until
+    /// its minimum reclaim is satisfied.
+    acted: Vec<bool>,
+    /// When each kind of pressure (memory, disk, pid) was last observed.
+    last_seen: [Option<tokio::time::Instant>; 3],
+}
+
+/// What one observation implies.
+#[derive(Debug, PartialEq)]
+pub struct Verdict {
+    /// The node's pressure conditions (met thresholds regardless of grace, held for the
+    /// transition period).
+    pub pressure: Pressure,
+    /// The thresholds to act on now (held for their grace period), most urgent first
+    /// (memory, then disk, then pids), with their observations.
+    pub reclaim: Vec<(Threshold, Observation)>,
+}
+
+impl Tracker {
+    /// A tracker of `thresholds` (hard and soft).
+    pub fn new(thresholds: Vec<Threshold>, transition_period: Duration) -> Self {
+        let n = thresholds.len();
+        Tracker {
+            thresholds,
+            transition_period,
+            first_observed: vec![None; n],
+            acted: vec![false; n],
+            last_seen: [None; 3],
+        }
+    }
+
+    /// Takes in one round of observations made at `now`.
+    pub fn observe(&mut self, observed: &Observations, now: tokio::time::Instant) -> Verdict {
+        let mut met_now = Vec::new();
+        let mut reclaim = Vec::new();
+        for (i, t) in self.thresholds.iter().enumerate() {
+            let Some(o) = observed.get(&t.signal) else {
+                self.first_observed[i] = None;
+                self.acted[i] = false;
+                continue;
+            };
+            let quantity = t.quantity(o.capacity);
+            let reclaimed = quantity + t.min_reclaim.map_or(0, |m| m.of(o.capacity));
+            let met = o.available < quantity || (self.acted[i] && o.available < reclaimed);
+            if !met {
+                self.first_observed[i] = None;
+                self.acted[i] = false;
+                continue;
+            }
+            let first = *self.first_observed[i].get_or_insert(now);
+            met_now.push((*t, *o));
+            self.acted[i] = now.duration_since(first) >= t.grace_period;
+            if self.acted[i] {
+                reclaim.push((*t, *o));
+            }
+        }
+        let now_pressure = pressure(&met_now);
+        for (i, on) in [now_pressure.memory, now_pressure.disk, now_pressure.pid]
+            .into_iter()
+            .enumerate()
+        {
+            if on {
+                self.last_seen[i] = Some(now);
+            }
+        }
+        let held = |i: usize| {
+            self.last_seen[i].is_some_and(|t| now.duration_since(t) < self.transition_period)
+        };
+        reclaim.sort_by_key(|(t, _)| t.signal);
+        Verdict {
+            pressure: Pressure {
+                memory: now_pressure.memory || held(0),
+                disk: now_pressure.disk || held(1),
+                pid: now_pressure.pid || held(2),
+            },
+            reclaim,
+        }
+    }
+}
+
+/// The grace period an evicted pod's containers get: none for a hard threshold (the
+/// runtime's minimum), the smaller of the pod's own and `max_pod_grace_period` for a soft one
+/// (upstream's `gracePeriodOverride`).
+pub fn eviction_grace(threshold: &Threshold, pod: &Pod, max_pod_grace_period: i64) -> i64 {
+    if threshold.is_hard() {
+        return 0;
+    }
+    let own = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30);
+    own.min(max_pod_grace_period)
+}
+
 /// A quantity as upstream prints one in eviction messages: binary suffixes when exact.
 pub fn format_quantity(v: i64) -> String {
     for (suffix, unit) in [("Gi", 1i64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
@@ -444,6 +654,12 @@ pub struct Manager {
     pub node: String,
     /// The hard thresholds.
     pub thresholds: Thresholds,
+    /// The soft thresholds, with their grace periods.
+    pub soft: Thresholds,
+    /// The most a soft eviction gives a pod to stop (`--eviction-max-pod-grace-period`).
+    pub max_pod_grace_period: i64,
+    /// Where an evicted pod's grace period is handed to its pod worker.
+    pub grace: distro_kubelet::worker::EvictionGrace,
     /// How long a condition stays after its thresholds are no longer met.
     pub transition_period: Duration,
     /// The kubelet's root dir (nodefs; pods' volumes under `pods/<uid>`).
@@ -461,8 +677,14 @@ impl Manager {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(MONITOR_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // When each kind of pressure was last observed.
-        let mut last_seen: [Option<tokio::time::Instant>; 3] = [None; 3];
+        let all: Vec<Threshold> = self
+            .thresholds
+            .0
+            .iter()
+            .chain(&self.soft.0)
+            .copied()
+            .collect();
+        let mut tracker = Tracker::new(all, self.transition_period);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -477,25 +699,8 @@ impl Manager {
                     Ok(o) => o,
                     Err(_) => continue,
                 };
-            let met = met(&self.thresholds, &observed);
-            let now_pressure = pressure(&met);
-            let now = tokio::time::Instant::now();
-            for (i, on) in [now_pressure.memory, now_pressure.disk, now_pressure.pid]
-                .into_iter()
-                .enumerate()
-            {
-                if on {
-                    last_seen[i] = Some(now);
-                }
-            }
-            let held = |i: usize| {
-                last_seen[i].is_some_and(|t| now.duration_since(t) < self.transition_period)
-            };
-            let shown = Pressure {
-                memory: now_pressure.memory || held(0),
-                disk: now_pressure.disk || held(1),
-                pid: now_pressure.pid || held(2),
-            };
+            let verdict = tracker.observe(&observed, tokio::time::Instant::now());
+            let shown = verdict.pressure;
             self.pressure.send_if_modified(|p| {
                 let changed = *p != shown;
                 if changed {
@@ -505,7 +710,7 @@ impl Manager {
                 changed
             });
             // Memory first, as upstream orders the signals to reclaim.
-            let Some((threshold, observation)) = met.iter().min_by_key(|(t, _)| t.signal) else {
+            let Some((threshold, observation)) = verdict.reclaim.first() else {
                 continue;
             };
             if let Err(e) = self.evict_one(threshold, observation).await {
@@ -585,7 +790,11 @@ impl Manager {
             pod.metadata.name.clone().unwrap_or_default(),
         );
         let message = message(threshold, observed);
-        tracing::info!(node = %self.node, pod = %format!("{ns}/{name}"), %message, "evicting");
+        let grace = eviction_grace(threshold, pod, self.max_pod_grace_period);
+        tracing::info!(node = %self.node, pod = %format!("{ns}/{name}"), %message, grace, "evicting");
+        if let Some(uid) = &pod.metadata.uid {
+            self.grace.set(uid, grace);
+        }
         crate::node::event_of_type(
             &self.client,
             &self.node,
@@ -635,10 +844,7 @@ mod tests {
         assert_eq!(t.0.len(), 4);
         assert_eq!(
             t.0[0],
-            Threshold {
-                signal: Signal::MemoryAvailable,
-                amount: Amount::Quantity(100 << 20)
-            }
+            Threshold::hard(Signal::MemoryAvailable, Amount::Quantity(100 << 20))
         );
         assert_eq!(t.0[1].amount, Amount::Percent(10.0));
         assert!("".parse::<Thresholds>().unwrap().0.is_empty());
@@ -753,5 +959,129 @@ mod tests {
                 "within-requests"
             ]
         );
+    }
+
+    fn secs(s: &str) -> Result<Duration, String> {
+        s.strip_suffix('s')
+            .and_then(|n| n.parse().ok())
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("bad duration {s}"))
+    }
+
+    #[test]
+    fn parses_soft_thresholds_and_minimum_reclaim() {
+        let soft = Thresholds::soft(
+            "memory.available<1Gi,nodefs.available<20%",
+            "memory.available=30s,nodefs.available=90s",
+            secs,
+        )
+        .unwrap()
+        .with_min_reclaim("nodefs.available=5%")
+        .unwrap();
+        assert_eq!(soft.0.len(), 2);
+        assert_eq!(soft.0[0].grace_period, Duration::from_secs(30));
+        assert!(!soft.0[0].is_hard());
+        assert_eq!(soft.0[0].min_reclaim, None);
+        assert_eq!(soft.0[1].grace_period, Duration::from_secs(90));
+        assert_eq!(soft.0[1].min_reclaim, Some(Amount::Percent(5.0)));
+        let err =
+            Thresholds::soft("memory.available<1Gi", "nodefs.available=30s", secs).unwrap_err();
+        assert!(
+            err.contains(
+                "grace period must be specified for the soft eviction threshold memory.available"
+            ),
+            "{err}"
+        );
+        assert!(Thresholds::soft("", "", secs).unwrap().0.is_empty());
+        assert!(Thresholds::soft("memory.available<1Gi", "memory.available=later", secs).is_err());
+        assert!(Thresholds::default()
+            .with_min_reclaim("memory.available")
+            .is_err());
+        assert!(Thresholds::default()
+            .with_min_reclaim("memory.available=-1Mi")
+            .is_err());
+    }
+
+    fn disk(available: i64) -> Observations {
+        Observations::from([(
+            Signal::NodeFsAvailable,
+            Observation {
+                available,
+                capacity: 1000,
+            },
+        )])
+    }
+
+    #[test]
+    fn soft_threshold_acts_only_after_its_grace_period() {
+        let soft = Thresholds::soft("nodefs.available<50%", "nodefs.available=30s", secs).unwrap();
+        let mut t = Tracker::new(soft.0, Duration::ZERO);
+        let t0 = tokio::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Met: the condition shows at once, nothing is evicted yet.
+        let v = t.observe(&disk(400), at(0));
+        assert!(v.pressure.disk);
+        assert!(v.reclaim.is_empty());
+        assert!(t.observe(&disk(400), at(20)).reclaim.is_empty());
+        let v = t.observe(&disk(400), at(30));
+        assert_eq!(v.reclaim.len(), 1, "held for its grace period");
+        // A dip above the threshold restarts the grace period.
+        let v = t.observe(&disk(600), at(40));
+        assert!(!v.pressure.disk && v.reclaim.is_empty());
+        assert!(t.observe(&disk(400), at(50)).reclaim.is_empty());
+        assert_eq!(t.observe(&disk(400), at(80)).reclaim.len(), 1);
+    }
+
+    #[test]
+    fn hard_threshold_acts_at_once_and_holds_until_minimum_reclaim() {
+        let hard = "nodefs.available<50%"
+            .parse::<Thresholds>()
+            .unwrap()
+            .with_min_reclaim("nodefs.available=10%")
+            .unwrap();
+        let mut t = Tracker::new(hard.0, Duration::from_secs(60));
+        let t0 = tokio::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(t.observe(&disk(400), at(0)).reclaim.len(), 1);
+        // Above the threshold but not by the minimum reclaim: still met.
+        assert_eq!(t.observe(&disk(550), at(10)).reclaim.len(), 1);
+        let v = t.observe(&disk(650), at(20));
+        assert!(v.reclaim.is_empty(), "reclaimed");
+        assert!(
+            v.pressure.disk,
+            "the condition waits out the transition period"
+        );
+        assert!(!t.observe(&disk(650), at(90)).pressure.disk);
+        // Never acted on, the minimum reclaim does not apply.
+        let mut fresh = Tracker::new(
+            "nodefs.available<50%"
+                .parse::<Thresholds>()
+                .unwrap()
+                .with_min_reclaim("nodefs.available=10%")
+                .unwrap()
+                .0,
+            Duration::ZERO,
+        );
+        assert!(fresh.observe(&disk(550), at(0)).reclaim.is_empty());
+    }
+
+    #[test]
+    fn evicted_pods_get_the_smaller_grace_period_on_soft_thresholds() {
+        let pod = Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                termination_grace_period_seconds: Some(60),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let hard = Threshold::hard(Signal::MemoryAvailable, Amount::Quantity(1));
+        let soft = Threshold {
+            grace_period: Duration::from_secs(10),
+            ..hard
+        };
+        assert_eq!(eviction_grace(&hard, &pod, 5), 0);
+        assert_eq!(eviction_grace(&soft, &pod, 5), 5);
+        assert_eq!(eviction_grace(&soft, &pod, 600), 60);
+        assert_eq!(eviction_grace(&soft, &Pod::default(), 600), 30);
     }
 }

@@ -201,6 +201,11 @@ pub struct Config {
     pub eviction_pressure_transition_period: std::time::Duration,
     /// Container log rotation (`--container-log-max-size`, `--container-log-max-files`).
     pub container_logs: distro_kubelet::log_rotation::Policy,
+    /// Soft eviction thresholds with their grace periods (`--eviction-soft`,
+    /// `--eviction-soft-grace-period`; minimum reclaim on both sets).
+    pub eviction_soft: eviction::Thresholds,
+    /// The most a soft eviction gives a pod to stop (`--eviction-max-pod-grace-period`).
+    pub eviction_max_pod_grace_period: i64,
     /// Cluster ranges, overlay backend and node addresses (`--cluster-cidr`,
     /// `--flannel-backend`, `--node-ip`, `--node-external-ip`).
     pub network: network::Settings,

@@ -39,16 +39,9 @@ pub const MAX_IMAGES: usize = 50;
 /// At most this many names per image (upstream's `maxNamesPerImageInNodeStatus`).
 const MAX_NAMES_PER_IMAGE: usize = 5;
 
-/// Which resources the node is short of, as the eviction manager observes them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Pressure {
-    /// `memory.available` below its threshold.
-    pub memory: bool,
-    /// `nodefs.*` or `imagefs.*` below a threshold.
-    pub disk: bool,
-    /// `pid.available` below its threshold.
-    pub pid: bool,
-}
+/// Which resources the node is short of, as the eviction manager observes them (defined
+/// with the kubelet's admission, which refuses pods under pressure).
+pub use distro_kubelet::admission::Pressure;
 
 /// What goes into a status beyond the pressure: observed each tick.
 #[derive(Clone, Debug, Default)]

@@ -17,7 +17,9 @@
 //! - [`prober`]: liveness, readiness and startup probes; [`lifecycle`]: postStart and preStop
 //!   hooks and the graceful stop of a container.
 //! - [`log_rotation`]: containers' log files rotated by size and compressed, as upstream.
+//! - [`admission`]: which new pods the node refuses (pressure, resources, node affinity).
 
+pub mod admission;
 pub mod backoff;
 pub mod images;
 pub mod lifecycle;

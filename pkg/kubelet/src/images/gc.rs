@@ -314,7 +314,8 @@ impl<S: ImageService> Manager<S> {
         let target =
             stats.capacity * u64::from(100 - self.policy.low_threshold_percent.min(100)) / 100;
         let to_free = target.saturating_sub(stats.available);
-        tracing::info!(
+        // Every period while the disk stays full: the service logs changes of the outcome.
+        tracing::debug!(
             usage,
             high = self.policy.high_threshold_percent,
             to_free,

@@ -104,8 +104,11 @@ pub struct GcSettings {
 }
 
 /// Runs the image GC every [`Policy::period`] until `shutdown` turns true. Failures are
-/// logged, and written as Events on the Node as upstream does: `FreeDiskSpaceFailed` when
-/// unused images do not free enough, `ImageGCFailed` when a pass fails twice in a row.
+/// written as Events on the Node as upstream does: `FreeDiskSpaceFailed` when unused images
+/// do not free enough, `ImageGCFailed` when a pass fails twice in a row. They are logged as
+/// warnings once per change of the kind of failure (upstream logs each period; a disk that
+/// stays above the high threshold with nothing to delete would warn every 5 minutes
+/// forever), and at debug level while the same failure repeats.
 pub async fn run(
     client: Client,
     cri: Cri,
@@ -122,6 +125,7 @@ pub async fn run(
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failed_before = false;
+    let mut last_failure: Option<std::mem::Discriminant<Error>> = None;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -130,12 +134,19 @@ pub async fn run(
         match gc.collect(SystemTime::now()).await {
             Ok(pass) => {
                 failed_before = false;
+                if last_failure.take().is_some() {
+                    tracing::info!("image garbage collection succeeded again");
+                }
                 if !pass.removed.is_empty() {
                     tracing::info!(removed = ?pass.removed, freed = pass.freed, "image garbage collection");
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "image garbage collection failed");
+                if quiet_repeat(&mut last_failure, &e) {
+                    tracing::debug!(error = %e, "image garbage collection failed again");
+                } else {
+                    tracing::warn!(error = %e, "image garbage collection failed (logged again when the failure changes)");
+                }
                 if let Error::NotEnoughFreed { .. } = e {
                     node_event(
                         &client,
@@ -158,6 +169,13 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Whether `e` is the same kind of failure as the last one (then it is not warned about
+/// again); records it as the last one.
+fn quiet_repeat(last: &mut Option<std::mem::Discriminant<Error>>, e: &Error) -> bool {
+    let kind = std::mem::discriminant(e);
+    last.replace(kind) == Some(kind)
 }
 
 /// A Warning event on the Node (upstream's node reference names the node as its UID).
@@ -192,5 +210,31 @@ async fn node_event(client: &Client, node: &str, reason: &str, message: &str) {
     };
     if let Err(e) = api.create(&PostParams::default(), &event).await {
         tracing::debug!(%reason, error = %e, "recording a node event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_failure_is_warned_about_once() {
+        let mut last = None;
+        let full = |freed| Error::NotEnoughFreed {
+            to_free: 100,
+            freed,
+        };
+        assert!(!quiet_repeat(&mut last, &full(0)), "first failure warns");
+        assert!(
+            quiet_repeat(&mut last, &full(5)),
+            "same kind, other numbers: quiet"
+        );
+        let io = Error::Io {
+            path: "/x".into(),
+            source: std::io::Error::other("gone"),
+        };
+        assert!(!quiet_repeat(&mut last, &io), "a new kind warns");
+        last = None; // a success in between
+        assert!(!quiet_repeat(&mut last, &full(0)));
     }
 }

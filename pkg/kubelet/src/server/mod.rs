@@ -1,5 +1,6 @@
 //! The kubelet HTTPS API (port 10250): `/healthz`, `/pods`, `/stats/summary`, `/metrics`,
-//! `/metrics/resource`, `/metrics/cadvisor` and `/containerLogs` ([`logs`]), behind
+//! `/metrics/resource`, `/metrics/cadvisor`, `/spec` ([`spec`]) and `/containerLogs`
+//! ([`logs`]), behind
 //! upstream's authentication and authorization.
 //!
 //! # Design
@@ -11,7 +12,6 @@
 //!
 //! # Limits
 //! - Bearer tokens are not accepted (upstream also reviews them through TokenReview).
-//! - `/spec` is not served yet (404).
 //! - `/exec`, `/attach` and `/portForward` ([`streams`]) need a runtime that streams
 //!   ([`Provider::stream_url`]); simulated nodes answer them 404.
 //! - The serving certificate is the caller's to provide; [`self_signed`] makes one as
@@ -41,6 +41,7 @@ pub mod cri;
 pub mod host;
 pub mod logs;
 pub mod metrics;
+pub mod spec;
 pub mod stats;
 pub mod streams;
 
@@ -79,6 +80,15 @@ pub trait Provider: Send + Sync + 'static {
     /// container IDs and images.
     async fn cadvisor(&self) -> Vec<metrics::CadvisorEntry> {
         metrics::from_summary(&self.summary().await)
+    }
+
+    /// The machine the node runs on (`/spec`). The default reads this machine, which is
+    /// the node's for the real kubelet and the simulating agent's for simulated nodes;
+    /// `None` if reading it failed (answered 500).
+    async fn spec(&self) -> Option<spec::MachineInfo> {
+        tokio::task::spawn_blocking(spec::MachineInfo::this)
+            .await
+            .ok()
     }
 
     /// A container's log (`/containerLogs/<namespace>/<pod>/<container>`), streamed through
@@ -302,6 +312,14 @@ impl KubeletApi {
                 }))
             }
             "/stats/summary" => json(&self.provider.summary().await),
+            "/spec" => match self.provider.spec().await {
+                Some(m) => json(&m),
+                None => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    plain,
+                    "reading the machine's spec failed",
+                ),
+            },
             "/metrics/resource" => text(
                 StatusCode::OK,
                 PROMETHEUS,

@@ -18,8 +18,10 @@
 //! restart finds them and keeps them. Sandboxes whose pod no longer exists (deleted while
 //! distro was down) are stopped and removed once the first pod list is complete.
 //!
+//! Admission: a pod new to the node passes [`crate::admission`] before it gets a worker
+//! (pressure, resources, node affinity); a refused one is marked Failed instead.
+//!
 //! # Limits
-//! - No eviction and no static pods yet.
 //! - Containers of a terminated pod are kept (for logs) until the pod is deleted; there is
 //!   no container garbage collection of old attempts yet.
 
@@ -37,7 +39,7 @@ use std::time::Duration;
 use distro_client::Informers;
 use distro_cri::Cri;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::{watcher, WatchStreamExt};
@@ -101,6 +103,37 @@ pub struct Settings {
     pub max_concurrent_syncs: usize,
     /// The node's allocatable resources.
     pub allocatable: BTreeMap<String, Quantity>,
+    /// The eviction manager's pressure conditions, for admission ([`crate::admission`]).
+    pub pressure: watch::Receiver<crate::admission::Pressure>,
+    /// The grace periods the eviction manager gives the pods it evicts.
+    pub eviction_grace: EvictionGrace,
+}
+
+/// The grace period of each pod the node-pressure eviction manager evicted, by pod UID:
+/// upstream's eviction manager kills the pod itself with this override; here it marks the
+/// pod Failed through the API and its pod worker stops the containers, so the override is
+/// handed over in memory (the API has no field for it).
+#[derive(Clone, Debug, Default)]
+pub struct EvictionGrace(Arc<std::sync::Mutex<HashMap<String, i64>>>);
+
+impl EvictionGrace {
+    /// Records that pod `uid` was evicted with `seconds` to stop.
+    pub fn set(&self, uid: &str, seconds: i64) {
+        self.lock().insert(uid.to_string(), seconds);
+    }
+
+    /// The grace period pod `uid` was evicted with, if it was.
+    pub fn get(&self, uid: &str) -> Option<i64> {
+        self.lock().get(uid).copied()
+    }
+
+    fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Static pod changes in flight: a directory's worth, and the source waits when full.
@@ -119,6 +152,10 @@ pub struct Context {
     pub(crate) prober: crate::prober::Manager,
     root_dir: PathBuf,
     node_name: String,
+    /// This node's Node (from its own watch), for admission; `None` until first seen.
+    node: std::sync::Mutex<Option<Arc<Node>>>,
+    pressure: watch::Receiver<crate::admission::Pressure>,
+    pub(crate) eviction_grace: EvictionGrace,
 }
 
 impl Context {
@@ -194,6 +231,9 @@ pub async fn run_with_static_pods(
         prober: crate::prober::Manager::new(client.clone(), cri.clone(), &settings.node_name),
         root_dir: settings.root_dir.clone(),
         node_name: settings.node_name.clone(),
+        node: std::sync::Mutex::new(None),
+        pressure: settings.pressure.clone(),
+        eviction_grace: settings.eviction_grace.clone(),
     });
     let permits = Arc::new(Semaphore::new(settings.max_concurrent_syncs.max(1)));
 
@@ -201,6 +241,7 @@ pub async fn run_with_static_pods(
     let config =
         watcher::Config::default().fields(&format!("spec.nodeName={}", settings.node_name));
     let mut pods = std::pin::pin!(watcher(api, config).default_backoff());
+    let mut node_events = std::pin::pin!(own_node(&ctx).await);
     let mut relist = tokio::time::interval(RELIST_PERIOD);
     relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -236,11 +277,11 @@ pub async fn run_with_static_pods(
         tokio::select! {
             event = pods.next() => match event {
                 Some(Ok(watcher::Event::Apply(pod))) => {
-                    run_pod(&ctx, &permits, &mut workers, &mut tasks, Desired::Run(Arc::new(pod)));
+                    admit_pod(&ctx, &permits, &mut workers, &mut tasks, &last, pod);
                 }
                 Some(Ok(watcher::Event::InitApply(pod))) => {
                     listed.insert(pod.metadata.uid.clone().unwrap_or_default());
-                    run_pod(&ctx, &permits, &mut workers, &mut tasks, Desired::Run(Arc::new(pod)));
+                    admit_pod(&ctx, &permits, &mut workers, &mut tasks, &last, pod);
                 }
                 Some(Ok(watcher::Event::Delete(pod))) => {
                     run_pod(&ctx, &permits, &mut workers, &mut tasks, Desired::Gone(Arc::new(pod)));
@@ -290,6 +331,11 @@ pub async fn run_with_static_pods(
                 }
                 Err(e) => tracing::warn!(error = %e, "relisting containerd's pods failed"),
             },
+            Some(node) = node_events.next() => {
+                if let Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) = node {
+                    *ctx.node.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(n));
+                }
+            }
             Some(key) = config_maps.recv() => wake_readers(&workers, &key, |(cms, _)| cms),
             Some(key) = secrets.recv() => wake_readers(&workers, &key, |(_, secrets)| secrets),
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -329,6 +375,144 @@ fn identity_pod(p: &relist::RuntimeIdentity) -> Pod {
             ..Default::default()
         },
         ..Default::default()
+    }
+}
+
+/// This node's Node, read once (so pods listed at start are admitted against it) and then
+/// watched by name, as upstream's kubelet watches only its own Node.
+async fn own_node(
+    ctx: &Context,
+) -> impl futures::Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Send {
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    // The Node was registered just before: a failure here is transient, and without the
+    // Node new pods would be refused (InvalidNodeInfo), so retry a few times first.
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match api.get(&ctx.node_name).await {
+            Ok(n) => {
+                *ctx.node.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(n));
+                break;
+            }
+            Err(e) if attempt == 5 => {
+                tracing::warn!(node = %ctx.node_name, error = %e, "reading the node for admission failed; waiting for its watch")
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", ctx.node_name));
+    watcher(api, config).default_backoff()
+}
+
+/// Runs a pod from the API through admission ([`crate::admission`]) if it is new to the
+/// node, then hands it to its worker; a refused pod gets a short-lived worker that writes
+/// the refusal (status and Event) instead, as upstream's `rejectPod`.
+fn admit_pod(
+    ctx: &Arc<Context>,
+    permits: &Arc<Semaphore>,
+    workers: &mut HashMap<String, Handle>,
+    tasks: &mut JoinSet<String>,
+    last: &Snapshot,
+    pod: Pod,
+) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let fresh = !uid.is_empty()
+        && !workers.contains_key(&uid)
+        && !last.pods.contains_key(&uid)
+        && crate::admission::needs_admission(&pod);
+    if fresh {
+        // The pods already admitted, not terminal (upstream's active pods).
+        let others: Vec<Arc<Pod>> = workers
+            .values()
+            .filter_map(|h| match &*h.desired.borrow() {
+                Desired::Run(p) if !terminal(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        let node = ctx.node.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let pressure = *ctx.pressure.borrow();
+        let verdict =
+            crate::admission::admit(&pod, node.as_deref(), others.iter().map(|p| &**p), pressure);
+        if let Err(rejection) = verdict {
+            tracing::info!(pod = %crate::pod::format_pod(&pod), reason = %rejection.reason, message = %rejection.message, "pod refused at admission");
+            let pod = Arc::new(pod);
+            // Held as gone: later updates go nowhere, and it counts as no active pod.
+            let (tx, _) = watch::channel(Desired::Gone(pod.clone()));
+            workers.insert(
+                uid.clone(),
+                Handle {
+                    desired: tx,
+                    wake: Arc::new(Notify::new()),
+                },
+            );
+            tasks.spawn(reject(ctx.clone(), pod, rejection, uid));
+            return;
+        }
+    }
+    run_pod(ctx, permits, workers, tasks, Desired::Run(Arc::new(pod)));
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Writes a refused pod's status (`Failed`, the reason, "Pod was rejected: ...") and its
+/// Warning Event; a failed write is retried with backoff until it lands or the pod is gone.
+async fn reject(
+    ctx: Arc<Context>,
+    pod: Arc<Pod>,
+    rejection: crate::admission::Rejection,
+    uid: String,
+) -> String {
+    let mut events = events::Recorder::new(ctx.client.clone(), &ctx.node_name);
+    events
+        .record(
+            &pod,
+            events::Part::Pod,
+            events::WARNING,
+            &rejection.reason,
+            rejection.message.clone(),
+        )
+        .await;
+    let api: Api<Pod> = Api::namespaced(
+        ctx.client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let qos = crate::qos::pod_qos(&pod.spec.clone().unwrap_or_default());
+    let body = serde_json::json!({
+        "metadata": {"uid": uid},
+        "status": {
+            "phase": "Failed",
+            "reason": rejection.reason,
+            "message": rejection.status_message(),
+            "qosClass": qos.as_str(),
+        },
+    });
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let mut delay = RETRY;
+    loop {
+        match api
+            .patch_status(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Strategic(&body),
+            )
+            .await
+        {
+            Ok(_) => return uid,
+            // Gone, or replaced by a pod of the same name: nothing left to refuse.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return uid,
+            Err(e) => {
+                tracing::warn!(pod = %crate::pod::format_pod(&pod), error = %e, "writing the refused pod's status failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
     }
 }
 
@@ -433,6 +617,7 @@ async fn worker(
         let delay = match result {
             Ok(Next::Finished) => {
                 remove_pod_dir(&ctx, &uid).await;
+                ctx.eviction_grace.forget(&uid);
                 return uid;
             }
             Ok(Next::Resync(d)) => d,

@@ -99,8 +99,18 @@ impl PodState {
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
-            // Terminal: nothing runs again; stop what may still run, keep it for logs.
-            self.kill_pod(ctx, pod, &rt, false).await?;
+            // Terminal: nothing runs again; stop what may still run, keep it for logs. An
+            // evicted pod stops with the eviction's grace period.
+            match ctx.eviction_grace.get(uid(pod)) {
+                Some(grace) => {
+                    let mut evicted = pod.clone();
+                    if let Some(spec) = evicted.spec.as_mut() {
+                        spec.termination_grace_period_seconds = Some(grace);
+                    }
+                    self.kill_pod(ctx, &evicted, &rt, false).await?;
+                }
+                None => self.kill_pod(ctx, pod, &rt, false).await?,
+            }
             // Its probe workers see the terminal phase and end.
             ctx.prober
                 .observe(pod, &rt, primary_pod_ip(ctx, pod, &rt), &self.wake);
