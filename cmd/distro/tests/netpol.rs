@@ -7,8 +7,9 @@
 //! an egress default-deny blocks client-a's connections and its DNS until a rule allows
 //! UDP 53; deleting the policies restores access.
 //!
-//! Cross-node: in a two-node cluster (network namespaces, VXLAN), the server pod's node
-//! enforces its ingress rule and the client's node its egress rule.
+//! Cross-node and dual-stack: in a two-node cluster (network namespaces, VXLAN), the server
+//! pod's node enforces its ingress rule and the client's node its egress rule, for IPv4 and
+//! IPv6 alike.
 //!
 //! The single node uses its own bridge, DNS link and tables; the test removes its policy
 //! table after the agent stops (the harness removes the rest, and the cluster's namespaces
@@ -324,8 +325,10 @@ fn network_policies_isolate_pods() {
     eprintln!("setup {setup:?}, total {:?}", began.elapsed());
 }
 
-/// A client pod on `node` asking `web` every half second and logging `OK` or `FAIL`.
-fn prober(name: &str, role: &str, node: &str, web_ip: &str) -> String {
+/// A client pod on `node` asking `web` at each of `web_ips` every half second and logging
+/// one line per round, `OK` or `FAIL` per address (e.g. `OK FAIL`).
+fn prober(name: &str, role: &str, node: &str, web_ips: &[String]) -> String {
+    let ips = web_ips.join(" ");
     format!(
         r#"---
 apiVersion: v1
@@ -338,7 +341,7 @@ spec:
   - name: main
     image: {BUSYBOX}
     imagePullPolicy: Never
-    command: ["sh", "-c", "while true; do if printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 {web_ip} 8080 | grep -q web; then echo OK; else echo FAIL; fi; sleep 0.5; done"]
+    command: ["sh", "-c", "while true; do r=; for ip in {ips}; do if printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 $ip 8080 | grep -q web; then r=\"$r OK\"; else r=\"$r FAIL\"; fi; done; echo $r; sleep 0.5; done"]
 "#
     )
 }
@@ -364,18 +367,20 @@ fn last_line(data: &Path, pod: &str) -> String {
     last
 }
 
-/// Cross-node: the server pod on node 1 is guarded by its node (ingress), client-a's egress
-/// by node 0; pod traffic crosses the VXLAN overlay with pod source addresses.
+/// Cross-node and dual-stack: the server pod on node 1 is guarded by its node (ingress),
+/// client-a's egress by node 0, over both families; pod traffic crosses the VXLAN overlays
+/// with pod source addresses.
 #[test]
-fn policies_hold_across_nodes() {
+fn policies_hold_across_nodes_in_both_families() {
     let began = Instant::now();
+    const CIDRS: &str = "10.42.0.0/16,fd42::/56";
     let c = Cluster::start(
         bin(),
         Options {
             nodes: 2,
-            server_args: vec![],
-            agent_args: vec![],
-            ipv6: false,
+            server_args: vec!["--cluster-cidr", CIDRS],
+            agent_args: vec!["--cluster-cidr", CIDRS],
+            ipv6: true,
             detect_node_ip: false,
         },
         |data| install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), data),
@@ -400,14 +405,17 @@ spec:
 "#
         )),
     );
-    let web_ip = eventually(Duration::from_secs(60), EVERY, "web running", || {
+    let web_ips: Vec<String> = eventually(Duration::from_secs(60), EVERY, "web running", || {
         let p = c.server.json(LATEST, &["get", "pod", "web"]);
-        (p["status"]["phase"] == "Running")
-            .then(|| p["status"]["podIP"].as_str().map(String::from))
-            .flatten()
+        let ips: Vec<String> = p["status"]["podIPs"]
+            .as_array()?
+            .iter()
+            .filter_map(|i| i["ip"].as_str().map(String::from))
+            .collect();
+        (p["status"]["phase"] == "Running" && ips.len() == 2).then_some(ips)
     });
-    let clients = prober("client-a", "client-a", &n0, &web_ip)
-        + &prober("client-b", "client-b", &n0, &web_ip);
+    let clients = prober("client-a", "client-a", &n0, &web_ips)
+        + &prober("client-b", "client-b", &n0, &web_ips);
     c.server
         .ok_stdin(LATEST, &["apply", "-f", "-"], Some(&clients));
     let data = c.nodes[0].agent.data_dir();
@@ -416,7 +424,7 @@ spec:
         Duration::from_secs(60),
         EVERY,
         "both clients reach web",
-        || (state() == ("OK".into(), "OK".into())).then_some(()),
+        || (state() == ("OK OK".into(), "OK OK".into())).then_some(()),
     );
 
     // Ingress on node 1: only client-a.
@@ -434,7 +442,7 @@ spec:
         ),
     );
     eventually(ENFORCED, EVERY, "client-b blocked across nodes", || {
-        (state() == ("OK".into(), "FAIL".into())).then_some(())
+        (state() == ("OK OK".into(), "FAIL FAIL".into())).then_some(())
     });
 
     // Egress on node 0: client-a may no longer call out.
@@ -444,11 +452,11 @@ spec:
         ENFORCED,
         EVERY,
         "client-a egress blocked on its node",
-        || (state() == ("FAIL".into(), "FAIL".into())).then_some(()),
+        || (state() == ("FAIL FAIL".into(), "FAIL FAIL".into())).then_some(()),
     );
     c.server.ok(LATEST, &["delete", "networkpolicy", "--all"]);
     eventually(ENFORCED, EVERY, "access restored", || {
-        (state() == ("OK".into(), "OK".into())).then_some(())
+        (state() == ("OK OK".into(), "OK OK".into())).then_some(())
     });
     eprintln!("cross-node total {:?}", began.elapsed());
 }

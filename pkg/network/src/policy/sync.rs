@@ -19,8 +19,8 @@ const QUIET: Duration = Duration::from_millis(30);
 /// ...but never longer than this after the first change, so a change is enforced well
 /// within a second even under a constant stream of others.
 const MAX_DELAY: Duration = Duration::from_millis(200);
-/// Re-rendered this often even without a change (a safety net against a table changed by
-/// hand); the kernel is only written when the rules differ from the last applied ones.
+/// Re-applied this often even without a change: a safety net against a table changed or
+/// deleted by hand (a whole-table replacement of a few hundred lines is cheap).
 const RESYNC: Duration = Duration::from_secs(60);
 /// Retry delays after a failed apply (doubling, capped).
 const RETRY_MIN: Duration = Duration::from_millis(500);
@@ -106,8 +106,9 @@ pub async fn run(
             };
             let access = model::compute(&state, &config.node_name);
             let script = render::render(&config.settings, &access);
-            if applied.as_ref() == Some(&script) {
-                next_sync = Instant::now() + RESYNC;
+            // A change that leaves the rules as they are costs nothing; the periodic resync
+            // writes them anyway, restoring a table someone changed or deleted.
+            if first.is_some() && applied.as_ref() == Some(&script) {
                 continue;
             }
             let to_apply = script.clone();
