@@ -4,6 +4,7 @@
 //! default-deny ingress blocks everyone (a dropped connection times out, it is not refused);
 //! a rule for `role=client-a` on a named port lets client-a in, directly and through the
 //! server's ClusterIP, while client-b stays out; a namespaceSelector rule lets client-c in;
+//! the kubelet's readiness probes (from the node) keep passing throughout;
 //! an egress default-deny blocks client-a's connections and its DNS until a rule allows
 //! UDP 53; deleting the policies restores access.
 //!
@@ -82,6 +83,7 @@ spec:
     imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "{HTTPD}"]
     ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe: {{httpGet: {{port: 8080}}, periodSeconds: 1, failureThreshold: 2}}
 ---
 apiVersion: v1
 kind: Service
@@ -300,6 +302,16 @@ fn network_policies_isolate_pods() {
         reaches(&c).then_some(())
     });
     assert!(!reaches(&b), "client-b must stay blocked");
+    // The kubelet's probes come from the node itself: never filtered, so the server has
+    // stayed Ready under its policies all along (2 failed probes, 1 s apart, would flip it).
+    let ready = json(&s, &["pod", "server"])["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned());
+    assert_eq!(
+        ready.as_ref().map(|r| r["status"].clone()),
+        Some(Value::from("True")),
+        "server readiness: {ready:?}"
+    );
 
     // Egress default-deny for client-a: no more connections, no DNS...
     apply(&s, DENY_EGRESS);
