@@ -26,6 +26,9 @@
 //!   that declare the port (no address outside pods can have a named port).
 //! - Connections established before a policy denied them keep flowing until they end, as
 //!   with every conntrack-based enforcement.
+//! - Each sync recomputes every local pod against every policy and every pod of the cluster
+//!   and replaces the whole table (not incremental as the service proxy's diffs): fine for
+//!   the clusters distro targets, costly with tens of thousands of pods.
 //! - The node's own traffic is allowed by the hook layout (it never crosses `forward`), so
 //!   a pod on another node that is masqueraded to its node's address is seen as that node.
 
