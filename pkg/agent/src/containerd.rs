@@ -238,6 +238,7 @@ async fn serve(
     };
     let proxy = distro_network::proxy::run(client.clone(), proxy_config(config), shutdown.clone());
     let dns = serve_dns(config, client.clone(), shutdown.clone());
+    let policy = crate::policy::run(config, client.clone(), shutdown.clone());
     let manifests = dir.join("pod-manifests");
     let workers = distro_kubelet::worker::run_with_static_pods(
         client,
@@ -246,7 +247,7 @@ async fn serve(
         Some(manifests),
         shutdown.clone(),
     );
-    let (_, result, _, _, (), (), proxied, (), ()) = tokio::join!(
+    let (_, result, _, _, (), (), proxied, (), (), ()) = tokio::join!(
         leases,
         workers,
         reporter.run(shutdown.clone()),
@@ -255,7 +256,8 @@ async fn serve(
         overlay,
         proxy,
         server,
-        dns
+        dns,
+        policy
     );
     if let Err(e) = proxied {
         tracing::warn!(error = %e, "service proxy stopped");

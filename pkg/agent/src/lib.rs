@@ -46,6 +46,7 @@ pub mod kubelet;
 pub mod network;
 pub mod node;
 pub mod overlay;
+pub mod policy;
 pub mod status;
 pub mod usage;
 

@@ -83,6 +83,9 @@ pub enum Error {
     /// The service proxy's Service or EndpointSlice watch stopped.
     #[error("the service proxy's watch of Services and EndpointSlices stopped")]
     Watch,
+    /// The network policy enforcement's Pod, Namespace or NetworkPolicy watch stopped.
+    #[error("the network policy watch of Pods, Namespaces and NetworkPolicies stopped")]
+    PolicyWatch,
     /// CHECK found the container's network differs from the previous result.
     #[error("check failed: {0}")]
     Check(String),
@@ -102,7 +105,8 @@ impl Error {
             | Error::Link(_)
             | Error::Nft { .. }
             | Error::Check(_)
-            | Error::Watch => 999,
+            | Error::Watch
+            | Error::PolicyWatch => 999,
         }
     }
 

@@ -14,12 +14,14 @@
 //! - [`overlay`]: routes, neighbour and FDB entries to other nodes' pod ranges (VXLAN or
 //!   host-gw), as flannel's backends.
 //!
-//! [`proxy`] is the service proxy (kube-proxy's nftables mode) every node runs.
+//! [`proxy`] is the service proxy (kube-proxy's nftables mode) every node runs; [`policy`]
+//! enforces NetworkPolicies on the node's pods with nftables.
 
 pub mod cni;
 mod error;
 pub mod netlink;
 pub mod overlay;
+pub mod policy;
 pub mod proxy;
 
 pub use error::Error;

@@ -421,8 +421,105 @@ fn peer_check(errs: &mut Vec<FieldError>, path: &str, peer: &Value) {
         &format!("{path}.namespaceSelector"),
         &peer["namespaceSelector"],
     );
-    if peer["ipBlock"].is_object() && s(&peer["ipBlock"]["cidr"]).is_empty() {
-        errs.push(required(format!("{path}.ipBlock.cidr"), ""));
+    if peer["ipBlock"].is_object() {
+        ip_block_check(errs, &format!("{path}.ipBlock"), &peer["ipBlock"]);
+    }
+}
+
+/// Upstream's message for a malformed CIDR (`IsValidCIDRForLegacyField`).
+const CIDR_MESSAGE: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
+
+/// A CIDR as `(address, prefix length, address bits)`; host bits may be set, as upstream's
+/// `ParseCIDRSloppy` accepts.
+fn parse_cidr(cidr: &str) -> Option<(std::net::IpAddr, u32, u32)> {
+    let (addr, len) = cidr.split_once('/')?;
+    let addr: std::net::IpAddr = addr.parse().ok()?;
+    let bits = if addr.is_ipv4() { 32 } else { 128 };
+    let len: u32 = len.parse().ok().filter(|l| *l <= bits)?;
+    Some((addr, len, bits))
+}
+
+/// The first `len` bits of `addr`, for prefix comparison.
+fn prefix_bits(addr: std::net::IpAddr, len: u32) -> u128 {
+    let (v, bits) = match addr {
+        std::net::IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+        std::net::IpAddr::V6(a) => (u128::from(a), 128),
+    };
+    if len == 0 {
+        0
+    } else {
+        v >> (bits - len)
+    }
+}
+
+/// `ipBlock`: a valid `cidr`, and each `except` a valid CIDR strictly inside it, as
+/// upstream's `ValidateIPBlock`.
+fn ip_block_check(errs: &mut Vec<FieldError>, path: &str, block: &Value) {
+    let cidr = s(&block["cidr"]);
+    if cidr.is_empty() {
+        errs.push(required(format!("{path}.cidr"), ""));
+        return;
+    }
+    let Some((net, len, bits)) = parse_cidr(cidr) else {
+        errs.push(FieldError::invalid(
+            format!("{path}.cidr"),
+            &block["cidr"],
+            CIDR_MESSAGE,
+        ));
+        return;
+    };
+    for (i, e) in arr(&block["except"]).iter().enumerate() {
+        let ep = format!("{path}.except[{i}]");
+        let Some((ex, ex_len, ex_bits)) = parse_cidr(s(e)) else {
+            errs.push(FieldError::invalid(ep, e, CIDR_MESSAGE));
+            continue;
+        };
+        let inside =
+            ex_bits == bits && ex_len > len && prefix_bits(ex, len) == prefix_bits(net, len);
+        if !inside {
+            errs.push(FieldError::invalid(
+                ep,
+                e,
+                "must be a strict subset of `cidr`",
+            ));
+        }
+    }
+}
+
+/// `endPort` as upstream's `ValidateNetworkPolicyPort`: only with a numeric `port`, not
+/// below it, and itself a valid port.
+fn end_port_check(errs: &mut Vec<FieldError>, pp: &str, p: &Value) {
+    let end = &p["endPort"];
+    if end.is_null() {
+        return;
+    }
+    let path = format!("{pp}.endPort");
+    match &p["port"] {
+        Value::Number(n) => {
+            if end
+                .as_i64()
+                .is_some_and(|e| n.as_i64().is_some_and(|n| e < n))
+            {
+                errs.push(FieldError::invalid(
+                    path.clone(),
+                    &p["port"],
+                    "must be greater than or equal to `port`",
+                ));
+            }
+            if !end.as_i64().is_some_and(util::valid_port) {
+                errs.push(FieldError::invalid(path, end, util::PORT_RANGE));
+            }
+        }
+        Value::String(_) => errs.push(FieldError::invalid(
+            path,
+            end,
+            "may not be specified when `port` is non-numeric",
+        )),
+        _ => errs.push(FieldError::invalid(
+            path,
+            end,
+            "may not be specified when `port` is not specified",
+        )),
     }
 }
 
@@ -467,6 +564,7 @@ fn netpol_validate(obj: &Value) -> Vec<FieldError> {
                     }
                     _ => {}
                 }
+                end_port_check(&mut errs, &pp, p);
             }
             for (j, peer) in arr(&rule[peers]).iter().enumerate() {
                 peer_check(&mut errs, &format!("spec.{dir}[{i}].{peers}[{j}]"), peer);
@@ -683,6 +781,28 @@ mod tests {
         assert_eq!(np["spec"]["egress"][0]["ports"][0]["protocol"], "TCP");
         assert!(netpol_validate(&np).is_empty());
         assert_eq!(netpol_cells(&np)[1], "<none>");
+    }
+
+    #[test]
+    fn netpol_end_ports_and_ip_blocks() {
+        let np = json!({"spec": {"podSelector": {}, "ingress": [{
+            "ports": [{"port": 80, "endPort": 79}, {"port": "http", "endPort": 90},
+                      {"endPort": 90}, {"port": 1000, "endPort": 2000}],
+            "from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.1.0/24", "10.0.0.0/16", "192.168.0.0/24", "x"]}},
+                     {"ipBlock": {"cidr": "10.0.0.0/33"}},
+                     {"ipBlock": {"cidr": "fd00::/64", "except": ["fd00::/80"]}}]
+        }]}});
+        let got = msgs(&netpol_validate(&np));
+        let want = [
+            "spec.ingress[0].ports[0].endPort: Invalid value: 80: must be greater than or equal to `port`",
+            "spec.ingress[0].ports[1].endPort: Invalid value: 90: may not be specified when `port` is non-numeric",
+            "spec.ingress[0].ports[2].endPort: Invalid value: 90: may not be specified when `port` is not specified",
+            "spec.ingress[0].from[0].ipBlock.except[1]: Invalid value: \"10.0.0.0/16\": must be a strict subset of `cidr`",
+            "spec.ingress[0].from[0].ipBlock.except[2]: Invalid value: \"192.168.0.0/24\": must be a strict subset of `cidr`",
+            "spec.ingress[0].from[0].ipBlock.except[3]: Invalid value: \"x\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+            "spec.ingress[0].from[1].ipBlock.cidr: Invalid value: \"10.0.0.0/33\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+        ];
+        assert_eq!(got, want);
     }
 
     #[test]

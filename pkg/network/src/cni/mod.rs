@@ -12,7 +12,7 @@ pub mod loopback;
 mod netlink;
 pub(crate) mod nft;
 mod plugin;
-mod sysctl;
+pub(crate) mod sysctl;
 pub mod types;
 
 use std::io::{Read, Write};

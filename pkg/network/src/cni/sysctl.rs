@@ -32,3 +32,11 @@ pub(crate) fn enable_route_localnet(bridge: &str) -> Result<()> {
         "1",
     )
 }
+
+/// Makes the bridge hand IP packets to netfilter (`br_netfilter`'s `bridge-nf-call-*`), so
+/// network policies see traffic between two pods on the same bridge, as kube-proxy and
+/// every policy-enforcing CNI require.
+pub(crate) fn enable_bridge_netfilter() -> Result<()> {
+    ensure("/proc/sys/net/bridge/bridge-nf-call-iptables", "1")?;
+    ensure("/proc/sys/net/bridge/bridge-nf-call-ip6tables", "1")
+}
