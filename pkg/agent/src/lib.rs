@@ -38,6 +38,7 @@ use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio::sync::watch;
 
+pub mod clusterconfig;
 pub mod containerd;
 pub mod eviction;
 pub mod fake;
@@ -205,6 +206,9 @@ pub struct Config {
     /// The node's cluster DNS server, and what its pods' resolv.conf names
     /// (`--cluster-dns`, `--cluster-domain`, `--resolv-conf`).
     pub dns: distro_dns::Config,
+    /// Which of `--cluster-cidr`, `--cluster-dns`, `--cluster-domain` were given: the
+    /// others are taken from the server after joining ([`clusterconfig`]).
+    pub cluster_flags: clusterconfig::Given,
 }
 
 impl Config {
