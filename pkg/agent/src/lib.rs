@@ -22,9 +22,10 @@
 //! # Limits
 //! - `--runtime containerd` ([`containerd`]) serves one node; its pods reach other nodes'
 //!   pods through the overlay ([`overlay`]: VXLAN or host-gw, [`network`] settings).
-//! - Simulated nodes take their pod range from `spec.podCIDR` when the server set it at
-//!   registration, else a /24 of 10.42.0.0/16 picked from the node's name (they run no pods,
-//!   only report addresses); real nodes wait for the server's node IPAM controller.
+//! - Simulated and real nodes alike wait for their pod range from the server's node IPAM
+//!   controller (`spec.podCIDRs`); simulated nodes only report addresses from it. As
+//!   upstream, the default /16 with /24 node masks holds 256 nodes: more simulated nodes
+//!   need `--node-cidr-mask-size-ipv4` on the server (the others get `CIDRNotAvailable`).
 //! - Credentials are not rotated while running; a restart renews them when a third of their
 //!   lifetime is left.
 
