@@ -615,3 +615,83 @@ spec:
     );
     eprintln!("cluster config test took {:?}", began.elapsed());
 }
+
+#[test]
+fn dual_stack_host_gw_routes_ipv6_pods_via_node_addresses() {
+    let began = Instant::now();
+    let c = Cluster::start(
+        bin(),
+        Options {
+            nodes: 2,
+            server_args: vec!["--cluster-cidr", "10.42.0.0/16,fd42::/56"],
+            agent_args: vec!["--flannel-backend", "host-gw"],
+            ipv6: true,
+            detect_node_ip: false,
+        },
+        install,
+    );
+    c.wait_ready(Duration::from_secs(60));
+    let node = eventually(Duration::from_secs(20), EVERY, "IPv6 podCIDR", || {
+        let node = pod_cidr(&c, &c.nodes[1].name);
+        node["spec"]["podCIDRs"][1].is_string().then_some(node)
+    });
+    let peer6 = node["spec"]["podCIDRs"][1].as_str().unwrap().to_string();
+    assert_eq!(
+        node["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ipv6"],
+        "fd77::11"
+    );
+    // A plain IPv6 route to the peer's range via its LAN address, and no VXLAN device.
+    eventually(Duration::from_secs(20), EVERY, "host-gw IPv6 route", || {
+        let r = c.nodes[0]
+            .netns
+            .exec(&["ip", "-6", "route", "show", &peer6]);
+        String::from_utf8_lossy(&r.stdout)
+            .contains("via fd77::11")
+            .then_some(())
+    });
+    let dev = c.nodes[0]
+        .netns
+        .exec(&["ip", "link", "show", "distro-v6.1"]);
+    assert!(!dev.status.success(), "host-gw makes no VXLAN device");
+
+    c.server
+        .ok_stdin(LATEST, &["apply", "-f", "-"], Some(&web(&c.nodes[1].name)));
+    let web_ip6 = eventually(Duration::from_secs(40), EVERY, "web pod's IPv6", || {
+        pod_ip(&c, "web")?;
+        let p = c.server.json(LATEST, &["get", "pod", "web"]);
+        p["status"]["podIPs"][1]["ip"].as_str().map(String::from)
+    });
+    c.server.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(&pods(&c.nodes[1].name, &c.nodes[0].name, &web_ip6)),
+    );
+    let client_ip6 = eventually(Duration::from_secs(40), EVERY, "client pod's IPv6", || {
+        pod_ip(&c, "client")?;
+        let p = c.server.json(LATEST, &["get", "pod", "client"]);
+        p["status"]["podIPs"][1]["ip"].as_str().map(String::from)
+    });
+    let data = c.nodes[0].agent.data_dir();
+    eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "IPv6 pod to pod over host-gw",
+        || {
+            container_log(&data, "client")
+                .contains(&format!("REMOTE=[{client_ip6}]\n"))
+                .then_some(())
+        },
+    );
+    c.server.ok(
+        LATEST,
+        &[
+            "delete",
+            "pod",
+            "web",
+            "client",
+            "--grace-period=1",
+            "--timeout=30s",
+        ],
+    );
+    eprintln!("dual-stack host-gw test took {:?}", began.elapsed());
+}
