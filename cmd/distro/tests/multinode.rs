@@ -631,10 +631,18 @@ fn dual_stack_host_gw_routes_ipv6_pods_via_node_addresses() {
         install,
     );
     c.wait_ready(Duration::from_secs(60));
-    let node = eventually(Duration::from_secs(20), EVERY, "IPv6 podCIDR", || {
-        let node = pod_cidr(&c, &c.nodes[1].name);
-        node["spec"]["podCIDRs"][1].is_string().then_some(node)
-    });
+    let node = eventually(
+        Duration::from_secs(20),
+        EVERY,
+        "IPv6 range published",
+        || {
+            let node = pod_cidr(&c, &c.nodes[1].name);
+            (node["spec"]["podCIDRs"][1].is_string()
+                && node["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ipv6"]
+                    .is_string())
+            .then_some(node)
+        },
+    );
     let peer6 = node["spec"]["podCIDRs"][1].as_str().unwrap().to_string();
     assert_eq!(
         node["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ipv6"],
