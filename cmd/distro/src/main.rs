@@ -151,14 +151,9 @@ struct ServerArgs {
         help_heading = "Networking"
     )]
     service_cidr: String,
-    /// Cluster DNS service IP.
-    #[arg(
-        long,
-        env = "DISTRO_CLUSTER_DNS",
-        default_value = "10.43.0.10",
-        help_heading = "Networking"
-    )]
-    cluster_dns: IpAddr,
+    /// Cluster DNS service IP [default: the 10th address of --service-cidr, 10.43.0.10].
+    #[arg(long, env = "DISTRO_CLUSTER_DNS", help_heading = "Networking")]
+    cluster_dns: Option<IpAddr>,
     /// Cluster domain.
     #[arg(
         long,
@@ -359,31 +354,21 @@ struct AgentArgs {
     /// Serve this many simulated nodes, named <node-name>-0 … <node-name>-(N-1).
     #[arg(long, help_heading = "Runtime")]
     fake_nodes: Option<u32>,
-    /// The cluster's pod range(s) as the server's --cluster-cidr (not masqueraded).
-    #[arg(
-        long,
-        env = "DISTRO_CLUSTER_CIDR",
-        default_value = "10.42.0.0/16",
-        help_heading = "Networking"
-    )]
-    cluster_cidr: String,
-    /// Cluster DNS address(es) this node serves and its pods use, comma-separated.
+    /// The cluster's pod range(s) (not masqueraded) [default: the server's --cluster-cidr].
+    #[arg(long, env = "DISTRO_CLUSTER_CIDR", help_heading = "Networking")]
+    cluster_cidr: Option<String>,
+    /// Cluster DNS address(es) this node serves and its pods use, comma-separated
+    /// [default: the server's --cluster-dns].
     #[arg(
         long,
         env = "DISTRO_CLUSTER_DNS",
         value_delimiter = ',',
-        default_value = "10.43.0.10",
         help_heading = "Networking"
     )]
     cluster_dns: Vec<IpAddr>,
-    /// Cluster domain.
-    #[arg(
-        long,
-        env = "DISTRO_CLUSTER_DOMAIN",
-        default_value = "cluster.local",
-        help_heading = "Networking"
-    )]
-    cluster_domain: String,
+    /// Cluster domain [default: the server's --cluster-domain].
+    #[arg(long, env = "DISTRO_CLUSTER_DOMAIN", help_heading = "Networking")]
+    cluster_domain: Option<String>,
 }
 
 /// The node's flags, the same for `distro agent` and `distro server` (whose node they
@@ -621,7 +606,19 @@ async fn token(a: TokenArgs) -> Result<()> {
 }
 
 fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
-    let network = node_network(&a.node, &a.cluster_cidr)?;
+    // Until the server says otherwise (distro_agent::clusterconfig), k3s' defaults.
+    let dns_defaults = distro_dns::Config::default();
+    let cluster_flags = distro_agent::clusterconfig::Given {
+        cluster_cidr: a.cluster_cidr.is_some(),
+        cluster_dns: !a.cluster_dns.is_empty(),
+        cluster_domain: a.cluster_domain.is_some(),
+    };
+    let cluster_dns = match a.cluster_dns {
+        ips if ips.is_empty() => dns_defaults.cluster_dns,
+        ips => ips,
+    };
+    let cluster_domain = a.cluster_domain.unwrap_or(dns_defaults.cluster_domain);
+    let network = node_network(&a.node, a.cluster_cidr.as_deref().unwrap_or("10.42.0.0/16"))?;
     let containerd = match a.runtime.as_str() {
         "fake" => false,
         "containerd" if a.fake_nodes.is_some() => bail!("--fake-nodes needs --runtime fake"),
@@ -644,8 +641,9 @@ fn agent_config(a: AgentArgs) -> Result<distro_agent::Config> {
         a.data_dir,
         containerd,
         network,
-        (a.cluster_dns, a.cluster_domain),
+        (cluster_dns, cluster_domain),
     )?;
+    config.cluster_flags = cluster_flags;
     config.server = a.join.trim_end_matches('/').to_string();
     config.token = token;
     config.fake_capacity =
@@ -752,6 +750,7 @@ fn node_config(
         eviction_max_pod_grace_period: n.eviction_max_pod_grace_period,
         network,
         dns,
+        cluster_flags: Default::default(),
     })
 }
 
@@ -861,6 +860,16 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
             }
         }
     }
+    // As k3s: the cluster DNS is the service range's 10th address unless given.
+    let cluster_dns = match a.cluster_dns {
+        Some(ip) => ip,
+        None => nth_ip(&a.service_cidr, 10).with_context(|| {
+            format!(
+                "--service-cidr {} has no 10th address for the cluster DNS; give --cluster-dns",
+                a.service_cidr
+            )
+        })?,
+    };
     let node_ipam = distro_server::NodeIpamSettings::parse(
         &a.cluster_cidr,
         a.node_cidr_mask_size_ipv4,
@@ -875,7 +884,7 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
             a.data_dir.clone(),
             true,
             network,
-            (vec![a.cluster_dns], a.cluster_domain.clone()),
+            (vec![cluster_dns], a.cluster_domain.clone()),
         )?)
     };
     Ok(distro_server::Config {
@@ -888,7 +897,7 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
         tls_sans: a.tls_san,
         cluster_cidr: a.cluster_cidr,
         service_cidr: a.service_cidr,
-        cluster_dns: a.cluster_dns,
+        cluster_dns,
         cluster_domain: a.cluster_domain,
         write_kubeconfig: a.write_kubeconfig,
         write_kubeconfig_mode: mode,
@@ -903,6 +912,26 @@ fn server_config(a: ServerArgs) -> Result<distro_server::Config> {
             tolerance: a.horizontal_pod_autoscaler_tolerance,
         },
         metrics_resolution: a.metrics_resolution,
+    })
+}
+
+/// The `n`th address of the first range of `cidrs` (comma-separated), if inside it.
+fn nth_ip(cidrs: &str, n: u32) -> Option<IpAddr> {
+    let (addr, len) = cidrs.split(',').next()?.trim().split_once('/')?;
+    let len: u32 = len.parse().ok()?;
+    let (base, bits) = match addr.parse::<IpAddr>().ok()? {
+        IpAddr::V4(a) => (u128::from(u32::from(a)), 32u32),
+        IpAddr::V6(a) => (u128::from(a), 128),
+    };
+    let host_bits = bits.checked_sub(len)?;
+    let host_mask = u128::MAX.checked_shr(128 - host_bits).unwrap_or(0);
+    if host_bits == 0 || u128::from(n) > host_mask {
+        return None;
+    }
+    let ip = (base & !host_mask) | u128::from(n);
+    Some(match bits {
+        32 => IpAddr::V4(u32::try_from(ip).ok()?.into()),
+        _ => IpAddr::V6(ip.into()),
     })
 }
 
@@ -987,4 +1016,20 @@ fn kubectl(args: Vec<OsString>) -> ExitCode {
     let err = cmd.exec();
     eprintln!("distro kubectl: running kubectl: {err} (install kubectl, or put it on PATH)");
     ExitCode::from(127)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cluster_dns_is_the_tenth_service_address() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().ok();
+        assert_eq!(super::nth_ip("10.43.0.0/16", 10), ip("10.43.0.10"));
+        assert_eq!(
+            super::nth_ip("10.61.0.0/16,fd61::/112", 10),
+            ip("10.61.0.10")
+        );
+        assert_eq!(super::nth_ip("fd43::/112", 10), ip("fd43::a"));
+        assert_eq!(super::nth_ip("10.0.0.0/29", 10), None);
+        assert_eq!(super::nth_ip("10.0.0.1/32", 10), None);
+    }
 }

@@ -483,3 +483,223 @@ fn a_node_whose_address_changes_is_followed_by_its_peers() {
     );
     eprintln!("address change test took {:?}", began.elapsed());
 }
+
+/// The first file under `dir` whose name ends with `suffix`.
+fn find_file(dir: &Path, suffix: &str) -> Option<std::path::PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn agents_take_the_cluster_ranges_and_dns_from_the_server() {
+    let began = Instant::now();
+    // No --cluster-cidr/--cluster-dns on the agents: they learn them from the server.
+    let c = Cluster::start(
+        bin(),
+        Options {
+            nodes: 2,
+            server_args: vec![
+                "--cluster-cidr",
+                "10.60.0.0/16",
+                "--service-cidr",
+                "10.61.0.0/16",
+            ],
+            agent_args: vec![],
+            ipv6: false,
+            detect_node_ip: false,
+        },
+        install,
+    );
+    c.wait_ready(Duration::from_secs(60));
+    let published = c.server.json(
+        LATEST,
+        &["-n", "kube-system", "get", "configmap", "distro-config"],
+    );
+    assert_eq!(
+        published["data"]["cluster-cidr"], "10.60.0.0/16",
+        "{published}"
+    );
+    assert_eq!(
+        published["data"]["cluster-dns"], "10.61.0.10",
+        "{published}"
+    );
+    let cidr = eventually(Duration::from_secs(20), EVERY, "podCIDR", || {
+        pod_cidr(&c, &c.nodes[0].name)["spec"]["podCIDR"]
+            .as_str()
+            .map(String::from)
+    });
+    assert!(cidr.starts_with("10.60."), "{cidr}");
+
+    // The CNI config and its masquerade rules name the server's range, not 10.42.0.0/16.
+    let data = c.nodes[0].agent.data_dir();
+    let conflist = eventually(Duration::from_secs(20), EVERY, "CNI config", || {
+        find_file(&data, ".conflist")
+    });
+    let conflist = std::fs::read_to_string(conflist).unwrap();
+    assert!(
+        conflist.contains("\"clusterCIDR\": \"10.60.0.0/16\"")
+            || conflist.contains("\"clusterCIDR\":\"10.60.0.0/16\""),
+        "{conflist}"
+    );
+    let log = c.nodes[0].agent.log();
+    assert!(!log.contains("differs from the server's"), "{log}");
+
+    // Pod to pod across nodes is not masqueraded: the agents know 10.60.0.0/16 is the
+    // cluster's (with 10.42.0.0/16 they masqueraded everything outside their own /24).
+    pod_to_pod_keeps_source(&c);
+    let nft = c.nodes[0]
+        .netns
+        .exec(&["nft", "list", "table", "inet", "distro-cni"]);
+    let nft = String::from_utf8_lossy(&nft.stdout).to_string();
+    assert!(
+        nft.contains("10.60.0.0/16") && !nft.contains("10.42."),
+        "{nft}"
+    );
+
+    // Pods resolve through the server's cluster DNS (the 10th address of its service range).
+    let dns_pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: resolver, namespace: default}}
+spec:
+  nodeName: {}
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "cat /etc/resolv.conf; while true; do nslookup kubernetes.default.svc.cluster.local 2>&1; sleep 1; done"]
+"#,
+        c.nodes[1].name
+    );
+    c.server
+        .ok_stdin(LATEST, &["apply", "-f", "-"], Some(&dns_pod));
+    let data1 = c.nodes[1].agent.data_dir();
+    let resolved = std::panic::catch_unwind(|| {
+        eventually(
+            Duration::from_secs(60),
+            EVERY,
+            "the kubernetes Service resolved through 10.61.0.10",
+            || {
+                let log = container_log(&data1, "resolver");
+                (log.contains("nameserver 10.61.0.10") && log.contains("Address: 10.61.0.1\n"))
+                    .then_some(())
+            },
+        )
+    });
+    let log = container_log(&data1, "resolver");
+    assert!(
+        resolved.is_ok(),
+        "the resolver pod's log: {log}\n{}",
+        c.nodes[1].agent.log()
+    );
+    assert!(!log.contains("10.43.0.10"), "{log}");
+    c.server.ok(
+        LATEST,
+        &[
+            "delete",
+            "pod",
+            "resolver",
+            "--grace-period=1",
+            "--timeout=30s",
+        ],
+    );
+    eprintln!("cluster config test took {:?}", began.elapsed());
+}
+
+#[test]
+fn dual_stack_host_gw_routes_ipv6_pods_via_node_addresses() {
+    let began = Instant::now();
+    let c = Cluster::start(
+        bin(),
+        Options {
+            nodes: 2,
+            server_args: vec!["--cluster-cidr", "10.42.0.0/16,fd42::/56"],
+            agent_args: vec!["--flannel-backend", "host-gw"],
+            ipv6: true,
+            detect_node_ip: false,
+        },
+        install,
+    );
+    c.wait_ready(Duration::from_secs(60));
+    let node = eventually(
+        Duration::from_secs(20),
+        EVERY,
+        "IPv6 range published",
+        || {
+            let node = pod_cidr(&c, &c.nodes[1].name);
+            (node["spec"]["podCIDRs"][1].is_string()
+                && node["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ipv6"]
+                    .is_string())
+            .then_some(node)
+        },
+    );
+    let peer6 = node["spec"]["podCIDRs"][1].as_str().unwrap().to_string();
+    assert_eq!(
+        node["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ipv6"],
+        "fd77::11"
+    );
+    // A plain IPv6 route to the peer's range via its LAN address, and no VXLAN device.
+    eventually(Duration::from_secs(20), EVERY, "host-gw IPv6 route", || {
+        let r = c.nodes[0]
+            .netns
+            .exec(&["ip", "-6", "route", "show", &peer6]);
+        String::from_utf8_lossy(&r.stdout)
+            .contains("via fd77::11")
+            .then_some(())
+    });
+    let dev = c.nodes[0]
+        .netns
+        .exec(&["ip", "link", "show", "distro-v6.1"]);
+    assert!(!dev.status.success(), "host-gw makes no VXLAN device");
+
+    c.server
+        .ok_stdin(LATEST, &["apply", "-f", "-"], Some(&web(&c.nodes[1].name)));
+    let web_ip6 = eventually(Duration::from_secs(40), EVERY, "web pod's IPv6", || {
+        pod_ip(&c, "web")?;
+        let p = c.server.json(LATEST, &["get", "pod", "web"]);
+        p["status"]["podIPs"][1]["ip"].as_str().map(String::from)
+    });
+    c.server.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(&pods(&c.nodes[1].name, &c.nodes[0].name, &web_ip6)),
+    );
+    let client_ip6 = eventually(Duration::from_secs(40), EVERY, "client pod's IPv6", || {
+        pod_ip(&c, "client")?;
+        let p = c.server.json(LATEST, &["get", "pod", "client"]);
+        p["status"]["podIPs"][1]["ip"].as_str().map(String::from)
+    });
+    let data = c.nodes[0].agent.data_dir();
+    eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "IPv6 pod to pod over host-gw",
+        || {
+            container_log(&data, "client")
+                .contains(&format!("REMOTE=[{client_ip6}]\n"))
+                .then_some(())
+        },
+    );
+    c.server.ok(
+        LATEST,
+        &[
+            "delete",
+            "pod",
+            "web",
+            "client",
+            "--grace-period=1",
+            "--timeout=30s",
+        ],
+    );
+    eprintln!("dual-stack host-gw test took {:?}", began.elapsed());
+}

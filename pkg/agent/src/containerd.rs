@@ -78,6 +78,8 @@ async fn serve(
     let (client, connections) = join::node_client(&config.server, &ca_pem, &name, &pair)?;
     // Also with stored credentials: the name may have been taken meanwhile.
     join::claim_node_name(&client, &name, &password).await?;
+    // The cluster's ranges, DNS and domain as the server has them, unless flags say.
+    let config = &crate::clusterconfig::adopt(&client, config.clone()).await?;
     let node_ip = match config.network.node_ips.first() {
         Some(ip) => *ip,
         None => crate::kubelet::node_ip(&config.server).await?,

@@ -1,8 +1,11 @@
 //! The simulated runtime: drives pods bound to our nodes through their lifecycle without
 //! starting anything, reporting what a kubelet would.
 //!
-//! - Pending → Running and Ready at once: podIP from the node's /24, hostIP, container
-//!   statuses `running`, and a `Started` event per container.
+//! - Pending → Running and Ready once the node has its pod range (`spec.podCIDRs`, from the
+//!   server's node IPAM controller, as a real kubelet waits for it before its network is
+//!   ready): podIP(s) from that range (one per family), hostIP, container statuses
+//!   `running`, and a `Started` event per container. A node the controller could not give a
+//!   range (`CIDRNotAvailable`) keeps its pods Pending.
 //! - Pods whose restart policy is `Never` or `OnFailure` exit after the annotation
 //!   [`RUN_SECONDS`] (default [`DEFAULT_RUN_SECONDS`]) with the code in [`EXIT_CODE`]
 //!   (default 0): `Succeeded`, or `Failed` for `Never`; `OnFailure` restarts a failed
@@ -10,7 +13,7 @@
 //! - A terminating pod is removed at once (grace 0), as a kubelet does once its containers
 //!   are gone.
 //!
-//! All nodes of the process share one pod watch. Work per pod is level-triggered from what
+//! All nodes of the process share one pod watch and one Node watch. Work per pod is level-triggered from what
 //! the watch shows, at most [`WORKERS`] API writes in flight.
 //!
 //! Each node also serves the kubelet API ([`crate::kubelet`]) with its pods and their
@@ -22,9 +25,11 @@ use std::time::Duration;
 
 use distro_client::Informers;
 use futures::StreamExt;
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
@@ -61,14 +66,16 @@ struct Pool {
 }
 
 impl Pool {
-    /// The pod's address octet: the one it has, or a free one (2–254; .1 is the gateway).
-    fn get(&mut self, uid: &str) -> u8 {
+    /// The pod's address offset in the node's range: the one it has, or a free one
+    /// (2–`max`; .1 is the gateway).
+    fn get(&mut self, uid: &str, max: u8) -> u8 {
         if let Some(o) = self.by_uid.get(uid) {
             return *o;
         }
+        let max = max.max(2);
         let mut pick = None;
-        for _ in 0..253 {
-            self.next = if self.next < 2 || self.next >= 254 {
+        for _ in 2..=max {
+            self.next = if self.next < 2 || self.next >= max {
                 2
             } else {
                 self.next + 1
@@ -78,7 +85,7 @@ impl Pool {
                 break;
             }
         }
-        // A full /24 reuses addresses (a real node would refuse more than its range holds).
+        // A full range reuses addresses (a real node would refuse more than its range holds).
         let o = pick.unwrap_or(self.next);
         self.used.insert(o);
         self.by_uid.insert(uid.to_string(), o);
@@ -99,6 +106,10 @@ struct Node {
 
 struct Shared {
     nodes: HashMap<String, Node>,
+    /// Every Node, for our nodes' pod ranges.
+    node_objects: Store<k8s_openapi::api::core::v1::Node>,
+    /// Bumped when one of our Nodes changes, so pods waiting for its range look again.
+    node_changed: watch::Sender<u64>,
     usage: Arc<crate::usage::Usage>,
     /// Steps started (and not to be repeated) per pod UID; forgotten when the pod is removed.
     taken: Mutex<HashSet<(String, Step)>>,
@@ -117,6 +128,7 @@ pub async fn run(
     };
     let informers = Informers::new(first.client.clone());
     let pods = informers.get::<Pod>();
+    let node_objects = informers.get::<k8s_openapi::api::core::v1::Node>();
     let usage = Arc::new(crate::usage::Usage::default());
     let mut servers = tokio::task::JoinSet::new();
     for l in listeners {
@@ -140,6 +152,8 @@ pub async fn run(
     }
     let shared = Arc::new(Shared {
         usage,
+        node_objects: node_objects.store(),
+        node_changed: watch::channel(0).0,
         nodes: nodes
             .iter()
             .map(|r| {
@@ -156,9 +170,15 @@ pub async fn run(
         permits: Semaphore::new(WORKERS),
     });
     let mut changes = std::pin::pin!(pods.subscribe());
+    let mut node_changes = std::pin::pin!(node_objects.subscribe());
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
+            Some(node) = node_changes.next() => {
+                if shared.nodes.contains_key(&node.name_any()) {
+                    shared.node_changed.send_modify(|n| *n = n.wrapping_add(1));
+                }
+            }
             pod = changes.next() => match pod {
                 Some(pod) => consider(&shared, &pod, &mut tasks),
                 None => break,
@@ -302,15 +322,69 @@ async fn patch_status(
     }
 }
 
-/// Reports the pod Running and Ready.
+/// The node's pod ranges, waiting until the node IPAM controller gave them.
+async fn wait_ranges(shared: &Shared, node: &str) -> Vec<IpNet> {
+    let mut changed = shared.node_changed.subscribe();
+    loop {
+        let found = shared
+            .node_objects
+            .state()
+            .iter()
+            .find(|n| n.name_any() == node)
+            .map(|n| crate::network::pod_cidrs(n))
+            .unwrap_or_default();
+        if !found.is_empty() {
+            return found;
+        }
+        tracing::debug!(%node, "waiting for the node's pod CIDR before starting pods");
+        if changed.changed().await.is_err() {
+            return Vec::new();
+        }
+    }
+}
+
+/// The largest address offset a pod may get in `range`: below its broadcast address, at
+/// most 254 (a /24's worth, enough for a simulated node).
+fn max_offset(range: &IpNet) -> u8 {
+    let host_bits = u32::from(range.max_prefix_len() - range.prefix_len());
+    let last = 1u128.checked_shl(host_bits).map_or(u128::MAX, |n| n - 1);
+    u8::try_from(last.saturating_sub(1).min(254)).unwrap_or(254)
+}
+
+/// The address at `offset` in `range`.
+fn nth(range: &IpNet, offset: u8) -> std::net::IpAddr {
+    match range {
+        IpNet::V4(n) => {
+            std::net::Ipv4Addr::from(u32::from(n.network()).wrapping_add(u32::from(offset))).into()
+        }
+        IpNet::V6(n) => {
+            std::net::Ipv6Addr::from(u128::from(n.network()).wrapping_add(u128::from(offset)))
+                .into()
+        }
+    }
+}
+
+/// Reports the pod Running and Ready, once its node has a pod range.
 async fn start(shared: &Shared, node: &str, pod: &Pod) -> Result<(), kube::Error> {
     let Some(n) = shared.nodes.get(node) else {
         return Ok(());
     };
+    let ranges = wait_ranges(shared, node).await;
+    let Some(first) = ranges.first() else {
+        return Ok(());
+    };
     let uid = pod.uid().unwrap_or_default();
-    let octet = n.pool.lock().unwrap_or_else(|e| e.into_inner()).get(&uid);
-    let [a, b, c] = n.reg.pod_prefix;
-    let pod_ip = format!("{a}.{b}.{c}.{octet}");
+    let max = ranges.iter().map(max_offset).min().unwrap_or(2);
+    let offset = n
+        .pool
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&uid, max);
+    let pod_ip = nth(first, offset).to_string();
+    let pod_ips: Vec<Value> = ranges
+        .iter()
+        .map(|r| json!({"ip": nth(r, offset).to_string()}))
+        .collect();
     let now = now();
     let spec = pod.spec.clone().unwrap_or_default();
     let containers: Vec<Value> = spec
@@ -348,7 +422,7 @@ async fn start(shared: &Shared, node: &str, pod: &Pod) -> Result<(), kube::Error
         "hostIP": n.reg.host_ip,
         "hostIPs": [{"ip": n.reg.host_ip}],
         "podIP": pod_ip,
-        "podIPs": [{"ip": pod_ip}],
+        "podIPs": pod_ips,
         "startTime": now,
         "conditions": conditions,
         "containerStatuses": containers,
@@ -539,17 +613,34 @@ mod tests {
     #[test]
     fn pool_hands_out_distinct_addresses_and_reuses_released_ones() {
         let mut p = Pool::default();
-        let a = p.get("a");
-        assert_eq!(p.get("a"), a, "stable per pod");
-        let b = p.get("b");
+        let a = p.get("a", 254);
+        assert_eq!(p.get("a", 254), a, "stable per pod");
+        let b = p.get("b", 254);
         assert_ne!(a, b);
         assert!((2..=254).contains(&a) && (2..=254).contains(&b));
         p.release("a");
         let mut seen = HashSet::new();
         for i in 0..252 {
-            seen.insert(p.get(&format!("x{i}")));
+            seen.insert(p.get(&format!("x{i}"), 254));
         }
         assert!(seen.contains(&a), "released address handed out again");
         assert!(!seen.contains(&b), "b still in use");
+        // A small range: offsets stay below its broadcast address.
+        let mut small = Pool::default();
+        for i in 0..10 {
+            assert!((2..=6).contains(&small.get(&format!("s{i}"), 6)));
+        }
+    }
+
+    #[test]
+    fn addresses_come_from_the_nodes_range() {
+        let v4: IpNet = "10.70.3.0/24".parse().unwrap();
+        let v6: IpNet = "fd70:0:0:3::/64".parse().unwrap();
+        let small: IpNet = "10.70.4.0/29".parse().unwrap();
+        assert_eq!(max_offset(&v4), 254);
+        assert_eq!(max_offset(&v6), 254);
+        assert_eq!(max_offset(&small), 6);
+        assert_eq!(nth(&v4, 7).to_string(), "10.70.3.7");
+        assert_eq!(nth(&v6, 7).to_string(), "fd70:0:0:3::7");
     }
 }

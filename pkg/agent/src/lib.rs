@@ -22,9 +22,10 @@
 //! # Limits
 //! - `--runtime containerd` ([`containerd`]) serves one node; its pods reach other nodes'
 //!   pods through the overlay ([`overlay`]: VXLAN or host-gw, [`network`] settings).
-//! - Simulated nodes take their pod range from `spec.podCIDR` when the server set it at
-//!   registration, else a /24 of 10.42.0.0/16 picked from the node's name (they run no pods,
-//!   only report addresses); real nodes wait for the server's node IPAM controller.
+//! - Simulated and real nodes alike wait for their pod range from the server's node IPAM
+//!   controller (`spec.podCIDRs`); simulated nodes only report addresses from it. As
+//!   upstream, the default /16 with /24 node masks holds 256 nodes: more simulated nodes
+//!   need `--node-cidr-mask-size-ipv4` on the server (the others get `CIDRNotAvailable`).
 //! - Credentials are not rotated while running; a restart renews them when a third of their
 //!   lifetime is left.
 
@@ -38,6 +39,7 @@ use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio::sync::watch;
 
+pub mod clusterconfig;
 pub mod containerd;
 pub mod eviction;
 pub mod fake;
@@ -213,6 +215,9 @@ pub struct Config {
     /// The node's cluster DNS server, and what its pods' resolv.conf names
     /// (`--cluster-dns`, `--cluster-domain`, `--resolv-conf`).
     pub dns: distro_dns::Config,
+    /// Which of `--cluster-cidr`, `--cluster-dns`, `--cluster-domain` were given: the
+    /// others are taken from the server after joining ([`clusterconfig`]).
+    pub cluster_flags: clusterconfig::Given,
 }
 
 impl Config {

@@ -4,8 +4,8 @@
 //! range before it writes the CNI config.
 //!
 //! # Limits
-//! - The agent is told the cluster CIDR (`--cluster-cidr`, default 10.42.0.0/16); k3s agents
-//!   read it from the server. It only decides which destinations are not masqueraded.
+//! - The cluster CIDR comes from the server ([`crate::clusterconfig`]) unless
+//!   `--cluster-cidr` is given. It only decides which destinations are not masqueraded.
 //! - An IPv6-only cluster is not supported: the CNI plugin needs an IPv4 range.
 
 use std::net::IpAddr;

@@ -54,8 +54,6 @@ pub struct Registered {
     /// The node's InternalIP, reported as pods' hostIP: the address its kubelet API listens
     /// on, so the server can reach it.
     pub host_ip: String,
-    /// The first three octets of the node's pod /24.
-    pub pod_prefix: [u8; 3],
 }
 
 /// What a node running real containers reports instead of the simulated values.
@@ -79,21 +77,6 @@ fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// The /24 pods of `node` get addresses from: `spec.podCIDR` when a controller set one, else
-/// one of 10.42.0.0/16 (the default cluster CIDR) picked from the name.
-fn pod_prefix(node: &Node, name: &str) -> [u8; 3] {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.pod_cidr.as_deref())
-        .and_then(|c| c.strip_suffix("/24"))
-        .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
-        .map(|ip| {
-            let o = ip.octets();
-            [o[0], o[1], o[2]]
-        })
-        .unwrap_or([10, 42, (fnv(name) % 256) as u8])
 }
 
 fn labels(config: &Config, name: &str, real: bool) -> BTreeMap<String, String> {
@@ -295,7 +278,6 @@ pub async fn register(
     Ok(Registered {
         name: name.to_string(),
         uid: node.metadata.uid.clone().unwrap_or_default(),
-        pod_prefix: pod_prefix(&node, name),
         host_ip,
         client,
         connections,
@@ -596,11 +578,5 @@ mod tests {
         assert_eq!(c["memory"].0, "8Gi", "unnamed resources keep defaults");
         assert!(parse_capacity("cpu").is_err());
         assert!(parse_capacity("cpu=lots").is_err());
-    }
-
-    #[test]
-    fn addresses_are_stable_and_in_range() {
-        let node = Node::default();
-        assert_eq!(pod_prefix(&node, "a")[..2], [10, 42]);
     }
 }

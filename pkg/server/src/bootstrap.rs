@@ -199,7 +199,7 @@ pub async fn kube_dns_service(
 }
 
 /// Creates `obj`, or sets `path` of the existing object to `obj`'s value there if it differs.
-async fn upsert(
+pub(crate) async fn upsert(
     storage: &Storage,
     registry: &Registry,
     (group, resource): (&str, &str),

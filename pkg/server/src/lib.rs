@@ -28,6 +28,7 @@ pub use distro_controllers::nodeipam::Settings as NodeIpamSettings;
 mod auth;
 mod bootstrap;
 pub mod bootstraptoken;
+mod clusterconfig;
 mod controllers;
 mod join;
 mod metrics;
@@ -349,6 +350,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             tracing::warn!(error = %e, ip = %config.cluster_dns, "creating kube-system/kube-dns");
         }
     }
+    // --- overlay2 --- the ranges, DNS and domain agents take after joining.
+    clusterconfig::publish(&storage, &registry, &config)
+        .await
+        .map_err(Error::Bootstrap)?;
     let signer = Arc::new(pki.signer);
     let openapi = Arc::new(distro_apiserver::openapi::OpenApiService::new(
         distro_apiserver::openapi::OpenApi::build(&registry.all()),

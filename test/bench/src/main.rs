@@ -16,6 +16,9 @@
 //! Then, as root with containerd, unless `--skip-node` (`node.rs`): a real node's idle RSS
 //! (agent and containerd apart) and pod startup latency, apply → Running, for 100 pods.
 //!
+//! Or, with `--throughput` (`throughput.rs`), only pod-to-pod TCP throughput across two
+//! nodes over the overlay against the bare veth path.
+//!
 //! Limits: the load generator shares the machine (and its cores) with the server, as wrk did
 //! for DESIGN.md's upstream figures; the table shows both processes' CPU time per phase so the
 //! split is visible.
@@ -25,6 +28,7 @@ mod node;
 mod proxy;
 mod scale;
 mod server;
+mod throughput;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,6 +99,10 @@ struct Opts {
     /// services (`hack/bench --proxy 1000`); see proxy.rs.
     #[arg(long, value_name = "SERVICES")]
     proxy: Option<usize>,
+    /// Measure only TCP throughput pod to pod across two nodes (VXLAN, host-gw) against the
+    /// bare veth path (root, containerd); see throughput.rs.
+    #[arg(long)]
+    throughput: bool,
 }
 
 /// What one run does, resolved from [`Opts`].
@@ -164,7 +172,20 @@ impl Plan {
 }
 
 fn main() -> ExitCode {
+    // Started by the throughput phase as its TCP sink or source inside a namespace.
+    if let Some(code) = throughput::helper_main() {
+        return code;
+    }
     let opts = Opts::parse();
+    if opts.throughput {
+        return match throughput::run(&opts.bin, opts.tmp_dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("distro-bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let proxy_services = opts.proxy;
     let plan = match Plan::from_opts(opts) {
         Ok(p) => p,

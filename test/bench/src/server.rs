@@ -57,6 +57,9 @@ impl Server {
             .arg("--write-kubeconfig")
             .arg(&kubeconfig)
             .arg("--disable-agent")
+            // --- overlay2 --- /26 node ranges: 1,024 simulated nodes (DESIGN.md's scale
+            // target) each get one, as their pods start only once their node has a range.
+            .args(["--node-cidr-mask-size-ipv4", "26"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("log file")?)
             .stderr(log)
