@@ -481,6 +481,32 @@ fn a_node_whose_address_changes_is_followed_by_its_peers() {
         "{}",
         String::from_utf8_lossy(&dev.stdout)
     );
+    // The Node reports the new InternalIP, and its kubelet API answers there (the API
+    // server reaches it through nodes/proxy, checking a serving certificate for it).
+    eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "node 1's InternalIP updated",
+        || {
+            let n = pod_cidr(&c, &c.nodes[1].name);
+            n["status"]["addresses"]
+                .as_array()?
+                .iter()
+                .any(|a| a["type"] == "InternalIP" && a["address"] == new_ip.as_str())
+                .then_some(())
+        },
+    );
+    let healthz = format!("/api/v1/nodes/{}/proxy/healthz", c.nodes[1].name);
+    eventually(
+        Duration::from_secs(30),
+        EVERY,
+        "node 1's kubelet API at its new address",
+        || {
+            let out = c.server.kubectl(LATEST, &["get", "--raw", &healthz]);
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok")
+                .then_some(())
+        },
+    );
     eprintln!("address change test took {:?}", began.elapsed());
 }
 

@@ -110,8 +110,7 @@ async fn serve(
         return Ok(());
     };
     tracing::info!(node = %name, cidrs = ?pod_cidrs, "pod CIDR assigned");
-    let overlay =
-        crate::overlay::setup(&config.network, &name, &config.server, node_ip, &pod_cidrs).await?;
+    let overlay = crate::overlay::setup(&config.network, &name, node_ip, &pod_cidrs).await?;
     let mtu = overlay.as_ref().and_then(|o| o.mtu);
     let conflist = write_cni_config(config, rt, &pod_cidrs, mtu).await?;
     tracing::info!(path = %conflist.display(), "pod network configured");
@@ -174,10 +173,25 @@ async fn serve(
         ),
         authorizer: distro_kubelet::server::SarAuthorizer::new(client.clone(), &name),
     });
-    let server =
-        distro_kubelet::server::serve(listener.listener, listener.tls, api, shutdown.clone());
+    let kubelet_port = listener.addr.port();
+    let (address, follow_address) = crate::address::follow(
+        config.server.clone(),
+        node_ip,
+        !config.network.node_ips.is_empty(),
+        connections,
+        shutdown.clone(),
+    );
+    let server = crate::address::serve_kubelet(
+        listener,
+        address.clone(),
+        client.clone(),
+        dir.clone(),
+        ca_pem.clone(),
+        api,
+        shutdown.clone(),
+    );
     let machine = {
-        let (name, ip, port) = (name.clone(), real.host_ip.clone(), listener.addr.port());
+        let (name, ip, port) = (name.clone(), real.host_ip.clone(), kubelet_port);
         tokio::task::spawn_blocking(move || crate::status::Machine::read(&name, &ip, port)).await?
     };
     let reporter = crate::status::Reporter {
@@ -188,6 +202,7 @@ async fn serve(
         root_dir: root_dir.clone(),
         reserved: config.eviction_hard.clone(),
         pressure: pressure_rx,
+        address: address.clone(),
     };
     let eviction = crate::eviction::Manager {
         client: client.clone(),
@@ -207,7 +222,7 @@ async fn serve(
         let (client, shutdown) = (client.clone(), shutdown.clone());
         async move {
             if let Some(o) = overlay {
-                o.run(client, connections, shutdown).await;
+                o.run(client, address, shutdown).await;
             }
         }
     };
@@ -249,7 +264,7 @@ async fn serve(
         Some(manifests),
         shutdown.clone(),
     );
-    let (_, result, _, _, (), (), proxied, (), (), ()) = tokio::join!(
+    let (_, result, _, _, (), (), proxied, (), (), (), ()) = tokio::join!(
         leases,
         workers,
         reporter.run(shutdown.clone()),
@@ -259,7 +274,8 @@ async fn serve(
         proxy,
         server,
         dns,
-        policy
+        policy,
+        follow_address
     );
     if let Err(e) = proxied {
         tracing::warn!(error = %e, "service proxy stopped");

@@ -39,6 +39,7 @@ use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio::sync::watch;
 
+pub mod address;
 pub mod clusterconfig;
 pub mod containerd;
 pub mod eviction;

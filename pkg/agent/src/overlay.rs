@@ -12,9 +12,8 @@
 //! flannel leaves its device).
 //!
 //! # Limits
-//! - Without `--node-ip`, the node's address (towards the server) is re-detected every
-//!   [`ADDRESS_CHECK`]: a change re-creates the device and republishes, and peers follow.
-//!   The Node's InternalIP in its status is the node status reporter's, not changed here.
+//! - Without `--node-ip`, the node's address is followed by [`crate::address`]: a change
+//!   re-creates the device and republishes, and peers follow.
 //! - IPv6 across nodes needs an IPv6 `--node-ip`; without one the node has IPv6 pod addresses
 //!   reachable only on the node.
 //! - A node whose address is loopback (it reaches the server on 127.0.0.1) gets no overlay.
@@ -42,8 +41,6 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 const RESYNC: Duration = Duration::from_secs(30);
 /// Longest one convergence may take before it is abandoned and retried.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the node's address is re-detected when `--node-ip` is not given (DHCP).
-const ADDRESS_CHECK: Duration = Duration::from_secs(2);
 /// Retry delays after a failed convergence: from 200 ms, doubling, capped.
 const RETRY_BASE: Duration = Duration::from_millis(200);
 const RETRY_CAP: Duration = Duration::from_secs(10);
@@ -60,7 +57,6 @@ pub struct Overlay {
     /// The pods' MTU (the VXLAN device's), for the CNI config.
     pub mtu: Option<u32>,
     settings: Settings,
-    server: String,
     pod_cidrs: Vec<IpNet>,
     /// The address towards the server, as last detected.
     detected: IpAddr,
@@ -80,8 +76,7 @@ pub fn public_ips(settings: &Settings, detected: IpAddr) -> Vec<IpAddr> {
 
 /// Sets up this node's side of the overlay for its `pod_cidrs`: the VXLAN device per family
 /// that has a public address (nothing for host-gw). `None` when the backend is `none`.
-/// `server` is the URL the node's address is detected towards when `--node-ip` is not given
-/// (and re-detected while running, so a DHCP change follows).
+/// `detected` is the node's address towards the server (used without `--node-ip`).
 ///
 /// # Errors
 /// [`Error::Overlay`] when the device cannot be created (no interface holds the node IP,
@@ -89,7 +84,6 @@ pub fn public_ips(settings: &Settings, detected: IpAddr) -> Vec<IpAddr> {
 pub async fn setup(
     settings: &Settings,
     node: &str,
-    server: &str,
     detected: IpAddr,
     pod_cidrs: &[IpNet],
 ) -> Result<Option<Overlay>, Error> {
@@ -107,7 +101,6 @@ pub async fn setup(
         published: BTreeMap::new(),
         mtu: None,
         settings: settings.clone(),
-        server: server.to_string(),
         pod_cidrs: pod_cidrs.to_vec(),
         detected,
     };
@@ -190,29 +183,22 @@ impl Overlay {
         Ok(())
     }
 
-    /// Re-detects the node's address when it is not given by flags; on a change, re-creates
-    /// the devices and republishes. Returns whether anything changed.
-    async fn follow_address(&mut self) -> Result<bool, Error> {
-        if !self.settings.node_ips.is_empty() {
-            return Ok(false);
+    /// Takes the node's new address (when it is not given by flags): re-creates the devices
+    /// and what to publish.
+    async fn follow_address(&mut self, now: IpAddr) -> Result<(), Error> {
+        if !self.settings.node_ips.is_empty() || now == self.detected {
+            return Ok(());
         }
-        let now = crate::kubelet::node_ip(&self.server).await?;
-        if now == self.detected {
-            return Ok(false);
-        }
-        tracing::info!(old = %self.detected, new = %now, "the node's address changed");
         self.detected = now;
-        self.configure().await?;
-        Ok(true)
+        self.configure().await
     }
 
-    /// Publishes this node's annotations, then follows the cluster's Nodes until `shutdown`.
-    /// When the node's address changes, `connections` (the node client's) are closed: they
-    /// were made from the old address and would hang.
+    /// Publishes this node's annotations, then follows the cluster's Nodes and the node's
+    /// `address` ([`crate::address::follow`]) until `shutdown`.
     pub async fn run(
         mut self,
         client: distro_client::Client,
-        connections: distro_client::Connections,
+        mut address: watch::Receiver<IpAddr>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let api: Api<Node> = Api::all(client.clone());
@@ -225,7 +211,7 @@ impl Overlay {
         let mut dirty = true;
         let mut failures = 0u32;
         let mut next = tokio::time::Instant::now() + RESYNC;
-        let mut address_check = tokio::time::interval(ADDRESS_CHECK);
+        let mut address_open = true;
         loop {
             let wake = if dirty {
                 tokio::time::Instant::now() + DEBOUNCE
@@ -240,16 +226,16 @@ impl Overlay {
                     None => return,
                 },
                 _ = tokio::time::sleep_until(wake) => {}
-                _ = address_check.tick() => {
-                    match self.follow_address().await {
-                        Ok(true) => {
-                            let closed = connections.close_all();
-                            tracing::debug!(closed, "closed the connections made from the old address");
-                            dirty = true;
-                        }
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(error = %e, "re-detecting the node's address failed"),
+                changed = address.changed(), if address_open => {
+                    if changed.is_err() {
+                        address_open = false;
+                        continue;
                     }
+                    let now = *address.borrow_and_update();
+                    if let Err(e) = self.follow_address(now).await {
+                        tracing::warn!(error = %e, "moving the overlay to the node's new address failed");
+                    }
+                    dirty = true;
                     continue;
                 }
             }

@@ -296,6 +296,8 @@ pub struct Reporter {
     pub reserved: crate::eviction::Thresholds,
     /// The eviction manager's view.
     pub pressure: watch::Receiver<Pressure>,
+    /// The node's current address ([`crate::address::follow`]), reported as InternalIP.
+    pub address: watch::Receiver<std::net::IpAddr>,
 }
 
 impl Reporter {
@@ -339,17 +341,22 @@ impl Reporter {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_post = tokio::time::Instant::now();
         let mut pressure_open = true;
+        let mut address_open = true;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 changed = self.pressure.changed(), if pressure_open => {
                     pressure_open = changed.is_ok();
                 }
+                changed = self.address.changed(), if address_open => {
+                    address_open = changed.is_ok();
+                }
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {
                 return;
             }
+            self.machine.host_ip = self.address.borrow_and_update().to_string();
             let observed = self.observe().await;
             let pressure = *self.pressure.borrow();
             // GET the Node, not nodes/status: the system:node role may only write the latter.
