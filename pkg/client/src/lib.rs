@@ -29,6 +29,7 @@ use hyper_util::rt::TokioExecutor;
 use kube::client::ConfigExt;
 pub use kube::Client;
 
+pub mod events;
 mod informers;
 pub mod kubelet;
 pub mod leader;
