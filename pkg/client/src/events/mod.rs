@@ -180,7 +180,7 @@ impl Recorder {
         regarding: ObjectReference,
         type_: EventType,
         reason: &str,
-        message: impl Into<String>,
+        message: String,
     ) {
         self.record_action(regarding, None, type_, reason, "", message)
     }
@@ -194,7 +194,7 @@ impl Recorder {
         type_: EventType,
         reason: &str,
         action: &str,
-        message: impl Into<String>,
+        message: String,
     ) {
         let now = now();
         let action = (!action.is_empty()).then(|| action.to_string());
@@ -207,7 +207,7 @@ impl Recorder {
                     type_,
                     reason,
                     action,
-                    message.into(),
+                    message,
                     now,
                 )),
                 now,
@@ -220,7 +220,7 @@ impl Recorder {
                     type_,
                     reason,
                     action,
-                    message.into(),
+                    message,
                     now,
                 )),
                 now,
@@ -512,13 +512,13 @@ mod tests {
             pod("web"),
             EventType::Warning,
             "BackOff",
-            "Back-off restarting",
+            "Back-off restarting".into(),
         );
         rec.record(
             pod("web"),
             EventType::Warning,
             "BackOff",
-            "Back-off restarting",
+            "Back-off restarting".into(),
         );
         let w = wait_for(&fake, 2).await;
         let Write::Core { event, patch: None } = &w[0] else {
@@ -555,7 +555,7 @@ mod tests {
             ..Default::default()
         };
         rec.with_host("n1")
-            .record(node, EventType::Normal, "RegisteredNode", "m");
+            .record(node, EventType::Normal, "RegisteredNode", "m".into());
         let w = wait_for(&fake, 1).await;
         let Write::Core { event, .. } = &w[0] else {
             panic!()
@@ -581,7 +581,7 @@ mod tests {
             EventType::Normal,
             "Preempted",
             "Preempting",
-            "Preempted by pod",
+            "Preempted by pod".into(),
         );
         let w = wait_for(&fake, 1).await;
         let Write::Series { event, patch: None } = &w[0] else {
@@ -606,7 +606,7 @@ mod tests {
             ..Default::default()
         };
         let rec = Recorder::start(fake.clone(), Flavour::Core, "c", None, 2);
-        rec.record(pod("a"), EventType::Normal, "R", "0");
+        rec.record(pod("a"), EventType::Normal, "R", "0".into());
         // The task holds the first event in a stalled write...
         fake.entered.notified().await;
         // ...so two more fill the queue and the rest are dropped, without blocking.
@@ -634,15 +634,15 @@ mod tests {
             SinkError::Unreachable("refused".into()),
         ]);
         let rec = Recorder::start(fake.clone(), Flavour::Core, "c", None, 10);
-        rec.record(pod("a"), EventType::Normal, "R", "retried");
+        rec.record(pod("a"), EventType::Normal, "R", "retried".into());
         let w = wait_for(&fake, 1).await;
         assert_eq!(w.len(), 1);
         fake.fail
             .lock()
             .unwrap()
             .push(SinkError::Rejected("forbidden".into()));
-        rec.record(pod("a"), EventType::Normal, "R", "refused");
-        rec.record(pod("a"), EventType::Normal, "R", "next");
+        rec.record(pod("a"), EventType::Normal, "R", "refused".into());
+        rec.record(pod("a"), EventType::Normal, "R", "next".into());
         let w = wait_for(&fake, 2).await;
         let Write::Core { event, .. } = &w[1] else {
             panic!()
