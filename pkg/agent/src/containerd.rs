@@ -181,6 +181,7 @@ async fn serve(
     };
     let eviction = crate::eviction::Manager {
         client: client.clone(),
+        events: registered.events.clone(),
         node: name.clone(),
         thresholds: config.eviction_hard.clone(),
         transition_period: config.eviction_pressure_transition_period,

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use distro_apimachinery::quantity::Quantity as Q;
+use distro_client::events::{EventType, Recorder};
 use distro_client::Client;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -440,6 +441,8 @@ fn du(dir: &Path) -> i64 {
 pub struct Manager {
     /// The node's own client.
     pub client: Client,
+    /// Events as the node's kubelet.
+    pub events: Recorder,
     /// The node.
     pub node: String,
     /// The hard thresholds.
@@ -586,9 +589,7 @@ impl Manager {
         );
         let message = message(threshold, observed);
         tracing::info!(node = %self.node, pod = %format!("{ns}/{name}"), %message, "evicting");
-        crate::node::event_of_type(
-            &self.client,
-            &self.node,
+        self.events.record(
             k8s_openapi::api::core::v1::ObjectReference {
                 kind: Some("Pod".into()),
                 api_version: Some("v1".into()),
@@ -597,11 +598,10 @@ impl Manager {
                 uid: pod.metadata.uid.clone(),
                 ..Default::default()
             },
-            "Warning",
+            EventType::Warning,
             "Evicted",
             message.clone(),
-        )
-        .await;
+        );
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let now = crate::node::now_rfc3339();
         let body = json!({
