@@ -24,6 +24,9 @@
 //!   is dropped (upstream does the same).
 //! - Series (events.k8s.io/v1) repeats are written at once rather than on upstream's
 //!   thirty-minute heartbeat, so `series.count` is always current.
+//! - A node has more than one recorder (the kubelet's pod and probe workers share one; the
+//!   agent's node registration and eviction, and the image GC, have their own), so its
+//!   spam budget per object is per recorder, where upstream's kubelet has one.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,34 +200,18 @@ impl Recorder {
         message: String,
     ) {
         let now = now();
-        let action = (!action.is_empty()).then(|| action.to_string());
+        let occurrence = Occurrence {
+            regarding,
+            related,
+            type_,
+            reason: reason.to_string(),
+            action: (!action.is_empty()).then(|| action.to_string()),
+            message,
+            now,
+        };
         let pending = match self.flavour {
-            Flavour::Core => Pending::Core(
-                Box::new(core_event(
-                    &self.source,
-                    regarding,
-                    related,
-                    type_,
-                    reason,
-                    action,
-                    message,
-                    now,
-                )),
-                now,
-            ),
-            Flavour::Series => Pending::Series(
-                Box::new(series_event(
-                    &self.source,
-                    regarding,
-                    related,
-                    type_,
-                    reason,
-                    action,
-                    message,
-                    now,
-                )),
-                now,
-            ),
+            Flavour::Core => Pending::Core(Box::new(occurrence.core(&self.source)), now),
+            Flavour::Series => Pending::Series(Box::new(occurrence.series(&self.source)), now),
         };
         if let Err(e) = self.tx.try_send(pending) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -252,90 +239,76 @@ fn now() -> Timestamp {
     Timestamp::from_nanosecond(since_epoch.as_nanos() as i128).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-fn event_name(regarding: &ObjectReference, component: &str, now: Timestamp) -> String {
-    format!(
-        "{}.{:x}",
-        regarding.name.as_deref().unwrap_or(component),
-        now.as_nanosecond()
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn core_event(
-    source: &Source,
+/// One thing that happened, before it is shaped as either API version's Event.
+struct Occurrence {
     regarding: ObjectReference,
     related: Option<ObjectReference>,
     type_: EventType,
-    reason: &str,
+    reason: String,
     action: Option<String>,
     message: String,
     now: Timestamp,
-) -> Event {
-    let namespace = regarding
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    Event {
-        metadata: ObjectMeta {
-            name: Some(event_name(&regarding, &source.component, now)),
-            namespace: Some(namespace),
-            ..Default::default()
-        },
-        involved_object: regarding,
-        related,
-        reason: Some(reason.into()),
-        message: Some(message),
-        type_: Some(type_.as_str().into()),
-        action,
-        source: Some(EventSource {
-            component: Some(source.component.clone()),
-            host: source.host.clone(),
-        }),
-        count: Some(1),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        reporting_component: Some(source.component.clone()),
-        reporting_instance: source.host.clone(),
-        ..Default::default()
-    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn series_event(
-    source: &Source,
-    regarding: ObjectReference,
-    related: Option<ObjectReference>,
-    type_: EventType,
-    reason: &str,
-    action: Option<String>,
-    note: String,
-    now: Timestamp,
-) -> SeriesEvent {
-    let namespace = regarding
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    SeriesEvent {
-        metadata: ObjectMeta {
-            name: Some(event_name(&regarding, &source.component, now)),
-            namespace: Some(namespace),
+impl Occurrence {
+    /// Upstream's name (`<object>.<nanoseconds hex>`) in the object's namespace, or in
+    /// `default` for cluster-scoped objects.
+    fn meta(&self, source: &Source) -> ObjectMeta {
+        let r = &self.regarding;
+        ObjectMeta {
+            name: Some(format!(
+                "{}.{:x}",
+                r.name.as_deref().unwrap_or(&source.component),
+                self.now.as_nanosecond()
+            )),
+            namespace: Some(r.namespace.clone().unwrap_or_else(|| "default".into())),
             ..Default::default()
-        },
-        event_time: Some(MicroTime(now)),
-        type_: Some(type_.as_str().into()),
-        reason: Some(reason.into()),
-        action,
-        note: Some(note),
-        reporting_controller: Some(source.component.clone()),
-        reporting_instance: Some(
-            source
-                .host
-                .clone()
-                .unwrap_or_else(|| source.component.clone()),
-        ),
-        regarding: Some(regarding),
-        related,
-        ..Default::default()
+        }
+    }
+
+    /// As upstream's `tools/record` writes it.
+    fn core(self, source: &Source) -> Event {
+        Event {
+            metadata: self.meta(source),
+            involved_object: self.regarding,
+            related: self.related,
+            reason: Some(self.reason),
+            message: Some(self.message),
+            type_: Some(self.type_.as_str().into()),
+            action: self.action,
+            source: Some(EventSource {
+                component: Some(source.component.clone()),
+                host: source.host.clone(),
+            }),
+            count: Some(1),
+            first_timestamp: Some(Time(self.now)),
+            last_timestamp: Some(Time(self.now)),
+            reporting_component: Some(source.component.clone()),
+            reporting_instance: source.host.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// As upstream's `tools/events` writes it.
+    fn series(self, source: &Source) -> SeriesEvent {
+        SeriesEvent {
+            metadata: self.meta(source),
+            event_time: Some(MicroTime(self.now)),
+            type_: Some(self.type_.as_str().into()),
+            reason: Some(self.reason),
+            action: self.action,
+            note: Some(self.message),
+            reporting_controller: Some(source.component.clone()),
+            reporting_instance: Some(
+                source
+                    .host
+                    .clone()
+                    .unwrap_or_else(|| source.component.clone()),
+            ),
+            regarding: Some(self.regarding),
+            related: self.related,
+            ..Default::default()
+        }
     }
 }
 
