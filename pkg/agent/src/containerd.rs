@@ -206,6 +206,7 @@ async fn serve(
     };
     let eviction = crate::eviction::Manager {
         client: client.clone(),
+        events: registered.events.clone(),
         node: name.clone(),
         thresholds: config.eviction_hard.clone(),
         soft: config.eviction_soft.clone(),

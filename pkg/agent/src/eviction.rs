@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use distro_apimachinery::quantity::Quantity as Q;
+use distro_client::events::{EventType, Recorder};
 use distro_client::Client;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -650,6 +651,8 @@ fn du(dir: &Path) -> i64 {
 pub struct Manager {
     /// The node's own client.
     pub client: Client,
+    /// Events as the node's kubelet.
+    pub events: Recorder,
     /// The node.
     pub node: String,
     /// The hard thresholds.
@@ -795,9 +798,7 @@ impl Manager {
         if let Some(uid) = &pod.metadata.uid {
             self.grace.set(uid, grace);
         }
-        crate::node::event_of_type(
-            &self.client,
-            &self.node,
+        self.events.record(
             k8s_openapi::api::core::v1::ObjectReference {
                 kind: Some("Pod".into()),
                 api_version: Some("v1".into()),
@@ -806,11 +807,10 @@ impl Manager {
                 uid: pod.metadata.uid.clone(),
                 ..Default::default()
             },
-            "Warning",
+            EventType::Warning,
             "Evicted",
             message.clone(),
-        )
-        .await;
+        );
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let now = crate::node::now_rfc3339();
         let body = json!({

@@ -34,7 +34,8 @@ use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 
-use crate::node::{event, Registered};
+use crate::node::Registered;
+use distro_client::events::EventType;
 
 /// Annotation: seconds a `Never`/`OnFailure` pod's containers run before they exit.
 pub const RUN_SECONDS: &str = "fake.distro.io/run-seconds";
@@ -442,14 +443,12 @@ async fn start(shared: &Shared, node: &str, pod: &Pod) -> Result<(), kube::Error
             field_path: Some(format!("spec.containers{{{}}}", c.name)),
             ..Default::default()
         };
-        event(
-            &n.reg.client,
-            node,
+        n.reg.events.record(
             regarding,
+            EventType::Normal,
             "Started",
             format!("Started container {} (simulated: nothing runs)", c.name),
-        )
-        .await;
+        );
     }
     Ok(())
 }

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use distro_client::events::{EventType, Recorder};
 use distro_client::Client;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, EventSource, Node, NodeSpec, ObjectReference, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, ObjectReference, Taint};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Api;
@@ -49,6 +50,8 @@ pub struct Registered {
     pub client: Client,
     /// The client's connections, closed after repeated heartbeat failures.
     pub connections: distro_client::Connections,
+    /// Events as this node's kubelet.
+    pub events: Recorder,
     /// The node's UID (owner of its Lease).
     pub uid: String,
     /// The node's InternalIP, reported as pods' hostIP: the address its kubelet API listens
@@ -220,6 +223,7 @@ pub async fn register(
     real: Option<&RealNode>,
 ) -> Result<Registered, Error> {
     let api: Api<Node> = Api::all(client.clone());
+    let events = Recorder::new(client.clone(), "kubelet", Some(name));
     let host_ip = kubelet.ip().to_string();
     let annotations = match real {
         Some(_) => None,
@@ -243,14 +247,12 @@ pub async fn register(
     };
     let node = match api.create(&PostParams::default(), &wanted).await {
         Ok(n) => {
-            event(
-                &client,
-                name,
+            events.record(
                 node_ref(name),
+                EventType::Normal,
                 "Starting",
                 "Starting kubelet.".into(),
-            )
-            .await;
+            );
             n
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -267,20 +269,19 @@ pub async fn register(
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
         .await
         .map_err(Error::api(format!("reporting the status of Node {name}")))?;
-    event(
-        &client,
-        name,
+    events.record(
         node_ref(name),
+        EventType::Normal,
         "NodeReady",
         format!("Node {name} status is now: NodeReady"),
-    )
-    .await;
+    );
     Ok(Registered {
         name: name.to_string(),
         uid: node.metadata.uid.clone().unwrap_or_default(),
         host_ip,
         client,
         connections,
+        events,
     })
 }
 
@@ -291,64 +292,6 @@ fn node_ref(name: &str) -> ObjectReference {
         name: Some(name.into()),
         uid: Some(name.into()),
         ..Default::default()
-    }
-}
-
-/// Records a Normal core/v1 Event from the kubelet of `node`, best effort (failures are
-/// logged).
-pub(crate) async fn event(
-    client: &Client,
-    node: &str,
-    regarding: ObjectReference,
-    reason: &str,
-    message: String,
-) {
-    event_of_type(client, node, regarding, "Normal", reason, message).await
-}
-
-/// Records a core/v1 Event of `type_` (`Normal`, `Warning`) from the kubelet of `node`,
-/// best effort.
-pub(crate) async fn event_of_type(
-    client: &Client,
-    node: &str,
-    regarding: ObjectReference,
-    type_: &str,
-    reason: &str,
-    message: String,
-) {
-    let namespace = regarding
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let now = Timestamp::now();
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{:x}",
-                regarding.name.as_deref().unwrap_or(node),
-                now.as_nanosecond()
-            )),
-            namespace: Some(namespace.clone()),
-            ..Default::default()
-        },
-        involved_object: regarding,
-        reason: Some(reason.into()),
-        message: Some(message),
-        type_: Some(type_.into()),
-        source: Some(EventSource {
-            component: Some("kubelet".into()),
-            host: Some(node.into()),
-        }),
-        count: Some(1),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        reporting_component: Some("kubelet".into()),
-        reporting_instance: Some(node.into()),
-        ..Default::default()
-    };
-    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    if let Err(e) = api.create(&PostParams::default(), &event).await {
-        tracing::debug!(%node, %reason, error = %e, "recording an event failed");
     }
 }
 

@@ -30,6 +30,7 @@ use kube::client::ConfigExt;
 pub use kube::Client;
 
 mod conns;
+pub mod events;
 mod informers;
 pub mod kubelet;
 pub mod leader;

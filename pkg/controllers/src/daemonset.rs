@@ -37,7 +37,7 @@ use crate::expectations::{Expect, PodExpectations};
 use crate::history::{self, Ensured, Parent, HASH_LABEL, POD_REVISION_LABEL};
 use crate::objects::{
     adopt_pod, api_message, controller_of, controller_ref, object_ref, owners_to_wake,
-    record_event, selector_matches, EventType,
+    selector_matches, EventType, Recorder,
 };
 use crate::replicaset::{is_available, slow_start_batches};
 use crate::{Backoff, Clients, Error};
@@ -60,6 +60,8 @@ const BURST_REPLICAS: usize = 250;
 
 struct Ctx {
     client: Client,
+    /// Events, as this controller (upstream gives each controller its own recorder).
+    events: Recorder,
     pods: Store<Pod>,
     nodes: Store<Node>,
     revisions: Store<ControllerRevision>,
@@ -75,6 +77,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let revisions = clients.informers.get::<ControllerRevision>();
     let ctx = Arc::new(Ctx {
         client: clients.writer(IDENTITY),
+        events: Recorder::new(clients.writer(IDENTITY).clone(), COMPONENT, None),
         pods: pods.store(),
         nodes: nodes.store(),
         revisions: revisions.store(),
@@ -703,15 +706,12 @@ async fn execute(ctx: &Ctx, ds: &DaemonSet, hash: &str, plan: Plan) -> Option<Er
     let ns = ds.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     for (pod, node) in &plan.failed {
-        record_event(
-            &ctx.client,
-            COMPONENT,
+        ctx.events.record(
             object_ref(ds),
             EventType::Warning,
             "FailedDaemonPod",
             format!("Found failed daemon pod {ns}/{pod} on node {node}, will try to kill it"),
-        )
-        .await;
+        );
     }
     let mut failure = None;
     let deletes: Vec<(String, String)> = plan.delete.into_iter().take(BURST_REPLICAS).collect();
@@ -726,28 +726,20 @@ async fn execute(ctx: &Ctx, ds: &DaemonSet, hash: &str, plan: Plan) -> Option<Er
             ..Default::default()
         };
         match api.delete(&name, &dp).await {
-            Ok(_) => {
-                record_event(
-                    &ctx.client,
-                    COMPONENT,
-                    object_ref(ds),
-                    EventType::Normal,
-                    "SuccessfulDelete",
-                    format!("Deleted pod: {name}"),
-                )
-                .await
-            }
+            Ok(_) => ctx.events.record(
+                object_ref(ds),
+                EventType::Normal,
+                "SuccessfulDelete",
+                format!("Deleted pod: {name}"),
+            ),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(e) => {
-                record_event(
-                    &ctx.client,
-                    COMPONENT,
+                ctx.events.record(
                     object_ref(ds),
                     EventType::Warning,
                     "FailedDelete",
                     format!("Error deleting: {}", api_message(&e)),
-                )
-                .await;
+                );
                 ctx.expectations.forget(&key);
                 failure.get_or_insert(Error::api(format!("deleting pod {ns}/{name}"))(e));
             }
@@ -771,28 +763,22 @@ async fn execute(ctx: &Ctx, ds: &DaemonSet, hash: &str, plan: Plan) -> Option<Er
             match r {
                 Ok(p) => {
                     let name = p.name_any();
-                    record_event(
-                        &ctx.client,
-                        COMPONENT,
+                    ctx.events.record(
                         object_ref(ds),
                         EventType::Normal,
                         "SuccessfulCreate",
                         format!("Created pod: {name}"),
-                    )
-                    .await;
+                    );
                     created.push(name);
                 }
                 Err(e) if crate::namespace_closed(&e) => {}
                 Err(e) => {
-                    record_event(
-                        &ctx.client,
-                        COMPONENT,
+                    ctx.events.record(
                         object_ref(ds),
                         EventType::Warning,
                         "FailedCreate",
                         format!("Error creating: {}", api_message(&e)),
-                    )
-                    .await;
+                    );
                     failure
                         .get_or_insert(Error::api(format!("creating pods for DaemonSet {key}"))(e));
                 }

@@ -17,10 +17,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReferen
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
+use crate::objects::{EventType, Recorder};
 use crate::{already_exists, Backoff, Clients, Error};
 
 pub mod rollout;
@@ -66,10 +66,8 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let replicasets = clients.informers.get::<ReplicaSet>();
     let recorder = Recorder::new(
         clients.writer("deployment-controller"),
-        Reporter {
-            controller: "deployment-controller".into(),
-            instance: None,
-        },
+        "deployment-controller",
+        None,
     );
     let ctx = Arc::new(Ctx {
         client: clients.writer("deployment-controller"),
@@ -152,8 +150,7 @@ impl Rollout<'_> {
                 EventType::Warning,
                 "SelectingAll",
                 "This deployment is selecting all pods. A non-empty selector is required.".into(),
-            )
-            .await;
+            );
             let mut status = self.d.status.clone().unwrap_or_default();
             if status.observed_generation < self.d.metadata.generation {
                 status.observed_generation = self.d.metadata.generation;
@@ -395,8 +392,7 @@ impl Rollout<'_> {
                     );
                     let _ = self.update_status(status).await;
                 }
-                self.event(EventType::Warning, "ReplicaSetCreateError", msg)
-                    .await;
+                self.event(EventType::Warning, "ReplicaSetCreateError", msg);
                 return Err(Error::api(format!("creating ReplicaSet {name}"))(e));
             }
         };
@@ -405,8 +401,7 @@ impl Rollout<'_> {
                 EventType::Normal,
                 "ScalingReplicaSet",
                 format!("Scaled up replica set {name} to {count} from 0"),
-            )
-            .await;
+            );
         }
         self.set_deployment_revision(&new_revision.to_string())
             .await?;
@@ -477,22 +472,10 @@ impl Rollout<'_> {
         self.update_status(status).await
     }
 
-    async fn event(&self, type_: EventType, reason: &str, note: String) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Scaling".into(),
-            secondary: None,
-        };
-        if let Err(e) = self
-            .ctx
+    fn event(&self, type_: EventType, reason: &str, note: String) {
+        self.ctx
             .recorder
-            .publish(&ev, &self.d.object_ref(&()))
-            .await
-        {
-            tracing::debug!(deployment = %key(&self.d), error = %e, "recording event failed");
-        }
+            .record(self.d.object_ref(&()), type_, reason, note);
     }
 
     /// Sets a ReplicaSet's size and replica annotations; records an event when the size
@@ -515,8 +498,7 @@ impl Rollout<'_> {
                 EventType::Normal,
                 "ScalingReplicaSet",
                 format!("Scaled {op} replica set {name} to {to} from {from}"),
-            )
-            .await;
+            );
         }
         Ok(from != to)
     }

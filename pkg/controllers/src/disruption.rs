@@ -25,7 +25,7 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::objects::{controller_ref, object_ref, record_event, selector_matches, EventType};
+use crate::objects::{controller_ref, object_ref, selector_matches, EventType, Recorder};
 use crate::{Backoff, Clients, Error};
 
 /// The name events and logs are reported under, as upstream.
@@ -48,6 +48,8 @@ struct Owners {
 /// The objects the controller reads and writes with.
 struct Ctx {
     client: Client,
+    /// Events, as this controller (upstream gives each controller its own recorder).
+    events: Recorder,
     pods: Store<Pod>,
     owners: Owners,
     backoff: Backoff,
@@ -65,6 +67,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let statefulsets = clients.informers.get::<StatefulSet>();
     let ctx = Arc::new(Ctx {
         client: clients.writer(COMPONENT),
+        events: Recorder::new(clients.writer(COMPONENT).clone(), COMPONENT, None),
         pods: pods.store(),
         owners: Owners {
             replicasets: replicasets.store(),
@@ -390,15 +393,12 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<Actio
     let (expected, desired, unmanaged) = match expected_count(&ctx.owners, &pdb, &pods) {
         Ok(v) => v,
         Err(e) => {
-            record_event(
-                &ctx.client,
-                COMPONENT,
+            ctx.events.record(
                 object_ref(&*pdb),
                 EventType::Warning,
                 "CalculateExpectedPodCountFailed",
                 format!("Failed to calculate the number of expected pods: {e}"),
-            )
-            .await;
+            );
             // Fail safe: no disruptions while the budget cannot be evaluated.
             let prev = pdb.status.clone().unwrap_or_default();
             let st = condition_status(
@@ -461,15 +461,7 @@ async fn record_once(
         warned.insert(format!("{}/{reason}", pdb.uid().unwrap_or_default()))
     };
     if first {
-        record_event(
-            &ctx.client,
-            COMPONENT,
-            object_ref(pdb),
-            kind,
-            reason,
-            message,
-        )
-        .await;
+        ctx.events.record(object_ref(pdb), kind, reason, message);
     }
 }
 

@@ -23,7 +23,7 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
-use crate::objects::{api_message, object_ref, record_event, EventType};
+use crate::objects::{api_message, object_ref, EventType, Recorder};
 use crate::podendpoints::{
     self, find_port, format_trigger_time, headless, hostname, pod_ready, publish_not_ready,
     should_publish, Membership, TriggerTimes, HEADLESS_LABEL, TRIGGER_TIME_ANNOTATION,
@@ -48,6 +48,8 @@ const CONFLICT_REQUEUE: Duration = Duration::from_millis(200);
 
 struct Ctx {
     client: Client,
+    /// Events, as this controller (upstream gives each controller its own recorder).
+    events: Recorder,
     pods: Store<Pod>,
     endpoints: Store<Endpoints>,
     backoff: Backoff,
@@ -64,6 +66,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let client = clients.writer(COMPONENT);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
+        events: Recorder::new(client.clone(), COMPONENT, None),
         pods: pods.store(),
         endpoints: endpoints.store(),
         backoff: Backoff::default(),
@@ -387,15 +390,8 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                     format!("Failed to update endpoint {ns}/{name}: {message}"),
                 )
             };
-            record_event(
-                &ctx.client,
-                COMPONENT,
-                object_ref(&ep),
-                EventType::Warning,
-                reason,
-                text,
-            )
-            .await;
+            ctx.events
+                .record(object_ref(&ep), EventType::Warning, reason, text);
             Err(Error::api(format!("writing Endpoints {key}"))(e))
         }
     }

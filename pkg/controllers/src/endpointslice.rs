@@ -26,7 +26,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use tokio::time::Instant;
 
-use crate::objects::{api_message, record_event, EventType};
+use crate::objects::{api_message, EventType, Recorder};
 use crate::podendpoints::{
     self, find_port, format_trigger_time, headless, hostname, pod_ready, publish_not_ready,
     should_publish, Membership, TriggerTimes, HEADLESS_LABEL, TRIGGER_TIME_ANNOTATION,
@@ -65,6 +65,8 @@ struct Expected {
 
 struct Ctx {
     client: Client,
+    /// Events, as this controller (upstream gives each controller its own recorder).
+    events: Recorder,
     pods: Store<Pod>,
     slices: Store<EndpointSlice>,
     nodes: Store<Node>,
@@ -83,6 +85,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let members = Arc::new(Membership::default());
     let ctx = Arc::new(Ctx {
         client: clients.writer(COMPONENT),
+        events: Recorder::new(clients.writer(COMPONENT).clone(), COMPONENT, None),
         pods: pods.store(),
         slices: slices.store(),
         nodes: nodes.store(),
@@ -512,15 +515,12 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             let closing = crate::namespace_closed(&e);
             if !conflict && !closing {
                 let message = api_message(&e);
-                record_event(
-                    &ctx.client,
-                    COMPONENT,
+                ctx.events.record(
                     podendpoints::service_ref(&svc),
                     EventType::Warning,
                     "FailedToUpdateEndpointSlices",
                     format!("Error updating Endpoint Slices for Service {ns}/{name}: {message}"),
-                )
-                .await;
+                );
             }
             if closing {
                 return Ok(Action::await_change());

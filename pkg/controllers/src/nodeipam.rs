@@ -35,7 +35,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::objects::{api_message, object_ref, record_event, EventType};
+use crate::objects::{api_message, object_ref, EventType, Recorder};
 use crate::Clients;
 
 /// The identity the controller writes as (upstream's nodeipam uses `node-controller`'s).
@@ -369,6 +369,7 @@ pub async fn run(
     }
     let nodes = clients.informers.get::<Node>();
     let client = clients.writer(IDENTITY);
+    let events = Recorder::new(client.clone(), COMPONENT, None);
     let store = nodes.store();
     let mut allocator = Allocator::new(&settings);
     let mut changes = nodes.subscribe().boxed();
@@ -391,11 +392,11 @@ pub async fn run(
             }
         }
         last = Instant::now();
-        pass(&client, &store, &mut allocator).await;
+        pass(&client, &events, &store, &mut allocator).await;
     }
 }
 
-async fn pass(client: &Client, store: &Store<Node>, allocator: &mut Allocator) {
+async fn pass(client: &Client, events: &Recorder, store: &Store<Node>, allocator: &mut Allocator) {
     let nodes = store.state();
     let listed: Vec<(String, Vec<IpNet>)> = nodes
         .iter()
@@ -427,9 +428,7 @@ async fn pass(client: &Client, store: &Store<Node>, allocator: &mut Allocator) {
                         allocator.failed(&name);
                         tracing::debug!(node = %name, error = %e, "assigning pod CIDRs failed");
                         if !matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code == 404) {
-                            record_event(
-                                client,
-                                COMPONENT,
+                            events.record(
                                 object_ref(node.as_ref()),
                                 EventType::Warning,
                                 "CIDRAssignmentFailed",
@@ -437,8 +436,7 @@ async fn pass(client: &Client, store: &Store<Node>, allocator: &mut Allocator) {
                                     "Node {name} status is now: CIDRAssignmentFailed ({})",
                                     api_message(&e)
                                 ),
-                            )
-                            .await;
+                            );
                         }
                     }
                 }
@@ -446,15 +444,12 @@ async fn pass(client: &Client, store: &Store<Node>, allocator: &mut Allocator) {
             Decision::Exhausted => {
                 if allocator.first_report(&name) {
                     tracing::warn!(node = %name, "no pod CIDR left for the node");
-                    record_event(
-                        client,
-                        COMPONENT,
+                    events.record(
                         node_ref(&name),
                         EventType::Normal,
                         "CIDRNotAvailable",
                         format!("Node {name} status is now: CIDRNotAvailable"),
-                    )
-                    .await;
+                    );
                 }
             }
         }

@@ -24,7 +24,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::objects::{object_ref, record_event, EventType};
+use crate::objects::{object_ref, EventType, Recorder};
 use crate::{Backoff, Clients, Error};
 
 /// The name events and logs are reported under, as upstream.
@@ -72,6 +72,8 @@ const CONDITION_TAINTS: &[(&str, &str, &str)] = &[
 
 struct Ctx {
     client: Client,
+    /// Events, as this controller (upstream gives each controller its own recorder).
+    events: Recorder,
     leases: Store<Lease>,
     pods: Store<Pod>,
     grace: Duration,
@@ -89,6 +91,7 @@ pub async fn run(
     let pods = clients.informers.get::<Pod>();
     let ctx = Arc::new(Ctx {
         client: clients.writer(COMPONENT),
+        events: Recorder::new(clients.writer(COMPONENT).clone(), COMPONENT, None),
         leases: leases.store(),
         pods: pods.store(),
         grace,
@@ -280,15 +283,12 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             };
             tracing::info!(node = %name, silent_for = ?silent_for, "node stopped posting status; conditions now Unknown");
             if was_ready {
-                record_event(
-                    &ctx.client,
-                    COMPONENT,
+                ctx.events.record(
                     node_ref(&node),
                     EventType::Normal,
                     "NodeNotReady",
                     format!("Node {name} status is now: NodeNotReady"),
-                )
-                .await;
+                );
             }
         }
     }
@@ -364,15 +364,12 @@ async fn mark_pods_not_ready(ctx: &Ctx, node: &str) -> Result<(), Error> {
         {
             Ok(_) => {
                 tracing::debug!(node, pod = %format!("{ns}/{pod_name}"), "marked pod not ready");
-                record_event(
-                    &ctx.client,
-                    COMPONENT,
+                ctx.events.record(
                     object_ref(&*pod),
                     EventType::Warning,
                     "NodeNotReady",
                     "Node is not ready".into(),
-                )
-                .await;
+                );
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => {

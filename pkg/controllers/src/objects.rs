@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+pub use distro_client::events::{EventType, Recorder};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
@@ -121,7 +122,7 @@ where
 /// The first failed delete; the others were still attempted.
 pub async fn delete_pods(
     client: &Client,
-    component: &str,
+    events: &Recorder,
     owner: &ObjectReference,
     pods: &[&Pod],
 ) -> Result<(), kube::Error> {
@@ -144,28 +145,20 @@ pub async fn delete_pods(
     let mut failure = None;
     for (name, r) in results {
         match r {
-            Ok(_) => {
-                record_event(
-                    client,
-                    component,
-                    owner.clone(),
-                    EventType::Normal,
-                    "SuccessfulDelete",
-                    format!("Deleted pod: {name}"),
-                )
-                .await
-            }
+            Ok(_) => events.record(
+                owner.clone(),
+                EventType::Normal,
+                "SuccessfulDelete",
+                format!("Deleted pod: {name}"),
+            ),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(e) => {
-                record_event(
-                    client,
-                    component,
+                events.record(
                     owner.clone(),
                     EventType::Warning,
                     "FailedDelete",
                     format!("Error deleting: {}", api_message(&e)),
-                )
-                .await;
+                );
                 failure.get_or_insert(e);
             }
         }
@@ -188,68 +181,6 @@ pub fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),
         other => other.to_string(),
-    }
-}
-
-/// The event types upstream uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    /// Routine progress.
-    Normal,
-    /// Something failed and may need a human.
-    Warning,
-}
-
-/// Records a core/v1 Event about `regarding`, as upstream's event recorder (reason and message
-/// are what `kubectl describe` shows). Failures are logged only: an event is best effort and
-/// must not fail the reconcile that did the work.
-pub async fn record_event(
-    client: &Client,
-    component: &str,
-    regarding: ObjectReference,
-    kind: EventType,
-    reason: &str,
-    message: String,
-) {
-    let namespace = regarding
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let name = format!(
-        "{}.{:x}",
-        regarding.name.as_deref().unwrap_or(component),
-        now.as_nanosecond()
-    );
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(namespace.clone()),
-            ..Default::default()
-        },
-        involved_object: regarding,
-        reason: Some(reason.into()),
-        message: Some(message),
-        type_: Some(
-            match kind {
-                EventType::Normal => "Normal",
-                EventType::Warning => "Warning",
-            }
-            .into(),
-        ),
-        source: Some(EventSource {
-            component: Some(component.into()),
-            host: None,
-        }),
-        count: Some(1),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        reporting_component: Some(component.into()),
-        ..Default::default()
-    };
-    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    if let Err(e) = api.create(&PostParams::default(), &event).await {
-        tracing::debug!(%reason, error = %e, "recording an event failed");
     }
 }
 

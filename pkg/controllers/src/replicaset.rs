@@ -26,8 +26,8 @@ use serde_json::json;
 
 use crate::expectations::{Expect, PodExpectations};
 use crate::objects::{
-    adopt_pod, api_message, controller_ref, delete_pods, object_ref, owners_to_wake, record_event,
-    selector_matches, EventType,
+    adopt_pod, api_message, controller_ref, delete_pods, object_ref, owners_to_wake,
+    selector_matches, EventType, Recorder,
 };
 use crate::{Backoff, Clients, Error};
 
@@ -42,6 +42,8 @@ const EXPECTATIONS_REQUEUE: Duration = Duration::from_secs(1);
 
 struct Ctx {
     client: Client,
+    /// Events, as this controller (upstream gives each controller its own recorder).
+    events: Recorder,
     pods: Store<Pod>,
     backoff: Backoff,
     expectations: PodExpectations,
@@ -53,6 +55,11 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let pods = clients.informers.get::<Pod>();
     let ctx = Arc::new(Ctx {
         client: clients.writer("replicaset-controller"),
+        events: Recorder::new(
+            clients.writer("replicaset-controller").clone(),
+            COMPONENT,
+            None,
+        ),
         pods: pods.store(),
         backoff: Backoff::default(),
         expectations: PodExpectations::default(),
@@ -378,15 +385,12 @@ async fn manage(ctx: &Ctx, rs: &ReplicaSet, active: &[&Pod]) -> Option<Error> {
                 match r {
                     Ok(pod) => {
                         let name = pod.name_any();
-                        record_event(
-                            &ctx.client,
-                            COMPONENT,
+                        ctx.events.record(
                             object_ref(rs),
                             EventType::Normal,
                             "SuccessfulCreate",
                             format!("Created pod: {name}"),
-                        )
-                        .await;
+                        );
                         created.push(name);
                     }
                     Err(e) => {
@@ -394,15 +398,12 @@ async fn manage(ctx: &Ctx, rs: &ReplicaSet, active: &[&Pod]) -> Option<Error> {
                         if crate::namespace_closed(&e) {
                             continue;
                         }
-                        record_event(
-                            &ctx.client,
-                            COMPONENT,
+                        ctx.events.record(
                             object_ref(rs),
                             EventType::Warning,
                             "FailedCreate",
                             format!("Error creating: {}", api_message(&e)),
-                        )
-                        .await;
+                        );
                         failure.get_or_insert(e);
                     }
                 }
@@ -429,7 +430,7 @@ async fn manage(ctx: &Ctx, rs: &ReplicaSet, active: &[&Pod]) -> Option<Error> {
             &key,
             victims.iter().filter_map(|p| p.uid()).map(Expect::Delete),
         );
-        if let Err(e) = delete_pods(&ctx.client, COMPONENT, &object_ref(rs), &victims).await {
+        if let Err(e) = delete_pods(&ctx.client, &ctx.events, &object_ref(rs), &victims).await {
             // The failed deletes will not show up in the cache: stop waiting for them.
             ctx.expectations.forget(&key);
             return Some(Error::api(format!("deleting pods of ReplicaSet {key}"))(e));

@@ -33,7 +33,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::history::{self, Ensured, Parent, POD_REVISION_LABEL};
 use crate::objects::{
     adopt_pod, api_message, controller_of, controller_ref, object_ref, owners_to_wake,
-    record_event, selector_matches, EventType,
+    selector_matches, EventType, Recorder,
 };
 use crate::replicaset::is_available;
 use crate::{Backoff, Clients, Error};
@@ -52,6 +52,8 @@ const CONFLICT_REQUEUE: Duration = Duration::from_millis(200);
 
 struct Ctx {
     client: Client,
+    /// Events, as this controller (upstream gives each controller its own recorder).
+    events: Recorder,
     pods: Store<Pod>,
     revisions: Store<ControllerRevision>,
     claims: Store<PersistentVolumeClaim>,
@@ -66,6 +68,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let claims = clients.informers.get::<PersistentVolumeClaim>();
     let ctx = Arc::new(Ctx {
         client: clients.writer(COMPONENT),
+        events: Recorder::new(clients.writer(COMPONENT).clone(), COMPONENT, None),
         pods: pods.store(),
         revisions: revisions.store(),
         claims: claims.store(),
@@ -629,26 +632,19 @@ async fn ensure_claims(ctx: &Ctx, set: &StatefulSet, ord: i32, pod: &Pod) -> Res
             continue;
         }
         match api.create(&PostParams::default(), &claim).await {
-            Ok(_) => {
-                record_event(
-                    &ctx.client,
-                    COMPONENT,
-                    object_ref(set),
-                    EventType::Normal,
-                    "SuccessfulCreate",
-                    format!(
-                        "create Claim {name} Pod {} in StatefulSet {} success",
-                        pod.name_any(),
-                        set.name_any()
-                    ),
-                )
-                .await
-            }
+            Ok(_) => ctx.events.record(
+                object_ref(set),
+                EventType::Normal,
+                "SuccessfulCreate",
+                format!(
+                    "create Claim {name} Pod {} in StatefulSet {} success",
+                    pod.name_any(),
+                    set.name_any()
+                ),
+            ),
             Err(e) if crate::already_exists(&e) => {}
             Err(e) => {
-                record_event(
-                    &ctx.client,
-                    COMPONENT,
+                ctx.events.record(
                     object_ref(set),
                     EventType::Warning,
                     "FailedCreate",
@@ -658,8 +654,7 @@ async fn ensure_claims(ctx: &Ctx, set: &StatefulSet, ord: i32, pod: &Pod) -> Res
                         set.name_any(),
                         api_message(&e)
                     ),
-                )
-                .await;
+                );
                 return Err(Error::api(format!(
                     "creating PersistentVolumeClaim {ns}/{name}"
                 ))(e));
@@ -677,9 +672,7 @@ async fn create_pod(ctx: &Ctx, set: &StatefulSet, pod: Pod, ord: i32) -> Result<
     match api.create(&PostParams::default(), &pod).await {
         Ok(_) => {
             tracing::debug!(statefulset = %key(set), pod = %name, "created pod");
-            record_event(
-                &ctx.client,
-                COMPONENT,
+            ctx.events.record(
                 object_ref(set),
                 EventType::Normal,
                 "SuccessfulCreate",
@@ -687,17 +680,14 @@ async fn create_pod(ctx: &Ctx, set: &StatefulSet, pod: Pod, ord: i32) -> Result<
                     "create Pod {name} in StatefulSet {} successful",
                     set.name_any()
                 ),
-            )
-            .await;
+            );
             Ok(())
         }
         // The cache lags our own create; the next pass sees the pod.
         Err(e) if crate::already_exists(&e) => Ok(()),
         Err(e) if crate::namespace_closed(&e) => Ok(()),
         Err(e) => {
-            record_event(
-                &ctx.client,
-                COMPONENT,
+            ctx.events.record(
                 object_ref(set),
                 EventType::Warning,
                 "FailedCreate",
@@ -706,8 +696,7 @@ async fn create_pod(ctx: &Ctx, set: &StatefulSet, pod: Pod, ord: i32) -> Result<
                     set.name_any(),
                     api_message(&e)
                 ),
-            )
-            .await;
+            );
             Err(Error::api(format!("creating pod {ns}/{name}"))(e))
         }
     }
@@ -726,9 +715,7 @@ async fn delete_pod(ctx: &Ctx, set: &StatefulSet, name: &str, uid: &str) -> Resu
     match api.delete(name, &dp).await {
         Ok(_) => {
             tracing::debug!(statefulset = %key(set), pod = %name, "deleted pod");
-            record_event(
-                &ctx.client,
-                COMPONENT,
+            ctx.events.record(
                 object_ref(set),
                 EventType::Normal,
                 "SuccessfulDelete",
@@ -736,16 +723,13 @@ async fn delete_pod(ctx: &Ctx, set: &StatefulSet, name: &str, uid: &str) -> Resu
                     "delete Pod {name} in StatefulSet {} successful",
                     set.name_any()
                 ),
-            )
-            .await;
+            );
             Ok(())
         }
         // Gone already, or replaced by a newer pod of the same name: the cache was stale.
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => {
-            record_event(
-                &ctx.client,
-                COMPONENT,
+            ctx.events.record(
                 object_ref(set),
                 EventType::Warning,
                 "FailedDelete",
@@ -754,8 +738,7 @@ async fn delete_pod(ctx: &Ctx, set: &StatefulSet, name: &str, uid: &str) -> Resu
                     set.name_any(),
                     api_message(&e)
                 ),
-            )
-            .await;
+            );
             Err(Error::api(format!("deleting pod {ns}/{name}"))(e))
         }
     }

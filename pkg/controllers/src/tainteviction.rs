@@ -25,7 +25,7 @@ use serde_json::json;
 
 use distro_scheduler::fit::tolerates;
 
-use crate::objects::{object_ref, record_event, EventType};
+use crate::objects::{object_ref, EventType, Recorder};
 use crate::{Backoff, Clients, Error};
 
 /// The name events and logs are reported under, as upstream.
@@ -33,6 +33,8 @@ pub const COMPONENT: &str = "taint-eviction-controller";
 
 struct Ctx {
     client: Client,
+    /// Events, as this controller (upstream gives each controller its own recorder).
+    events: Recorder,
     pods: Store<Pod>,
     backoff: Backoff,
     /// When each node's NoExecute taints were first seen without a `timeAdded` (taints added
@@ -46,6 +48,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let pods = clients.informers.get::<Pod>();
     let ctx = Arc::new(Ctx {
         client: clients.writer(COMPONENT),
+        events: Recorder::new(clients.writer(COMPONENT).clone(), COMPONENT, None),
         pods: pods.store(),
         backoff: Backoff::default(),
         first_seen: Mutex::default(),
@@ -175,15 +178,12 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
 async fn evict(ctx: &Ctx, pod: &Pod) -> Result<(), Error> {
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
-    record_event(
-        &ctx.client,
-        COMPONENT,
+    ctx.events.record(
         object_ref(pod),
         EventType::Normal,
         "TaintManagerEviction",
         format!("Marking for deletion Pod {ns}/{name}"),
-    )
-    .await;
+    );
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let already = pod
         .status

@@ -31,13 +31,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use distro_client::events::{EventType, Recorder};
 use distro_client::{Client, Informers};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
 };
-use k8s_openapi::api::events::v1::{Event, EventSeries};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -69,9 +69,6 @@ pub const SCHEDULER_NAME: &str = "default-scheduler";
 /// How long a pod just bound counts on its node without the cache showing it; after that the
 /// cache is trusted (the binding failed or the pod is gone).
 const ASSUME_TTL: Duration = Duration::from_secs(30);
-
-/// Events remembered for aggregation; older ones are forgotten past this many.
-const EVENT_CACHE: usize = 4096;
 
 /// Bindings in flight at once. Each is a durable write (two, with its event), so overlapping
 /// them turns the datastore's group commit into throughput; past this many the loop stops
@@ -139,7 +136,7 @@ pub async fn run(
     )
     .boxed();
     let mut sched = Scheduler {
-        client,
+        client: client.clone(),
         pods: pods.store(),
         nodes: nodes.store(),
         namespaces: namespaces.store(),
@@ -147,10 +144,7 @@ pub async fn run(
         volumes: volumes.store(),
         queue: Queue::default(),
         assumed: HashMap::new(),
-        events: Events {
-            instance,
-            sent: HashMap::new(),
-        },
+        events: Recorder::series(client.clone(), SCHEDULER_NAME, &instance),
         binds: JoinSet::new(),
     };
     tracing::info!("scheduler started");
@@ -207,7 +201,8 @@ struct Scheduler {
     queue: Queue,
     /// Pods bound by us that the cache may not show bound yet: key → (pod with nodeName, when).
     assumed: HashMap<String, (Pod, Instant)>,
-    events: Events,
+    /// Events in events.k8s.io/v1, as upstream's scheduler writes them.
+    events: Recorder,
     /// Bindings in flight: each ends with (pod key, pod uid, outcome).
     binds: JoinSet<(String, Option<String>, Result<(), Error>)>,
 }
@@ -403,14 +398,14 @@ impl Scheduler {
         bound.spec.get_or_insert_with(Default::default).node_name = Some(node.clone());
         self.assumed
             .insert(key.to_string(), (bound, Instant::now()));
-        let (client, instance, pod, key) = (
+        let (client, events, pod, key) = (
             self.client.clone(),
-            self.events.instance.clone(),
+            self.events.clone(),
             pod.clone(),
             key.to_string(),
         );
         self.binds.spawn(async move {
-            let result = bind(&client, &instance, &pod, &node).await;
+            let result = bind(&client, &events, &pod, &node).await;
             (key, pod.metadata.uid.clone(), result)
         });
     }
@@ -482,15 +477,14 @@ impl Scheduler {
                 }
             }
             let note = format!("Preempted by pod {uid} on node {}", candidate.node);
-            self.events
-                .publish_related(
-                    &self.client,
-                    victim,
-                    Some(preemptor),
-                    ("Normal", "Preempted", "Preempting"),
-                    &note,
-                )
-                .await;
+            self.events.record_action(
+                pod_ref(victim, true),
+                Some(pod_ref(preemptor, false)),
+                EventType::Normal,
+                "Preempted",
+                "Preempting",
+                note,
+            );
         }
     }
 
@@ -503,16 +497,14 @@ impl Scheduler {
         nominated: Option<&str>,
     ) -> Result<(), Error> {
         let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
-        self.events
-            .publish(
-                &self.client,
-                pod,
-                "Warning",
-                "FailedScheduling",
-                "Scheduling",
-                message,
-            )
-            .await;
+        self.events.record_action(
+            pod_ref(pod, true),
+            None,
+            EventType::Warning,
+            "FailedScheduling",
+            "Scheduling",
+            message.to_string(),
+        );
         let current = pod
             .status
             .as_ref()
@@ -620,7 +612,7 @@ pub fn decide(pod: &Pod, nodes: &[NodeInfo], cluster: &Cluster) -> Decision {
 
 /// Binds `pod` to `node` through `pods/<name>/binding` and records the `Scheduled` event
 /// (one per pod, so it needs no aggregation).
-async fn bind(client: &Client, instance: &str, pod: &Pod, node: &str) -> Result<(), Error> {
+async fn bind(client: &Client, events: &Recorder, pod: &Pod, node: &str) -> Result<(), Error> {
     let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let binding = Binding {
@@ -650,141 +642,32 @@ async fn bind(client: &Client, instance: &str, pod: &Pod, node: &str) -> Result<
     })?;
     tracing::debug!(pod = %format!("{ns}/{name}"), %node, "bound");
     let note = format!("Successfully assigned {ns}/{name} to {node}");
-    create_event(
-        client,
-        instance,
-        pod,
+    events.record_action(
+        pod_ref(pod, true),
         None,
-        ("Normal", "Scheduled", "Binding"),
-        &note,
-    )
-    .await;
+        EventType::Normal,
+        "Scheduled",
+        "Binding",
+        note,
+    );
     Ok(())
 }
 
-/// Creates one events.k8s.io/v1 Event about `pod`; its name on success. Best effort: a lost
-/// event is logged, never fails the scheduling.
-async fn create_event(
-    client: &Client,
-    instance: &str,
-    pod: &Pod,
-    related: Option<&Pod>,
-    (type_, reason, action): (&str, &str, &str),
-    note: &str,
-) -> Option<String> {
-    let ns = pod.namespace().unwrap_or_default();
-    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let now = Timestamp::now();
-    let name = format!("{}.{:x}", pod.name_any(), now.as_nanosecond());
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        event_time: Some(MicroTime(now)),
-        type_: Some(type_.into()),
-        reason: Some(reason.into()),
-        action: Some(action.into()),
-        note: Some(note.into()),
-        reporting_controller: Some(SCHEDULER_NAME.into()),
-        reporting_instance: Some(instance.to_string()),
-        regarding: Some(ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod.name_any()),
-            namespace: Some(ns),
-            uid: pod.metadata.uid.clone(),
-            resource_version: pod.metadata.resource_version.clone(),
-            ..Default::default()
-        }),
-        related: related.map(|r| ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(r.name_any()),
-            namespace: r.namespace(),
-            uid: r.metadata.uid.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    match api.create(&PostParams::default(), &event).await {
-        Ok(_) => Some(name),
-        Err(e) => {
-            tracing::warn!(pod = %key_of(pod), %reason, error = %e, "recording event failed");
+/// How the scheduler's events name a pod: the regarding pod with the resource version it
+/// saw (`with_version`), a related one without.
+fn pod_ref(pod: &Pod, with_version: bool) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.name_any()),
+        namespace: pod.namespace(),
+        uid: pod.metadata.uid.clone(),
+        resource_version: if with_version {
+            pod.metadata.resource_version.clone()
+        } else {
             None
-        }
-    }
-}
-
-/// Events in events.k8s.io/v1, aggregated as upstream's recorder does: a repeat of the same
-/// reason and note for the same pod bumps the series count of the first event.
-struct Events {
-    instance: String,
-    /// (pod key, reason, note) → (event name, series count).
-    sent: HashMap<(String, String, String), (String, i32)>,
-}
-
-impl Events {
-    /// Best effort: a lost event is logged, never fails the scheduling.
-    async fn publish(
-        &mut self,
-        client: &Client,
-        pod: &Pod,
-        type_: &str,
-        reason: &str,
-        action: &str,
-        note: &str,
-    ) {
-        self.publish_related(client, pod, None, (type_, reason, action), note)
-            .await
-    }
-
-    /// As [`Events::publish`], naming a second object (`related`), as upstream's preemption
-    /// names the preemptor on a victim's `Preempted` event.
-    async fn publish_related(
-        &mut self,
-        client: &Client,
-        pod: &Pod,
-        related: Option<&Pod>,
-        (type_, reason, action): (&str, &str, &str),
-        note: &str,
-    ) {
-        let ns = pod.namespace().unwrap_or_default();
-        let api: Api<Event> = Api::namespaced(client.clone(), &ns);
-        let key = (key_of(pod), reason.to_string(), note.to_string());
-        let now = Timestamp::now();
-        if let Some((name, count)) = self.sent.get_mut(&key) {
-            *count += 1;
-            let patch = serde_json::json!({"series": EventSeries {
-                count: *count,
-                last_observed_time: MicroTime(now),
-            }});
-            match api
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::debug!(event = %name, error = %e, "event series update failed; creating a new event")
-                }
-            }
-        }
-        if self.sent.len() >= EVENT_CACHE {
-            self.sent.clear();
-        }
-        if let Some(name) = create_event(
-            client,
-            &self.instance,
-            pod,
-            related,
-            (type_, reason, action),
-            note,
-        )
-        .await
-        {
-            self.sent.insert(key, (name, 1));
-        }
+        },
+        ..Default::default()
     }
 }
 

@@ -33,7 +33,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
 use crate::job::policy;
-use crate::objects::{api_message, controller_ref, object_ref, record_event, EventType};
+use crate::objects::{api_message, controller_ref, object_ref, EventType, Recorder};
 use crate::{Backoff, Clients, Error};
 
 /// The controller's identity and the component its Events name.
@@ -50,6 +50,8 @@ const AFTER_SCHEDULE: Duration = Duration::from_millis(100);
 
 struct Ctx {
     client: Client,
+    /// Events, as this controller (upstream gives each controller its own recorder).
+    events: Recorder,
     jobs: Store<Job>,
     backoff: Backoff,
     /// Per CronJob, the running Jobs already reported as `UnexpectedJob`: upstream's event
@@ -63,6 +65,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let jobs = clients.informers.get::<Job>();
     let ctx = Arc::new(Ctx {
         client: clients.writer(COMPONENT),
+        events: Recorder::new(clients.writer(COMPONENT).clone(), COMPONENT, None),
         jobs: jobs.store(),
         backoff: Backoff::default(),
         unexpected: Mutex::default(),
@@ -246,15 +249,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     for (kind, reason, message) in events {
-        record_event(
-            &ctx.client,
-            COMPONENT,
-            object_ref(&*cj),
-            kind,
-            reason,
-            message,
-        )
-        .await;
+        ctx.events.record(object_ref(&*cj), kind, reason, message);
     }
     cleanup_history(&ctx, &cj, &jobs).await?;
     ctx.backoff.succeeded(&key);
@@ -411,15 +406,12 @@ async fn schedule_pass(
         }
         Err(e) if crate::namespace_closed(&e) => return Ok(None),
         Err(e) => {
-            record_event(
-                &ctx.client,
-                COMPONENT,
+            ctx.events.record(
                 object_ref(cj),
                 EventType::Warning,
                 "FailedCreate",
                 format!("Error creating job: {}", api_message(&e)),
-            )
-            .await;
+            );
             return Err(Error::api(format!("creating Job {ns}/{name}"))(e));
         }
     };
@@ -512,15 +504,12 @@ async fn cleanup_history(ctx: &Ctx, cj: &CronJob, jobs: &[Arc<Job>]) -> Result<(
         for j in list.iter().take(excess) {
             let name = j.name_any();
             if delete_job(&api, &name, j.uid()).await? {
-                record_event(
-                    &ctx.client,
-                    COMPONENT,
+                ctx.events.record(
                     object_ref(cj),
                     EventType::Normal,
                     "SuccessfulDelete",
                     format!("Deleted job {name}"),
-                )
-                .await;
+                );
             }
         }
     }

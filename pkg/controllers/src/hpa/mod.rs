@@ -40,7 +40,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::objects::EventType;
+use crate::objects::{object_ref, EventType, Recorder};
 use crate::{Backoff, Clients, Error};
 
 pub mod behavior;
@@ -50,7 +50,7 @@ pub mod status;
 
 use behavior::History;
 use replicas::Calculator;
-use status::{set_condition, Recorder};
+use status::set_condition;
 
 /// The controller's identity and Event source, as upstream's.
 pub const COMPONENT: &str = "horizontal-pod-autoscaler";
@@ -113,7 +113,7 @@ pub async fn run(
         targets: metrics::Targets::default(),
         histories: Mutex::new(HashMap::new()),
         last_synced: Mutex::new(HashMap::new()),
-        events: Recorder::default(),
+        events: Recorder::new(clients.writer(COMPONENT), COMPONENT, None),
         backoff: Backoff::default(),
     });
     let results = Controller::for_shared_stream(hpas.subscribe(), hpas.store())
@@ -154,17 +154,9 @@ impl Ctx {
         f(h.entry(key.to_string()).or_default())
     }
 
-    async fn warn(&self, hpa: &HorizontalPodAutoscaler, reason: &'static str, message: String) {
+    fn warn(&self, hpa: &HorizontalPodAutoscaler, reason: &'static str, message: String) {
         self.events
-            .event(
-                &self.client,
-                COMPONENT,
-                hpa,
-                EventType::Warning,
-                reason,
-                message,
-            )
-            .await;
+            .record(object_ref(hpa), EventType::Warning, reason, message);
     }
 
     fn last_sync(&self, key: &str) -> Option<Instant> {
@@ -189,7 +181,6 @@ impl Ctx {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|k, _| live.contains(k));
-        self.events.retain(&|k| live.contains(k));
     }
 }
 
@@ -256,7 +247,7 @@ async fn sync(obj: &HorizontalPodAutoscaler, ctx: &Ctx) -> Result<(), Error> {
     let (scales, mut scale) = match scale {
         Ok(s) => s,
         Err(e) => {
-            ctx.warn(&hpa, "FailedGetScale", e.clone()).await;
+            ctx.warn(&hpa, "FailedGetScale", e.clone());
             set_condition(
                 &mut conditions,
                 "AbleToScale",
@@ -317,8 +308,7 @@ async fn sync(obj: &HorizontalPodAutoscaler, ctx: &Ctx) -> Result<(), Error> {
                 status.current_metrics = (!statuses.is_empty()).then_some(statuses);
                 status.conditions = Some(conditions);
                 update_status(ctx, &ns, &mut hpa, original).await?;
-                ctx.warn(&hpa, "FailedComputeMetricsReplicas", e.clone())
-                    .await;
+                ctx.warn(&hpa, "FailedComputeMetricsReplicas", e.clone());
                 return Err(Error::Autoscaling(format!(
                     "failed to compute desired number of replicas based on listed metrics for {reference}: {e}"
                 )));
@@ -385,8 +375,7 @@ async fn sync(obj: &HorizontalPodAutoscaler, ctx: &Ctx) -> Result<(), Error> {
                     &hpa,
                     "FailedRescale",
                     format!("New size: {desired}; reason: {rescale_reason}; error: {msg}"),
-                )
-                .await;
+                );
                 set_condition(
                     &mut conditions,
                     "AbleToScale",
@@ -413,16 +402,12 @@ async fn sync(obj: &HorizontalPodAutoscaler, ctx: &Ctx) -> Result<(), Error> {
             format!("the HPA controller was able to update the target scale to {desired}"),
             now,
         );
-        ctx.events
-            .event(
-                &ctx.client,
-                COMPONENT,
-                &hpa,
-                EventType::Normal,
-                "SuccessfulRescale",
-                format!("New size: {desired}; reason: {rescale_reason}"),
-            )
-            .await;
+        ctx.events.record(
+            object_ref(&hpa),
+            EventType::Normal,
+            "SuccessfulRescale",
+            format!("New size: {desired}; reason: {rescale_reason}"),
+        );
         ctx.history(&k, |h| {
             h.record_scale(spec.behavior.as_ref(), current, desired, now)
         });
@@ -491,7 +476,7 @@ async fn compute(
         .unwrap_or_default();
     if selector_text.is_empty() {
         let e = "selector is required".to_string();
-        ctx.warn(hpa, "SelectorRequired", e.clone()).await;
+        ctx.warn(hpa, "SelectorRequired", e.clone());
         set_condition(
             conditions,
             "ScalingActive",
@@ -508,7 +493,7 @@ async fn compute(
             let e = format!(
                 "couldn't convert selector into a corresponding internal selector object: {e}"
             );
-            ctx.warn(hpa, "InvalidSelector", e.clone()).await;
+            ctx.warn(hpa, "InvalidSelector", e.clone());
             set_condition(
                 conditions,
                 "ScalingActive",
@@ -545,7 +530,7 @@ async fn compute(
                 results.push(Ok((replicas, name)));
             }
             Err(f) => {
-                ctx.warn(hpa, f.reason, f.error.clone()).await;
+                ctx.warn(hpa, f.reason, f.error.clone());
                 results.push(Err(f));
             }
         }

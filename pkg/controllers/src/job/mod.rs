@@ -41,7 +41,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::expectations::{Expect, PodExpectations};
-use crate::objects::{self, api_message, controller_ref, object_ref, record_event, EventType};
+use crate::objects::{self, api_message, controller_ref, object_ref, EventType, Recorder};
 use crate::{Backoff, Clients, Error};
 use policy::{reason, FailureAction, COMPLETION_INDEX, TRACKING_FINALIZER};
 
@@ -63,6 +63,8 @@ struct FailureRecord {
 
 struct Ctx {
     client: Client,
+    /// Events, as this controller (upstream gives each controller its own recorder).
+    events: Recorder,
     pods: Store<Pod>,
     backoff: Backoff,
     expectations: PodExpectations,
@@ -78,6 +80,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let client = clients.writer(COMPONENT);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
+        events: Recorder::new(client.clone(), COMPONENT, None),
         pods: pods.store(),
         backoff: Backoff::default(),
         expectations: PodExpectations::with_finalizer(TRACKING_FINALIZER),
@@ -663,15 +666,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     for (kind, reason, message) in events {
-        record_event(
-            &ctx.client,
-            COMPONENT,
-            object_ref(&*job),
-            kind,
-            &reason,
-            message,
-        )
-        .await;
+        ctx.events.record(object_ref(&*job), kind, &reason, message);
     }
     // Only counted pods are released: their uids are in the status now.
     for pod in &t.release {
@@ -813,29 +808,23 @@ async fn manage(
             match r {
                 Ok(pod) => {
                     let name = pod.name_any();
-                    record_event(
-                        &ctx.client,
-                        COMPONENT,
+                    ctx.events.record(
                         object_ref(job),
                         EventType::Normal,
                         "SuccessfulCreate",
                         format!("Created pod: {name}"),
-                    )
-                    .await;
+                    );
                     ctx.expectations.expect(&key, [Expect::Create(name)]);
                     created_total += 1;
                 }
                 Err(e) if crate::namespace_closed(&e) => {}
                 Err(e) => {
-                    record_event(
-                        &ctx.client,
-                        COMPONENT,
+                    ctx.events.record(
                         object_ref(job),
                         EventType::Warning,
                         "FailedCreate",
                         format!("Error creating: {}", api_message(&e)),
-                    )
-                    .await;
+                    );
                     failure.get_or_insert(e);
                 }
             }
@@ -856,7 +845,7 @@ async fn delete_pods(ctx: &Ctx, job: &Job, pods: &[&Pod]) -> Result<(), Error> {
         ctx.expectations
             .expect(&key, [Expect::Delete(p.uid().unwrap_or_default())]);
     }
-    if let Err(e) = objects::delete_pods(&ctx.client, COMPONENT, &object_ref(job), pods).await {
+    if let Err(e) = objects::delete_pods(&ctx.client, &ctx.events, &object_ref(job), pods).await {
         ctx.expectations.forget(&key);
         return Err(Error::api(format!("deleting pods of Job {key}"))(e));
     }

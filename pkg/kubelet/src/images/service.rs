@@ -5,11 +5,10 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use distro_client::events::{EventType, Recorder};
 use distro_cri::Cri;
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::PostParams;
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
 use tokio::sync::watch;
 
 use super::gc::{FsStats, ImageInfo, ImageService, Manager, Policy};
@@ -116,6 +115,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let period = settings.policy.period();
+    let events = Recorder::new(client, "kubelet", Some(&settings.node_name));
     let mut gc = Manager::new(
         CriImages::new(cri, settings.image_fs.clone()),
         settings.policy.clone(),
@@ -149,21 +149,19 @@ pub async fn run(
                 }
                 if let Error::NotEnoughFreed { .. } = e {
                     node_event(
-                        &client,
+                        &events,
                         &settings.node_name,
                         "FreeDiskSpaceFailed",
                         &e.to_string(),
-                    )
-                    .await;
+                    );
                 }
                 if failed_before {
                     node_event(
-                        &client,
+                        &events,
                         &settings.node_name,
                         "ImageGCFailed",
                         &e.to_string(),
-                    )
-                    .await;
+                    );
                 }
                 failed_before = true;
             }
@@ -179,38 +177,14 @@ fn quiet_repeat(last: &mut Option<std::mem::Discriminant<Error>>, e: &Error) -> 
 }
 
 /// A Warning event on the Node (upstream's node reference names the node as its UID).
-async fn node_event(client: &Client, node: &str, reason: &str, message: &str) {
-    let now = crate::backoff::wall_clock_now();
-    let api: Api<Event> = Api::namespaced(client.clone(), "default");
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{node}.{:x}", now.as_nanosecond())),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            kind: Some("Node".into()),
-            name: Some(node.into()),
-            uid: Some(node.into()),
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some("Warning".into()),
-        source: Some(EventSource {
-            component: Some("kubelet".into()),
-            host: Some(node.into()),
-        }),
-        count: Some(1),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        reporting_component: Some("kubelet".into()),
-        reporting_instance: Some(node.into()),
+fn node_event(events: &Recorder, node: &str, reason: &str, message: &str) {
+    let node = ObjectReference {
+        kind: Some("Node".into()),
+        name: Some(node.into()),
+        uid: Some(node.into()),
         ..Default::default()
     };
-    if let Err(e) = api.create(&PostParams::default(), &event).await {
-        tracing::debug!(%reason, error = %e, "recording a node event failed");
-    }
+    events.record(node, EventType::Warning, reason, message.to_string());
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::time::Duration;
 use distro_cri::api::ContainerState;
 use distro_cri::Cri;
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
-use kube::Client;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -34,8 +33,7 @@ struct PodProbes {
 pub struct Manager {
     results: Arc<Results>,
     cri: Cri,
-    client: Client,
-    node: String,
+    events: Recorder,
     started: Instant,
     pods: Mutex<HashMap<String, PodProbes>>,
 }
@@ -130,13 +128,12 @@ fn failures(results: &Results, pod: &Pod, rt: &RuntimePod) -> ProbeFailures {
 }
 
 impl Manager {
-    /// A manager probing through `cri`, recording Events as the kubelet of `node`.
-    pub fn new(client: Client, cri: Cri, node: &str) -> Manager {
+    /// A manager probing through `cri`, recording Events with the kubelet's `events`.
+    pub fn new(events: Recorder, cri: Cri) -> Manager {
         Manager {
             results: Arc::new(Results::default()),
             cri,
-            client,
-            node: node.to_string(),
+            events,
             started: Instant::now(),
             pods: Mutex::new(HashMap::new()),
         }
@@ -188,7 +185,7 @@ impl Manager {
                     view: tx.subscribe(),
                     wake: wake.clone(),
                     cri: self.cri.clone(),
-                    events: Recorder::new(self.client.clone(), &self.node),
+                    events: self.events.clone(),
                     jitter: self.started.elapsed() < period,
                 };
                 tasks.spawn(worker.run());

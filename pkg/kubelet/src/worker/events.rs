@@ -1,15 +1,11 @@
-//! Pod Events as the kubelet records them (source `kubelet`, host = node, `fieldPath`
-//! naming the container), with upstream's aggregation: a repeat of the same reason and
-//! message on the same object bumps `count` and `lastTimestamp` instead of adding an Event,
-//! so a pod in CrashLoopBackOff shows `BackOff (x12 over 3m)` rather than flooding the API.
+//! Pod Events as the kubelet records them: source `kubelet`, host = node, and `fieldPath`
+//! naming the container. Deduplication (a pod in CrashLoopBackOff shows `BackOff (x12 over
+//! 3m)` rather than flooding the API), aggregation, rate limiting and the write itself are
+//! the shared recorder's ([`distro_client::events`]); this only says which pod part an
+//! event is about.
 
-use std::collections::HashMap;
-
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
-use serde_json::json;
+use distro_client::events::EventType;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 
 /// Event type `Normal`.
 pub const NORMAL: &str = "Normal";
@@ -27,102 +23,57 @@ pub enum Part<'a> {
     InitContainer(&'a str),
 }
 
-/// Records events for the pods of one worker, remembering what it recorded for aggregation.
-///
-/// # Guarantees
-/// Best effort: a failed write is logged at debug and never fails the sync.
-pub struct Recorder {
-    client: Client,
-    node: String,
-    /// `(fieldPath, reason, message)` → (event name, count so far).
-    seen: HashMap<(String, String, String), (String, i32)>,
-}
+/// The kubelet's recorder: one per kubelet, cloned into its pod and probe workers so they
+/// share one correlator (as upstream's kubelet has one recorder).
+#[derive(Clone, Debug)]
+pub struct Recorder(distro_client::events::Recorder);
 
 impl Recorder {
     /// A recorder writing as the kubelet of `node`.
-    pub fn new(client: Client, node: &str) -> Self {
-        Recorder {
+    pub fn new(client: distro_client::Client, node: &str) -> Self {
+        Recorder(distro_client::events::Recorder::new(
             client,
-            node: node.to_string(),
-            seen: HashMap::new(),
-        }
+            "kubelet",
+            Some(node),
+        ))
     }
 
-    /// Records (or aggregates into) an event on `pod`.
+    /// Records an event on `part` of `pod`. It never waits (the shared recorder queues it);
+    /// it is `async` so the workers' call sites read as before.
+    ///
+    /// # Guarantees
+    /// Best effort: a failed write is logged and never fails the sync.
     pub async fn record(
-        &mut self,
+        &self,
         pod: &Pod,
         part: Part<'_>,
         type_: &str,
         reason: &str,
         message: String,
     ) {
-        let field_path = match part {
-            Part::Pod => None,
-            Part::Container(c) => Some(format!("spec.containers{{{c}}}")),
-            Part::InitContainer(c) => Some(format!("spec.initContainers{{{c}}}")),
+        let type_ = if type_ == WARNING {
+            EventType::Warning
+        } else {
+            EventType::Normal
         };
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let now = crate::backoff::wall_clock_now();
-        let key = (
-            field_path.clone().unwrap_or_default(),
-            reason.to_string(),
-            message.clone(),
-        );
-        if let Some((name, count)) = self.seen.get_mut(&key) {
-            *count += 1;
-            let patch = json!({"count": *count, "lastTimestamp": Time(now)});
-            match api
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::debug!(event = %name, error = %e, "aggregating an event failed; recording a new one");
-                    self.seen.remove(&key);
-                }
-            }
-        }
-        let name = format!(
-            "{}.{:x}",
-            pod.metadata.name.as_deref().unwrap_or("pod"),
-            now.as_nanosecond()
-        );
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(namespace),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: pod.metadata.name.clone(),
-                namespace: pod.metadata.namespace.clone(),
-                uid: pod.metadata.uid.clone(),
-                resource_version: pod.metadata.resource_version.clone(),
-                field_path,
-            },
-            reason: Some(reason.into()),
-            message: Some(message),
-            type_: Some(type_.into()),
-            source: Some(EventSource {
-                component: Some("kubelet".into()),
-                host: Some(self.node.clone()),
-            }),
-            count: Some(1),
-            first_timestamp: Some(Time(now)),
-            last_timestamp: Some(Time(now)),
-            reporting_component: Some("kubelet".into()),
-            reporting_instance: Some(self.node.clone()),
-            ..Default::default()
-        };
-        match api.create(&PostParams::default(), &event).await {
-            Ok(_) => {
-                self.seen.insert(key, (name, 1));
-            }
-            Err(e) => tracing::debug!(%reason, error = %e, "recording an event failed"),
-        }
+        self.0.record(pod_ref(pod, part), type_, reason, message);
+    }
+}
+
+/// How the kubelet's events name a pod and, through `fieldPath`, its container.
+fn pod_ref(pod: &Pod, part: Part<'_>) -> ObjectReference {
+    let field_path = match part {
+        Part::Pod => None,
+        Part::Container(c) => Some(format!("spec.containers{{{c}}}")),
+        Part::InitContainer(c) => Some(format!("spec.initContainers{{{c}}}")),
+    };
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        uid: pod.metadata.uid.clone(),
+        resource_version: pod.metadata.resource_version.clone(),
+        field_path,
     }
 }

@@ -150,6 +150,8 @@ pub struct Context {
     pub(crate) caches: Caches,
     /// Probe workers and their verdicts.
     pub(crate) prober: crate::prober::Manager,
+    /// The kubelet's event recorder, shared by every pod and probe worker.
+    events: events::Recorder,
     root_dir: PathBuf,
     node_name: String,
     /// This node's Node (from its own watch), for admission; `None` until first seen.
@@ -220,6 +222,7 @@ pub async fn run_with_static_pods(
         Arc::new(ApiTokens::new(client.clone())),
         Arc::new(SystemClock),
     ));
+    let recorder = events::Recorder::new(client.clone(), &settings.node_name);
     let ctx = Arc::new(Context {
         client: client.clone(),
         cri: cri.clone(),
@@ -228,7 +231,8 @@ pub async fn run_with_static_pods(
         container: settings.container.clone(),
         volumes: VolumeManager::new(settings.root_dir.clone(), tokens),
         caches,
-        prober: crate::prober::Manager::new(client.clone(), cri.clone(), &settings.node_name),
+        prober: crate::prober::Manager::new(recorder.clone(), cri.clone()),
+        events: recorder,
         root_dir: settings.root_dir.clone(),
         node_name: settings.node_name.clone(),
         node: std::sync::Mutex::new(None),
@@ -469,8 +473,7 @@ async fn reject(
     rejection: crate::admission::Rejection,
     uid: String,
 ) -> String {
-    let mut events = events::Recorder::new(ctx.client.clone(), &ctx.node_name);
-    events
+    ctx.events
         .record(
             &pod,
             events::Part::Pod,
@@ -592,7 +595,7 @@ async fn worker(
     let mut state = PodState {
         backoff: Default::default(),
         reasons: HashMap::new(),
-        events: events::Recorder::new(ctx.client.clone(), &ctx.node_name),
+        events: ctx.events.clone(),
         last_status: None,
         deleted: false,
         wake: wake.clone(),
