@@ -25,9 +25,11 @@ use tokio::sync::watch;
 
 use crate::{join, node, Config, Error};
 
-/// Pod syncs in flight at once: each mostly waits on containerd, which itself serialises
-/// much of the work on a small machine.
-const KUBELET_CONCURRENCY: usize = 8;
+/// Pod syncs in flight at once. Upstream's kubelet has no such cap (one goroutine per pod):
+/// a sync mostly waits on containerd and the API, so a burst of new pods must start them in
+/// parallel, not a few at a time (at 8, 100 pods queued for tens of seconds behind each
+/// other's sandboxes). The cap only keeps a burst of thousands from flooding containerd.
+const KUBELET_CONCURRENCY: usize = 128;
 
 /// Starts containerd, joins, registers the Node and runs the pod workers until `shutdown`,
 /// then stops them and containerd, leaving running containers for the next start to adopt.

@@ -604,9 +604,11 @@ async fn worker(
     loop {
         let current = desired.borrow_and_update().clone();
         let result = {
+            let queued = std::time::Instant::now();
             let Ok(_permit) = permits.acquire().await else {
                 return uid;
             };
+            tracing::debug!(%uid, waited_ms = queued.elapsed().as_millis(), "sync permit");
             match &current {
                 Desired::Run(pod) => {
                     let (cms, secrets) = objects::pod_objects(pod);

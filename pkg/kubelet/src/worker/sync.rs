@@ -47,6 +47,43 @@ pub const RESYNC: Duration = Duration::from_secs(10);
 /// A pod's resync period while it waits out a backoff or a failed step.
 pub const RETRY: Duration = Duration::from_secs(1);
 
+/// Wall time per step of one sync, summed by step name, for the `synced` debug line: where
+/// a pod's startup goes (CRI calls, volumes, API writes) without a profiler.
+struct StepTimer {
+    last: Instant,
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl StepTimer {
+    fn new() -> Self {
+        StepTimer {
+            last: Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Charges the time since the previous step to `name`.
+    fn step(&mut self, name: &'static str) {
+        let now = Instant::now();
+        let took = now - self.last;
+        self.last = now;
+        match self.steps.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, d)) => *d += took,
+            None => self.steps.push((name, took)),
+        }
+    }
+}
+
+impl std::fmt::Display for StepTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, d)) in self.steps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{name}={}ms", d.as_millis())?;
+        }
+        Ok(())
+    }
+}
+
 /// The per-pod state a worker keeps between syncs (upstream's reason cache and backoffs).
 pub struct PodState {
     pub(super) backoff: Backoff,
@@ -87,7 +124,9 @@ impl PodState {
     /// CRI or API failures the caller retries; failures of one container are recorded as
     /// its waiting reason and Events instead.
     pub async fn sync(&mut self, ctx: &Context, pod: &Pod) -> Result<Next, Error> {
+        let mut timer = StepTimer::new();
         let rt = runtime_pod(&ctx.cri, uid(pod)).await.map_err(cri_err)?;
+        timer.step("runtime");
         if pod.metadata.deletion_timestamp.is_some() {
             if !self.deleted {
                 self.stop_deleted_pod(ctx, pod, rt).await?;
@@ -128,6 +167,7 @@ impl PodState {
             }
         };
 
+        timer.step("volumes");
         let actions = compute_pod_actions(pod, &rt, &ctx.prober.failures(pod, &rt));
         tracing::debug!(pod = %crate::pod::format_pod(pod), ?actions, "sync");
         if actions.kill_pod {
@@ -199,7 +239,9 @@ impl PodState {
                     return Ok(Next::Resync(RETRY));
                 }
             }
+            timer.step("sandbox");
             rt = runtime_pod(&ctx.cri, uid(pod)).await.map_err(cri_err)?;
+            timer.step("runtime");
         }
 
         let start_any = actions.next_init_container.is_some()
@@ -210,6 +252,7 @@ impl PodState {
             let spec = pod.spec.clone().unwrap_or_default();
             let inits = spec.init_containers.clone().unwrap_or_default();
             let hosts = self.hosts_file(ctx, pod, &rt).await?;
+            timer.step("hosts");
             let mut todo: Vec<(&Container, bool)> = Vec::new();
             if let Some(i) = actions.next_init_container {
                 todo.extend(inits.get(i).map(|c| (c, true)));
@@ -239,9 +282,13 @@ impl PodState {
                     .await?;
                 retry |= !started;
             }
+            timer.step("containers");
             rt = runtime_pod(&ctx.cri, uid(pod)).await.map_err(cri_err)?;
+            timer.step("runtime");
         }
         self.write_status(ctx, pod, &rt).await?;
+        timer.step("status");
+        tracing::debug!(pod = %crate::pod::format_pod(pod), steps = %timer, "synced");
         Ok(Next::Resync(if retry { RETRY } else { RESYNC }))
     }
 
@@ -481,6 +528,7 @@ impl PodState {
         volumes: &[MountedVolume],
         hosts: &Option<PathBuf>,
     ) -> Result<bool, Error> {
+        let mut timer = StepTimer::new();
         let now = wall_clock_now();
         if let Some(msg) = container_backoff(&mut self.backoff, pod, c, rt, now) {
             self.events
@@ -501,6 +549,7 @@ impl PodState {
             return Ok(false);
         };
 
+        timer.step("image");
         let restart = rt.latest(&c.name).map_or(0, |s| restart_count(s) + 1);
         let restart = u32::try_from(restart).unwrap_or(0);
         let pod_dir = ctx.pod_dir(uid(pod));
@@ -567,6 +616,7 @@ impl PodState {
                 ns.target_id = t.id.clone();
             }
         }
+        timer.step("config");
         let id = match ctx
             .cri
             .create_container(sandbox_id, config, sb_config.clone())
@@ -594,6 +644,7 @@ impl PodState {
                 return Ok(false);
             }
         };
+        timer.step("create");
         self.events
             .record(
                 pod,
@@ -603,7 +654,10 @@ impl PodState {
                 format!("Created container {}", c.name),
             )
             .await;
-        if let Err(e) = ctx.cri.start_container(&id).await {
+        timer.step("event");
+        let started = ctx.cri.start_container(&id).await;
+        timer.step("start");
+        if let Err(e) = started {
             let msg = e.to_string();
             self.events
                 .record(
@@ -627,6 +681,8 @@ impl PodState {
                 format!("Started container {}", c.name),
             )
             .await;
+        timer.step("event");
+        tracing::debug!(pod = %crate::pod::format_pod(pod), container = %c.name, steps = %timer, "container started");
         if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
             let pod_ip = primary_pod_ip(ctx, pod, rt);
             let ran =
