@@ -609,6 +609,11 @@ impl Drop for Agent {
                     .args(["delete", "table", family, table])
                     .output();
             }
+            // The NetworkPolicy table is named as the proxy's (`distro-policy[-<bridge>]`).
+            let policy = table.replacen("distro-proxy", "distro-policy", 1);
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", &policy])
+                .output();
         }
         if std::thread::panicking() {
             eprintln!(

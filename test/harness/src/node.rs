@@ -231,6 +231,19 @@ fn remove_network(bridge: &str, table_existed: bool) {
         .args(["link", "del", bridge])
         .stderr(Stdio::null())
         .status();
+    // The service proxy's and the policy tables are named after the (unique) bridge.
+    if !bridge.is_empty() && bridge != "cni0" {
+        for (family, table) in [
+            ("ip", format!("distro-proxy-{bridge}")),
+            ("ip6", format!("distro-proxy-{bridge}")),
+            ("inet", format!("distro-policy-{bridge}")),
+        ] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", family, &table])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
     if !table_existed {
         let _ = Command::new("nft")
             .args(["delete", "table", "inet", NFT_TABLE])
