@@ -24,38 +24,8 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, Network
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::selector;
-
-/// A transport protocol a policy port names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    /// TCP, the default.
-    Tcp,
-    /// UDP.
-    Udp,
-    /// SCTP (matched only where the kernel tracks it).
-    Sctp,
-}
-
-impl Protocol {
-    /// Parses a policy's or container port's protocol (`None`: TCP, the API default).
-    fn parse(s: Option<&str>) -> Option<Self> {
-        match s.unwrap_or("TCP") {
-            "TCP" => Some(Protocol::Tcp),
-            "UDP" => Some(Protocol::Udp),
-            "SCTP" => Some(Protocol::Sctp),
-            _ => None,
-        }
-    }
-
-    /// The nftables protocol keyword.
-    pub fn nft(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
+/// The transport protocols policies name are the Services' (same API values, same nft names).
+pub use crate::proxy::model::Protocol;
 
 /// One allowed protocol with its destination ports.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -57,7 +57,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// Parses the API's `protocol` (absent means TCP, as defaulting sets it).
-    fn parse(p: Option<&str>) -> Option<Protocol> {
+    pub(crate) fn parse(p: Option<&str>) -> Option<Protocol> {
         match p.unwrap_or("TCP") {
             "TCP" => Some(Protocol::Tcp),
             "UDP" => Some(Protocol::Udp),
