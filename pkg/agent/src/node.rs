@@ -315,15 +315,7 @@ pub async fn renew_leases(nodes: Vec<Arc<Registered>>, shutdown: watch::Receiver
             let mut last_status = tokio::time::Instant::now();
             let mut failures = 0u32;
             // The first renewal now, not after the offset: a new node is not left without one.
-            let mut first = true;
             loop {
-                if !first {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = shutdown.wait_for(|s| *s) => return,
-                    }
-                }
-                first = false;
                 let renewed = tokio::select! {
                     r = tokio::time::timeout(LEASE_RENEW, renew(&node)) => r.unwrap_or_else(|_| {
                         tracing::warn!(node = %node.name, "renewing the node Lease timed out; retrying");
@@ -343,6 +335,10 @@ pub async fn renew_leases(nodes: Vec<Arc<Registered>>, shutdown: watch::Receiver
                         _ = tokio::time::timeout(LEASE_RENEW, heartbeat(&node)) => {}
                         _ = shutdown.wait_for(|s| *s) => return,
                     }
+                }
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
                 }
             }
         });
