@@ -395,7 +395,9 @@ async fn renew(node: &Registered) -> bool {
 async fn heartbeat(node: &Registered) {
     let api: Api<Node> = Api::all(node.client.clone());
     let now = now_rfc3339();
-    let current = match api.get_status(&node.name).await {
+    // GET of the Node, not of nodes/status: the system:node role may only write the status
+    // subresource, as upstream's, and the kubelet reads its Node the same way.
+    let current = match api.get(&node.name).await {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(node = %node.name, error = %e, "reading node status failed");

@@ -14,7 +14,8 @@
 //! pods on 100 simulated nodes.
 //!
 //! Then, as root with containerd, unless `--skip-node` (`node.rs`): a real node's idle RSS
-//! (agent and containerd apart) and pod startup latency, apply → Running, for 100 pods.
+//! (agent and containerd apart) and pod startup latency, apply → Running, for 100 pods created
+//! at once and for 100 created at `--node-pod-rate` per second.
 //!
 //! Or, with `--throughput` (`throughput.rs`), only pod-to-pod TCP throughput across two
 //! nodes over the overlay against the bare veth path.
@@ -95,6 +96,10 @@ struct Opts {
     /// Pods of the real-node phase (default 100; 10 with --quick).
     #[arg(long)]
     node_pods: Option<usize>,
+    /// Pods created per second in the real-node phase's paced batch (it also starts the same
+    /// number at once).
+    #[arg(long, default_value_t = 5.0)]
+    node_pod_rate: f64,
     /// Measure only the service proxy (root, containerd): rule update latency with this many
     /// services (`hack/bench --proxy 1000`); see proxy.rs.
     #[arg(long, value_name = "SERVICES")]
@@ -103,6 +108,23 @@ struct Opts {
     /// bare veth path (root, containerd); see throughput.rs.
     #[arg(long)]
     throughput: bool,
+}
+
+/// Resolves on SIGINT or SIGTERM (`timeout hack/bench` sends the latter), so an interrupted
+/// run drops, and so stops and cleans up, what it started.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// What one run does, resolved from [`Opts`].
@@ -126,6 +148,8 @@ struct Plan {
     node_only: bool,
     /// How long the real node settles before its idle RSS is read.
     node_idle: Duration,
+    /// Pods per second of the real-node phase's paced batch.
+    node_rate: f64,
 }
 
 /// Connections per task for CREATE and GET (2 tasks × 16, as wrk -t2 for DESIGN.md's figures).
@@ -163,6 +187,7 @@ impl Plan {
                 .then(|| o.node_pods.unwrap_or(if o.quick { 10 } else { 100 })),
             node_only: o.node_only,
             node_idle: Duration::from_secs(if o.quick { 3 } else { 10 }),
+            node_rate: o.node_pod_rate,
         };
         if plan.objects == 0 || plan.list_objects == 0 || plan.threads == 0 {
             bail!("--objects, --list-objects and --threads must be at least 1");
@@ -209,12 +234,16 @@ fn main() -> ExitCode {
         return rt.block_on(run_proxy(&plan, services));
     }
     if plan.node_only {
-        let pods = plan.node_pods.unwrap_or(100);
-        let alone = node::run_alone(&plan.bin, plan.tmp_dir.as_deref(), pods, plan.node_idle);
+        let node_plan = node::NodePlan {
+            pods: plan.node_pods.unwrap_or(100),
+            idle: plan.node_idle,
+            rate: plan.node_rate,
+        };
+        let alone = node::run_alone(&plan.bin, plan.tmp_dir.as_deref(), node_plan);
         let result = rt.block_on(async {
             tokio::select! {
                 r = alone => r,
-                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+                _ = interrupted() => Err(anyhow!("interrupted")),
             }
         });
         return match result {
@@ -229,7 +258,7 @@ fn main() -> ExitCode {
         tokio::select! {
             r = run(&plan) => r,
             // Dropping `run` drops its `Server`, which stops the server and removes the dir.
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            _ = interrupted() => Err(anyhow!("interrupted")),
         }
     });
     match result {
@@ -446,7 +475,12 @@ async fn run(plan: &Plan) -> Result<Report> {
         (Some(pods), Ok(())) => {
             let data = srv.data_dir();
             let work = scale::work_dir(&data);
-            Some(node::run(&plan.bin, &work, &data, &target, pods, plan.node_idle).await?)
+            let node_plan = node::NodePlan {
+                pods,
+                idle: plan.node_idle,
+                rate: plan.node_rate,
+            };
+            Some(node::run(&plan.bin, &work, &data, &target, node_plan).await?)
         }
         (Some(_), Err(why)) => {
             progress(&format!("real-node phase skipped: {why}"));
@@ -516,7 +550,7 @@ async fn run_proxy(plan: &Plan, services: usize) -> ExitCode {
     };
     match tokio::select! {
         r = result => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        _ = interrupted() => Err(anyhow!("interrupted")),
     } {
         Ok(report) => {
             report.print();

@@ -21,6 +21,8 @@ use bytes::Bytes;
 use hyper::Method;
 use tokio::process::{Child, Command};
 
+use distro_testharness::node::{dns_link, NodeCleanup};
+
 use crate::client::{Conn, Target};
 use crate::server::{memory, Memory};
 
@@ -32,30 +34,27 @@ const WAIT: Duration = Duration::from_secs(300);
 const NS: &str = "bench-node";
 /// The node's name.
 const NODE: &str = "bench-node";
-/// The CNI plugin's nftables table, shared by every node on the machine.
-const NFT_TABLE: &str = "distro-cni";
 
-/// What the node phase measured.
-pub struct NodeReport {
-    /// Pods started.
+/// What the node phase is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct NodePlan {
+    /// Pods per batch.
     pub pods: usize,
-    /// Spawn → Node Ready.
-    pub ready: Duration,
-    /// How long the node idled before its RSS was read.
+    /// How long the node idles before its RSS is read.
     pub idle: Duration,
-    /// The agent's RSS when idle (no pods).
-    pub agent_idle: Memory,
-    /// Its containerd's RSS when idle.
-    pub containerd_idle: Memory,
+    /// Pods created per second in the paced batch.
+    pub rate: f64,
+}
+
+/// One batch of pods: each pod's CREATE → Running.
+pub struct Batch {
     /// Each pod's CREATE → Running, sorted.
     pub startup: Vec<Duration>,
     /// First CREATE → every pod Running.
     pub all_running: Duration,
-    /// The agent's RSS with every pod running.
-    pub agent_busy: Memory,
 }
 
-impl NodeReport {
+impl Batch {
     /// The `q` quantile of the pods' startup latencies (nearest rank).
     pub fn quantile(&self, q: f64) -> Duration {
         if self.startup.is_empty() {
@@ -64,6 +63,26 @@ impl NodeReport {
         let rank = ((q * self.startup.len() as f64).ceil() as usize).clamp(1, self.startup.len());
         self.startup[rank - 1]
     }
+}
+
+/// What the node phase measured.
+pub struct NodeReport {
+    /// What was asked.
+    pub plan: NodePlan,
+    /// Spawn → Node Ready.
+    pub ready: Duration,
+    /// The agent's RSS when idle (no pods).
+    pub agent_idle: Memory,
+    /// Its containerd's RSS when idle.
+    pub containerd_idle: Memory,
+    /// Every pod created at once: what a node does with more work than its CPUs can start in
+    /// a second.
+    pub burst: Batch,
+    /// The agent's RSS with the burst's pods running.
+    pub agent_busy: Memory,
+    /// The same number of pods created at `plan.rate` per second: each pod's own latency, as
+    /// upstream's pod startup SLO measures it under a steady creation rate.
+    pub paced: Batch,
 }
 
 /// Whether this machine can run the phase: root and containerd on PATH.
@@ -105,12 +124,17 @@ async fn get_json(conn: &mut Conn, path: &str) -> Result<serde_json::Value> {
 }
 
 /// The running agent, its data dir and the bridge it was told to use.
+///
+/// Dropping it, also when the bench is interrupted, runs the harness's cleanup of a test node
+/// after the agent is killed (fields drop in order): the containerd, shims and containers of
+/// this data dir (pods started while the last ones were being deleted outlive an agent by
+/// design), its mounts and runtime dir, the bridge and its masquerade rule, the proxy and
+/// policy tables named after it and the DNS link.
 struct Node {
     child: Child,
     pid: u32,
     data: PathBuf,
-    bridge: String,
-    table_existed: bool,
+    _cleanup: NodeCleanup,
 }
 
 impl Node {
@@ -127,7 +151,7 @@ impl Node {
         Ok(())
     }
 
-    /// SIGTERM, then removes what containerd and the CNI plugin left for this node.
+    /// SIGTERM, then the cleanup (on a blocking thread: it waits for processes and `nft`).
     async fn stop(mut self) -> Result<()> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
@@ -139,57 +163,8 @@ impl Node {
         {
             self.child.kill().await?;
         }
-        self.cleanup().await;
+        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
         Ok(())
-    }
-
-    async fn cleanup(&self) {
-        let config = self.data.join("agent/etc/containerd/config.toml");
-        let state = std::fs::read_to_string(&config).ok().and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("state = "))
-                .map(|l| PathBuf::from(l.trim_start_matches("state = ").trim_matches('"')))
-        });
-        if let Some(run) = state.as_deref().and_then(Path::parent) {
-            let _ = tokio::fs::remove_dir_all(run).await;
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .status()
-            .await;
-        // The node's service proxy tables (named after its bridge).
-        for family in ["ip", "ip6"] {
-            let _ = Command::new("nft")
-                .args(["delete", "table", family])
-                .arg(format!("distro-proxy-{}", self.bridge))
-                .output()
-                .await;
-        }
-        if !self.table_existed {
-            let _ = Command::new("nft")
-                .args(["delete", "table", "inet", NFT_TABLE])
-                .status()
-                .await;
-            return;
-        }
-        let Ok(out) = Command::new("nft")
-            .args(["-a", "list", "chain", "inet", NFT_TABLE, "postrouting"])
-            .output()
-            .await
-        else {
-            return;
-        };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if line.contains(&format!("masquerade {}\"", self.bridge)) {
-                if let Some(handle) = line.rsplit("# handle ").next() {
-                    let _ = Command::new("nft")
-                        .args(["delete", "rule", "inet", NFT_TABLE, "postrouting", "handle"])
-                        .arg(handle.trim())
-                        .status()
-                        .await;
-                }
-            }
-        }
     }
 }
 
@@ -252,8 +227,7 @@ pub async fn run(
     work: &Path,
     server_data: &Path,
     target: &Target,
-    pods: usize,
-    idle: Duration,
+    plan: NodePlan,
 ) -> Result<NodeReport> {
     let token = std::fs::read_to_string(server_data.join("server").join("token"))
         .context("reading the server's join token")?;
@@ -262,11 +236,7 @@ pub async fn run(
     let config = data.join("no-config.yaml");
     std::fs::write(&config, "")?;
     let bridge = format!("dbench{}", std::process::id() % 100_000);
-    let table_existed = Command::new("nft")
-        .args(["list", "table", "inet", NFT_TABLE])
-        .output()
-        .await
-        .is_ok_and(|o| o.status.success());
+    let table_existed = distro_testharness::node::nft_table_exists();
     let log = std::fs::File::create(data.join("agent.log"))?;
     let spawned = Instant::now();
     let child = Command::new(bin)
@@ -278,6 +248,10 @@ pub async fn run(
         .args(["--join", &target.url(), "--token", token.trim()])
         .args(["--runtime", "containerd", "--node-name", NODE])
         .args(["--cni-bridge", &bridge, "--kubelet-port", "0"])
+        // As the test harness: a bench machine's disk may be fuller than upstream's 15 %
+        // imagefs threshold, and DiskPressure would evict the measured pods.
+        .arg("--eviction-hard=")
+        .arg(format!("--dns-interface={}", dns_link(&bridge)))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -288,13 +262,24 @@ pub async fn run(
     let mut node = Node {
         child,
         pid,
+        _cleanup: NodeCleanup {
+            data: data.clone(),
+            bridge,
+            table_existed,
+        },
         data,
-        bridge,
-        table_existed,
     };
-    let result = measure(&mut node, target, pods, idle, spawned).await;
+    let result = measure(&mut node, target, plan, spawned).await;
+    let gone = delete_all(&mut node, target).await;
+    node.stop().await?;
+    gone?;
+    result
+}
+
+/// Deletes the namespace's pods and waits until the kubelet removed them, so no container
+/// outlives the agent and the next batch starts on an idle node.
+async fn delete_all(node: &mut Node, target: &Target) -> Result<()> {
     let mut admin = target.connect().await?;
-    // Delete the pods and wait until the kubelet removed them, so no container outlives it.
     let _ = admin
         .request(
             Method::DELETE,
@@ -303,26 +288,20 @@ pub async fn run(
         )
         .await;
     let start = Instant::now();
-    let gone = loop {
+    loop {
         let list = get_json(&mut admin, &format!("/api/v1/namespaces/{NS}/pods")).await?;
         if list["items"].as_array().is_some_and(Vec::is_empty) {
-            break Ok(());
+            return Ok(());
         }
-        if let Err(e) = check("pods deleted", &mut node, start) {
-            break Err(e);
-        }
+        check("pods deleted", node, start)?;
         tokio::time::sleep(POLL).await;
-    };
-    node.stop().await?;
-    gone?;
-    result
+    }
 }
 
 async fn measure(
     node: &mut Node,
     target: &Target,
-    pods: usize,
-    idle: Duration,
+    plan: NodePlan,
     spawned: Instant,
 ) -> Result<NodeReport> {
     let mut admin = target.connect().await?;
@@ -348,9 +327,9 @@ async fn measure(
     crate::progress(&format!(
         "node: Ready in {:.2} s; idling {:.0} s",
         ready.as_secs_f64(),
-        idle.as_secs_f64()
+        plan.idle.as_secs_f64()
     ));
-    tokio::time::sleep(idle).await;
+    tokio::time::sleep(plan.idle).await;
     node.check_running()?;
     let agent_idle = memory(node.pid)?;
     let containerd = child_named(node.pid, "containerd")
@@ -365,67 +344,101 @@ async fn measure(
         Some(Bytes::from(ns.to_string())),
     )
     .await?;
-    crate::progress(&format!("node: {pods} pods, apply → Running"));
-    let mut created = Vec::with_capacity(pods);
-    let first = Instant::now();
-    for i in 0..pods {
-        created.push(Instant::now());
-        conn.expect_ok(
-            Method::POST,
-            &format!("/api/v1/namespaces/{NS}/pods"),
-            Some(pod_body(i)),
-        )
-        .await?;
-    }
-    let mut running: Vec<Option<Duration>> = vec![None; pods];
-    let start = Instant::now();
-    loop {
-        let list = get_json(&mut conn, &format!("/api/v1/namespaces/{NS}/pods")).await?;
-        let seen = Instant::now();
-        for p in list["items"].as_array().into_iter().flatten() {
-            if p["status"]["phase"] != "Running" {
-                continue;
-            }
-            let i = p["metadata"]["name"]
-                .as_str()
-                .and_then(|n| n.strip_prefix("p-"))
-                .and_then(|n| n.parse::<usize>().ok());
-            if let Some(i) = i.filter(|i| *i < pods) {
-                running[i].get_or_insert(seen.duration_since(created[i]));
-            }
-        }
-        let left = running.iter().filter(|r| r.is_none()).count();
-        if left == 0 {
-            break;
-        }
-        check(&format!("{left} of {pods} pods Running"), node, start)?;
-        tokio::time::sleep(POLL).await;
-    }
-    let all_running = first.elapsed();
+    crate::progress(&format!(
+        "node: {} pods at once, apply → Running",
+        plan.pods
+    ));
+    let burst = batch(node, &mut conn, plan.pods, Duration::ZERO).await?;
     let agent_busy = memory(node.pid)?;
-    let mut startup: Vec<Duration> = running.into_iter().flatten().collect();
-    startup.sort_unstable();
+    crate::progress("node: deleting them");
+    delete_all(node, target).await?;
+    let every = Duration::from_secs_f64(1.0 / plan.rate.max(0.01));
+    crate::progress(&format!(
+        "node: {} pods at {} per second, apply → Running",
+        plan.pods, plan.rate
+    ));
+    let paced = batch(node, &mut conn, plan.pods, every).await?;
     Ok(NodeReport {
-        pods,
+        plan,
         ready,
-        idle,
         agent_idle,
         containerd_idle,
+        burst,
+        agent_busy,
+        paced,
+    })
+}
+
+/// Creates `pods` pods, one every `every` (zero: back to back), and measures each one's
+/// CREATE → Running while the others are still being created.
+async fn batch(node: &mut Node, conn: &mut Conn, pods: usize, every: Duration) -> Result<Batch> {
+    let mut created: Vec<Option<Instant>> = vec![None; pods];
+    let mut running: Vec<Option<Duration>> = vec![None; pods];
+    let first = Instant::now();
+    let mut next = 0;
+    let mut last_poll: Option<Instant> = None;
+    loop {
+        // Create what is due, then poll when a poll is due.
+        while next < pods && first + every * next as u32 <= Instant::now() {
+            created[next] = Some(Instant::now());
+            conn.expect_ok(
+                Method::POST,
+                &format!("/api/v1/namespaces/{NS}/pods"),
+                Some(pod_body(next)),
+            )
+            .await?;
+            next += 1;
+        }
+        if last_poll.is_none_or(|t| t.elapsed() >= POLL) {
+            last_poll = Some(Instant::now());
+            let list = get_json(conn, &format!("/api/v1/namespaces/{NS}/pods")).await?;
+            let seen = Instant::now();
+            for p in list["items"].as_array().into_iter().flatten() {
+                if p["status"]["phase"] != "Running" {
+                    continue;
+                }
+                let i = p["metadata"]["name"]
+                    .as_str()
+                    .and_then(|n| n.strip_prefix("p-"))
+                    .and_then(|n| n.parse::<usize>().ok());
+                if let Some((i, at)) = i.and_then(|i| Some((i, created.get(i).copied()??))) {
+                    running[i].get_or_insert(seen.duration_since(at));
+                }
+            }
+            let left = running.iter().filter(|r| r.is_none()).count();
+            if left == 0 {
+                break;
+            }
+            check(&format!("{left} of {pods} pods Running"), node, first)?;
+        }
+        let due = [
+            (next < pods).then(|| first + every * next as u32),
+            last_poll.map(|t| t + POLL),
+        ];
+        if let Some(wake) = due.into_iter().flatten().min() {
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+    let all_running = first.elapsed();
+    let mut startup: Vec<Duration> = running.into_iter().flatten().collect();
+    startup.sort_unstable();
+    Ok(Batch {
         startup,
         all_running,
-        agent_busy,
     })
 }
 
 /// The table rows of the node phase.
 pub fn rows(r: &NodeReport) -> Vec<crate::Row> {
-    let (p50, p99) = (r.quantile(0.5), r.quantile(0.99));
     let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
-    vec![
+    let mut rows = vec![
         crate::row("node: agent spawn → Node Ready", secs(r.ready))
             .note("distro agent --runtime containerd, images imported"),
         crate::row(
-            format!("node: idle RSS agent (after {:.0} s)", r.idle.as_secs_f64()),
+            format!(
+                "node: idle RSS agent (after {:.0} s)",
+                r.plan.idle.as_secs_f64()
+            ),
             crate::mb(r.agent_idle.rss),
         )
         .note(format!("peak {}", crate::mb(r.agent_idle.peak))),
@@ -437,20 +450,32 @@ pub fn rows(r: &NodeReport) -> Vec<crate::Row> {
             "agent + containerd {}",
             crate::mb(r.agent_idle.rss + r.containerd_idle.rss)
         )),
-        crate::row(
-            format!("node: pod startup p50 ({} pods)", r.pods),
-            secs(p50),
-        )
-        .target("< 1 s", p50 < Duration::from_secs(1))
-        .note("apply → Running, image present, pod network"),
-        crate::row("node: pod startup p99", secs(p99))
-            .target("< 2 s", p99 < Duration::from_secs(2))
-            .note(format!(
-                "all Running {} after the first CREATE",
-                secs(r.all_running)
-            )),
-        crate::row("node: agent RSS with the pods", crate::mb(r.agent_busy.rss)),
-    ]
+    ];
+    let batches = [
+        (format!("{} pods at once", r.plan.pods), &r.burst),
+        (format!("{} pods, {}/s", r.plan.pods, r.plan.rate), &r.paced),
+    ];
+    for (what, b) in batches {
+        let (p50, p99) = (b.quantile(0.5), b.quantile(0.99));
+        rows.push(
+            crate::row(format!("node: pod startup p50 ({what})"), secs(p50))
+                .target("< 1 s", p50 < Duration::from_secs(1))
+                .note("apply → Running, image present, pod network"),
+        );
+        rows.push(
+            crate::row(format!("node: pod startup p99 ({what})"), secs(p99))
+                .target("< 2 s", p99 < Duration::from_secs(2))
+                .note(format!(
+                    "all Running {} after the first CREATE",
+                    secs(b.all_running)
+                )),
+        );
+    }
+    rows.push(crate::row(
+        "node: agent RSS with the pods",
+        crate::mb(r.agent_busy.rss),
+    ));
+    rows
 }
 
 /// `--node-only`: a fresh `distro server --disable-agent` and the node phase alone, printed
@@ -458,22 +483,14 @@ pub fn rows(r: &NodeReport) -> Vec<crate::Row> {
 ///
 /// # Errors
 /// As [`run`], and the server not starting.
-pub async fn run_alone(bin: &Path, tmp: Option<&Path>, pods: usize, idle: Duration) -> Result<()> {
+pub async fn run_alone(bin: &Path, tmp: Option<&Path>, plan: NodePlan) -> Result<()> {
     let (mut srv, spawned) = crate::server::Server::spawn(bin, tmp)?;
     srv.wait_for_kubeconfig(crate::POLL, Duration::from_secs(30))
         .await?;
     let target = Target::from_kubeconfig(&srv.kubeconfig)?;
     crate::wait_ready(&mut srv, &target, spawned).await?;
     let data = srv.data_dir();
-    let report = run(
-        bin,
-        &crate::scale::work_dir(&data),
-        &data,
-        &target,
-        pods,
-        idle,
-    )
-    .await;
+    let report = run(bin, &crate::scale::work_dir(&data), &data, &target, plan).await;
     let _ = srv.stop().await;
     let report = report?;
     println!(

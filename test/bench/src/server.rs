@@ -57,9 +57,11 @@ impl Server {
             .arg("--write-kubeconfig")
             .arg(&kubeconfig)
             .arg("--disable-agent")
-            // --- overlay2 --- /26 node ranges: 1,024 simulated nodes (DESIGN.md's scale
-            // target) each get one, as their pods start only once their node has a range.
-            .args(["--node-cidr-mask-size-ipv4", "26"])
+            // A /13 of /24 node ranges (k3s's per-node size): room for the 1,024 simulated
+            // nodes of DESIGN.md's scale target, whose pods start only once their node has a
+            // range, and still 253 addresses for the real node's 100-pod burst (a /26 ran
+            // out at 61 pods and the burst never finished).
+            .args(["--cluster-cidr", "10.128.0.0/13"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("log file")?)
             .stderr(log)
