@@ -23,6 +23,7 @@ pub mod netlink;
 pub mod overlay;
 pub mod policy;
 pub mod proxy;
+pub mod resync;
 
 pub use error::Error;
 

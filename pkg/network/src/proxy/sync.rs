@@ -1,7 +1,6 @@
-//! The proxy's loop: informers → debounce → render → one `nft -f` transaction.
+//! The proxy's loop: informers → [`crate::resync`] → render → one `nft -f` transaction.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use distro_client::Informers;
 use futures::StreamExt;
@@ -14,19 +13,7 @@ use tokio::time::Instant;
 use super::model::{self, Family};
 use super::render::{self, Settings, Table};
 use crate::error::Error;
-
-/// A burst of changes (a Deployment scaling, a namespace deleted) is applied once: the
-/// sync waits until no change came for this long...
-const QUIET: Duration = Duration::from_millis(30);
-/// ...but never longer than this after the first change, so a change takes effect well
-/// within a second even under a constant stream of others.
-const MAX_DELAY: Duration = Duration::from_millis(200);
-/// Re-rendered this often even without a change (a safety net, as upstream's periodic sync);
-/// only a difference from the last applied rules reaches the kernel.
-const RESYNC: Duration = Duration::from_secs(60);
-/// Retry delays after a failed apply (doubling, capped).
-const RETRY_MIN: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+use crate::resync::{Schedule, Wake};
 
 /// The families programmed, in this order: both always, as upstream's dual-stack proxier
 /// (an empty table costs nothing).
@@ -112,7 +99,7 @@ pub async fn run(
     let informers = Informers::new(client);
     let services = informers.get::<Service>();
     let slices = informers.get::<EndpointSlice>();
-    let mut changes = futures::stream::select(
+    let changes = futures::stream::select(
         services.subscribe().map(|_| ()).boxed(),
         slices.subscribe().map(|_| ()).boxed(),
     );
@@ -124,30 +111,13 @@ pub async fn run(
         tracing::info!(table = %config.table, "service proxy started");
         // What the kernel holds, per family of [`FAMILIES`] (`None`: unknown).
         let mut applied: Vec<Option<Table>> = vec![None; FAMILIES.len()];
-        let mut retry = RETRY_MIN;
-        let mut next_sync = Instant::now();
+        let mut schedule = Schedule::new(changes);
         loop {
-            // Wait for the first change, a due retry/resync, or shutdown.
-            let first = tokio::select! {
-                // Cancel safety: `changes.next()` loses nothing when dropped (the informer
-                // keeps buffering), and a lost wake-up only means the store is re-read.
-                c = changes.next() => match c {
-                    Some(()) => Some(Instant::now()),
-                    None => return Err(Error::Watch),
-                },
-                _ = tokio::time::sleep_until(next_sync) => None,
-                _ = shutdown.wait_for(|s| *s) => return Ok(()),
-            };
-            if let Some(first) = first {
-                // Coalesce a burst: until quiet for QUIET, at most MAX_DELAY after the first.
-                let cap = first + MAX_DELAY;
-                loop {
-                    let until = (Instant::now() + QUIET).min(cap);
-                    tokio::select! {
-                        c = changes.next() => if c.is_none() { return Err(Error::Watch) },
-                        _ = tokio::time::sleep_until(until) => break,
-                    }
-                }
+            let wake = schedule.wait(&mut shutdown).await;
+            match wake {
+                Wake::Stop => return Ok(()),
+                Wake::Closed => return Err(Error::Watch),
+                Wake::Changed | Wake::Due => {}
             }
             let started = Instant::now();
             let next = render_all(&config, &services.store().state(), &slices.store().state());
@@ -155,7 +125,7 @@ pub async fn run(
                 .iter()
                 .zip(&next)
                 .all(|(a, n)| a.as_ref() == Some(n));
-            if first.is_some() && unchanged {
+            if wake == Wake::Changed && unchanged {
                 continue; // e.g. a status-only Service update
             }
             let table = config.table.clone();
@@ -170,19 +140,17 @@ pub async fn run(
                         "service rules applied"
                     );
                     applied = now;
-                    retry = RETRY_MIN;
-                    next_sync = Instant::now() + RESYNC;
+                    schedule.applied();
                 }
                 Ok((now, Some(e))) => {
                     // A failed family stays None: the next attempt rebuilds its table.
-                    tracing::warn!(error = %e, retry_in = ?retry, "applying service rules failed");
+                    let retry_in = schedule.failed();
+                    tracing::warn!(error = %e, ?retry_in, "applying service rules failed");
                     applied = now;
-                    next_sync = Instant::now() + retry;
-                    retry = (retry * 2).min(RETRY_MAX);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "service rule task failed");
-                    next_sync = Instant::now() + retry;
+                    let retry_in = schedule.failed();
+                    tracing::warn!(error = %e, ?retry_in, "service rule task failed");
                 }
             }
         }
