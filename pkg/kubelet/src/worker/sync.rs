@@ -565,13 +565,14 @@ impl PodState {
         let made = {
             // No await in here: the environment context borrows non-Send caches.
             let pod_ips = rt.pod_ips();
+            let host_ips = ctx.host_ips.borrow().clone();
             let services = ctx.caches.services();
             let allocatable = ctx.caches.allocatable();
             let env_ctx = EnvContext {
                 objects: &ctx.caches,
                 services: &services,
                 pod_ips: &pod_ips,
-                host_ips: &ctx.host_ips,
+                host_ips: &host_ips,
                 node_allocatable: &allocatable,
             };
             make_environment(pod, c, &env_ctx)
@@ -913,12 +914,13 @@ impl PodState {
         let (readiness, startup) = ctx.prober.status_inputs(rt);
         let log_dir = log_directory(&ctx.sandbox.pod_log_root, pod);
         let messages = termination_messages(rt, log_dir).await;
+        let host_ips = ctx.host_ips.borrow().clone();
         let inputs = StatusInputs {
             reasons: &self.reasons,
             readiness: &readiness,
             startup: &startup,
             termination_messages: &messages,
-            host_ips: &ctx.host_ips,
+            host_ips: &host_ips,
             pod_is_terminal: pod.metadata.deletion_timestamp.is_some(),
             now: wall_clock_now(),
             runtime_name: "containerd",
@@ -1000,7 +1002,7 @@ fn primary_pod_ip(ctx: &Context, pod: &Pod, rt: &RuntimePod) -> Option<String> {
         .and_then(|s| s.host_network)
         .unwrap_or(false);
     if host_network {
-        ctx.host_ips.first().cloned()
+        ctx.host_ips.borrow().first().cloned()
     } else {
         rt.pod_ips().into_iter().next()
     }
