@@ -4,7 +4,8 @@
 //! the agent comes back, while a pod still in the API is adopted untouched; stray pod and
 //! log directories of pods nobody knows go too. And a node whose address changes reports
 //! the new one as its pods' `status.hostIP` (existing pods and new ones, whose downward API
-//! `status.hostIP` sees it too).
+//! `status.hostIP` sees it too). A crash-looping container keeps only its newest dead attempt
+//! (upstream's container GC, `MaxPerPodContainer` 1).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -328,4 +329,94 @@ fn pods_report_the_nodes_current_address_as_host_ip() {
             .then_some(())
     });
     eprintln!("host IP test took {:?}", began.elapsed());
+}
+
+#[test]
+fn a_crash_looping_container_keeps_only_its_newest_dead_attempt() {
+    let began = Instant::now();
+    let s = Server::start(bin());
+    let node = format!("gc-{}", std::process::id());
+    let bridge = format!("dg{}", std::process::id() % 10_000_000);
+    let (mut a, cleanup) = start_agent(
+        bin(),
+        &s,
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        &node,
+        &bridge,
+        &[],
+    );
+    s.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: crash, namespace: default}}
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo attempt; exit 1"]
+"#
+        )),
+    );
+    // Three attempts: 0, then 1 after 10 s of back-off, then 2 after 20 s more.
+    let p = eventually(
+        Duration::from_secs(90),
+        EVERY,
+        "crash restarted twice",
+        || {
+            let p = pod(&s, "crash")?;
+            (p["status"]["containerStatuses"][0]["restartCount"].as_i64()? >= 2).then_some(p)
+        },
+    );
+    let uid = p["metadata"]["uid"].as_str().expect("uid").to_string();
+    let socket = cleanup.socket().expect("containerd socket");
+    let logs = log_dir(&a.data_dir(), "crash", &uid).join("main");
+    let files = || -> Vec<String> {
+        let mut f: Vec<String> = std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        f.sort();
+        f
+    };
+    // At most the newest dead attempt beside the current one, in containerd and on disk;
+    // the first attempt is gone.
+    eventually(
+        Duration::from_secs(20),
+        EVERY,
+        "old attempts removed",
+        || {
+            let containers = runtime_containers(&socket, &uid, "container");
+            let f = files();
+            (containers.len() <= 2 && f.len() <= 2 && !f.contains(&"0.log".to_string()))
+                .then_some(())
+        },
+    );
+    // The restart count and the previous attempt's state and logs survive.
+    let p = pod(&s, "crash").expect("crash");
+    let cs = &p["status"]["containerStatuses"][0];
+    assert!(cs["restartCount"].as_i64() >= Some(2), "{cs}");
+    let out = s.kubectl(LATEST, &["logs", "crash", "--previous"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("attempt"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.ok(LATEST, &["delete", "pod", "crash", "--wait=false"]);
+    eventually(Duration::from_secs(30), EVERY, "crash gone", || {
+        pod(&s, "crash").is_none().then_some(())
+    });
+    let status = a.stop();
+    assert!(status.success(), "{}", a.log());
+    eprintln!("container GC test took {:?}", began.elapsed());
+    drop(cleanup);
 }

@@ -22,9 +22,13 @@
 //! Admission: a pod new to the node passes [`crate::admission`] before it gets a worker
 //! (pressure, resources, node affinity); a refused one is marked Failed instead.
 //!
+//! Container garbage collection: each sync removes the exited containers of its pod beyond
+//! the newest one per container name, with their logs (upstream's `MaxPerPodContainer` 1).
+//!
 //! # Limits
-//! - Containers of a terminated pod are kept (for logs) until the pod is deleted; there is
-//!   no container garbage collection of old attempts yet.
+//! - Containers of a terminated pod are kept (the newest attempt of each, for logs) until
+//!   the pod is deleted; there is no node-wide cap on dead containers (upstream's
+//!   `MaxContainers`, off by default) and no minimum age.
 
 pub mod caches;
 pub mod events;

@@ -288,6 +288,7 @@ impl PodState {
         }
         self.write_status(ctx, pod, &rt).await?;
         timer.step("status");
+        remove_dead_attempts(ctx, pod, &rt).await;
         tracing::debug!(pod = %crate::pod::format_pod(pod), steps = %timer, "synced");
         Ok(Next::Resync(if retry { RETRY } else { RESYNC }))
     }
@@ -962,6 +963,52 @@ impl PodState {
             }
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
             Err(e) => Err(Error::Api(Box::new(e))),
+        }
+    }
+}
+
+/// Removes the exited containers of `pod` beyond the newest one per container name, and
+/// their log files (rotations included), as upstream's container garbage collection with
+/// its default `MaxPerPodContainer` of 1: a crash-looping container would otherwise leave
+/// one container in containerd and one log file per attempt until the pod is deleted. The
+/// newest exited attempt stays, for `lastState` and `kubectl logs --previous`; restart
+/// counts live in each container's annotations, so they survive the removal.
+///
+/// # Guarantees
+/// Best effort: a failed removal is logged at debug level and tried again next sync.
+async fn remove_dead_attempts(ctx: &Context, pod: &Pod, rt: &RuntimePod) {
+    let mut kept: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    // Newest first (RuntimePod's order): the first exited attempt of each name is kept.
+    for c in &rt.containers {
+        if rt_helpers::state(c) != ContainerState::ContainerExited || kept.insert(container_name(c))
+        {
+            continue;
+        }
+        if let Err(e) = ctx.cri.remove_container(&c.id).await {
+            tracing::debug!(pod = %crate::pod::format_pod(pod), container = %c.id, error = %e, "removing a dead container failed");
+            continue;
+        }
+        tracing::debug!(pod = %crate::pod::format_pod(pod), container = %c.id, "removed a dead container");
+        if !c.log_path.is_empty() {
+            let log = PathBuf::from(&c.log_path);
+            if let Err(e) = tokio::task::spawn_blocking(move || remove_container_logs(&log)).await {
+                tracing::debug!(error = %e, "removing a dead container's logs failed");
+            }
+        }
+    }
+}
+
+/// Removes `log` and its rotations (`<log>.<timestamp>[.gz]`), as upstream's log manager's
+/// `Clean`.
+fn remove_container_logs(log: &std::path::Path) {
+    let (Some(dir), Some(name)) = (log.parent(), log.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let _ = std::fs::remove_file(log);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
