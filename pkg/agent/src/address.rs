@@ -6,8 +6,9 @@
 //! re-detects that every [`CHECK`]. On a change the node must, without a restart: close the
 //! API connections made from the old address (they hang; see [`distro_client::Connections`]),
 //! re-point its VXLAN device and republish it to peers ([`crate::overlay`]), report the new
-//! InternalIP ([`crate::status`]), and serve its kubelet API on the new address with a
-//! certificate naming it ([`serve_kubelet`]).
+//! InternalIP ([`crate::status`]), serve its kubelet API on the new address with a
+//! certificate naming it ([`serve_kubelet`]), and report it as its pods' `hostIP`
+//! ([`publish_host_ips`]).
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -59,6 +60,18 @@ pub fn follow(
         }
     };
     (rx, task)
+}
+
+/// Publishes every change of the node's `address` to `host_ips` (the pod workers' hostIPs,
+/// see `distro_kubelet::worker::Settings::host_ips`) until the follower ends.
+pub async fn publish_host_ips(
+    mut address: watch::Receiver<IpAddr>,
+    host_ips: watch::Sender<Vec<String>>,
+) {
+    while address.changed().await.is_ok() {
+        let ip = address.borrow_and_update().to_string();
+        host_ips.send_replace(vec![ip]);
+    }
 }
 
 /// Serves the kubelet API from `listener` and, on every change of `address`, again from a

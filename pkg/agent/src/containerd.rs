@@ -98,12 +98,15 @@ async fn serve(
     let listener =
         crate::kubelet::Listener::bind(&client, &dir, &name, node_ip, config.kubelet_port, &ca_pem)
             .await?;
+    // The node's one Event recorder, cloned into each part that writes Events.
+    let events = node::recorder(&client, &name);
     let registered = node::register(
         (client.clone(), connections.clone()),
         config,
         &name,
         listener.addr,
         Some(&real),
+        events.clone(),
     )
     .await?;
     tracing::info!(node = %name, "nodes registered and Ready");
@@ -128,9 +131,11 @@ async fn serve(
     let root_dir = dir.join("kubelet");
     // Node status and pressure eviction (status.rs, eviction.rs); admission reads it too.
     let (pressure_tx, pressure_rx) = watch::channel(crate::status::Pressure::default());
+    // The pods' hostIPs follow the node's address (crate::address).
+    let (host_ips_tx, host_ips) = watch::channel(vec![real.host_ip.clone()]);
     let settings = distro_kubelet::worker::Settings {
         node_name: name.clone(),
-        host_ips: vec![real.host_ip.clone()],
+        host_ips,
         root_dir: root_dir.clone(),
         sandbox: SandboxSettings {
             cluster_dns: ClusterDns {
@@ -165,6 +170,7 @@ async fn serve(
         allocatable: real.capacity.clone(),
         pressure: pressure_rx.clone(),
         eviction_grace: Default::default(),
+        events: events.clone(),
     };
     let api = Arc::new(distro_kubelet::server::KubeletApi {
         provider: distro_kubelet::server::cri::CriNode::new(
@@ -183,6 +189,12 @@ async fn serve(
         connections,
         shutdown.clone(),
     );
+    let follow_address = {
+        let host_ips = crate::address::publish_host_ips(address.clone(), host_ips_tx);
+        async move {
+            tokio::join!(follow_address, host_ips);
+        }
+    };
     let server = crate::address::serve_kubelet(
         listener,
         address.clone(),
@@ -230,7 +242,6 @@ async fn serve(
         }
     };
     let image_gc = distro_kubelet::images::service::run(
-        client.clone(),
         rt.cri.clone(),
         distro_kubelet::images::service::GcSettings {
             policy: config.image_gc.clone(),
@@ -242,6 +253,7 @@ async fn serve(
                 .map(|r| r.pause_image.clone())
                 .unwrap_or_default(),
             node_name: name.clone(),
+            events,
         },
         shutdown.clone(),
     );

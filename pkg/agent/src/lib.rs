@@ -287,7 +287,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         futures::stream::iter(nodes.into_iter().zip(&listeners))
             .map(|((name, client), listener)| {
                 let config = &config;
-                async move { node::register(client, config, &name, listener.addr, None).await }
+                async move {
+                    let events = node::recorder(&client.0, &name);
+                    node::register(client, config, &name, listener.addr, None, events).await
+                }
             })
             .buffered(STARTUP_CONCURRENCY)
             .try_collect()

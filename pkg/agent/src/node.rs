@@ -210,8 +210,16 @@ fn status(
     }})
 }
 
+/// The one Event recorder of node `name`'s kubelet (source `kubelet`, host = the node),
+/// writing with the node's own `client`. A real node clones it into its registration,
+/// eviction, pod workers and image GC, so the correlator's spam filter and aggregation see
+/// all of the node's events, as upstream's kubelet has one recorder.
+pub fn recorder(client: &Client, name: &str) -> Recorder {
+    Recorder::new(client.clone(), "kubelet", Some(name))
+}
+
 /// Registers node `name` (or takes over its existing Node object, as a restarted kubelet
-/// does), reports it Ready and returns it.
+/// does), reports it Ready through `events` (the node's [`recorder`]) and returns it.
 ///
 /// # Errors
 /// [`Error::Api`] if the Node cannot be created, read or updated.
@@ -221,9 +229,9 @@ pub async fn register(
     name: &str,
     kubelet: std::net::SocketAddr,
     real: Option<&RealNode>,
+    events: Recorder,
 ) -> Result<Registered, Error> {
     let api: Api<Node> = Api::all(client.clone());
-    let events = Recorder::new(client.clone(), "kubelet", Some(name));
     let host_ip = kubelet.ip().to_string();
     let annotations = match real {
         Some(_) => None,

@@ -585,6 +585,13 @@ impl Agent {
         self.wait_exit(Duration::from_secs(10))
     }
 
+    /// Starts the agent again on the same data dir after [`Agent::stop`] (a test can change
+    /// the cluster while the node is down).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "agent still running");
+        self.spawn();
+    }
+
     /// Stops and starts again on the same data dir.
     pub fn restart(&mut self) {
         let status = self.stop();

@@ -24,9 +24,8 @@
 //!   is dropped (upstream does the same).
 //! - Series (events.k8s.io/v1) repeats are written at once rather than on upstream's
 //!   thirty-minute heartbeat, so `series.count` is always current.
-//! - A node has more than one recorder (the kubelet's pod and probe workers share one; the
-//!   agent's node registration and eviction, and the image GC, have their own), so its
-//!   spam budget per object is per recorder, where upstream's kubelet has one.
+//! - A real node has one recorder, cloned into its registration, eviction, pod and probe
+//!   workers and image GC, as upstream's kubelet; simulated nodes have one each.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,7 +8,6 @@ use std::time::SystemTime;
 use distro_client::events::{EventType, Recorder};
 use distro_cri::Cri;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
 use tokio::sync::watch;
 
 use super::gc::{FsStats, ImageInfo, ImageService, Manager, Policy};
@@ -100,6 +99,8 @@ pub struct GcSettings {
     pub pause_image: String,
     /// The node, for Events.
     pub node_name: String,
+    /// The node's one Event recorder (the kubelet's, see `worker::Settings::events`).
+    pub events: Recorder,
 }
 
 /// Runs the image GC every [`Policy::period`] until `shutdown` turns true. Failures are
@@ -108,14 +109,9 @@ pub struct GcSettings {
 /// warnings once per change of the kind of failure (upstream logs each period; a disk that
 /// stays above the high threshold with nothing to delete would warn every 5 minutes
 /// forever), and at debug level while the same failure repeats.
-pub async fn run(
-    client: Client,
-    cri: Cri,
-    settings: GcSettings,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(cri: Cri, settings: GcSettings, mut shutdown: watch::Receiver<bool>) {
     let period = settings.policy.period();
-    let events = Recorder::new(client, "kubelet", Some(&settings.node_name));
+    let events = settings.events.clone();
     let mut gc = Manager::new(
         CriImages::new(cri, settings.image_fs.clone()),
         settings.policy.clone(),

@@ -23,8 +23,9 @@ pub enum Part<'a> {
     InitContainer(&'a str),
 }
 
-/// The kubelet's recorder: one per kubelet, cloned into its pod and probe workers so they
-/// share one correlator (as upstream's kubelet has one recorder).
+/// The kubelet's recorder: one per node, cloned into its pod and probe workers (and shared
+/// with the node's other parts, see [`Recorder::shared`]) so they share one correlator, as
+/// upstream's kubelet has one recorder.
 #[derive(Clone, Debug)]
 pub struct Recorder(distro_client::events::Recorder);
 
@@ -36,6 +37,12 @@ impl Recorder {
             "kubelet",
             Some(node),
         ))
+    }
+
+    /// Pod events through the node's one `recorder` (source `kubelet`, host = the node),
+    /// which the node's registration, eviction and image GC write through too.
+    pub fn shared(recorder: distro_client::events::Recorder) -> Self {
+        Recorder(recorder)
     }
 
     /// Records an event on `part` of `pod`. It never waits (the shared recorder queues it);

@@ -16,17 +16,23 @@
 //! Adoption: containerd keeps running containers across a distro restart, and sandboxes and
 //! containers carry the pod's UID and the spec hash as labels, so the first sync after a
 //! restart finds them and keeps them. Sandboxes whose pod no longer exists (deleted while
-//! distro was down) are stopped and removed once the first pod list is complete.
+//! distro was down) are stopped and removed once the first pod list is complete, and
+//! [`housekeeping`] removes the pod and log directories such pods leave behind.
 //!
 //! Admission: a pod new to the node passes [`crate::admission`] before it gets a worker
 //! (pressure, resources, node affinity); a refused one is marked Failed instead.
 //!
+//! Container garbage collection: each sync removes the exited containers of its pod beyond
+//! the newest one per container name, with their logs (upstream's `MaxPerPodContainer` 1).
+//!
 //! # Limits
-//! - Containers of a terminated pod are kept (for logs) until the pod is deleted; there is
-//!   no container garbage collection of old attempts yet.
+//! - Containers of a terminated pod are kept (the newest attempt of each, for logs) until
+//!   the pod is deleted; there is no node-wide cap on dead containers (upstream's
+//!   `MaxContainers`, off by default) and no minimum age.
 
 pub mod caches;
 pub mod events;
+pub mod housekeeping;
 pub mod objects;
 pub mod relist;
 pub mod sync;
@@ -91,8 +97,10 @@ pub enum Error {
 pub struct Settings {
     /// This node's name (pods bound to it are ours).
     pub node_name: String,
-    /// The node's IPs, primary first (pods' `hostIP`s, hostNetwork pods' `podIP`s).
-    pub host_ips: Vec<String>,
+    /// The node's IPs, primary first (pods' `hostIP`s, hostNetwork pods' `podIP`s), as
+    /// they are now: a node whose address changes (DHCP) reports the new one in every pod's
+    /// next status, as upstream's kubelet reads the node's addresses at each status sync.
+    pub host_ips: watch::Receiver<Vec<String>>,
     /// The kubelet's root: `<root>/pods/<uid>/` holds each pod's volumes and files.
     pub root_dir: PathBuf,
     /// Sandbox translation settings (DNS, log root).
@@ -107,6 +115,10 @@ pub struct Settings {
     pub pressure: watch::Receiver<crate::admission::Pressure>,
     /// The grace periods the eviction manager gives the pods it evicts.
     pub eviction_grace: EvictionGrace,
+    /// The node's one Event recorder (source `kubelet`, host = the node), shared with the
+    /// node's registration, eviction and image GC so its spam filter and aggregation count
+    /// every event of the node, as upstream's kubelet has one recorder.
+    pub events: distro_client::events::Recorder,
 }
 
 /// The grace period of each pod the node-pressure eviction manager evicted, by pod UID:
@@ -143,7 +155,7 @@ const STATIC_CHANGES: usize = 64;
 pub struct Context {
     pub(crate) client: Client,
     pub(crate) cri: Cri,
-    pub(crate) host_ips: Vec<String>,
+    pub(crate) host_ips: watch::Receiver<Vec<String>>,
     pub(crate) sandbox: SandboxSettings,
     pub(crate) container: ContainerSettings,
     pub(crate) volumes: VolumeManager,
@@ -222,7 +234,7 @@ pub async fn run_with_static_pods(
         Arc::new(ApiTokens::new(client.clone())),
         Arc::new(SystemClock),
     ));
-    let recorder = events::Recorder::new(client.clone(), &settings.node_name);
+    let recorder = events::Recorder::shared(settings.events.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         cri: cri.clone(),
@@ -277,6 +289,13 @@ pub async fn run_with_static_pods(
     let mut listed: HashSet<String> = HashSet::new();
     let mut synced = false;
     let mut last = Snapshot::default();
+    // Housekeeping needs containerd's view too: a pod with a sandbox is not an orphan yet.
+    let mut relisted = false;
+    let mut housekeeping = housekeeping::Housekeeping::default();
+    // Every pod's status names the node's address: on a change, sync them all now.
+    let mut host_ips = settings.host_ips.clone();
+    let mut housekeeping_tick = tokio::time::interval(housekeeping::PERIOD);
+    housekeeping_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             event = pods.next() => match event {
@@ -307,7 +326,6 @@ pub async fn run_with_static_pods(
                         run_pod(&ctx, &permits, &mut workers, &mut tasks, Desired::Gone(pod));
                     }
                     synced = true;
-                    remove_orphaned_volumes(&ctx, &workers).await;
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
                 None => break,
@@ -332,6 +350,7 @@ pub async fn run_with_static_pods(
                         }
                     }
                     last = snap;
+                    relisted = true;
                 }
                 Err(e) => tracing::warn!(error = %e, "relisting containerd's pods failed"),
             },
@@ -339,6 +358,18 @@ pub async fn run_with_static_pods(
                 if let Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) = node {
                     *ctx.node.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(n));
                 }
+            }
+            Ok(()) = host_ips.changed() => {
+                tracing::info!(host_ips = ?*host_ips.borrow_and_update(), "the node's addresses changed; updating pod statuses");
+                for h in workers.values() {
+                    h.wake.notify_one();
+                }
+            }
+            _ = housekeeping_tick.tick(), if synced && relisted => {
+                // Inline, so no worker starts (and writes files) while it runs.
+                housekeeping
+                    .clean(&ctx, |uid| workers.contains_key(uid) || last.pods.contains_key(uid))
+                    .await;
             }
             Some(key) = config_maps.recv() => wake_readers(&workers, &key, |(cms, _)| cms),
             Some(key) = secrets.recv() => wake_readers(&workers, &key, |(_, secrets)| secrets),
@@ -663,23 +694,5 @@ async fn remove_pod_logs(pod_log_root: &std::path::Path, uid: &str) {
                 tracing::debug!(path = %e.path().display(), error = %err, "removing a pod's logs failed");
             }
         }
-    }
-}
-
-/// Tears down volumes of pods that are neither in the API nor running (deleted while the
-/// kubelet was down).
-async fn remove_orphaned_volumes(ctx: &Context, workers: &HashMap<String, Handle>) {
-    let on_disk = match ctx.volumes.pods_on_disk().await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(error = %e, "listing pod volumes on disk failed");
-            return;
-        }
-    };
-    for uid in on_disk.into_iter().filter(|u| !workers.contains_key(u)) {
-        if let Err(e) = ctx.volumes.teardown(&uid).await {
-            tracing::warn!(%uid, error = %e, "tearing down an orphaned pod's volumes failed");
-        }
-        remove_pod_dir(ctx, &uid).await;
     }
 }

@@ -288,6 +288,7 @@ impl PodState {
         }
         self.write_status(ctx, pod, &rt).await?;
         timer.step("status");
+        remove_dead_attempts(ctx, pod, &rt).await;
         tracing::debug!(pod = %crate::pod::format_pod(pod), steps = %timer, "synced");
         Ok(Next::Resync(if retry { RETRY } else { RESYNC }))
     }
@@ -565,13 +566,14 @@ impl PodState {
         let made = {
             // No await in here: the environment context borrows non-Send caches.
             let pod_ips = rt.pod_ips();
+            let host_ips = ctx.host_ips.borrow().clone();
             let services = ctx.caches.services();
             let allocatable = ctx.caches.allocatable();
             let env_ctx = EnvContext {
                 objects: &ctx.caches,
                 services: &services,
                 pod_ips: &pod_ips,
-                host_ips: &ctx.host_ips,
+                host_ips: &host_ips,
                 node_allocatable: &allocatable,
             };
             make_environment(pod, c, &env_ctx)
@@ -913,12 +915,13 @@ impl PodState {
         let (readiness, startup) = ctx.prober.status_inputs(rt);
         let log_dir = log_directory(&ctx.sandbox.pod_log_root, pod);
         let messages = termination_messages(rt, log_dir).await;
+        let host_ips = ctx.host_ips.borrow().clone();
         let inputs = StatusInputs {
             reasons: &self.reasons,
             readiness: &readiness,
             startup: &startup,
             termination_messages: &messages,
-            host_ips: &ctx.host_ips,
+            host_ips: &host_ips,
             pod_is_terminal: pod.metadata.deletion_timestamp.is_some(),
             now: wall_clock_now(),
             runtime_name: "containerd",
@@ -964,6 +967,52 @@ impl PodState {
     }
 }
 
+/// Removes the exited containers of `pod` beyond the newest one per container name, and
+/// their log files (rotations included), as upstream's container garbage collection with
+/// its default `MaxPerPodContainer` of 1: a crash-looping container would otherwise leave
+/// one container in containerd and one log file per attempt until the pod is deleted. The
+/// newest exited attempt stays, for `lastState` and `kubectl logs --previous`; restart
+/// counts live in each container's annotations, so they survive the removal.
+///
+/// # Guarantees
+/// Best effort: a failed removal is logged at debug level and tried again next sync.
+async fn remove_dead_attempts(ctx: &Context, pod: &Pod, rt: &RuntimePod) {
+    let mut kept: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    // Newest first (RuntimePod's order): the first exited attempt of each name is kept.
+    for c in &rt.containers {
+        if rt_helpers::state(c) != ContainerState::ContainerExited || kept.insert(container_name(c))
+        {
+            continue;
+        }
+        if let Err(e) = ctx.cri.remove_container(&c.id).await {
+            tracing::debug!(pod = %crate::pod::format_pod(pod), container = %c.id, error = %e, "removing a dead container failed");
+            continue;
+        }
+        tracing::debug!(pod = %crate::pod::format_pod(pod), container = %c.id, "removed a dead container");
+        if !c.log_path.is_empty() {
+            let log = PathBuf::from(&c.log_path);
+            if let Err(e) = tokio::task::spawn_blocking(move || remove_container_logs(&log)).await {
+                tracing::debug!(error = %e, "removing a dead container's logs failed");
+            }
+        }
+    }
+}
+
+/// Removes `log` and its rotations (`<log>.<timestamp>[.gz]`), as upstream's log manager's
+/// `Clean`.
+fn remove_container_logs(log: &std::path::Path) {
+    let (Some(dir), Some(name)) = (log.parent(), log.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let _ = std::fs::remove_file(log);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Termination messages of exited containers, read from the files their config mounted.
 async fn termination_messages(rt: &RuntimePod, log_dir: PathBuf) -> HashMap<String, String> {
     let exited: Vec<api::ContainerStatus> = rt
@@ -1000,7 +1049,7 @@ fn primary_pod_ip(ctx: &Context, pod: &Pod, rt: &RuntimePod) -> Option<String> {
         .and_then(|s| s.host_network)
         .unwrap_or(false);
     if host_network {
-        ctx.host_ips.first().cloned()
+        ctx.host_ips.borrow().first().cloned()
     } else {
         rt.pod_ips().into_iter().next()
     }
