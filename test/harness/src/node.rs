@@ -146,8 +146,9 @@ fn processes() -> Vec<(i32, i32, String)> {
     out
 }
 
-/// Lazily unmounts every mount point under `dir`, deepest first.
-fn unmount_under(dir: &Path) {
+/// Lazily unmounts every mount point under `dir`, deepest first: containerd's snapshot,
+/// rootfs and shm mounts.
+pub fn unmount_under(dir: &Path) {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<PathBuf> = mounts
         .lines()
@@ -187,11 +188,21 @@ pub(crate) fn remove_runtime(data: &Path) {
     let Some(run) = run_dir(data) else {
         return;
     };
-    let socket = run.join("containerd.sock").to_string_lossy().to_string();
-    let config = data
-        .join("agent/etc/containerd/config.toml")
-        .to_string_lossy()
-        .to_string();
+    kill_containerd(
+        &run.join("containerd.sock"),
+        &data.join("agent/etc/containerd/config.toml"),
+    );
+    unmount_under(data);
+    unmount_under(&run);
+    let _ = std::fs::remove_dir_all(&run);
+}
+
+/// Kills (SIGKILL) the containerd started with config file `config`, the shims serving
+/// `socket` and their containers, and removes those containers' pod network namespaces.
+/// Only processes naming this socket or config are touched.
+pub fn kill_containerd(socket: &Path, config: &Path) {
+    let socket = socket.to_string_lossy().to_string();
+    let config = config.to_string_lossy().to_string();
     let procs = processes();
     let shims: Vec<i32> = procs
         .iter()
@@ -219,9 +230,6 @@ pub(crate) fn remove_runtime(data: &Path) {
     for name in pod_netns {
         let _ = Command::new("ip").args(["netns", "del", &name]).status();
     }
-    unmount_under(data);
-    unmount_under(&run);
-    let _ = std::fs::remove_dir_all(&run);
 }
 
 /// Removes `bridge` and, from the shared table, only that bridge's masquerade rule (the
