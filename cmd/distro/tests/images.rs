@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use distro_testharness::get::ready_node;
 use distro_testharness::node::{build_images, events, pod, NodeCleanup};
 use distro_testharness::registry::Registry;
 use distro_testharness::{eventually, Agent, Server, LATEST};
@@ -38,15 +39,7 @@ fn start_node(
     });
     // All pods here use the host network, so no bridge or nft rule is made.
     let cleanup = NodeCleanup::host_network(a.data_dir());
-    eventually(Duration::from_secs(60), EVERY, "node Ready", || {
-        let out = s.kubectl(LATEST, &["get", "node", node, "-o", "json"]);
-        let n: Value = serde_json::from_slice(&out.stdout).ok()?;
-        n["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            .then_some(())
-    });
+    ready_node(s, node);
     (a, cleanup)
 }
 

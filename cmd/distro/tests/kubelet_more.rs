@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use distro_testharness::get::ready_node;
 use distro_testharness::node::{events, pod, start_agent, BUSYBOX};
 use distro_testharness::{eventually, Server, LATEST};
 
@@ -437,15 +438,7 @@ fn oom_kill_crash_loop_live_volume_updates_and_log_rotation() {
         &bridge,
         &ROTATION,
     );
-    eventually(Duration::from_secs(60), EVERY, "node Ready", || {
-        let out = s.kubectl(LATEST, &["get", "node", n, "-o", "json"]);
-        let node: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        node["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            .then_some(())
-    });
+    ready_node(s, n);
     s.ok_stdin(
         LATEST,
         &["apply", "-f", "-"],

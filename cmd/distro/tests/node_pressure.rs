@@ -8,7 +8,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{install_images, NodeCleanup, BUSYBOX};
+use distro_testharness::get::{condition, node_json, ready_node};
+use distro_testharness::node::{install_images, pod, NodeCleanup, BUSYBOX};
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -42,25 +43,6 @@ fn server_on_tmpfs(tag: &str, extra: &[&str]) -> (Server, NodeCleanup, String) {
     (s, cleanup, node)
 }
 
-fn node_json(s: &Server, node: &str) -> Option<Value> {
-    let out = s.kubectl(LATEST, &["get", "node", node, "-o", "json"]);
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn condition<'a>(n: &'a Value, kind: &str) -> Option<&'a Value> {
-    n["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-}
-
-fn ready_node(s: &Server, node: &str) -> Value {
-    eventually(Duration::from_secs(60), EVERY, "node Ready", || {
-        let n = node_json(s, node)?;
-        (condition(&n, "Ready")?["status"] == "True").then_some(n)
-    })
-}
-
 fn disk_pressure(s: &Server, node: &str) -> bool {
     node_json(s, node)
         .as_ref()
@@ -85,14 +67,6 @@ spec:
 {container_extra}    command: ["sh", "-c", {script:?}]
 "#
     )
-}
-
-fn pod(s: &Server, name: &str) -> Option<Value> {
-    serde_json::from_slice(
-        &s.kubectl(LATEST, &["get", "pod", name, "-o", "json"])
-            .stdout,
-    )
-    .ok()
 }
 
 fn failed(s: &Server, name: &str) -> Value {

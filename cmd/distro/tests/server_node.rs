@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use distro_testharness::get::{condition, node_json, ready_node};
 use distro_testharness::node::{install_images, NodeCleanup, BUSYBOX};
 use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
@@ -32,25 +33,6 @@ fn server_with_node(tag: &str, extra: &[&str]) -> (Server, NodeCleanup, String) 
         table_existed: true,
     };
     (s, cleanup, node)
-}
-
-fn node_json(s: &Server, node: &str) -> Option<Value> {
-    let out = s.kubectl(LATEST, &["get", "node", node, "-o", "json"]);
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn condition<'a>(n: &'a Value, kind: &str) -> Option<&'a Value> {
-    n["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-}
-
-fn ready_node(s: &Server, node: &str) -> Value {
-    eventually(Duration::from_secs(60), EVERY, "node Ready", || {
-        let n = node_json(s, node)?;
-        (condition(&n, "Ready")?["status"] == "True").then_some(n)
-    })
 }
 
 /// Whether containerd of the server's node runs a container of pod `uid`.

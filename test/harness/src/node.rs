@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::{eventually, Agent, Server, LATEST};
+use crate::{Agent, Server, LATEST};
 
 /// The busybox test image (`hack/build-test-images`).
 pub const BUSYBOX: &str = "distro.test/busybox:latest";
@@ -408,22 +408,33 @@ impl Node {
             server,
             name,
         };
-        eventually(
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            "node Ready",
-            || {
-                let out = node
-                    .server
-                    .kubectl(LATEST, &["get", "node", &node.name, "-o", "json"]);
-                let n: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-                n["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    .then_some(())
-            },
-        );
+        crate::get::ready_node(&node.server, &node.name);
         node
     }
+}
+
+/// The host PID of the first container of pod `ns/pod` on the node of containerd socket
+/// `socket` (from `ctr tasks ls`), to enter the pod's network namespace.
+///
+/// # Panics
+/// When the pod has no container ID yet or containerd has no task for it.
+pub fn pod_pid(socket: &Path, s: &Server, ns: &str, pod: &str) -> String {
+    let p = s.json(LATEST, &["get", "pod", "-n", ns, pod]);
+    let id = p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .and_then(|c| c.strip_prefix("containerd://"))
+        .expect("containerID")
+        .to_string();
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["-n", "k8s.io", "tasks", "ls"])
+        .output()
+        .expect("ctr");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no task for {pod}"))
 }
