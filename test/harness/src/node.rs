@@ -438,3 +438,81 @@ pub fn pod_pid(socket: &Path, s: &Server, ns: &str, pod: &str) -> String {
         .map(str::to_string)
         .unwrap_or_else(|| panic!("no task for {pod}"))
 }
+
+/// A hostNetwork busybox pod `name` bound to `node` by name, running `script` with `sh -c`;
+/// `container_extra` lines (indented 4) go under the container.
+pub fn host_pod_manifest(name: &str, node: &str, script: &str, container_extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default}}
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+{container_extra}    command: ["sh", "-c", {script:?}]
+"#
+    )
+}
+
+/// `(size, available)` bytes of the filesystem holding `path`, as df reports them.
+///
+/// # Panics
+/// When df fails or prints something else.
+pub fn df(path: &Path) -> (u64, u64) {
+    let out = Command::new("df")
+        .args(["-B1", "--output=size,avail"])
+        .arg(path)
+        .output()
+        .expect("df");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut nums = text
+        .lines()
+        .nth(1)
+        .expect("df line")
+        .split_whitespace()
+        .map(|n| n.parse::<u64>().expect("df number"));
+    (
+        nums.next().expect("df size"),
+        nums.next().expect("df available"),
+    )
+}
+
+/// `kubectl logs -f <args>` (kubectl 1.`minor`) on its own process; its lines arrive on the
+/// channel, `None` at EOF. The caller kills the child (by its handle) when done.
+pub fn follow_logs(
+    s: &Server,
+    minor: u32,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<Option<String>>,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new(crate::kubectl_path(minor))
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["logs", "-f"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl logs -f");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(Some(line)).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(None);
+    });
+    (child, rx)
+}
