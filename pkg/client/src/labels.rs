@@ -12,8 +12,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-pub use distro_apimachinery::labels::{Error, Labels, Selector};
-use distro_apimachinery::labels::{Operator, Requirement};
+pub use distro_apimachinery::labels::{Error, Labels, Operator, Requirement, Selector};
 
 /// Converts a typed selector into a [`Selector`], as upstream's `LabelSelectorAsSelector`:
 /// `None` gives [`Selector::nothing`], an empty selector [`Selector::everything`].
