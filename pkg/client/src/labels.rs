@@ -10,6 +10,8 @@
 //! names and values label values. A selector breaking these rules is an error, not a guess:
 //! callers decide (upstream controllers log it and act on nothing).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 pub use distro_apimachinery::labels::{Error, Labels, Operator, Requirement, Selector};
@@ -49,6 +51,13 @@ pub fn selector_or_nothing(sel: Option<&LabelSelector>, what: &str) -> Selector 
     })
 }
 
+/// Whether `labels` has every pair of `set`: upstream's `labels.SelectorFromSet(set)`, how
+/// a Service, a ReplicationController or a pod's `nodeSelector` selects (an empty set selects
+/// everything; callers that treat a missing selector differently check that first).
+pub fn set_matches(set: &BTreeMap<String, String>, labels: &impl Labels) -> bool {
+    set.iter().all(|(k, v)| labels.label(k) == Some(v.as_str()))
+}
+
 /// Whether `sel` selects an object with `labels`, for a single check; an invalid selector
 /// selects nothing. To test many objects, build the selector once with [`selector`].
 pub fn matches(sel: Option<&LabelSelector>, labels: &impl Labels) -> bool {
@@ -57,8 +66,6 @@ pub fn matches(sel: Option<&LabelSelector>, labels: &impl Labels) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use serde_json::json;
 
@@ -175,6 +182,20 @@ mod tests {
         let typed = selector(Some(&sel(v.clone()))).unwrap();
         assert_eq!(typed, Selector::from_label_selector(&v).unwrap());
         assert_eq!(typed.to_string(), "a=2,b=1,c in (x,y),!d");
+    }
+
+    #[test]
+    fn sets_select_objects_with_every_pair() {
+        let web = labels(&[("app", "web"), ("tier", "front")]);
+        assert!(set_matches(&labels(&[("app", "web")]), &web));
+        assert!(
+            set_matches(&BTreeMap::new(), &web),
+            "an empty set selects all"
+        );
+        assert!(!set_matches(&labels(&[("app", "db")]), &web));
+        assert!(!set_matches(&labels(&[("zone", "a")]), &web));
+        let none: Option<BTreeMap<String, String>> = None;
+        assert!(!set_matches(&labels(&[("app", "web")]), &none));
     }
 
     #[test]

@@ -461,12 +461,7 @@ pub fn compute_status(
         .unwrap_or_default();
     let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0) as i64;
     let count = |f: &dyn Fn(&Pod) -> bool| active.iter().filter(|p| f(p)).count() as i32;
-    let fully_labeled = count(&|p| {
-        let labels = p.metadata.labels.as_ref();
-        template_labels
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-    });
+    let fully_labeled = count(&|p| labels::set_matches(&template_labels, &p.metadata.labels));
     let ready = count(&|p| ready_since(p).is_some());
     let available = count(&|p| is_available(p, min_ready, now));
     let mut conditions: Vec<ReplicaSetCondition> = rs

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
 };
 
-use distro_client::labels::{Operator, Requirement};
+use distro_client::labels::{self, Operator, Requirement};
 
 use crate::resources::{self, Resources, CPU, MEMORY, PODS};
 
@@ -297,9 +297,8 @@ pub fn matches_node_selector(pod: &Pod, node: &Node) -> bool {
     let Some(spec) = &pod.spec else {
         return true;
     };
-    let labels = node.metadata.labels.clone().unwrap_or_default();
     if let Some(sel) = &spec.node_selector {
-        if sel.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+        if !labels::set_matches(sel, &node.metadata.labels) {
             return false;
         }
     }
