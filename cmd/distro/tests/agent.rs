@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use distro_testharness::get::{condition, node_ready};
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -14,19 +15,6 @@ fn bin() -> &'static Path {
 
 const SOON: Duration = Duration::from_secs(20);
 const EVERY: Duration = Duration::from_millis(100);
-
-fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-}
-
-fn node_ready(s: &Server, name: &str) -> Option<Value> {
-    let out = s.kubectl(LATEST, &["get", "node", name, "-o", "json"]);
-    let node: Value = serde_json::from_slice(&out.stdout).ok()?;
-    (condition(&node, "Ready")?["status"] == "True").then_some(node)
-}
 
 /// Node client certificate requests (nodes also request kubelet serving certificates).
 fn client_csrs(s: &Server) -> Vec<Value> {

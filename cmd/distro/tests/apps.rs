@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use distro_testharness::fake::add_ready_node;
 use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
 
@@ -411,30 +412,6 @@ fn parallel_statefulset_creates_at_once_and_deletes_scaled_claims() {
     });
 }
 
-/// A Ready node with room for pods, plus extra labels and taints.
-fn add_node(s: &Server, name: &str, labels: &str, taints: &str) {
-    let manifest = format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/hostname: {name}{labels}}}\nspec:\n  taints: [{taints}]\n"
-    );
-    s.ok_stdin(LATEST, &["create", "-f", "-"], Some(&manifest));
-    let res = r#"{"cpu": "4", "memory": "8Gi", "pods": "110"}"#;
-    let status = format!(
-        r#"{{"status": {{"capacity": {res}, "allocatable": {res}, "conditions": [{{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test node", "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}}]}}}}"#
-    );
-    s.ok(
-        LATEST,
-        &[
-            "patch",
-            "node",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ],
-    );
-}
-
 const DS_YAML: &str = r#"apiVersion: apps/v1
 kind: DaemonSet
 metadata:
@@ -480,15 +457,17 @@ fn ds_status(s: &Server) -> Value {
 fn daemonset_follows_nodes_taints_and_selectors_then_rolls_and_undoes() {
     let s = Server::start(bin());
     let v = LATEST;
-    add_node(&s, "w1", ", role: worker", "");
-    add_node(&s, "w2", ", role: worker", "");
-    add_node(
+    add_ready_node(&s, "w1", ", role: worker", "", "4", "8Gi");
+    add_ready_node(&s, "w2", ", role: worker", "", "4", "8Gi");
+    add_ready_node(
         &s,
         "t1",
         ", role: worker",
         "{key: dedicated, value: db, effect: NoSchedule}",
+        "4",
+        "8Gi",
     );
-    add_node(&s, "i1", ", role: infra", "");
+    add_ready_node(&s, "i1", ", role: infra", "", "4", "8Gi");
     s.ok_stdin(v, &["apply", "-f", "-"], Some(DS_YAML));
 
     // The tainted node and the one the selector rules out get none.

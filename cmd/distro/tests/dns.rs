@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use distro_testharness::get::ready_node;
 use distro_testharness::node::{start_agent, NodeCleanup, BUSYBOX};
 use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
@@ -270,14 +271,7 @@ fn pods_resolve_cluster_and_outside_names() {
         "distro-dns"
     );
 
-    eventually(Duration::from_secs(60), EVERY, "node Ready", || {
-        let n = json(&s, &["get", "node", &node, "-o", "json"])?;
-        n["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            .then_some(())
-    });
+    ready_node(&s, &node);
     // The node holds the DNS address on its own dummy link.
     eventually(
         Duration::from_secs(20),

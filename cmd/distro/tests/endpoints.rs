@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use distro_testharness::fake::add_ready_node;
 use distro_testharness::{eventually, Server, LATEST};
 use serde_json::{json, Value};
 
@@ -23,29 +24,10 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// A schedulable, Ready node.
+/// A schedulable, Ready node in zone `zone-a`.
 fn node(s: &Server, name: &str) {
-    let manifest = format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/hostname: {name}, topology.kubernetes.io/zone: zone-a}}\n"
-    );
-    s.ok_stdin(LATEST, &["create", "-f", "-"], Some(&manifest));
-    let res = r#"{"cpu": "8", "memory": "16Gi", "pods": "110"}"#;
-    let status = format!(
-        r#"{{"status": {{"capacity": {res}, "allocatable": {res}, "conditions": [{{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test node", "lastHeartbeatTime": "{t}", "lastTransitionTime": "{t}"}}]}}}}"#,
-        t = now()
-    );
-    s.ok(
-        LATEST,
-        &[
-            "patch",
-            "node",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ],
-    );
+    let zone = ", topology.kubernetes.io/zone: zone-a";
+    add_ready_node(s, name, zone, "", "8", "16Gi");
 }
 
 /// A pod bound to `node`, with a container port named `http`.

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use distro_testharness::get::ready_node;
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -25,15 +26,7 @@ fn start() -> (Server, Agent) {
     let s = Server::start_with(bin(), FLAGS);
     let a = Agent::start(bin(), &s, &["--node-name", "sim", "--fake-nodes", "2"]);
     for i in 0..2 {
-        eventually(SOON, EVERY, "simulated nodes Ready", || {
-            let out = s.kubectl(LATEST, &["get", "node", &format!("sim-{i}"), "-o", "json"]);
-            let n: Value = serde_json::from_slice(&out.stdout).ok()?;
-            n["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                .then_some(())
-        });
+        ready_node(&s, &format!("sim-{i}"));
     }
     (s, a)
 }

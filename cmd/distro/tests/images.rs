@@ -4,10 +4,12 @@
 //! by age since last use that keeps images in use and the pause image.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use distro_testharness::get::ready_node;
 use distro_testharness::node::{build_images, events, pod, NodeCleanup};
+use distro_testharness::registry::Registry;
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -37,15 +39,7 @@ fn start_node(
     });
     // All pods here use the host network, so no bridge or nft rule is made.
     let cleanup = NodeCleanup::host_network(a.data_dir());
-    eventually(Duration::from_secs(60), EVERY, "node Ready", || {
-        let out = s.kubectl(LATEST, &["get", "node", node, "-o", "json"]);
-        let n: Value = serde_json::from_slice(&out.stdout).ok()?;
-        n["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            .then_some(())
-    });
+    ready_node(s, node);
     (a, cleanup)
 }
 
@@ -57,112 +51,15 @@ fn waiting(p: &Value) -> (String, String) {
     )
 }
 
-/// Pushes an OCI layout tarball's first image to `<registry>/<repo>:<tag>` with the
-/// registry HTTP API, with basic auth.
-const PUSH: &str = r#"
-import base64, json, sys, tarfile, urllib.request
-tarball, registry, repo, tag, user, password = sys.argv[1:7]
-auth = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-t = tarfile.open(tarball)
-blob = lambda d: t.extractfile("blobs/" + d.replace(":", "/")).read()
-index = json.load(t.extractfile("index.json"))
-desc = index["manifests"][0]
-manifest = json.loads(blob(desc["digest"]))
-for d in [manifest["config"]] + manifest["layers"]:
-    r = urllib.request.urlopen(urllib.request.Request(f"{registry}/v2/{repo}/blobs/uploads/", method="POST", headers=auth))
-    loc = r.headers["Location"]
-    loc = (loc if loc.startswith("http") else registry + loc) + ("&" if "?" in loc else "?") + "digest=" + d["digest"]
-    urllib.request.urlopen(urllib.request.Request(loc, data=blob(d["digest"]), method="PUT",
-        headers={"Content-Type": "application/octet-stream", **auth}))
-urllib.request.urlopen(urllib.request.Request(f"{registry}/v2/{repo}/manifests/{tag}", data=blob(desc["digest"]),
-    method="PUT", headers={"Content-Type": desc["mediaType"], **auth}))
-"#;
-
-/// Debian's docker-registry, stopped by PID on drop.
-struct Registry(Child);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A registry on a loopback port with htpasswd (bcrypt) auth for `user`:`password`.
-fn start_registry(dir: &Path, user: &str, password: &str) -> (Registry, u16) {
-    // apache2-utils' htpasswd: bcrypt, the one scheme the registry accepts.
-    let out = Command::new("htpasswd")
-        .args(["-nbB", "-C", "4", user, password])
-        .output()
-        .expect("htpasswd (apache2-utils)");
-    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let hash = line
-        .strip_prefix(&format!("{user}:"))
-        .unwrap_or_default()
-        .to_string();
-    assert!(hash.starts_with("$2"), "bcrypt hash: {line:?}");
-    std::fs::write(dir.join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
-    let port = free_port();
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: distro-test\n    path: {}\n",
-            dir.join("registry").display(),
-            dir.join("htpasswd").display()
-        ),
-    )
-    .unwrap();
-    let registry = Registry(
-        Command::new("docker-registry")
-            .args(["serve".as_ref(), config.as_os_str()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
-            .spawn()
-            .expect("docker-registry (apt-get install docker-registry)"),
-    );
-    eventually(
-        Duration::from_secs(10),
-        EVERY,
-        "the registry to listen",
-        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
-    );
-    (registry, port)
-}
-
 #[test]
 fn pulls_private_images_with_pull_secrets_and_service_accounts() {
     let dir = tempfile::tempdir().unwrap();
     let built = dir.path().join("images");
     build_images(&built, &[]);
     let (user, password) = ("puller", "s3cret-pass");
-    let (_registry, port) = start_registry(dir.path(), user, password);
-    let registry = format!("127.0.0.1:{port}");
-    let push = Command::new("python3")
-        .args(["-c", PUSH])
-        .arg(built.join("busybox.tar"))
-        .args([
-            &format!("http://{registry}"),
-            "private/busybox",
-            "1",
-            user,
-            password,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        push.status.success(),
-        "push: {}",
-        String::from_utf8_lossy(&push.stderr)
-    );
+    let private = Registry::start(dir.path(), Some((user, password)));
+    let registry = format!("127.0.0.1:{}", private.port);
+    private.push(&built.join("busybox.tar"), "private/busybox", "1");
 
     let s = Server::start(bin());
     let node = format!("images-pull-{}", std::process::id());

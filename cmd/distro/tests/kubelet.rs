@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use distro_testharness::get::ready_node;
 use distro_testharness::node::{pod, start_agent, BUSYBOX};
 use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
@@ -141,15 +142,7 @@ fn containerd_runs_pods_restarts_crashes_completes_adopts_and_deletes() {
     );
 
     // The node registers Ready with containerd's version once containerd answers.
-    let n = eventually(Duration::from_secs(60), EVERY, "node Ready", || {
-        let out = s.kubectl(LATEST, &["get", "node", &node, "-o", "json"]);
-        let n: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let ready = n["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        ready.then_some(n)
-    });
+    let n = ready_node(&s, &node);
     let info = &n["status"]["nodeInfo"];
     assert!(
         info["containerRuntimeVersion"]

@@ -7,13 +7,12 @@
 //! into timestamped, then gzipped files, at most `--container-log-max-files`, while
 //! `kubectl logs` (also `-f` across a rotation, and `--previous`) reads on.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{events, pod, start_agent, BUSYBOX};
+use distro_testharness::get::ready_node;
+use distro_testharness::node::{events, follow_logs, pod, start_agent, BUSYBOX};
 use distro_testharness::{eventually, Server, LATEST};
 
 const EVERY: Duration = Duration::from_millis(100);
@@ -372,7 +371,7 @@ fn check_rotation(s: &Server, logs: &Path) {
     // `kubectl logs -f` goes on across a rotation without losing or repeating lines.
     let newest = |files: &[String]| files.iter().find(|f| !f.ends_with(".gz")).cloned();
     let rotated_before = newest(&files[1..]);
-    let (mut child, rx) = follow(s);
+    let (mut child, rx) = follow_logs(s, LATEST, &["--tail=1", "chatty"]);
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -394,32 +393,6 @@ fn check_rotation(s: &Server, logs: &Path) {
     eprintln!("followed {} lines across a rotation", seen.len());
 }
 
-/// `kubectl logs -f --tail=1 chatty` on its own process; its lines arrive on the channel,
-/// `None` at EOF.
-fn follow(s: &Server) -> (std::process::Child, mpsc::Receiver<Option<String>>) {
-    let mut child = Command::new(distro_testharness::kubectl_path(LATEST))
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
-        .args(["logs", "-f", "--tail=1", "chatty"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl logs -f");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(Some(line)).is_err() {
-                return;
-            }
-        }
-        let _ = tx.send(None);
-    });
-    (child, rx)
-}
-
 #[test]
 fn oom_kill_crash_loop_live_volume_updates_and_log_rotation() {
     let began = Instant::now();
@@ -437,15 +410,7 @@ fn oom_kill_crash_loop_live_volume_updates_and_log_rotation() {
         &bridge,
         &ROTATION,
     );
-    eventually(Duration::from_secs(60), EVERY, "node Ready", || {
-        let out = s.kubectl(LATEST, &["get", "node", n, "-o", "json"]);
-        let node: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        node["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            .then_some(())
-    });
+    ready_node(s, n);
     s.ok_stdin(
         LATEST,
         &["apply", "-f", "-"],

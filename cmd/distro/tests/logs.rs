@@ -3,13 +3,10 @@
 //! `nodes/proxy` — and `kubectl logs` reads its containers' CRI log files with every flag,
 //! for kubectl 1.27 and the latest.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{Node, BUSYBOX};
+use distro_testharness::node::{follow_logs, Node, BUSYBOX};
 use distro_testharness::{eventually, Server, LATEST};
 
 const EVERY: Duration = Duration::from_millis(100);
@@ -288,35 +285,6 @@ fn logs_fail(s: &Server, minor: u32, args: &[&str]) -> String {
     s.fails(minor, &full)
 }
 
-/// `kubectl logs -f pod` on its own process; its lines arrive on the channel, `None` at EOF.
-fn follow(
-    s: &Server,
-    minor: u32,
-    pod: &str,
-) -> (std::process::Child, mpsc::Receiver<Option<String>>) {
-    let mut child = Command::new(distro_testharness::kubectl_path(minor))
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
-        .args(["logs", "-f", pod])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl logs -f");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(Some(line)).is_err() {
-                return;
-            }
-        }
-        let _ = tx.send(None);
-    });
-    (child, rx)
-}
-
 fn check_logs(s: &Server, n: &str) {
     let long = "x".repeat(LONG);
     let numbered: String = (1..=5).map(|i| format!("line-{i}\n")).collect();
@@ -459,7 +427,7 @@ fn check_logs(s: &Server, n: &str) {
             },
         );
         let started = Instant::now();
-        let (mut child, rx) = follow(s, minor, name);
+        let (mut child, rx) = follow_logs(s, minor, &[name]);
         let next = || {
             rx.recv_timeout(Duration::from_secs(10))
                 .expect("a line or EOF in time")

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use distro_testharness::cluster::{Cluster, Options};
-use distro_testharness::node::{dns_ip, install_images, start_agent, BUSYBOX};
+use distro_testharness::node::{dns_ip, install_images, pod_pid, start_agent, BUSYBOX};
 use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
 
@@ -148,35 +148,6 @@ spec:
   - ports: [{protocol: UDP, port: 53}]
 "#;
 
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut full = vec!["get"];
-    full.extend_from_slice(args);
-    full.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(LATEST, &full)).expect("kubectl json")
-}
-
-/// The host PID of a pod's container, to enter its network namespace.
-fn pod_pid(socket: &Path, s: &Server, ns: &str, pod: &str) -> String {
-    let p = json(s, &["pod", "-n", ns, pod]);
-    let id = p["status"]["containerStatuses"][0]["containerID"]
-        .as_str()
-        .and_then(|c| c.strip_prefix("containerd://"))
-        .expect("containerID")
-        .to_string();
-    let out = Command::new("ctr")
-        .arg("--address")
-        .arg(socket)
-        .args(["-n", "k8s.io", "tasks", "ls"])
-        .output()
-        .expect("ctr");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with(&id))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no task for {pod}"))
-}
-
 /// An HTTP GET of `http://addr:port/` from inside the network namespace of process `pid`
 /// (the host's busybox `nc`, 2 s timeout): the body, or `None` with how long it took.
 fn get_in(pid: &str, addr: &str, port: u16) -> Result<String, Duration> {
@@ -231,7 +202,7 @@ fn network_policies_isolate_pods() {
     );
     apply(&s, &manifest());
     eventually(Duration::from_secs(90), EVERY, "pods running", || {
-        let pods = json(&s, &["pods", "-A"]);
+        let pods = s.json(LATEST, &["get", "pods", "-A"]);
         let running = pods["items"]
             .as_array()?
             .iter()
@@ -246,11 +217,11 @@ fn network_policies_isolate_pods() {
         pid("default", "client-b"),
         pid("np-other", "client-c"),
     );
-    let server_ip = json(&s, &["pod", "server"])["status"]["podIP"]
+    let server_ip = s.json(LATEST, &["get", "pod", "server"])["status"]["podIP"]
         .as_str()
         .expect("server IP")
         .to_string();
-    let cluster_ip = json(&s, &["svc", "server"])["spec"]["clusterIP"]
+    let cluster_ip = s.json(LATEST, &["get", "svc", "server"])["spec"]["clusterIP"]
         .as_str()
         .expect("clusterIP")
         .to_string();
@@ -304,7 +275,7 @@ fn network_policies_isolate_pods() {
     assert!(!reaches(&b), "client-b must stay blocked");
     // The kubelet's probes come from the node itself: never filtered, so the server has
     // stayed Ready under its policies all along (2 failed probes, 1 s apart, would flip it).
-    let ready = json(&s, &["pod", "server"])["status"]["conditions"]
+    let ready = s.json(LATEST, &["get", "pod", "server"])["status"]["conditions"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned());
     assert_eq!(

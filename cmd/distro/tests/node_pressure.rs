@@ -8,7 +8,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{install_images, NodeCleanup, BUSYBOX};
+use distro_testharness::get::{condition, node_json, ready_node};
+use distro_testharness::node::{df, host_pod_manifest, install_images, pod, NodeCleanup};
 use distro_testharness::{eventually, Agent, Server, LATEST};
 use serde_json::Value;
 
@@ -42,57 +43,11 @@ fn server_on_tmpfs(tag: &str, extra: &[&str]) -> (Server, NodeCleanup, String) {
     (s, cleanup, node)
 }
 
-fn node_json(s: &Server, node: &str) -> Option<Value> {
-    let out = s.kubectl(LATEST, &["get", "node", node, "-o", "json"]);
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn condition<'a>(n: &'a Value, kind: &str) -> Option<&'a Value> {
-    n["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-}
-
-fn ready_node(s: &Server, node: &str) -> Value {
-    eventually(Duration::from_secs(60), EVERY, "node Ready", || {
-        let n = node_json(s, node)?;
-        (condition(&n, "Ready")?["status"] == "True").then_some(n)
-    })
-}
-
 fn disk_pressure(s: &Server, node: &str) -> bool {
     node_json(s, node)
         .as_ref()
         .and_then(|n| condition(n, "DiskPressure"))
         .is_some_and(|c| c["status"] == "True")
-}
-
-/// A hostNetwork busybox pod bound to `node` by name; `extra` lines go under the container.
-fn pod_manifest(name: &str, node: &str, script: &str, container_extra: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: default}}
-spec:
-  nodeName: {node}
-  hostNetwork: true
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: {BUSYBOX}
-    imagePullPolicy: Never
-{container_extra}    command: ["sh", "-c", {script:?}]
-"#
-    )
-}
-
-fn pod(s: &Server, name: &str) -> Option<Value> {
-    serde_json::from_slice(
-        &s.kubectl(LATEST, &["get", "pod", name, "-o", "json"])
-            .stdout,
-    )
-    .ok()
 }
 
 fn failed(s: &Server, name: &str) -> Value {
@@ -105,23 +60,6 @@ fn failed(s: &Server, name: &str) -> Value {
             (p["status"]["phase"] == "Failed").then_some(p)
         },
     )
-}
-
-/// `(size, available)` bytes of the filesystem holding `path`, as df reports them.
-fn df(path: &Path) -> (u64, u64) {
-    let out = std::process::Command::new("df")
-        .args(["-B1", "--output=size,avail"])
-        .arg(path)
-        .output()
-        .expect("df");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut nums = text
-        .lines()
-        .nth(1)
-        .expect("df line")
-        .split_whitespace()
-        .map(|n| n.parse::<u64>().expect("df number"));
-    (nums.next().unwrap(), nums.next().unwrap())
 }
 
 /// Fills the data dir's tmpfs until 40% is available; returns the filler file.
@@ -165,17 +103,17 @@ fn node_refuses_pods_it_cannot_admit() {
     ready_node(&s, &node);
     check_spec(&s, &node);
 
-    let elsewhere = pod_manifest("elsewhere", &node, "exec sleep 3600", "").replace(
+    let elsewhere = host_pod_manifest("elsewhere", &node, "exec sleep 3600", "").replace(
         "  hostNetwork: true\n",
         "  hostNetwork: true\n  nodeSelector: {disk: none}\n",
     );
-    let greedy = pod_manifest(
+    let greedy = host_pod_manifest(
         "greedy",
         &node,
         "exec sleep 3600",
         "    resources: {requests: {cpu: \"1000\"}}\n",
     );
-    let fine = pod_manifest("fine", &node, "exec sleep 3600", "");
+    let fine = host_pod_manifest("fine", &node, "exec sleep 3600", "");
     s.ok_stdin(
         LATEST,
         &["apply", "-f", "-"],
@@ -206,7 +144,7 @@ fn node_refuses_pods_it_cannot_admit() {
     eventually(Duration::from_secs(30), EVERY, "DiskPressure", || {
         disk_pressure(&s, &node).then_some(())
     });
-    let late = pod_manifest(
+    let late = host_pod_manifest(
         "late",
         &node,
         "exec sleep 3600",
@@ -267,7 +205,7 @@ fn soft_threshold_evicts_after_its_grace_period() {
     );
     ready_node(&s, &node);
     // Ignores SIGTERM: only the kill at the end of its grace period stops it.
-    let stubborn = pod_manifest(
+    let stubborn = host_pod_manifest(
         "stubborn",
         &node,
         "trap '' TERM; while true; do sleep 1; done",

@@ -27,6 +27,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use distro_testharness::get::ready_node;
 use distro_testharness::node::{events, pod, start_agent, BUSYBOX};
 use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
@@ -288,17 +289,7 @@ fn probes_hooks_and_graceful_termination() {
         &bridge,
         &[],
     );
-    eventually(Duration::from_secs(60), EVERY, "node Ready", || {
-        let n = s.json(LATEST, &["get", "node"]);
-        n["items"].as_array()?.iter().find(|n| {
-            n["metadata"]["name"] == node.as_str()
-                && n["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-        })?;
-        Some(())
-    });
+    ready_node(&s, &node);
     let secs = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp();
     s.ok_stdin(
         LATEST,

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::start_agent;
+use distro_testharness::node::{pod_pid, start_agent};
 use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
 
@@ -173,40 +173,11 @@ ports: [{{name: "", port: {port}, protocol: UDP}}]
     )
 }
 
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut full = vec!["get"];
-    full.extend_from_slice(args);
-    full.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(LATEST, &full)).expect("kubectl json")
-}
-
 fn cluster_ip(s: &Server, svc: &str) -> IpAddr {
-    json(s, &["svc", svc])["spec"]["clusterIP"]
+    s.json(LATEST, &["get", "svc", svc])["spec"]["clusterIP"]
         .as_str()
         .and_then(|ip| ip.parse().ok())
         .expect("clusterIP")
-}
-
-/// The host PID of a pod's container, to enter its network namespace.
-fn pod_pid(socket: &Path, s: &Server, pod: &str) -> String {
-    let p = json(s, &["pod", pod]);
-    let id = p["status"]["containerStatuses"][0]["containerID"]
-        .as_str()
-        .and_then(|c| c.strip_prefix("containerd://"))
-        .expect("containerID")
-        .to_string();
-    let out = Command::new("ctr")
-        .arg("--address")
-        .arg(socket)
-        .args(["-n", "k8s.io", "tasks", "ls"])
-        .output()
-        .expect("ctr");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with(&id))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no task for {pod}"))
 }
 
 /// An HTTP GET of `http://ip:port/` inside the network namespace of process `pid`, with the
@@ -280,7 +251,7 @@ fn services_reach_ready_endpoints_through_nftables() {
 
     // The proxy programs its table once the node runs; the kubernetes Service is in it.
     let kubernetes = cluster_ip(&s, "kubernetes");
-    let slice = json(&s, &["endpointslice", "kubernetes"]);
+    let slice = s.json(LATEST, &["get", "endpointslice", "kubernetes"]);
     let url = s.server_url().expect("server URL");
     let api_port = url.rsplit(':').next().unwrap().to_string();
     assert_eq!(
@@ -312,7 +283,7 @@ fn services_reach_ready_endpoints_through_nftables() {
     });
 
     let web_pods = eventually(Duration::from_secs(60), EVERY, "pods running", || {
-        let pods = json(&s, &["pods"]);
+        let pods = s.json(LATEST, &["get", "pods"]);
         let items = pods["items"].as_array()?;
         let running = |p: &&Value| p["status"]["phase"] == "Running";
         let web: Vec<String> = items
@@ -328,7 +299,7 @@ fn services_reach_ready_endpoints_through_nftables() {
         (web.len() == 2 && others == 5).then_some(web)
     });
     let socket = cleanup.socket().expect("containerd socket");
-    let client = pod_pid(&socket, &s, "client");
+    let client = pod_pid(&socket, &s, "default", "client");
     let web_ip = cluster_ip(&s, "web");
 
     // Both ready endpoints answer (random choice), the not-ready one never does.
@@ -371,7 +342,7 @@ fn services_reach_ready_endpoints_through_nftables() {
     }
 
     // Hairpin: a pod reaches itself through its own service.
-    let self_pid = pod_pid(&socket, &s, "self");
+    let self_pid = pod_pid(&socket, &s, "default", "self");
     let self_ip = cluster_ip(&s, "self");
     let answer = eventually(Duration::from_secs(10), EVERY, "hairpin", || {
         get_in(&self_pid, self_ip, 80)
@@ -379,7 +350,7 @@ fn services_reach_ready_endpoints_through_nftables() {
     assert_eq!(answer, "self");
 
     // NodePort on the node's address, from the host.
-    let node_port = json(&s, &["svc", "web"])["spec"]["ports"][0]["nodePort"]
+    let node_port = s.json(LATEST, &["get", "svc", "web"])["spec"]["ports"][0]["nodePort"]
         .as_u64()
         .expect("nodePort") as u16;
     let body = eventually(Duration::from_secs(10), EVERY, "NodePort", || {
@@ -388,7 +359,7 @@ fn services_reach_ready_endpoints_through_nftables() {
     assert!(web_pods.contains(&body), "NodePort answered {body:?}");
 
     // externalTrafficPolicy Local with an endpoint on this node, and an external IP.
-    let local_port = json(&s, &["svc", "local"])["spec"]["ports"][0]["nodePort"]
+    let local_port = s.json(LATEST, &["get", "svc", "local"])["spec"]["ports"][0]["nodePort"]
         .as_u64()
         .expect("nodePort") as u16;
     let body = eventually(Duration::from_secs(10), EVERY, "Local NodePort", || {

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use distro_testharness::fake::add_ready_node;
 use distro_testharness::{eventually, Server, LATEST};
 
 fn bin() -> &'static Path {
@@ -12,30 +13,6 @@ fn bin() -> &'static Path {
 
 const SOON: Duration = Duration::from_secs(5);
 const EVERY: Duration = Duration::from_millis(50);
-
-/// A Ready node with `cpu` allocatable, 4Gi memory, 110 pods, and extra labels/taints.
-fn add_node(s: &Server, name: &str, cpu: &str, labels: &str, taints: &str) {
-    let manifest = format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/hostname: {name}{labels}}}\nspec:\n  taints: [{taints}]\n"
-    );
-    s.ok_stdin(LATEST, &["create", "-f", "-"], Some(&manifest));
-    let res = format!(r#"{{"cpu": "{cpu}", "memory": "4Gi", "pods": "110"}}"#);
-    let status = format!(
-        r#"{{"status": {{"capacity": {res}, "allocatable": {res}, "conditions": [{{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test node", "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}}]}}}}"#
-    );
-    s.ok(
-        LATEST,
-        &[
-            "patch",
-            "node",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ],
-    );
-}
 
 fn add_pod(s: &Server, name: &str, spec_extra: &str, cpu: &str) {
     let manifest = format!(
@@ -61,14 +38,15 @@ fn wait_bound(s: &Server, pod: &str) -> String {
 fn pods_land_on_fitting_nodes_and_impossible_ones_say_why() {
     let s = Server::start(bin());
     let v = LATEST;
-    add_node(&s, "ssd-1", "2", ", disk: ssd", "");
-    add_node(&s, "hdd-1", "2", ", disk: hdd", "");
-    add_node(
+    add_ready_node(&s, "ssd-1", ", disk: ssd", "", "2", "4Gi");
+    add_ready_node(&s, "hdd-1", ", disk: hdd", "", "2", "4Gi");
+    add_ready_node(
         &s,
         "cp-1",
-        "4",
         "",
         "{key: node-role.kubernetes.io/control-plane, effect: NoSchedule}",
+        "4",
+        "4Gi",
     );
 
     // nodeSelector.

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use distro_testharness::fake::add_ready_node;
 use distro_testharness::{eventually, Server, LATEST};
 
 fn bin() -> &'static Path {
@@ -17,26 +18,8 @@ const EVERY: Duration = Duration::from_millis(50);
 
 /// A Ready node with `cpu` allocatable in `zone`.
 fn add_node(s: &Server, name: &str, cpu: &str, zone: &str) {
-    let manifest = format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/hostname: {name}, topology.kubernetes.io/zone: {zone}}}\n"
-    );
-    s.ok_stdin(LATEST, &["create", "-f", "-"], Some(&manifest));
-    let res = format!(r#"{{"cpu": "{cpu}", "memory": "4Gi", "pods": "110"}}"#);
-    let status = format!(
-        r#"{{"status": {{"capacity": {res}, "allocatable": {res}, "conditions": [{{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test node", "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}}]}}}}"#
-    );
-    s.ok(
-        LATEST,
-        &[
-            "patch",
-            "node",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ],
-    );
+    let labels = format!(", topology.kubernetes.io/zone: {zone}");
+    add_ready_node(s, name, &labels, "", cpu, "4Gi");
 }
 
 /// A pod with `labels` (YAML flow map body), extra spec lines and a CPU request.

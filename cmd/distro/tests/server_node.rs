@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use distro_testharness::node::{install_images, NodeCleanup, BUSYBOX};
+use distro_testharness::get::{condition, node_json, ready_node};
+use distro_testharness::node::{df, host_pod_manifest, install_images, NodeCleanup, BUSYBOX};
 use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
 
@@ -34,25 +35,6 @@ fn server_with_node(tag: &str, extra: &[&str]) -> (Server, NodeCleanup, String) 
     (s, cleanup, node)
 }
 
-fn node_json(s: &Server, node: &str) -> Option<Value> {
-    let out = s.kubectl(LATEST, &["get", "node", node, "-o", "json"]);
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn condition<'a>(n: &'a Value, kind: &str) -> Option<&'a Value> {
-    n["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-}
-
-fn ready_node(s: &Server, node: &str) -> Value {
-    eventually(Duration::from_secs(60), EVERY, "node Ready", || {
-        let n = node_json(s, node)?;
-        (condition(&n, "Ready")?["status"] == "True").then_some(n)
-    })
-}
-
 /// Whether containerd of the server's node runs a container of pod `uid`.
 fn running_containers(s: &Server, uid: &str) -> bool {
     let socket = distro_cri::containerd::Paths::new(&s.data_dir(), Path::new("/run/distro")).socket;
@@ -68,24 +50,6 @@ fn running_containers(s: &Server, uid: &str) -> bool {
                 && c.state == distro_cri::api::ContainerState::ContainerRunning as i32
         })
     })
-}
-
-fn pod_manifest(name: &str, node: &str, script: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: default}}
-spec:
-  nodeName: {node}
-  hostNetwork: true
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: {BUSYBOX}
-    imagePullPolicy: Never
-    command: ["sh", "-c", {script:?}]
-"#
-    )
 }
 
 #[test]
@@ -211,7 +175,7 @@ fn server_is_a_node_with_role_labels_and_runs_pods() {
     );
 
     // A pod scheduled by the server's own scheduler runs on its node.
-    let manifest = pod_manifest("hello", &node, "echo hi; exec sleep 3600")
+    let manifest = host_pod_manifest("hello", &node, "echo hi; exec sleep 3600", "")
         .replace(&format!("  nodeName: {node}\n"), "");
     s.ok_stdin(LATEST, &["apply", "-f", "-"], Some(&manifest));
     eventually(Duration::from_secs(30), EVERY, "hello Running", || {
@@ -230,23 +194,6 @@ fn server_is_a_node_with_role_labels_and_runs_pods() {
         s.log()
     );
     eprintln!("server_is_a_node: {:?}", began.elapsed());
-}
-
-/// `(size, available)` bytes of the filesystem holding `path`, as df reports them.
-fn df(path: &Path) -> (u64, u64) {
-    let out = std::process::Command::new("df")
-        .args(["-B1", "--output=size,avail"])
-        .arg(path)
-        .output()
-        .expect("df");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut nums = text
-        .lines()
-        .nth(1)
-        .expect("df line")
-        .split_whitespace()
-        .map(|n| n.parse::<u64>().expect("df number"));
-    (nums.next().unwrap(), nums.next().unwrap())
 }
 
 /// The node's data dir is a small tmpfs this test mounts (removed by the cleanup's unmount),
@@ -286,16 +233,17 @@ fn disk_pressure_evicts_ranked_pods_taints_and_clears() {
     assert_eq!(condition(&n, "DiskPressure").unwrap()["status"], "False");
 
     // hog uses disk beyond its (absent) request; guard stays within its request.
-    let hog = pod_manifest(
+    let hog = host_pod_manifest(
         "hog",
         &node,
         "dd if=/dev/zero of=/data/junk bs=1M count=2; exec sleep 3600",
+        "",
     )
     .replace(
         "    command:",
         "    volumeMounts: [{name: data, mountPath: /data}]\n    command:",
     ) + "  volumes: [{name: data, emptyDir: {}}]\n";
-    let guard = pod_manifest("guard", &node, "exec sleep 3600").replace(
+    let guard = host_pod_manifest("guard", &node, "exec sleep 3600", "").replace(
         "    command:",
         "    resources: {requests: {ephemeral-storage: 10Mi}}\n    command:",
     );
@@ -404,12 +352,17 @@ fn static_pods_run_from_files_with_mirror_pods() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("web.yaml");
     let manifest = |greeting: &str| {
-        pod_manifest("web", &node, &format!("echo {greeting}; exec sleep 3600"))
-            .replace(&format!("  nodeName: {node}\n"), "")
-            .replace(
-                "metadata: {name: web, namespace: default}",
-                "metadata: {name: web}",
-            )
+        host_pod_manifest(
+            "web",
+            &node,
+            &format!("echo {greeting}; exec sleep 3600"),
+            "",
+        )
+        .replace(&format!("  nodeName: {node}\n"), "")
+        .replace(
+            "metadata: {name: web, namespace: default}",
+            "metadata: {name: web}",
+        )
     };
     std::fs::write(&file, manifest("one")).unwrap();
 

@@ -4,6 +4,7 @@
 //! Error texts reproduce upstream exactly (including its `<nil>:` field-path quirk for invalid
 //! keys), because kubectl shows them to users as the body of a 400 response.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -29,6 +30,38 @@ pub enum Error {
     /// A `metav1.LabelSelector` JSON value had the wrong shape.
     #[error("invalid label selector: {0}")]
     Malformed(String),
+}
+
+/// A set of labels a selector can test (upstream's `labels.Labels`): the apiserver holds them
+/// as JSON maps, typed clients as `BTreeMap`s, and one matcher serves both.
+pub trait Labels {
+    /// The value of label `key`, if the set has it (a non-string JSON value counts as absent).
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for Map<String, Value> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+/// No label set (an object without `metadata.labels`) has no labels.
+impl<L: Labels> Labels for Option<L> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.as_ref().and_then(|l| l.label(key))
+    }
+}
+
+impl<L: Labels + ?Sized> Labels for &L {
+    fn label(&self, key: &str) -> Option<&str> {
+        (**self).label(key)
+    }
 }
 
 /// A requirement's operator (upstream `selection.Operator`).
@@ -186,6 +219,23 @@ impl Requirement {
         }
     }
 
+    /// Builds one `metav1.LabelSelectorRequirement` (`matchExpressions` item) as upstream's
+    /// `LabelSelectorAsSelector` does: only `In`, `NotIn`, `Exists` and `DoesNotExist`, then
+    /// [`Requirement::new`]'s validation.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOperator`] for any other operator, else as [`Requirement::new`].
+    pub fn from_expression(key: &str, operator: &str, values: Vec<String>) -> Result<Self, Error> {
+        let op = match operator {
+            "In" => Operator::In,
+            "NotIn" => Operator::NotIn,
+            "Exists" => Operator::Exists,
+            "DoesNotExist" => Operator::DoesNotExist,
+            other => return Err(Error::InvalidOperator(other.to_string())),
+        };
+        Requirement::new(key, op, values)
+    }
+
     /// The label key this requirement tests.
     pub fn key(&self) -> &str {
         &self.key
@@ -202,8 +252,8 @@ impl Requirement {
     }
 
     /// Whether a label set satisfies this requirement (upstream `Requirement.Matches`).
-    pub fn matches(&self, labels: &Map<String, Value>) -> bool {
-        let got = labels.get(&self.key).and_then(Value::as_str);
+    pub fn matches<L: Labels + ?Sized>(&self, labels: &L) -> bool {
+        let got = labels.label(&self.key);
         match self.operator {
             Operator::In | Operator::Equals | Operator::DoubleEquals => {
                 got.is_some_and(|v| self.values.iter().any(|x| x == v))
@@ -379,7 +429,7 @@ impl Selector {
     }
 
     /// Whether an object's `metadata.labels` satisfies the selector.
-    pub fn matches(&self, labels: &Map<String, Value>) -> bool {
+    pub fn matches<L: Labels + ?Sized>(&self, labels: &L) -> bool {
         !self.nothing && self.requirements.iter().all(|r| r.matches(labels))
     }
 
@@ -417,14 +467,7 @@ fn expression_requirement(e: &Value) -> Result<Requirement, Error> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(Error::Malformed("values must be a list".into())),
     };
-    let op = match op {
-        "In" => Operator::In,
-        "NotIn" => Operator::NotIn,
-        "Exists" => Operator::Exists,
-        "DoesNotExist" => Operator::DoesNotExist,
-        other => return Err(Error::InvalidOperator(other.to_string())),
-    };
-    Requirement::new(key, op, values)
+    Requirement::from_expression(key, op, values)
 }
 
 impl fmt::Display for Selector {

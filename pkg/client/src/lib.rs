@@ -33,6 +33,7 @@ mod conns;
 pub mod events;
 mod informers;
 pub mod kubelet;
+pub mod labels;
 pub mod leader;
 
 pub use conns::Connections;

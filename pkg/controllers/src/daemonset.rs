@@ -18,6 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use distro_client::labels::{self, Selector};
 use distro_scheduler::fit;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
@@ -37,7 +38,7 @@ use crate::expectations::{Expect, PodExpectations};
 use crate::history::{self, Ensured, Parent, HASH_LABEL, POD_REVISION_LABEL};
 use crate::objects::{
     adopt_pod, api_message, controller_of, controller_ref, object_ref, owners_to_wake,
-    selector_matches, EventType, Recorder,
+    workload_selector, EventType, Recorder,
 };
 use crate::replicaset::{is_available, slow_start_batches};
 use crate::{Backoff, Clients, Error};
@@ -88,7 +89,10 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let for_orphans = sets.store();
     let results = Controller::for_shared_stream(sets.subscribe(), sets.store())
         .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
-            owners_to_wake(&pod, &for_orphans, adoptable)
+            owners_to_wake(&pod, &for_orphans, |ds: &DaemonSet, pod| {
+                let selector = ds.spec.as_ref().map(|s| &s.selector);
+                labels::selector(selector).is_ok_and(|sel| adoptable(ds, &sel, pod))
+            })
         })
         .watches_shared_stream(revisions.subscribe(), |r: Arc<ControllerRevision>| {
             controller_of::<DaemonSet>(&r.metadata)
@@ -108,14 +112,11 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
 
 /// Whether `ds` may adopt orphan `pod`: the selector matches and neither is going away
 /// (upstream's `PodControllerRefManager`).
-fn adoptable(ds: &DaemonSet, pod: &Pod) -> bool {
+fn adoptable(ds: &DaemonSet, selector: &Selector, pod: &Pod) -> bool {
     controller_ref(&pod.metadata).is_none()
         && pod.metadata.deletion_timestamp.is_none()
         && ds.metadata.deletion_timestamp.is_none()
-        && ds
-            .spec
-            .as_ref()
-            .is_some_and(|s| selector_matches(&s.selector, pod.metadata.labels.as_ref()))
+        && selector.matches(&pod.metadata.labels)
 }
 
 fn key(ds: &DaemonSet) -> String {
@@ -595,6 +596,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let Some(spec) = ds.spec.as_ref() else {
         return Ok(Action::await_change());
     };
+    let Some(selector) = workload_selector(&spec.selector, &key) else {
+        return Ok(Action::await_change());
+    };
     let uid = ds.uid().unwrap_or_default();
     let all_pods: Vec<Arc<Pod>> = ctx
         .pods
@@ -603,7 +607,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
         .collect();
     let mut adopted: Vec<Pod> = Vec::new();
-    for orphan in all_pods.iter().filter(|p| adoptable(&ds, p)) {
+    for orphan in all_pods.iter().filter(|p| adoptable(&ds, &selector, p)) {
         adopted.extend(adopt_pod(&ctx.client, owner_ref(&ds), orphan).await?);
     }
     let owned: Vec<&Pod> = all_pods
@@ -611,7 +615,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .map(|p| p.as_ref())
         .filter(|p| controller_ref(&p.metadata).is_some_and(|r| r.uid == uid))
         .chain(adopted.iter())
-        .filter(|p| selector_matches(&spec.selector, p.metadata.labels.as_ref()))
+        .filter(|p| selector.matches(&p.metadata.labels))
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();

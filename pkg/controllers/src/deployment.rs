@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use distro_client::labels::{self, Selector};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
@@ -20,7 +21,7 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::objects::{EventType, Recorder};
+use crate::objects::{workload_selector, EventType, Recorder};
 use crate::{already_exists, Backoff, Clients, Error};
 
 pub mod rollout;
@@ -103,7 +104,7 @@ fn owners_of(rs: &ReplicaSet, deployments: &[Arc<Deployment>]) -> Vec<ObjectRef<
         .filter(|d| {
             d.spec.as_ref().is_some_and(|s| {
                 !rollout::selects_everything(&s.selector)
-                    && rollout::matches(&s.selector, rs.metadata.labels.as_ref())
+                    && labels::matches(Some(&s.selector), &rs.metadata.labels)
             })
         })
         .map(|d| ObjectRef::from_obj(d.as_ref()))
@@ -158,7 +159,10 @@ impl Rollout<'_> {
             }
             return Ok(Action::await_change());
         }
-        self.claim().await?;
+        let Some(selector) = workload_selector(&spec.selector, &key(&self.d)) else {
+            return Ok(Action::await_change());
+        };
+        self.claim(&selector).await?;
         if self.d.metadata.deletion_timestamp.is_some() {
             let (new, _) = self.new_and_old(false).await?;
             let status = rollout::calculate_status(&self.d, &self.rss, new, Timestamp::now());
@@ -178,15 +182,9 @@ impl Rollout<'_> {
 
     /// Lists the ReplicaSets this Deployment controls, adopting matching orphans and releasing
     /// owned ones that no longer match (upstream's `ClaimReplicaSets`).
-    async fn claim(&mut self) -> Result<(), Error> {
+    async fn claim(&mut self, selector: &Selector) -> Result<(), Error> {
         let ns = self.d.namespace().unwrap_or_default();
         let uid = self.d.metadata.uid.clone().unwrap_or_default();
-        let selector = self
-            .d
-            .spec
-            .as_ref()
-            .map(|s| s.selector.clone())
-            .unwrap_or_default();
         let deleting = self.d.metadata.deletion_timestamp.is_some();
         let mut owned = Vec::new();
         let mut fresh_checked = false;
@@ -194,7 +192,7 @@ impl Rollout<'_> {
             if rs.namespace().as_deref() != Some(&ns) {
                 continue;
             }
-            let matched = rollout::matches(&selector, rs.metadata.labels.as_ref());
+            let matched = selector.matches(&rs.metadata.labels);
             match controller_of(&rs.metadata) {
                 Some(o) if o.uid == uid => {
                     if matched || deleting {

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use distro_client::labels::{self, Selector};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
@@ -25,7 +26,7 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::objects::{controller_ref, object_ref, selector_matches, EventType, Recorder};
+use crate::objects::{controller_ref, object_ref, EventType, Recorder};
 use crate::{Backoff, Clients, Error};
 
 /// The name events and logs are reported under, as upstream.
@@ -105,7 +106,7 @@ fn budgets_selecting(
     pdbs.state()
         .iter()
         .filter(|b| b.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|b| selects(b, pod))
+        .filter(|b| selector(b).matches(&pod.metadata.labels))
         .map(|b| ObjectRef::from_obj(b.as_ref()))
         .collect()
 }
@@ -123,12 +124,11 @@ fn budgets_in<K: Resource>(
         .collect()
 }
 
-/// policy/v1: a missing selector selects nothing, an empty one every pod of the namespace.
-fn selects(pdb: &PodDisruptionBudget, pod: &Pod) -> bool {
-    pdb.spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .is_some_and(|sel| selector_matches(sel, pod.metadata.labels.as_ref()))
+/// policy/v1: a missing selector selects nothing, an empty one every pod of the namespace;
+/// an invalid one nothing (upstream fails the sync instead; the apiserver refuses it anyway).
+fn selector(pdb: &PodDisruptionBudget) -> Selector {
+    let sel = pdb.spec.as_ref().and_then(|s| s.selector.as_ref());
+    labels::selector_or_nothing(sel, &key(pdb))
 }
 
 fn key(pdb: &PodDisruptionBudget) -> String {
@@ -372,12 +372,13 @@ fn condition_status(
 async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let key = key(&pdb);
     let ns = pdb.namespace().unwrap_or_default();
+    let selector = selector(&pdb);
     let pods: Vec<Arc<Pod>> = ctx
         .pods
         .state()
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|p| selects(&pdb, p))
+        .filter(|p| selector.matches(&p.metadata.labels))
         .collect();
     if pods.is_empty() {
         record_once(

@@ -75,6 +75,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod objects;
+pub mod passes;
 pub mod podendpoints;
 pub mod podgc;
 pub mod replicaset;

@@ -33,9 +33,9 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tokio::time::Instant;
 
 use crate::objects::{api_message, object_ref, EventType, Recorder};
+use crate::passes::Passes;
 use crate::Clients;
 
 /// The identity the controller writes as (upstream's nodeipam uses `node-controller`'s).
@@ -372,26 +372,8 @@ pub async fn run(
     let events = Recorder::new(client.clone(), COMPONENT, None);
     let store = nodes.store();
     let mut allocator = Allocator::new(&settings);
-    let mut changes = nodes.subscribe().boxed();
-    let mut tick = tokio::time::interval(RESYNC);
-    tokio::pin!(shutdown);
-    let mut last = Instant::now();
-    loop {
-        // Cancel safety: each branch only wakes the loop; the pass runs outside select.
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tick.tick() => {}
-            change = changes.next() => {
-                if change.is_none() {
-                    return;
-                }
-                let wait = MIN_GAP.saturating_sub(last.elapsed());
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-        last = Instant::now();
+    let mut passes = Passes::new(nodes.subscribe().boxed(), RESYNC, MIN_GAP, shutdown);
+    while passes.due().await {
         pass(&client, &events, &store, &mut allocator).await;
     }
 }

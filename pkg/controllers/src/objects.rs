@@ -1,41 +1,26 @@
 //! Helpers shared by the workload controllers: label selectors, owner references and core/v1
 //! Events, each as upstream's `apimachinery`/`record` behave.
 
-use std::collections::BTreeMap;
-
 pub use distro_client::events::{EventType, Recorder};
+use distro_client::labels::{self, Selector};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
-/// Whether `selector` selects `labels`: every matchLabels pair and every matchExpression
-/// must hold, so an empty selector selects everything (upstream's `LabelSelectorAsSelector`).
-/// An unknown operator selects nothing, as upstream rejects it.
-pub fn selector_matches(
-    selector: &LabelSelector,
-    labels: Option<&BTreeMap<String, String>>,
-) -> bool {
-    let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
-    let pairs = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    pairs
-        && selector.match_expressions.iter().flatten().all(|e| {
-            let values = e.values.as_deref().unwrap_or_default();
-            let value = labels.get(&e.key);
-            match e.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
+/// A workload's `spec.selector` as the one label matcher ([`distro_client::labels`]), or
+/// `None` when it is invalid: upstream's controllers then log it and act on nothing, which
+/// callers do too (never adopting, releasing or counting pods by a selector they cannot read).
+/// The apiserver refuses such selectors, so this guards against data it did not check.
+pub fn workload_selector(selector: &LabelSelector, what: &str) -> Option<Selector> {
+    match labels::selector(Some(selector)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(object = what, error = %e, "invalid selector: nothing done");
+            None
+        }
+    }
 }
 
 /// The owner reference flagged `controller: true`, if any.
@@ -181,93 +166,5 @@ pub fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),
         other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
-        LabelSelectorRequirement {
-            key: key.into(),
-            operator: op.into(),
-            values: Some(values.iter().map(|v| v.to_string()).collect()),
-        }
-    }
-
-    #[test]
-    fn selectors_match_as_upstream() {
-        let app = labels(&[("app", "web"), ("tier", "front")]);
-        let cases: Vec<(LabelSelector, bool)> = vec![
-            (LabelSelector::default(), true),
-            (
-                LabelSelector {
-                    match_labels: Some(labels(&[("app", "web")])),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                LabelSelector {
-                    match_labels: Some(labels(&[("app", "db")])),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                LabelSelector {
-                    match_expressions: Some(vec![expr("tier", "In", &["front", "back"])]),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                LabelSelector {
-                    match_expressions: Some(vec![expr("tier", "NotIn", &["front"])]),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                LabelSelector {
-                    match_expressions: Some(vec![expr("env", "NotIn", &["prod"])]),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                LabelSelector {
-                    match_expressions: Some(vec![expr("env", "Exists", &[])]),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                LabelSelector {
-                    match_expressions: Some(vec![expr("env", "DoesNotExist", &[])]),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                LabelSelector {
-                    match_expressions: Some(vec![expr("env", "Bogus", &[])]),
-                    ..Default::default()
-                },
-                false,
-            ),
-        ];
-        for (i, (sel, want)) in cases.iter().enumerate() {
-            assert_eq!(selector_matches(sel, Some(&app)), *want, "case {i}");
-        }
     }
 }

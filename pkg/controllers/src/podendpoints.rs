@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
+use distro_client::labels;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
@@ -51,13 +52,8 @@ pub fn selected_pods(svc: &Service, pods: &Store<Pod>) -> Vec<std::sync::Arc<Pod
     pods.state()
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|p| labels_match(sel, p.metadata.labels.as_ref()))
+        .filter(|p| labels::set_matches(sel, &p.metadata.labels))
         .collect()
-}
-
-fn labels_match(sel: &BTreeMap<String, String>, labels: Option<&BTreeMap<String, String>>) -> bool {
-    sel.iter()
-        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
 /// The pod's Ready condition is True (upstream's `IsPodReady`).
@@ -257,7 +253,7 @@ impl Membership {
             .iter()
             .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
             .filter(|s| {
-                selector(s).is_some_and(|sel| labels_match(sel, pod.metadata.labels.as_ref()))
+                selector(s).is_some_and(|sel| labels::set_matches(sel, &pod.metadata.labels))
             })
             .map(|s| s.name_any())
             .collect();

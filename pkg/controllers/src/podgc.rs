@@ -25,6 +25,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::passes::Passes;
 use crate::Clients;
 
 /// The name logs are reported under, as upstream.
@@ -65,31 +66,12 @@ pub async fn run(
         threshold: threshold as usize,
         missing_since: HashMap::new(),
     };
-    let mut changes = futures::stream::select(
+    let changes = futures::stream::select(
         pods.subscribe().map(|_| ()).boxed(),
         nodes.subscribe().map(|_| ()).boxed(),
     );
-    let mut tick = tokio::time::interval(PERIOD);
-    tokio::pin!(shutdown);
-    let mut last = Instant::now()
-        .checked_sub(MIN_GAP)
-        .unwrap_or_else(Instant::now);
-    loop {
-        // Cancel safety: each branch only wakes the loop; no state is held in the futures.
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tick.tick() => {}
-            change = changes.next() => {
-                if change.is_none() {
-                    return;
-                }
-                let wait = MIN_GAP.saturating_sub(last.elapsed());
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-        last = Instant::now();
+    let mut passes = Passes::new(changes, PERIOD, MIN_GAP, shutdown);
+    while passes.due().await {
         gc.pass().await;
     }
 }

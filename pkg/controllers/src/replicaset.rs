@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use distro_client::labels::{self, Selector};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
@@ -27,7 +28,7 @@ use serde_json::json;
 use crate::expectations::{Expect, PodExpectations};
 use crate::objects::{
     adopt_pod, api_message, controller_ref, delete_pods, object_ref, owners_to_wake,
-    selector_matches, EventType, Recorder,
+    workload_selector, EventType, Recorder,
 };
 use crate::{Backoff, Clients, Error};
 
@@ -71,7 +72,7 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
             owners_to_wake(&pod, &set_store, |rs: &ReplicaSet, pod| {
                 rs.spec
                     .as_ref()
-                    .is_some_and(|s| selector_matches(&s.selector, pod.metadata.labels.as_ref()))
+                    .is_some_and(|s| labels::matches(Some(&s.selector), &pod.metadata.labels))
             })
         })
         .with_config(Config::default().concurrency(4))
@@ -210,6 +211,9 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     let Some(spec) = rs.spec.as_ref() else {
         return Ok(Action::await_change());
     };
+    let Some(selector) = workload_selector(&spec.selector, &key) else {
+        return Ok(Action::await_change());
+    };
     let pods: Vec<Arc<Pod>> = ctx
         .pods
         .state()
@@ -218,7 +222,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         .collect();
 
     let satisfied = ctx.expectations.met(&key, &pods);
-    let owned = claim(&ctx, &rs, &pods).await?;
+    let owned = claim(&ctx, &rs, &selector, &pods).await?;
     let active: Vec<&Pod> = owned.iter().filter(|p| is_active(p)).collect();
 
     let mut manage_err = None;
@@ -292,12 +296,15 @@ fn error_policy(rs: Arc<ReplicaSet>, _e: &Error, ctx: Arc<Ctx>) -> Action {
 
 /// Adopts matching orphans and releases owned pods that no longer match (upstream's
 /// `PodControllerRefManager`); returns the pods this set owns and that match.
-async fn claim(ctx: &Ctx, rs: &ReplicaSet, pods: &[Arc<Pod>]) -> Result<Vec<Pod>, Error> {
+async fn claim(
+    ctx: &Ctx,
+    rs: &ReplicaSet,
+    selector: &Selector,
+    pods: &[Arc<Pod>],
+) -> Result<Vec<Pod>, Error> {
     let uid = rs.uid().unwrap_or_default();
     let ns = rs.namespace().unwrap_or_default();
-    let selector = rs.spec.as_ref().map(|s| &s.selector);
-    let matches =
-        |p: &Pod| selector.is_some_and(|s| selector_matches(s, p.metadata.labels.as_ref()));
+    let matches = |p: &Pod| selector.matches(&p.metadata.labels);
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let mut owned = Vec::new();
     // Adoption is re-checked against the live object, so a set being deleted (or replaced
@@ -454,12 +461,7 @@ pub fn compute_status(
         .unwrap_or_default();
     let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0) as i64;
     let count = |f: &dyn Fn(&Pod) -> bool| active.iter().filter(|p| f(p)).count() as i32;
-    let fully_labeled = count(&|p| {
-        let labels = p.metadata.labels.as_ref();
-        template_labels
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-    });
+    let fully_labeled = count(&|p| labels::set_matches(&template_labels, &p.metadata.labels));
     let ready = count(&|p| ready_since(p).is_some());
     let available = count(&|p| is_available(p, min_ready, now));
     let mut conditions: Vec<ReplicaSetCondition> = rs

@@ -19,6 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use distro_client::labels::{self, Selector};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
@@ -33,7 +34,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::history::{self, Ensured, Parent, POD_REVISION_LABEL};
 use crate::objects::{
     adopt_pod, api_message, controller_of, controller_ref, object_ref, owners_to_wake,
-    selector_matches, EventType, Recorder,
+    workload_selector, EventType, Recorder,
 };
 use crate::replicaset::is_available;
 use crate::{Backoff, Clients, Error};
@@ -77,7 +78,10 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
     let all = sets.store();
     let results = Controller::for_shared_stream(sets.subscribe(), sets.store())
         .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
-            owners_to_wake(&pod, &all, adoptable)
+            owners_to_wake(&pod, &all, |set: &StatefulSet, pod| {
+                let selector = set.spec.as_ref().map(|s| &s.selector);
+                labels::selector(selector).is_ok_and(|sel| adoptable(set, &sel, pod))
+            })
         })
         .watches_shared_stream(revisions.subscribe(), |r: Arc<ControllerRevision>| {
             controller_of::<StatefulSet>(&r.metadata)
@@ -90,15 +94,12 @@ pub async fn run(clients: Clients, shutdown: impl Future<Output = ()> + Send + S
 
 /// Whether `set` may adopt orphan `pod`: the selector matches and the name is a member's
 /// (upstream's `isMemberOf` with the `PodControllerRefManager`).
-fn adoptable(set: &StatefulSet, pod: &Pod) -> bool {
+fn adoptable(set: &StatefulSet, selector: &Selector, pod: &Pod) -> bool {
     controller_ref(&pod.metadata).is_none()
         && pod.metadata.deletion_timestamp.is_none()
         && set.metadata.deletion_timestamp.is_none()
         && ordinal(&set.name_any(), &pod.name_any()).is_some()
-        && set
-            .spec
-            .as_ref()
-            .is_some_and(|s| selector_matches(&s.selector, pod.metadata.labels.as_ref()))
+        && selector.matches(&pod.metadata.labels)
 }
 
 fn key(set: &StatefulSet) -> String {
@@ -470,6 +471,9 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     let Some(spec) = set.spec.as_ref() else {
         return Ok(Action::await_change());
     };
+    let Some(selector) = workload_selector(&spec.selector, &key) else {
+        return Ok(Action::await_change());
+    };
     let uid = set.uid().unwrap_or_default();
     let set_name = set.name_any();
     let in_ns: Vec<Arc<Pod>> = ctx
@@ -481,10 +485,10 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     let mut owned: Vec<Arc<Pod>> = in_ns
         .iter()
         .filter(|p| controller_ref(&p.metadata).is_some_and(|r| r.uid == uid))
-        .filter(|p| selector_matches(&spec.selector, p.metadata.labels.as_ref()))
+        .filter(|p| selector.matches(&p.metadata.labels))
         .cloned()
         .collect();
-    for orphan in in_ns.iter().filter(|p| adoptable(&set, p)) {
+    for orphan in in_ns.iter().filter(|p| adoptable(&set, &selector, p)) {
         if let Some(adopted) = adopt_pod(&ctx.client, owner_ref(&set, true), orphan).await? {
             owned.push(Arc::new(adopted));
         }

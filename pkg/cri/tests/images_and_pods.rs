@@ -17,17 +17,7 @@ use distro_cri::Cri;
 const BUSYBOX: &str = "distro.test/busybox:latest";
 
 fn build_images(dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/build-test-images");
-    let out = std::process::Command::new("bash")
-        .arg(script)
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "build-test-images: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    distro_testharness::node::build_images(dir, &[]);
 }
 
 fn sandbox_config(name: &str, log_dir: &Path) -> api::PodSandboxConfig {

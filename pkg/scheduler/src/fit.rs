@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
 };
 
+use distro_client::labels::{self, Operator, Requirement};
+
 use crate::resources::{self, Resources, CPU, MEMORY, PODS};
 
 /// A node with what is already placed on it.
@@ -295,9 +297,8 @@ pub fn matches_node_selector(pod: &Pod, node: &Node) -> bool {
     let Some(spec) = &pod.spec else {
         return true;
     };
-    let labels = node.metadata.labels.clone().unwrap_or_default();
     if let Some(sel) = &spec.node_selector {
-        if sel.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+        if !labels::set_matches(sel, &node.metadata.labels) {
             return false;
         }
     }
@@ -319,47 +320,49 @@ pub fn matches_node_selector(pod: &Pod, node: &Node) -> bool {
     }
 }
 
-/// A term matches when all its expressions and fields do; an empty term matches nothing.
+/// A term matches when all its expressions and fields do; an empty term matches nothing, and
+/// so does an invalid one, as upstream's `nodeaffinity` (which reports the parse error).
 pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
     let exprs = term.match_expressions.as_deref().unwrap_or_default();
     let fields = term.match_fields.as_deref().unwrap_or_default();
     if exprs.is_empty() && fields.is_empty() {
         return false;
     }
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    let name = node.metadata.name.clone().unwrap_or_default();
-    exprs
-        .iter()
-        .all(|e| requirement_matches(e, labels.get(&e.key)))
-        && fields.iter().all(|f| {
-            // metadata.name is the only field selector upstream supports here.
-            f.key == "metadata.name"
-                && matches!(f.operator.as_str(), "In" | "NotIn")
-                && requirement_matches(f, Some(&name))
-        })
+    let name = node.metadata.name.as_deref().unwrap_or_default();
+    fields.iter().all(|f| field_matches(f, name))
+        && exprs
+            .iter()
+            .all(|e| requirement(e).is_some_and(|r| r.matches(&node.metadata.labels)))
 }
 
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&String>) -> bool {
-    let values = req.values.as_deref().unwrap_or_default();
-    let int = |s: &str| s.parse::<i64>().ok();
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(have), [want]) = (value.and_then(|v| int(v)), values) else {
-                return false;
-            };
-            let Some(want) = int(want) else { return false };
-            if req.operator == "Gt" {
-                have > want
-            } else {
-                have < want
-            }
+/// A `matchExpressions` item as a label requirement (upstream's
+/// `nodeSelectorRequirementsAsSelector`: its six operators, then `NewRequirement`'s
+/// validation); `None` when invalid.
+fn requirement(e: &NodeSelectorRequirement) -> Option<Requirement> {
+    let op = match e.operator.as_str() {
+        "In" => Operator::In,
+        "NotIn" => Operator::NotIn,
+        "Exists" => Operator::Exists,
+        "DoesNotExist" => Operator::DoesNotExist,
+        "Gt" => Operator::GreaterThan,
+        "Lt" => Operator::LessThan,
+        _ => return None,
+    };
+    Requirement::new(&e.key, op, e.values.clone().unwrap_or_default()).ok()
+}
+
+/// A `matchFields` item (upstream's `nodeSelectorRequirementsAsFieldSelector`): `In` or
+/// `NotIn` with exactly one value, on `metadata.name`, the one node field upstream supports.
+fn field_matches(f: &NodeSelectorRequirement, name: &str) -> bool {
+    let [value] = f.values.as_deref().unwrap_or_default() else {
+        return false;
+    };
+    f.key == "metadata.name"
+        && match f.operator.as_str() {
+            "In" => name == value,
+            "NotIn" => name != value,
+            _ => false,
         }
-        _ => false,
-    }
 }
 
 /// The host ports a pod asks for: (protocol, host IP, port), with upstream's defaults

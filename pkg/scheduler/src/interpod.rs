@@ -7,8 +7,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use distro_client::labels::Selector;
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, WeightedPodAffinityTerm};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::fit::{NodeInfo, Reason, MAX_SCORE};
 use crate::selector::{self, Labels};
@@ -26,9 +26,10 @@ type Domain = (String, String);
 /// A term resolved against the pod that declares it.
 #[derive(Debug)]
 struct Term {
-    selector: Option<LabelSelector>,
+    selector: Selector,
     namespaces: HashSet<String>,
-    namespace_selector: Option<LabelSelector>,
+    /// Nothing when the term has no `namespaceSelector`.
+    namespace_selector: Selector,
     key: String,
     weight: i64,
 }
@@ -67,9 +68,9 @@ impl Term {
             namespaces.insert(namespace(owner).to_string());
         }
         Term {
-            selector,
+            selector: selector::compile(selector, owner),
             namespaces,
-            namespace_selector: t.namespace_selector.clone(),
+            namespace_selector: selector::compile(t.namespace_selector.clone(), owner),
             key: t.topology_key.clone(),
             weight,
         }
@@ -77,11 +78,9 @@ impl Term {
 
     fn matches(&self, pod: &Pod, ns_labels: &NamespaceLabels) -> bool {
         let ns = namespace(pod);
-        let in_namespace = self.namespaces.contains(ns)
-            || self.namespace_selector.as_ref().is_some_and(|s| {
-                selector::matches(Some(s), ns_labels.get(ns).unwrap_or(&Labels::new()))
-            });
-        in_namespace && selector::matches(self.selector.as_ref(), labels(pod))
+        let in_namespace =
+            self.namespaces.contains(ns) || self.namespace_selector.matches(&ns_labels.get(ns));
+        in_namespace && self.selector.matches(labels(pod))
     }
 
     /// The domain of `node` for this term, if the node has the topology label.

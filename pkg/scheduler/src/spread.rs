@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
+use distro_client::labels::Selector;
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::fit::{self, NodeInfo, Reason, MAX_SCORE};
 use crate::selector::{self, Labels};
@@ -20,7 +20,7 @@ struct Constraint {
     max_skew: i64,
     key: String,
     min_domains: usize,
-    selector: Option<LabelSelector>,
+    selector: Selector,
     honor_affinity: bool,
     honor_taints: bool,
     /// Whether the incoming pod itself matches (it adds one to its domain).
@@ -45,16 +45,19 @@ fn constraints(pod: &Pod, hard: bool) -> Vec<Constraint> {
         .flatten()
         .filter(|c| c.when_unsatisfiable == want)
         .map(|c: &TopologySpreadConstraint| {
-            let selector = selector::with_match_label_keys(
-                c.label_selector.as_ref(),
-                c.match_label_keys.as_ref(),
-                &own,
+            let selector = selector::compile(
+                selector::with_match_label_keys(
+                    c.label_selector.as_ref(),
+                    c.match_label_keys.as_ref(),
+                    &own,
+                ),
+                pod,
             );
             Constraint {
                 max_skew: i64::from(c.max_skew),
                 key: c.topology_key.clone(),
                 min_domains: c.min_domains.map_or(1, |m| m.max(1) as usize),
-                self_match: selector::matches(selector.as_ref(), &own),
+                self_match: selector.matches(&own),
                 selector,
                 honor_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
                 honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
@@ -93,7 +96,7 @@ impl Constraint {
             .iter()
             .filter(|p| p.metadata.namespace.as_deref() == ns)
             .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| selector::matches(self.selector.as_ref(), &pod_labels(p)))
+            .filter(|p| self.selector.matches(&p.metadata.labels))
             .count() as i64
     }
 }

@@ -9,7 +9,10 @@
 //! `/usr/lib/google-cloud-sdk/bin/kubectl.1.NN` (override the directory with `KUBECTL_DIR`).
 
 pub mod cluster;
+pub mod fake;
+pub mod get;
 pub mod node;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::{eventually, Agent, Server, LATEST};
+use crate::{Agent, Server, LATEST};
 
 /// The busybox test image (`hack/build-test-images`).
 pub const BUSYBOX: &str = "distro.test/busybox:latest";
@@ -146,8 +146,9 @@ fn processes() -> Vec<(i32, i32, String)> {
     out
 }
 
-/// Lazily unmounts every mount point under `dir`, deepest first.
-fn unmount_under(dir: &Path) {
+/// Lazily unmounts every mount point under `dir`, deepest first: containerd's snapshot,
+/// rootfs and shm mounts.
+pub fn unmount_under(dir: &Path) {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<PathBuf> = mounts
         .lines()
@@ -187,11 +188,21 @@ pub(crate) fn remove_runtime(data: &Path) {
     let Some(run) = run_dir(data) else {
         return;
     };
-    let socket = run.join("containerd.sock").to_string_lossy().to_string();
-    let config = data
-        .join("agent/etc/containerd/config.toml")
-        .to_string_lossy()
-        .to_string();
+    kill_containerd(
+        &run.join("containerd.sock"),
+        &data.join("agent/etc/containerd/config.toml"),
+    );
+    unmount_under(data);
+    unmount_under(&run);
+    let _ = std::fs::remove_dir_all(&run);
+}
+
+/// Kills (SIGKILL) the containerd started with config file `config`, the shims serving
+/// `socket` and their containers, and removes those containers' pod network namespaces.
+/// Only processes naming this socket or config are touched.
+pub fn kill_containerd(socket: &Path, config: &Path) {
+    let socket = socket.to_string_lossy().to_string();
+    let config = config.to_string_lossy().to_string();
     let procs = processes();
     let shims: Vec<i32> = procs
         .iter()
@@ -219,9 +230,6 @@ pub(crate) fn remove_runtime(data: &Path) {
     for name in pod_netns {
         let _ = Command::new("ip").args(["netns", "del", &name]).status();
     }
-    unmount_under(data);
-    unmount_under(&run);
-    let _ = std::fs::remove_dir_all(&run);
 }
 
 /// Removes `bridge` and, from the shared table, only that bridge's masquerade rule (the
@@ -400,22 +408,111 @@ impl Node {
             server,
             name,
         };
-        eventually(
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            "node Ready",
-            || {
-                let out = node
-                    .server
-                    .kubectl(LATEST, &["get", "node", &node.name, "-o", "json"]);
-                let n: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-                n["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    .then_some(())
-            },
-        );
+        crate::get::ready_node(&node.server, &node.name);
         node
     }
+}
+
+/// The host PID of the first container of pod `ns/pod` on the node of containerd socket
+/// `socket` (from `ctr tasks ls`), to enter the pod's network namespace.
+///
+/// # Panics
+/// When the pod has no container ID yet or containerd has no task for it.
+pub fn pod_pid(socket: &Path, s: &Server, ns: &str, pod: &str) -> String {
+    let p = s.json(LATEST, &["get", "pod", "-n", ns, pod]);
+    let id = p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .and_then(|c| c.strip_prefix("containerd://"))
+        .expect("containerID")
+        .to_string();
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["-n", "k8s.io", "tasks", "ls"])
+        .output()
+        .expect("ctr");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no task for {pod}"))
+}
+
+/// A hostNetwork busybox pod `name` bound to `node` by name, running `script` with `sh -c`;
+/// `container_extra` lines (indented 4) go under the container.
+pub fn host_pod_manifest(name: &str, node: &str, script: &str, container_extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default}}
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+{container_extra}    command: ["sh", "-c", {script:?}]
+"#
+    )
+}
+
+/// `(size, available)` bytes of the filesystem holding `path`, as df reports them.
+///
+/// # Panics
+/// When df fails or prints something else.
+pub fn df(path: &Path) -> (u64, u64) {
+    let out = Command::new("df")
+        .args(["-B1", "--output=size,avail"])
+        .arg(path)
+        .output()
+        .expect("df");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut nums = text
+        .lines()
+        .nth(1)
+        .expect("df line")
+        .split_whitespace()
+        .map(|n| n.parse::<u64>().expect("df number"));
+    (
+        nums.next().expect("df size"),
+        nums.next().expect("df available"),
+    )
+}
+
+/// `kubectl logs -f <args>` (kubectl 1.`minor`) on its own process; its lines arrive on the
+/// channel, `None` at EOF. The caller kills the child (by its handle) when done.
+pub fn follow_logs(
+    s: &Server,
+    minor: u32,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<Option<String>>,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new(crate::kubectl_path(minor))
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["logs", "-f"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl logs -f");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(Some(line)).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(None);
+    });
+    (child, rx)
 }

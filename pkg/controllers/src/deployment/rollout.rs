@@ -86,30 +86,6 @@ pub fn equal_ignore_hash(a: &PodTemplateSpec, b: Option<&PodTemplateSpec>) -> bo
     strip(a) == strip(b)
 }
 
-/// Whether a label selector matches labels (matchLabels and matchExpressions).
-pub fn matches(
-    selector: &LabelSelector,
-    labels: Option<&std::collections::BTreeMap<String, String>>,
-) -> bool {
-    let get = |k: &str| labels.and_then(|l| l.get(k));
-    let by_label = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| get(k) == Some(v));
-    let by_expr = selector.match_expressions.iter().flatten().all(|r| {
-        let values = r.values.as_deref().unwrap_or_default();
-        match r.operator.as_str() {
-            "In" => get(&r.key).is_some_and(|v| values.contains(v)),
-            "NotIn" => get(&r.key).is_none_or(|v| !values.contains(v)),
-            "Exists" => get(&r.key).is_some(),
-            "DoesNotExist" => get(&r.key).is_none(),
-            _ => false,
-        }
-    });
-    by_label && by_expr
-}
-
 /// An empty selector selects every pod: upstream refuses to act on such a Deployment.
 pub fn selects_everything(selector: &LabelSelector) -> bool {
     selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
@@ -1013,23 +989,12 @@ mod tests {
     }
 
     #[test]
-    fn selectors_match_labels_and_expressions() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-        let labels: std::collections::BTreeMap<String, String> =
-            [("app".to_string(), "web".to_string())].into();
-        let mut sel = LabelSelector {
-            match_labels: Some(labels.clone()),
+    fn only_the_empty_selector_selects_everything() {
+        let sel = LabelSelector {
+            match_labels: Some([("app".to_string(), "web".to_string())].into()),
             ..Default::default()
         };
-        assert!(matches(&sel, Some(&labels)));
         assert!(!selects_everything(&sel));
-        sel.match_expressions = Some(vec![LabelSelectorRequirement {
-            key: "tier".into(),
-            operator: "DoesNotExist".into(),
-            values: None,
-        }]);
-        assert!(matches(&sel, Some(&labels)));
-        assert!(!matches(&sel, None));
         assert!(selects_everything(&LabelSelector::default()));
     }
 }

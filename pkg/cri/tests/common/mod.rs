@@ -2,12 +2,14 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use distro_cri::containerd::{self, Paths, Settings};
 use distro_cri::Cri;
 use distro_supervisor::Supervised;
+use distro_testharness::node::kill_containerd;
+pub use distro_testharness::node::unmount_under;
 
 /// A running containerd for one test.
 pub struct Node {
@@ -71,65 +73,12 @@ impl Drop for Node {
     /// children, its shims, found by this node's unique socket path in their arguments) and
     /// containerd itself, then unmounts, so a failing test leaves nothing behind.
     fn drop(&mut self) {
-        let Some(sup) = self.containerd.take() else {
+        let Some(_supervised) = self.containerd.take() else {
             return;
         };
-        let socket = self.paths.socket.to_string_lossy().to_string();
-        let shims = processes(|_, cmd| cmd.contains("containerd-shim") && cmd.contains(&socket));
-        let children = processes(|ppid, _| shims.iter().any(|(p, _)| *p == ppid));
-        for (pid, _) in children.iter().chain(shims.iter()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        if let Some(pid) = sup.pid() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        kill_containerd(&self.paths.socket, &self.paths.config);
         unmount_under(self.dir.path());
         unmount_under(&self.paths.state);
-    }
-}
-
-/// Processes (pid, ppid) whose (ppid, NUL-joined command line) match.
-fn processes(f: impl Fn(i32, &str) -> bool) -> Vec<(i32, i32)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // ppid is the second field after the parenthesised command name.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0);
-        if f(ppid, &cmd) {
-            out.push((pid, ppid));
-        }
-    }
-    out
-}
-
-/// Unmounts (lazily, deepest first) every mount point under `dir`: containerd's snapshot,
-/// rootfs and shm mounts.
-pub fn unmount_under(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    for p in points {
-        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

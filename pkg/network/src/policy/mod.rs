@@ -34,7 +34,6 @@
 
 pub mod model;
 pub mod render;
-mod selector;
 pub mod sync;
 
 pub use model::{compute, Access, Protocol, State};

@@ -18,12 +18,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use distro_client::labels;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::selector;
 /// The transport protocols policies name are the Services' (same API values, same nft names).
 pub use crate::proxy::model::Protocol;
 
@@ -236,7 +237,7 @@ impl<'a> Engine<'a> {
             let selects = spec
                 .pod_selector
                 .as_ref()
-                .is_none_or(|sel| selector::matches(sel, pod.metadata.labels.as_ref()));
+                .is_none_or(|sel| labels::matches(Some(sel), &pod.metadata.labels));
             if !selects {
                 continue;
             }
@@ -388,19 +389,20 @@ impl<'a> Engine<'a> {
             if peer.pod_selector.is_none() && peer.namespace_selector.is_none() {
                 continue; // the apiserver refuses an empty peer; it selects nothing here
             }
+            // Invalid selectors select nothing, so a bad policy never widens what is allowed.
+            let what = format!("NetworkPolicy peer in namespace {ns}");
+            let compile = |sel: &LabelSelector| labels::selector_or_nothing(Some(sel), &what);
+            let ns_sel = peer.namespace_selector.as_ref().map(compile);
+            let pod_sel = peer.pod_selector.as_ref().map(compile);
             for (pod, ips) in &self.peers {
                 let pod_ns = namespace_of(pod);
-                let ns_ok = match &peer.namespace_selector {
+                let ns_ok = match &ns_sel {
                     None => pod_ns == ns,
-                    Some(sel) => self
-                        .namespaces
-                        .get(pod_ns)
-                        .is_some_and(|labels| selector::matches(sel, *labels)),
+                    Some(sel) => self.namespaces.get(pod_ns).is_some_and(|l| sel.matches(l)),
                 };
-                let pod_ok = peer
-                    .pod_selector
+                let pod_ok = pod_sel
                     .as_ref()
-                    .is_none_or(|sel| selector::matches(sel, pod.metadata.labels.as_ref()));
+                    .is_none_or(|sel| sel.matches(&pod.metadata.labels));
                 if ns_ok && pod_ok {
                     pods.extend(ips.iter().copied());
                 }

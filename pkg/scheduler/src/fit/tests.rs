@@ -214,6 +214,31 @@ fn node_selector_and_required_affinity() {
             json!({"key": "disk", "operator": "Gt", "values": ["1"]}),
             false,
         ),
+        // Invalid requirements match nothing, as upstream's NewRequirement refuses them.
+        (
+            json!({"key": "disk", "operator": "In", "values": []}),
+            false,
+        ),
+        (
+            json!({"key": "zone", "operator": "NotIn", "values": []}),
+            false,
+        ),
+        (
+            json!({"key": "disk", "operator": "Exists", "values": ["ssd"]}),
+            false,
+        ),
+        (
+            json!({"key": "gen", "operator": "Gt", "values": ["4", "3"]}),
+            false,
+        ),
+        (
+            json!({"key": "gen", "operator": "Gt", "values": ["four"]}),
+            false,
+        ),
+        (
+            json!({"key": "disk", "operator": "Equals", "values": ["ssd"]}),
+            false,
+        ),
     ] {
         assert_eq!(
             filter(&aff(json!([expr.clone()]), json!([])), &n).is_ok(),
@@ -229,6 +254,15 @@ fn node_selector_and_required_affinity() {
     };
     assert_eq!(filter(&by_name("In"), &n), Ok(()));
     assert_eq!(filter(&by_name("NotIn"), &n), Err(vec![Reason::Affinity]));
+    let two_names = aff(
+        json!([]),
+        json!([{"key": "metadata.name", "operator": "In", "values": ["n1", "n2"]}]),
+    );
+    assert_eq!(
+        filter(&two_names, &n),
+        Err(vec![Reason::Affinity]),
+        "a field requirement takes exactly one value"
+    );
     assert_eq!(
         filter(&aff(json!([]), json!([])), &n),
         Err(vec![Reason::Affinity]),
