@@ -355,14 +355,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         .await
         .map_err(Error::Bootstrap)?;
     let signer = Arc::new(pki.signer);
+    // The documents themselves are built on first request, not here: built eagerly they held
+    // about 15 MB of an idle control plane's heap (v2 JSON, v2 protobuf, every v3 document),
+    // and only kubectl apply/explain ask for them.
     let openapi = Arc::new(distro_apiserver::openapi::OpenApiService::new(
         distro_apiserver::openapi::OpenApi::build(&registry.all()),
     ));
-    {
-        // Build the documents now, off the request path.
-        let openapi = openapi.clone();
-        tokio::task::spawn_blocking(move || openapi.current().warm());
-    }
     // Service-account tokens name the API server as issuer and audience, as k3s configures
     // kube-apiserver (`--service-account-issuer`, `--api-audiences`).
     let issuer = format!("https://kubernetes.default.svc.{}", config.cluster_domain);

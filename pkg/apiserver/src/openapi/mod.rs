@@ -445,8 +445,11 @@ impl OpenApi {
         self.index.clone()
     }
 
-    /// Computes every document now (at startup, off the request path), so first requests
-    /// do not pay for it.
+    /// Computes every document now, so later requests do not pay for it.
+    ///
+    /// The server does not call this at startup: the documents are about 15 MB, and are
+    /// built on the first request for them instead (off the async workers, see
+    /// [`OpenApiService`]).
     pub fn warm(&self) {
         let _ = self.v2_json();
         let _ = self.v2_protobuf();
