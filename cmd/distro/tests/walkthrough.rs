@@ -1,0 +1,90 @@
+//! End-to-end (root, real containerd and runc): what a user sees walking through a node with
+//! real kubectl, where a walkthrough found distro differing from upstream's kubelet. Each
+//! test names the difference it guards against.
+
+use std::path::Path;
+use std::time::Duration;
+
+use distro_testharness::node::{events, install_images, pod, NodeCleanup};
+use distro_testharness::{eventually, Server, LATEST};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_distro"))
+}
+
+const EVERY: Duration = Duration::from_millis(200);
+
+/// A server with its node named uniquely for this test process and `tag`, and its cleanup.
+fn server_with_node(tag: &str) -> (Server, NodeCleanup, String) {
+    let node = format!("{tag}-{}", std::process::id());
+    let bridge = format!("dw{}{tag}", std::process::id() % 100_000);
+    let s = Server::start_with_node(
+        bin(),
+        &["--node-name", &node, "--cni-bridge", &bridge],
+        |d| install_images(Path::new(env!("CARGO_TARGET_TMPDIR")), d),
+    );
+    let cleanup = NodeCleanup {
+        data: s.data_dir(),
+        bridge,
+        table_existed: true,
+    };
+    (s, cleanup, node)
+}
+
+/// Walkthrough finding: a failed pull's messages differed from upstream's kubelet (1.32+).
+/// The Failed event and the ErrImagePull message carried distro's own "containerd
+/// PullImage:" prefix instead of the runtime's gRPC status text; the ImagePullBackOff message
+/// lacked the last pull error (`Back-off pulling image "x": ErrImagePull: rpc error: …`); and
+/// no `Error: ImagePullBackOff` event was recorded while backing off.
+#[test]
+fn a_failed_pull_reads_as_upstreams() {
+    let (s, _cleanup, node) = server_with_node("pull");
+    // Nothing listens on port 1: containerd's resolve fails at once, as for any dead registry.
+    let image = "127.0.0.1:1/walk/none:v1";
+    s.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: badimage, namespace: default}}\nspec:\n  nodeName: {node}\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: main, image: {image:?}}}\n"
+        )),
+    );
+    let waiting = eventually(Duration::from_secs(60), EVERY, "ImagePullBackOff", || {
+        let w = pod(&s, "badimage")?["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "ImagePullBackOff").then_some(w)
+    });
+    let msg = waiting["message"].as_str().unwrap_or_default();
+    let prefix = format!(
+        "Back-off pulling image {image:?}: ErrImagePull: rpc error: code = Unknown desc = failed to pull and unpack image {image:?}: "
+    );
+    assert!(msg.starts_with(&prefix), "{msg}");
+    assert!(msg.contains("connection refused"), "{msg}");
+
+    let ev = eventually(Duration::from_secs(30), EVERY, "pull events", || {
+        let ev = events(&s, "badimage");
+        ev.iter()
+            .any(|(r, m)| r == "Failed" && m == "Error: ImagePullBackOff")
+            .then_some(ev)
+    });
+    let failed = format!(
+        "Failed to pull image {image:?}: rpc error: code = Unknown desc = failed to pull and unpack image {image:?}: "
+    );
+    assert!(
+        ev.iter()
+            .any(|(r, m)| r == "Failed" && m.starts_with(&failed)),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|(r, m)| r == "Failed" && m == "Error: ErrImagePull"),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|(r, m)| r == "BackOff" && m == &format!("Back-off pulling image {image:?}")),
+        "{ev:?}"
+    );
+    assert!(
+        !ev.iter().any(|(_, m)| m.contains("containerd PullImage")),
+        "{ev:?}"
+    );
+}
