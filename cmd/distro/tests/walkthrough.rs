@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use distro_testharness::get::node_json;
 use distro_testharness::node::{events, install_images, pod, NodeCleanup};
 use distro_testharness::{eventually, Server, LATEST};
 
@@ -87,4 +88,29 @@ fn a_failed_pull_reads_as_upstreams() {
         !ev.iter().any(|(_, m)| m.contains("containerd PullImage")),
         "{ev:?}"
     );
+}
+
+/// Walkthrough finding: `kubectl describe node` showed allocatable memory and ephemeral
+/// storage as bare bytes (`25276182528`) beside capacity's `24683772Ki`, where upstream's
+/// kubelet keeps the BinarySI form (capacity `264212084Ki`; allocatable in capacity's format).
+#[test]
+fn node_quantities_read_as_upstreams() {
+    let (s, _cleanup, node) = server_with_node("qty");
+    let st = eventually(Duration::from_secs(60), EVERY, "ephemeral storage", || {
+        let n = node_json(&s, &node)?;
+        n["status"]["capacity"]["ephemeral-storage"]
+            .is_string()
+            .then(|| n["status"].clone())
+    });
+    // The harness's `--eviction-hard=` reserves nothing: allocatable reads as capacity.
+    for resource in ["memory", "ephemeral-storage"] {
+        let cap = st["capacity"][resource].as_str().unwrap_or_default();
+        assert_eq!(st["allocatable"][resource], cap, "{resource}: {st}");
+        // Canonical BinarySI: a suffix, unless the bytes are not a multiple of 1024.
+        let bare: u64 = cap.parse().unwrap_or(0);
+        assert!(
+            ["Ki", "Mi", "Gi", "Ti"].iter().any(|u| cap.ends_with(u)) || !bare.is_multiple_of(1024),
+            "{resource}: {cap}"
+        );
+    }
 }
