@@ -5,8 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use distro_testharness::get::node_json;
-use distro_testharness::node::{events, install_images, pod, NodeCleanup};
+use distro_testharness::node::{events, host_pod_manifest, install_images, pod, NodeCleanup};
 use distro_testharness::{eventually, Server, LATEST};
 
 fn bin() -> &'static Path {
@@ -14,6 +16,9 @@ fn bin() -> &'static Path {
 }
 
 const EVERY: Duration = Duration::from_millis(200);
+
+/// The oldest kubectl the cluster supports.
+const OLDEST: u32 = 27;
 
 /// A server with its node named uniquely for this test process and `tag`, and its cleanup.
 fn server_with_node(tag: &str) -> (Server, NodeCleanup, String) {
@@ -113,4 +118,43 @@ fn node_quantities_read_as_upstreams() {
             "{resource}: {cap}"
         );
     }
+}
+
+/// Walkthrough finding: `/stats/summary` had no filesystem figures: upstream's kubelet
+/// reports the node's `fs` (nodefs) and each container's `rootfs` (its writable layer),
+/// which disk dashboards and `kubectl get --raw` users read.
+#[test]
+fn stats_summary_has_filesystems() {
+    let (s, _cleanup, node) = server_with_node("fs");
+    s.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(&host_pod_manifest(
+            "writer",
+            &node,
+            "head -c 1048576 /dev/zero > /blob; exec sleep 3600",
+            "",
+        )),
+    );
+    let path = format!("/api/v1/nodes/{node}/proxy/stats/summary");
+    let summary = eventually(Duration::from_secs(60), EVERY, "writer's rootfs", || {
+        let out = s.kubectl(OLDEST, &["get", "--raw", &path]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let pod = v["pods"]
+            .as_array()?
+            .iter()
+            .find(|p| p["podRef"]["name"] == "writer")?
+            .clone();
+        // The 1 MiB file is in the writable layer once the runtime's stats catch up.
+        (pod["containers"][0]["rootfs"]["usedBytes"].as_u64()? >= 1 << 20).then_some(v)
+    });
+    let fs = &summary["node"]["fs"];
+    let (cap, avail, used) = (
+        fs["capacityBytes"].as_u64().unwrap_or(0),
+        fs["availableBytes"].as_u64().unwrap_or(0),
+        fs["usedBytes"].as_u64().unwrap_or(0),
+    );
+    assert!(cap > 0 && avail <= cap && used <= cap, "{fs}");
+    assert!(fs["inodes"].as_u64().unwrap_or(0) > 0, "{fs}");
+    assert!(fs["time"].is_string(), "{fs}");
 }
