@@ -158,3 +158,47 @@ fn stats_summary_has_filesystems() {
     assert!(fs["inodes"].as_u64().unwrap_or(0) > 0, "{fs}");
     assert!(fs["time"].is_string(), "{fs}");
 }
+
+/// Walkthrough finding: a crash-looping pod was re-synced every second while it waited out
+/// its backoff, posting a BackOff event each time (`x16 over 54s` where upstream's pod
+/// workers, re-syncing about every 10 s, show a handful). Now the worker sleeps until the
+/// backoff ends (at most 10 s) and restarts the container on time.
+#[test]
+fn a_crash_loop_posts_backoff_events_at_upstreams_pace() {
+    let (s, _cleanup, node) = server_with_node("loop");
+    s.ok_stdin(
+        LATEST,
+        &["apply", "-f", "-"],
+        Some(&host_pod_manifest(
+            "crash",
+            &node,
+            "echo crashing; exit 1",
+            "",
+        )),
+    );
+    // The first restart is immediate, the second follows a 10 s backoff.
+    eventually(Duration::from_secs(60), EVERY, "two restarts", || {
+        let p = pod(&s, "crash")?;
+        (p["status"]["containerStatuses"][0]["restartCount"].as_i64()? >= 2).then_some(())
+    });
+    let ev = s.json(
+        LATEST,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=crash",
+        ],
+    );
+    let backoffs: i64 = ev["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reason"] == "BackOff")
+        .map(|e| e["count"].as_i64().unwrap_or(1))
+        .sum();
+    assert!(
+        (1..=4).contains(&backoffs),
+        "BackOff events over one 10 s backoff: {backoffs}: {ev}"
+    );
+}

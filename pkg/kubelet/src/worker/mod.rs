@@ -627,6 +627,7 @@ async fn worker(
         backoff: Default::default(),
         reasons: HashMap::new(),
         pull_errors: HashMap::new(),
+        backoff_wait: None,
         events: ctx.events.clone(),
         last_status: None,
         deleted: false,

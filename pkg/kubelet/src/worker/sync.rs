@@ -92,6 +92,10 @@ pub struct PodState {
     /// The last failed pull's `ErrImagePull: <error>` per image backoff key (upstream's
     /// `prevPullErrMsg`), shown in the ImagePullBackOff message.
     pub(super) pull_errors: HashMap<String, String>,
+    /// The shortest backoff a container of this sync still waits out: the next sync comes
+    /// then (at most [`RESYNC`] later), not every [`RETRY`], so a crash loop or a failed
+    /// pull posts a BackOff event about every 10 s, as upstream's pod workers do.
+    pub(super) backoff_wait: Option<Duration>,
     pub(super) events: Recorder,
     /// The status last written, to skip writes that change nothing.
     pub(super) last_status: Option<serde_json::Value>,
@@ -102,6 +106,13 @@ pub struct PodState {
     /// What the worker is asked to do (a deletion's grace period may shrink while it stops
     /// the pod).
     pub(super) desired: watch::Receiver<Desired>,
+}
+
+impl PodState {
+    /// Notes a container waiting out a backoff for `wait` more (the sync's shortest wins).
+    fn wait_backoff(&mut self, wait: Duration) {
+        self.backoff_wait = Some(self.backoff_wait.map_or(wait, |w| w.min(wait)));
+    }
 }
 
 fn uid(pod: &Pod) -> &str {
@@ -187,6 +198,7 @@ impl PodState {
         }
 
         let mut retry = false;
+        self.backoff_wait = None;
         let mut rt = rt;
         let mut sandbox_id = actions.sandbox_id.clone();
         let (sb_config, dns_warnings) = match sandbox_config(pod, actions.attempt, &ctx.sandbox) {
@@ -294,7 +306,11 @@ impl PodState {
         timer.step("status");
         remove_dead_attempts(ctx, pod, &rt).await;
         tracing::debug!(pod = %crate::pod::format_pod(pod), steps = %timer, "synced");
-        Ok(Next::Resync(if retry { RETRY } else { RESYNC }))
+        let retry_in = match self.backoff_wait.take() {
+            Some(wait) => wait.clamp(RETRY, RESYNC),
+            None => RETRY,
+        };
+        Ok(Next::Resync(if retry { retry_in } else { RESYNC }))
     }
 
     /// A pod that is gone from the API (deleted with grace 0 elsewhere, or orphaned across a
@@ -535,7 +551,8 @@ impl PodState {
     ) -> Result<bool, Error> {
         let mut timer = StepTimer::new();
         let now = wall_clock_now();
-        if let Some(msg) = container_backoff(&mut self.backoff, pod, c, rt, now) {
+        if let Some((msg, wait)) = container_backoff(&mut self.backoff, pod, c, rt, now) {
+            self.wait_backoff(wait);
             self.events
                 .record(
                     pod,
@@ -824,6 +841,7 @@ impl PodState {
                 let now = wall_clock_now();
                 let key = image_backoff_key(pod, &image);
                 if let Some(msg) = image_pull_backoff(&self.backoff, pod, &image, now) {
+                    self.wait_backoff(self.backoff.remaining_since_update(&key, now));
                     self.events
                         .record(pod, part(c, init), NORMAL, "BackOff", msg.clone())
                         .await;
