@@ -90,12 +90,20 @@ fn server_is_a_node_with_role_labels_and_runs_pods() {
         "{info}"
     );
     let st = &n["status"];
+    // Canonical BinarySI quantities, as upstream's: bare bytes or the largest exact suffix.
     let bytes = |v: &Value| {
         let s = v.as_str()?;
-        match s.strip_suffix("Ki") {
-            Some(k) => k.parse::<u64>().ok().map(|k| k * 1024),
-            None => s.parse::<u64>().ok(),
+        for (suffix, unit) in [
+            ("Ki", 1u64 << 10),
+            ("Mi", 1 << 20),
+            ("Gi", 1 << 30),
+            ("Ti", 1 << 40),
+        ] {
+            if let Some(n) = s.strip_suffix(suffix) {
+                return n.parse::<u64>().ok().map(|n| n * unit);
+            }
         }
+        s.parse::<u64>().ok()
     };
     let quantity = |section: &str, resource: &str| {
         bytes(&st[section][resource]).unwrap_or_else(|| panic!("{section}.{resource}: {st}"))

@@ -284,10 +284,10 @@ impl Thresholds {
             ("memory", Signal::MemoryAvailable),
             ("ephemeral-storage", Signal::NodeFsAvailable),
         ] {
-            let Some(cap) = capacity.get(resource).and_then(|q| Q::parse(&q.0).ok()) else {
+            let Some(cap_q) = capacity.get(resource).and_then(|q| Q::parse(&q.0).ok()) else {
                 continue;
             };
-            let cap = cap.value();
+            let cap = cap_q.value();
             let reserved: i64 = self
                 .0
                 .iter()
@@ -295,9 +295,11 @@ impl Thresholds {
                 .map(|t| t.quantity(cap))
                 .max()
                 .unwrap_or(0);
+            // In the capacity's format, as upstream's `Quantity.Sub`: memory stays `…Ki`
+            // when the difference allows it.
             out.insert(
                 resource.into(),
-                Quantity((cap - reserved).max(0).to_string()),
+                Quantity(Q::from_units((cap - reserved).max(0), cap_q.format()).to_string()),
             );
         }
         out
@@ -862,9 +864,13 @@ mod tests {
             ("cpu".to_string(), Quantity("2".into())),
         ]);
         let a = Thresholds::default_hard().allocatable(&cap);
-        assert_eq!(a["memory"].0, ((1i64 << 30) - (100 << 20)).to_string());
+        assert_eq!(a["memory"].0, "924Mi");
         assert_eq!(a["ephemeral-storage"].0, "900");
         assert_eq!(a["cpu"].0, "2");
+        // Nothing reserved: allocatable reads as capacity does.
+        let cap = BTreeMap::from([("memory".to_string(), Quantity("24683772Ki".into()))]);
+        let a = Thresholds::default().allocatable(&cap);
+        assert_eq!(a["memory"].0, "24683772Ki");
     }
 
     #[test]

@@ -320,7 +320,18 @@ impl Reporter {
             .flatten();
         let mut capacity = self.capacity.clone();
         if let Some((total, _)) = fs {
-            capacity.insert("ephemeral-storage".into(), Quantity(total.to_string()));
+            // Upstream builds it as a BinarySI quantity (`264212084Ki`, not bare bytes).
+            let total = i64::try_from(total).unwrap_or(i64::MAX);
+            capacity.insert(
+                "ephemeral-storage".into(),
+                Quantity(
+                    distro_apimachinery::quantity::Quantity::from_units(
+                        total,
+                        distro_apimachinery::quantity::Format::BinarySI,
+                    )
+                    .to_string(),
+                ),
+            );
         }
         let allocatable = self.reserved.allocatable(&capacity);
         Observed {

@@ -184,6 +184,7 @@ impl Usage {
                     start_time: Some(started.clone()),
                     cpu: Some(cpu(c.nanocores, c.core_nanos())),
                     memory: Some(mem(c.memory)),
+                    rootfs: None,
                 })
                 .collect();
             let rate: u64 = u.containers.iter().map(|(_, c)| c.nanocores).sum();
@@ -213,6 +214,7 @@ impl Usage {
                     u64::try_from(node_scaled / NANO).unwrap_or(u64::MAX),
                 )),
                 memory: Some(mem(node_mem)),
+                fs: None,
             },
             pods: out,
         }

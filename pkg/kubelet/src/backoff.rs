@@ -90,6 +90,25 @@ impl Backoff {
             .is_some_and(|e| since(e.last_update, now) < e.backoff)
     }
 
+    /// How long `key` must still wait at `now` after an event at `event_time` (zero when
+    /// it need not): when to look again, rather than polling.
+    pub fn remaining_since(&self, key: &str, event_time: Timestamp, now: Timestamp) -> Duration {
+        match self.entries.get(key) {
+            Some(e) if self.is_in_backoff_since(key, event_time, now) => {
+                e.backoff.saturating_sub(since(event_time, now))
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// How long `key` must still wait at `now`, measured from its last step (zero when it
+    /// need not).
+    pub fn remaining_since_update(&self, key: &str, now: Timestamp) -> Duration {
+        self.entries.get(key).map_or(Duration::ZERO, |e| {
+            e.backoff.saturating_sub(since(e.last_update, now))
+        })
+    }
+
     /// Drops keys whose last step is older than twice the cap, so deleted pods do not leak
     /// entries (upstream's periodic `GC`).
     pub fn gc(&mut self, now: Timestamp) {
@@ -185,6 +204,17 @@ mod tests {
         assert!(b.is_in_backoff_since_update("k", t(31)));
         assert!(!b.is_in_backoff_since_update("k", t(32)));
         assert!(!b.is_in_backoff_since_update("other", t(0)));
+    }
+
+    #[test]
+    fn remaining_wait_counts_down_to_zero() {
+        let mut b = Backoff::default();
+        assert_eq!(b.remaining_since("k", t(0), t(1)), Duration::ZERO);
+        b.next("k", t(0), t(0));
+        assert_eq!(b.remaining_since("k", t(2), t(5)), Duration::from_secs(7));
+        assert_eq!(b.remaining_since("k", t(2), t(20)), Duration::ZERO);
+        assert_eq!(b.remaining_since_update("k", t(4)), Duration::from_secs(6));
+        assert_eq!(b.remaining_since_update("k", t(40)), Duration::ZERO);
     }
 
     #[test]

@@ -47,16 +47,77 @@ pub enum Error {
     },
 }
 
-/// Upstream's aggregate error text: one error as is, several as `[a, b]`.
+/// Upstream's aggregate error text: one error as is, several as `[a, b]`; each containerd
+/// error as the kubelet's gRPC client shows it ([`grpc_text`]).
 fn pull_errors(errors: &[distro_cri::Error]) -> String {
     match errors {
-        [one] => one.to_string(),
+        [one] => grpc_text(one),
         many => format!(
             "[{}]",
-            many.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            many.iter().map(grpc_text).collect::<Vec<_>>().join(", ")
         ),
+    }
+}
+
+/// A CRI error as grpc-go renders a status (`rpc error: code = Unknown desc = …`): the
+/// kubelet passes the runtime's error through unchanged, so users (and the guides they
+/// search) see this text in pull failures. Other errors as they are.
+pub fn grpc_text(e: &distro_cri::Error) -> String {
+    match e {
+        distro_cri::Error::Rpc { source, .. } => format!(
+            "rpc error: code = {} desc = {}",
+            go_code_name(source.code()),
+            source.message()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// grpc-go's name of a status code (`codes.Code.String()`), which differs from tonic's
+/// `Debug` for OK and Canceled.
+fn go_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_errors_read_as_grpc_go_statuses() {
+        let rpc = |code, msg: &str| distro_cri::Error::Rpc {
+            op: "PullImage",
+            source: tonic::Status::new(code, msg),
+        };
+        assert_eq!(
+            pull_errors(&[rpc(tonic::Code::NotFound, "no such image")]),
+            "rpc error: code = NotFound desc = no such image"
+        );
+        assert_eq!(
+            pull_errors(&[
+                rpc(tonic::Code::Unknown, "401"),
+                rpc(tonic::Code::Cancelled, "gone")
+            ]),
+            "[rpc error: code = Unknown desc = 401, rpc error: code = Canceled desc = gone]"
+        );
     }
 }

@@ -374,23 +374,27 @@ pub fn backoff_key(pod: &Pod, container: &Container) -> String {
     )
 }
 
-/// Upstream `doBackOff` before (re)starting `container`: `Some(message)` (reason
-/// CrashLoopBackOff) while the last exit is within its backoff; otherwise records this
-/// restart (doubling the next delay) and returns `None`.
+/// Upstream `doBackOff` before (re)starting `container`: `Some((message, wait))` (reason
+/// CrashLoopBackOff, and how long the backoff still lasts) while the last exit is within its
+/// backoff; otherwise records this restart (doubling the next delay) and returns `None`.
 pub fn container_backoff(
     backoff: &mut Backoff,
     pod: &Pod,
     container: &Container,
     rt: &RuntimePod,
     now: Timestamp,
-) -> Option<String> {
+) -> Option<(String, std::time::Duration)> {
     let exited = rt.containers.iter().find(|c| {
         container_name(c) == container.name && runtime::state(c) == ContainerState::ContainerExited
     })?;
     let finished = cri_time(exited.finished_at).unwrap_or(now);
     let key = backoff_key(pod, container);
     if backoff.is_in_backoff_since(&key, finished, now) {
-        return Some(crash_loop_message(backoff.get(&key), &container.name, pod));
+        let wait = backoff.remaining_since(&key, finished, now);
+        return Some((
+            crash_loop_message(backoff.get(&key), &container.name, pod),
+            wait,
+        ));
     }
     backoff.next(&key, finished, now);
     None
@@ -923,7 +927,10 @@ mod tests {
         let rt = ready(vec![ctr("a", 0, Exited, 1), ctr("a", 1, Exited, 1)]);
         assert_eq!(
             container_backoff(&mut b, &p, c, &rt, at(13)),
-            Some("back-off 10s restarting failed container=a pod=p_ns(u)".to_string())
+            Some((
+                "back-off 10s restarting failed container=a pod=p_ns(u)".to_string(),
+                Duration::from_secs(9)
+            ))
         );
         assert_eq!(
             container_backoff(&mut b, &p, c, &rt, at(22)),
@@ -935,7 +942,10 @@ mod tests {
         let rt = ready(vec![ctr("a", 1, Exited, 1), ctr("a", 2, Exited, 1)]);
         assert_eq!(
             container_backoff(&mut b, &p, c, &rt, at(30)),
-            Some("back-off 20s restarting failed container=a pod=p_ns(u)".to_string())
+            Some((
+                "back-off 20s restarting failed container=a pod=p_ns(u)".to_string(),
+                Duration::from_secs(12)
+            ))
         );
         assert_eq!(container_backoff(&mut b, &p, c, &rt, at(42)), None);
         assert_eq!(b.get(&backoff_key(&p, c)), Duration::from_secs(40));

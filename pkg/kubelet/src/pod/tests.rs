@@ -271,7 +271,7 @@ fn config_error_then_running_then_crash_loop() {
         Some((1, 8)),
     );
     let rt = RuntimePod::new(vec![sb], vec![crashed0, crashed1]);
-    let msg = container_backoff(&mut backoff, &pod, c, &rt, at(9)).unwrap();
+    let (msg, _) = container_backoff(&mut backoff, &pod, c, &rt, at(9)).unwrap();
     assert_eq!(
         msg,
         "back-off 10s restarting failed container=app pod=web_shop(u1)"

@@ -32,7 +32,8 @@ use super::host::{self, HostPaths, HostUsage};
 use super::logs::{self, Liveness, LogError, LogOptions};
 use super::metrics::CadvisorEntry;
 use super::stats::{
-    ContainerStats, CpuStats, MemoryStats, NodeStats, PodReference, PodStats, Summary, Time,
+    ContainerStats, CpuStats, FsStats, MemoryStats, NodeStats, PodReference, PodStats, Summary,
+    Time,
 };
 use super::Provider;
 use crate::pod::runtime::cri_time;
@@ -60,6 +61,14 @@ fn time(nanos: i64) -> Time {
     Time(cri_time(nanos).unwrap_or_else(Timestamp::now))
 }
 
+/// `path` or its nearest existing ancestor (the log root is made with the first pod).
+fn existing_ancestor(path: &std::path::Path) -> PathBuf {
+    path.ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(std::path::Path::new("/"))
+        .to_path_buf()
+}
+
 fn value(v: Option<&api::UInt64Value>) -> Option<u64> {
     v.map(|v| v.value)
 }
@@ -75,6 +84,8 @@ pub struct Sample {
     pub stats: Vec<api::ContainerStats>,
     /// The node's counters.
     pub host: HostUsage,
+    /// The kubelet root dir's filesystem (nodefs).
+    pub host_fs: Option<FsStats>,
     /// When the node was sampled.
     pub now: Timestamp,
 }
@@ -221,11 +232,18 @@ pub fn shape(
                 start_time: Some(time(c.created_at)),
                 time: sample_time,
             });
+            let rootfs = s.writable_layer.as_ref().map(|w| FsStats {
+                time: Some(time(w.timestamp)),
+                used_bytes: value(w.used_bytes.as_ref()),
+                inodes_used: value(w.inodes_used.as_ref()),
+                ..Default::default()
+            });
             containers.push(ContainerStats {
                 name: name_of(c).to_string(),
                 start_time: Some(time(c.created_at)),
                 cpu,
                 memory,
+                rootfs,
             });
         }
         let t = if latest > 0 {
@@ -275,6 +293,7 @@ pub fn shape(
             start_time: Some(Time(started)),
             cpu: node_cpu,
             memory: node_memory,
+            fs: sample.host_fs.clone(),
         },
         pods,
     };
@@ -377,14 +396,21 @@ impl CriNode {
             .inspect_err(|e| warn("container stats", e))
             .unwrap_or_default();
         let paths = self.host.clone();
-        let host = tokio::task::spawn_blocking(move || host::read(&paths))
-            .await
-            .unwrap_or_default();
+        let root = self.pod_log_root.clone();
+        let now = Timestamp::now();
+        let (host, host_fs) = tokio::task::spawn_blocking(move || {
+            // The pod logs live in the kubelet's root dir: its filesystem is nodefs.
+            let fs = FsStats::of_filesystem(&existing_ancestor(&root), Time(now));
+            (host::read(&paths), fs)
+        })
+        .await
+        .unwrap_or_default();
         Sample {
             sandboxes: sandboxes.into_iter().map(|s| (s.id.clone(), s)).collect(),
             containers: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
             stats,
             host,
+            host_fs,
             now: Timestamp::now(),
         }
     }
@@ -516,6 +542,12 @@ mod tests {
                 working_set_bytes: Some(api::UInt64Value { value: ws }),
                 ..Default::default()
             }),
+            writable_layer: Some(api::FilesystemUsage {
+                timestamp: 1_700_000_002_000_000_000,
+                used_bytes: Some(api::UInt64Value { value: ws * 2 }),
+                inodes_used: Some(api::UInt64Value { value: 3 }),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -546,6 +578,7 @@ mod tests {
                 memory_working_set: Some(20),
                 memory_total: Some(100),
             },
+            host_fs: FsStats::of_filesystem(std::path::Path::new("/"), Time(Timestamp::UNIX_EPOCH)),
             now: Timestamp::from_second(1_700_000_003).unwrap(),
         };
         let labels = PodLabels {
@@ -570,6 +603,15 @@ mod tests {
         assert_eq!(names, ["app", "side"]);
         assert_eq!(p.cpu.as_ref().unwrap().usage_core_nano_seconds, Some(150));
         assert_eq!(p.memory.as_ref().unwrap().working_set_bytes, Some(15));
+        // Upstream's rootfs (the writable layer) and node fs, as `kubectl get --raw` shows.
+        let rootfs = p.containers[0].rootfs.as_ref().unwrap();
+        assert_eq!((rootfs.used_bytes, rootfs.inodes_used), (Some(20), Some(3)));
+        let fs = s.node.fs.as_ref().expect("node fs");
+        assert!(fs.capacity_bytes.unwrap() >= fs.available_bytes.unwrap());
+        assert!(fs.inodes.unwrap() >= fs.inodes_used.unwrap());
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["node"]["fs"]["capacityBytes"].is_u64(), "{json}");
+        assert!(json["pods"][0]["containers"][0]["rootfs"]["usedBytes"].is_u64());
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(
             ids,

@@ -35,6 +35,62 @@ pub struct NodeStats {
     /// Memory usage of the whole node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryStats>,
+    /// The filesystem holding the kubelet's root dir (nodefs): what `nodefs.available`
+    /// eviction and disk dashboards read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fs: Option<FsStats>,
+}
+
+/// Upstream's `FsStats`: a filesystem's size and use, or (for a container's rootfs) the part
+/// one writer uses of it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FsStats {
+    /// When the sample was taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// Bytes available to unprivileged users.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_bytes: Option<u64>,
+    /// Size of the filesystem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_bytes: Option<u64>,
+    /// Bytes in use (the filesystem's, or this writer's share).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
+    /// Free inodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inodes_free: Option<u64>,
+    /// Total inodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inodes: Option<u64>,
+    /// Inodes in use (the filesystem's, or this writer's share).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inodes_used: Option<u64>,
+}
+
+impl FsStats {
+    /// The filesystem holding `path`, by `statvfs` (blocking: call off the runtime);
+    /// `None` when it cannot be read. Used is capacity less free blocks, as cAdvisor.
+    pub fn of_filesystem(path: &std::path::Path, time: Time) -> Option<FsStats> {
+        let s = nix::sys::statvfs::statvfs(path).ok()?;
+        let block = s.fragment_size() as u64;
+        let (blocks, free, avail) = (
+            s.blocks() as u64,
+            s.blocks_free() as u64,
+            s.blocks_available() as u64,
+        );
+        let (files, files_free) = (s.files() as u64, s.files_free() as u64);
+        Some(FsStats {
+            time: Some(time),
+            available_bytes: Some(avail * block),
+            capacity_bytes: Some(blocks * block),
+            used_bytes: Some(blocks.saturating_sub(free) * block),
+            inodes_free: Some(files_free),
+            inodes: Some(files),
+            inodes_used: Some(files.saturating_sub(files_free)),
+        })
+    }
 }
 
 /// Upstream's `PodReference`.
@@ -82,6 +138,13 @@ pub struct ContainerStats {
     /// Memory usage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryStats>,
+    /// The container's writable layer: bytes and inodes it uses.
+    ///
+    /// # Limits
+    /// Only the used figures (from the runtime); upstream adds the image filesystem's
+    /// capacity and free space.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<FsStats>,
 }
 
 /// Upstream's `CPUStats`.
@@ -328,6 +391,7 @@ mod tests {
                 start_time: None,
                 cpu: Some(cpu(12_000_000_001)),
                 memory: Some(mem(4096)),
+                fs: None,
             },
             pods: vec![PodStats {
                 pod_ref: PodReference {
@@ -341,6 +405,7 @@ mod tests {
                     start_time: Some(t.clone()),
                     cpu: Some(cpu(250_000_000)),
                     memory: Some(mem(1024)),
+                    rootfs: None,
                 }],
                 cpu: Some(cpu(250_000_000)),
                 memory: Some(mem(1024)),

@@ -626,6 +626,8 @@ async fn worker(
     let mut state = PodState {
         backoff: Default::default(),
         reasons: HashMap::new(),
+        pull_errors: HashMap::new(),
+        backoff_wait: None,
         events: ctx.events.clone(),
         last_status: None,
         deleted: false,

@@ -20,8 +20,9 @@ use super::{Context, Desired, Error};
 use crate::backoff::{wall_clock_now, Backoff};
 use crate::lifecycle;
 use crate::pod::actions::{
-    backoff_event_message, compute_pod_actions, container_backoff, image_decision,
-    image_pull_backoff, record_pull_failure, termination_grace_period, ImageDecision,
+    backoff_event_message, compute_pod_actions, container_backoff, image_backoff_key,
+    image_decision, image_pull_backoff, record_pull_failure, termination_grace_period,
+    ImageDecision,
 };
 use crate::pod::container::{container_config, create_termination_log, ContainerInputs};
 use crate::pod::env::{make_environment, EnvContext};
@@ -30,7 +31,7 @@ use crate::pod::mounts::volume_mounts;
 use crate::pod::runtime::{self as rt_helpers, container_name, restart_count, RuntimePod};
 use crate::pod::sandbox::{hostname_and_domain, log_directory, sandbox_config};
 use crate::pod::security::ImageUser;
-use crate::pod::status::{pod_status, StatusInputs, WaitingReason};
+use crate::pod::status::{pod_status, StatusInputs, WaitingReason, ERR_IMAGE_PULL};
 use crate::volume::MountedVolume;
 
 /// How soon a pod is synced again when nothing wakes it earlier.
@@ -88,6 +89,13 @@ impl std::fmt::Display for StepTimer {
 pub struct PodState {
     pub(super) backoff: Backoff,
     pub(super) reasons: HashMap<String, WaitingReason>,
+    /// The last failed pull's `ErrImagePull: <error>` per image backoff key (upstream's
+    /// `prevPullErrMsg`), shown in the ImagePullBackOff message.
+    pub(super) pull_errors: HashMap<String, String>,
+    /// The shortest backoff a container of this sync still waits out: the next sync comes
+    /// then (at most [`RESYNC`] later), not every [`RETRY`], so a crash loop or a failed
+    /// pull posts a BackOff event about every 10 s, as upstream's pod workers do.
+    pub(super) backoff_wait: Option<Duration>,
     pub(super) events: Recorder,
     /// The status last written, to skip writes that change nothing.
     pub(super) last_status: Option<serde_json::Value>,
@@ -98,6 +106,13 @@ pub struct PodState {
     /// What the worker is asked to do (a deletion's grace period may shrink while it stops
     /// the pod).
     pub(super) desired: watch::Receiver<Desired>,
+}
+
+impl PodState {
+    /// Notes a container waiting out a backoff for `wait` more (the sync's shortest wins).
+    fn wait_backoff(&mut self, wait: Duration) {
+        self.backoff_wait = Some(self.backoff_wait.map_or(wait, |w| w.min(wait)));
+    }
 }
 
 fn uid(pod: &Pod) -> &str {
@@ -183,6 +198,7 @@ impl PodState {
         }
 
         let mut retry = false;
+        self.backoff_wait = None;
         let mut rt = rt;
         let mut sandbox_id = actions.sandbox_id.clone();
         let (sb_config, dns_warnings) = match sandbox_config(pod, actions.attempt, &ctx.sandbox) {
@@ -290,7 +306,11 @@ impl PodState {
         timer.step("status");
         remove_dead_attempts(ctx, pod, &rt).await;
         tracing::debug!(pod = %crate::pod::format_pod(pod), steps = %timer, "synced");
-        Ok(Next::Resync(if retry { RETRY } else { RESYNC }))
+        let retry_in = match self.backoff_wait.take() {
+            Some(wait) => wait.clamp(RETRY, RESYNC),
+            None => RETRY,
+        };
+        Ok(Next::Resync(if retry { retry_in } else { RESYNC }))
     }
 
     /// A pod that is gone from the API (deleted with grace 0 elsewhere, or orphaned across a
@@ -531,7 +551,8 @@ impl PodState {
     ) -> Result<bool, Error> {
         let mut timer = StepTimer::new();
         let now = wall_clock_now();
-        if let Some(msg) = container_backoff(&mut self.backoff, pod, c, rt, now) {
+        if let Some((msg, wait)) = container_backoff(&mut self.backoff, pod, c, rt, now) {
+            self.wait_backoff(wait);
             self.events
                 .record(
                     pod,
@@ -793,6 +814,15 @@ impl PodState {
                         msg.clone(),
                     )
                     .await;
+                self.events
+                    .record(
+                        pod,
+                        part(c, init),
+                        WARNING,
+                        "Failed",
+                        "Error: ErrImageNeverPull".into(),
+                    )
+                    .await;
                 self.reasons.insert(
                     c.name.clone(),
                     WaitingReason {
@@ -809,14 +839,34 @@ impl PodState {
             }
             ImageDecision::Pull => {
                 let now = wall_clock_now();
+                let key = image_backoff_key(pod, &image);
                 if let Some(msg) = image_pull_backoff(&self.backoff, pod, &image, now) {
+                    self.wait_backoff(self.backoff.remaining_since_update(&key, now));
                     self.events
                         .record(pod, part(c, init), NORMAL, "BackOff", msg.clone())
                         .await;
+                    // As upstream's startContainer: every failed EnsureImageExists is also
+                    // a `Failed` event naming the reason.
+                    self.events
+                        .record(
+                            pod,
+                            part(c, init),
+                            WARNING,
+                            "Failed",
+                            "Error: ImagePullBackOff".into(),
+                        )
+                        .await;
+                    // Since kubelet 1.32 the waiting message carries the last pull error.
+                    let msg = match self.pull_errors.get(&key) {
+                        Some(prev) => format!("{msg}: {prev}"),
+                        None => msg,
+                    };
                     self.reasons
                         .insert(c.name.clone(), WaitingReason::image_pull_backoff(msg));
                     return Ok(None);
                 }
+                // A fresh attempt: the last error is no longer news (upstream deletes it too).
+                self.pull_errors.remove(&key);
                 self.events
                     .record(
                         pod,
@@ -864,10 +914,21 @@ impl PodState {
                     }
                     Err(e) => {
                         record_pull_failure(&mut self.backoff, pod, &image, wall_clock_now());
-                        let msg = format!("Failed to pull image {image:?}: {e}");
+                        // Upstream: the event says which image; the waiting message is the
+                        // runtime's error alone, kept for the backoff's message.
+                        let err = e.to_string();
                         self.events
-                            .record(pod, part(c, init), WARNING, "Failed", msg.clone())
+                            .record(
+                                pod,
+                                part(c, init),
+                                WARNING,
+                                "Failed",
+                                format!("Failed to pull image {image:?}: {err}"),
+                            )
                             .await;
+                        self.pull_errors
+                            .insert(key, format!("{ERR_IMAGE_PULL}: {err}"));
+                        let msg = err;
                         self.events
                             .record(
                                 pod,
