@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use distro_testharness::get::ready_node;
-use distro_testharness::node::{pod, start_agent, BUSYBOX};
+use distro_testharness::node::{pod, runtime_containers, start_agent, BUSYBOX};
 use distro_testharness::{eventually, Server, LATEST};
 use serde_json::Value;
 
@@ -21,29 +21,6 @@ const EVERY: Duration = Duration::from_millis(100);
 
 fn container_status(p: &Value) -> &Value {
     &p["status"]["containerStatuses"][0]
-}
-
-/// Containers (`kind` `container`) or sandboxes (`sandbox`) containerd has for the pod
-/// `uid` (via `ctr`, not through distro).
-fn runtime_containers(socket: &Path, uid: &str, kind: &str) -> Vec<String> {
-    let out = Command::new("ctr")
-        .arg("--address")
-        .arg(socket)
-        .args(["-n", "k8s.io", "containers", "ls", "-q"])
-        .arg(format!(
-            "labels.\"io.kubernetes.pod.uid\"=={uid},labels.\"io.cri-containerd.kind\"=={kind}"
-        ))
-        .output()
-        .expect("ctr");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 fn manifest(node: &str) -> String {

@@ -516,3 +516,26 @@ pub fn follow_logs(
     });
     (child, rx)
 }
+
+/// Containers (`kind` `container`) or sandboxes (`sandbox`) containerd has for the pod
+/// `uid` (via `ctr`, not through distro).
+pub fn runtime_containers(socket: &Path, uid: &str, kind: &str) -> Vec<String> {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["-n", "k8s.io", "containers", "ls", "-q"])
+        .arg(format!(
+            "labels.\"io.kubernetes.pod.uid\"=={uid},labels.\"io.cri-containerd.kind\"=={kind}"
+        ))
+        .output()
+        .expect("ctr");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
