@@ -117,6 +117,32 @@ impl Housekeeping {
     }
 }
 
+/// Removes what pod `uid` left on the node once its worker is done with it (volumes,
+/// hosts file, termination messages, logs with their rotations), as upstream's pod cleanup
+/// and container GC do for pods that are gone. What cannot go yet (a busy mount) is left to
+/// the next housekeeping pass, which finds the pod unknown.
+pub(super) async fn remove_pod(ctx: &Context, uid: &str) {
+    if let Err(why) = remove_pod_dir(ctx, uid).await {
+        tracing::debug!(%uid, error = %why, "removing a finished pod's directory failed; housekeeping retries");
+    }
+    remove_pod_logs(&ctx.sandbox.pod_log_root, uid).await;
+}
+
+/// Removes `<pod_log_root>/<namespace>_<name>_<uid>` (found by its UID: an orphan's name
+/// is not known).
+async fn remove_pod_logs(pod_log_root: &Path, uid: &str) {
+    let Ok(mut entries) = tokio::fs::read_dir(pod_log_root).await else {
+        return;
+    };
+    while let Ok(Some(e)) = entries.next_entry().await {
+        if log_dir_uid(&e.file_name().to_string_lossy()) == Some(uid) {
+            if let Err(err) = tokio::fs::remove_dir_all(e.path()).await {
+                tracing::debug!(path = %e.path().display(), error = %err, "removing a pod's logs failed");
+            }
+        }
+    }
+}
+
 /// Tears down the volumes of pod `uid`, then removes its directory if no mount is left
 /// under it.
 async fn remove_pod_dir(ctx: &Context, uid: &str) -> Result<(), String> {

@@ -654,7 +654,7 @@ async fn worker(
         };
         let delay = match result {
             Ok(Next::Finished) => {
-                remove_pod_dir(&ctx, &uid).await;
+                housekeeping::remove_pod(&ctx, &uid).await;
                 ctx.eviction_grace.forget(&uid);
                 return uid;
             }
@@ -668,33 +668,6 @@ async fn worker(
             changed = desired.changed() => if changed.is_err() { return uid },
             _ = wake.notified() => {}
             _ = tokio::time::sleep(delay) => {}
-        }
-    }
-}
-
-/// Removes what the kubelet wrote for a pod besides its volumes (hosts file, termination
-/// messages), once the volumes are torn down, and its log directory (rotated files
-/// included), as upstream's container GC does for pods that are gone.
-async fn remove_pod_dir(ctx: &Context, uid: &str) {
-    let dir = ctx.pod_dir(uid);
-    let _ = tokio::fs::remove_file(dir.join("etc-hosts")).await;
-    let _ = tokio::fs::remove_dir_all(dir.join("containers")).await;
-    let _ = tokio::fs::remove_dir(&dir).await;
-    remove_pod_logs(&ctx.sandbox.pod_log_root, uid).await;
-}
-
-/// Removes `<pod_log_root>/<namespace>_<name>_<uid>` (found by its UID: an orphan's name
-/// is not known).
-async fn remove_pod_logs(pod_log_root: &std::path::Path, uid: &str) {
-    let Ok(mut entries) = tokio::fs::read_dir(pod_log_root).await else {
-        return;
-    };
-    let suffix = format!("_{uid}");
-    while let Ok(Some(e)) = entries.next_entry().await {
-        if e.file_name().to_string_lossy().ends_with(&suffix) {
-            if let Err(err) = tokio::fs::remove_dir_all(e.path()).await {
-                tracing::debug!(path = %e.path().display(), error = %err, "removing a pod's logs failed");
-            }
         }
     }
 }
