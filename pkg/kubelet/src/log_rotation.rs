@@ -198,6 +198,16 @@ pub fn all_logs(log: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Removes `log` and its rotations, in use or not (upstream's log manager's `Clean`), for a
+/// container that is removed. Best effort: what cannot be removed stays.
+pub fn remove_all(log: &Path) {
+    let _ = fs::remove_file(log);
+    let dir = log.parent().unwrap_or(Path::new("."));
+    for name in rotated_names(log).unwrap_or_default() {
+        let _ = fs::remove_file(dir.join(name));
+    }
+}
+
 /// File names in `log`'s directory that start with `<log's name>.`.
 fn rotated_names(log: &Path) -> io::Result<Vec<String>> {
     let (Some(dir), Some(name)) = (log.parent(), log.file_name()) else {

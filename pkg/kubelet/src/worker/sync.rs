@@ -1052,24 +1052,11 @@ async fn remove_dead_attempts(ctx: &Context, pod: &Pod, rt: &RuntimePod) {
         tracing::debug!(pod = %crate::pod::format_pod(pod), container = %c.id, "removed a dead container");
         if !c.log_path.is_empty() {
             let log = PathBuf::from(&c.log_path);
-            if let Err(e) = tokio::task::spawn_blocking(move || remove_container_logs(&log)).await {
+            if let Err(e) =
+                tokio::task::spawn_blocking(move || crate::log_rotation::remove_all(&log)).await
+            {
                 tracing::debug!(error = %e, "removing a dead container's logs failed");
             }
-        }
-    }
-}
-
-/// Removes `log` and its rotations (`<log>.<timestamp>[.gz]`), as upstream's log manager's
-/// `Clean`.
-fn remove_container_logs(log: &std::path::Path) {
-    let (Some(dir), Some(name)) = (log.parent(), log.file_name()) else {
-        return;
-    };
-    let prefix = format!("{}.", name.to_string_lossy());
-    let _ = std::fs::remove_file(log);
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_file(e.path());
         }
     }
 }
