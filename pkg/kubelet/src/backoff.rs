@@ -90,11 +90,11 @@ impl Backoff {
             .is_some_and(|e| since(e.last_update, now) < e.backoff)
     }
 
-    /// How long `key` must still wait at `now` after an event at `event_time` (zero when
-    /// it need not): when to look again, rather than polling.
+    /// How long `key` must still wait at `now` after an event at `event_time`: zero exactly
+    /// when [`Self::is_in_backoff_since`] is false; when to look again, rather than polling.
     pub fn remaining_since(&self, key: &str, event_time: Timestamp, now: Timestamp) -> Duration {
         match self.entries.get(key) {
-            Some(e) if self.is_in_backoff_since(key, event_time, now) => {
+            Some(e) if !expired(event_time, e.last_update, self.max) => {
                 e.backoff.saturating_sub(since(event_time, now))
             }
             _ => Duration::ZERO,

@@ -389,8 +389,8 @@ pub fn container_backoff(
     })?;
     let finished = cri_time(exited.finished_at).unwrap_or(now);
     let key = backoff_key(pod, container);
-    if backoff.is_in_backoff_since(&key, finished, now) {
-        let wait = backoff.remaining_since(&key, finished, now);
+    let wait = backoff.remaining_since(&key, finished, now);
+    if !wait.is_zero() {
         return Some((
             crash_loop_message(backoff.get(&key), &container.name, pod),
             wait,
