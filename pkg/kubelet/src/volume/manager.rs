@@ -168,32 +168,6 @@ impl VolumeManager {
         self.root.join("pods").join(pod_uid).join("volumes")
     }
 
-    /// Uids of the pods that have volume state on disk, so the kubelet can
-    /// [`teardown`](Self::teardown) pods that disappeared while it was not running.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the pods directory cannot be listed (a missing one is empty).
-    pub async fn pods_on_disk(&self) -> Result<Vec<String>, Error> {
-        let pods = self.root.join("pods");
-        blocking(move || {
-            let entries = match fs::read_dir(&pods) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-                Err(e) => return Err(io_err("list pods", &pods)(e)),
-            };
-            let mut out = Vec::new();
-            for entry in entries {
-                let entry = entry.map_err(io_err("list pods", &pods))?;
-                if entry.path().join("volumes").is_dir() {
-                    out.push(entry.file_name().to_string_lossy().into_owned());
-                }
-            }
-            out.sort();
-            Ok(out)
-        })
-        .await
-    }
-
     /// Prepares every volume of `pod`, in spec order, and says where each one is.
     ///
     /// Safe to call again over existing state (after a restart or a failed attempt).
@@ -791,12 +765,9 @@ mod tests {
         clock.advance(Duration::from_secs(1));
         assert!(manager.update(&pod, &sources).await.unwrap());
         assert_eq!(fs::read_to_string(&token).unwrap(), "token-2");
-        assert_eq!(
-            manager.pods_on_disk().await.unwrap(),
-            vec!["uid-rotate".to_string()]
-        );
+        assert!(manager.pod_volumes_dir("uid-rotate").is_dir());
         manager.teardown("uid-rotate").await.unwrap();
-        assert!(manager.pods_on_disk().await.unwrap().is_empty());
+        assert!(!manager.pod_volumes_dir("uid-rotate").exists());
         assert_eq!(manager.tokens().next_refresh("uid-rotate"), None);
     }
 }
